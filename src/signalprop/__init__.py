@@ -1,0 +1,5 @@
+"""signalprop: training very deep and long-memory networks whose gradients neither vanish nor explode."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
