@@ -1,4 +1,4 @@
-"""signalprop: training very deep and long-memory networks whose gradients neither vanish nor explode."""
+"""signalprop: train very deep, long-memory networks whose gradients neither vanish nor explode."""
 
 from __future__ import annotations
 

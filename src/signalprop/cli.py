@@ -1,0 +1,200 @@
+"""The ``signalprop`` command line: list, run, report and reproduce experiments.
+
+User errors (unknown names, bad options or values, missing data) print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from signalprop.errors import DivergenceError, SignalpropError
+
+EXIT_USAGE = 2
+EXIT_DIVERGED = 3
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that prints a single error line with close-match suggestions, exit 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        hint = ""
+        words = [w for w in message.replace("'", " ").replace(",", " ").split() if w]
+        if "invalid choice" in message or "unrecognized arguments" in message:
+            choices = self._known_words()
+            for word in words:
+                if word.startswith("-") or "invalid choice" in message:
+                    close = difflib.get_close_matches(word, choices, n=3, cutoff=0.6)
+                    if close and word not in choices:
+                        hint = f"; did you mean {', '.join(close)}?"
+                        break
+        print(f"{self.prog}: error: {message}{hint}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+    def _known_words(self) -> list[str]:
+        words: list[str] = []
+        for action in self._actions:
+            words.extend(action.option_strings)
+            if isinstance(action, argparse._SubParsersAction):
+                words.extend(action.choices)
+                for sub in action.choices.values():
+                    words.extend(o for a in sub._actions for o in a.option_strings)
+        return list(dict.fromkeys(words))
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true", help="the short CI-sized version")
+    parser.add_argument("--seed", type=int, default=0, help="base random seed (default 0)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override a config field, e.g. train.lr=0.01")
+    parser.add_argument("--out", type=Path, default=Path("runs"), help="output root (runs/)")
+    parser.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda:N")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="signalprop", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p_list = sub.add_parser("list", help="experiments and their claims")
+    p_list.add_argument("--config", metavar="NAME", help="show one experiment's config keys")
+
+    p_run = sub.add_parser("run", help="run one experiment")
+    p_run.add_argument("name")
+    _add_run_options(p_run)
+    p_run.add_argument("--resume", nargs="?", const="latest", metavar="RUN_DIR",
+                       help="continue a run directory (default: the latest of NAME)")
+
+    p_report = sub.add_parser("report", help="Markdown and HTML report from run directories")
+    p_report.add_argument("run_dirs", nargs="+", type=Path)
+    p_report.add_argument("--out", type=Path, default=Path("report"))
+
+    p_repro = sub.add_parser("reproduce", help="run every experiment, then the report")
+    p_repro.add_argument("--quick", action="store_true")
+    p_repro.add_argument("--seed", type=int, default=0)
+    p_repro.add_argument("--out", type=Path, default=Path("runs"))
+    p_repro.add_argument("--only", metavar="PATTERN", help="glob on experiment names")
+    p_repro.add_argument("--device", default="auto")
+    p_repro.add_argument("--report", type=Path, default=None,
+                         help="report directory (default: <out>/report)")
+    return parser
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from signalprop import config as config_lib
+    from signalprop.experiments.registry import all_experiments, get_experiment
+
+    if args.config:
+        exp = get_experiment(args.config)
+        cfg = exp.make_config()
+        flat = _flatten(config_lib.to_dict(cfg))
+        for key, value in flat.items():
+            print(f"{key} = {value!r}")
+        return 0
+    for exp in all_experiments():
+        print(f"{exp.name:28s} {exp.summary}")
+        for claim in exp.claims:
+            print(f"{'':28s}   claim: {claim.text} [{claim.source}]")
+    return 0
+
+
+def _flatten(data: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from signalprop.device import resolve_device
+    from signalprop.experiments.context import missing_requirements, run_experiment
+    from signalprop.experiments.registry import get_experiment
+    from signalprop.runs import latest_run_dir
+
+    exp = get_experiment(args.name)
+    device = resolve_device(args.device)
+    resume = None
+    if args.resume == "latest":
+        resume = latest_run_dir(args.out, exp.name)
+        if resume is None:
+            raise SignalpropError(f"nothing to resume: no run of {exp.name} under {args.out}")
+    elif args.resume:
+        resume = Path(args.resume)
+    reason = missing_requirements(exp)
+    if reason:
+        print(f"skipped {exp.name}: {reason}", file=sys.stderr)
+        return 0
+    run_dir = run_experiment(
+        exp, out=args.out, quick=args.quick, seed=args.seed, overrides=args.overrides,
+        device=device, resume=resume, progress=False if args.no_progress else None,
+    )
+    print(run_dir)
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from signalprop.report import build_report
+
+    index = build_report(list(args.run_dirs), args.out)
+    print(f"report: {index.parent / 'README.md'} and {index}")
+    return 0
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    import fnmatch
+
+    from signalprop.device import resolve_device
+    from signalprop.experiments.context import missing_requirements, run_experiment
+    from signalprop.experiments.registry import all_experiments
+    from signalprop.report import build_report
+
+    device = resolve_device(args.device)
+    selected = [e for e in all_experiments()
+                if args.only is None or fnmatch.fnmatch(e.name, args.only)]
+    if not selected:
+        raise SignalpropError(f"--only {args.only!r} matches no experiment (`signalprop list`)")
+    run_dirs = []
+    for exp in selected:
+        reason = missing_requirements(exp)
+        if reason:
+            print(f"skipped {exp.name}: {reason}", file=sys.stderr)
+            continue
+        print(f"running {exp.name}{' (quick)' if args.quick else ''} ...", file=sys.stderr)
+        try:
+            run_dirs.append(run_experiment(exp, out=args.out, quick=args.quick, seed=args.seed,
+                                           device=device))
+        except DivergenceError as exc:
+            print(f"{exp.name} diverged: {exc}", file=sys.stderr)
+    report_dir = args.report or args.out / "report"
+    index = build_report(run_dirs, report_dir) if run_dirs else None
+    print(f"run directories: {', '.join(str(d) for d in run_dirs) or 'none'}")
+    if index is not None:
+        print(f"report: {index.parent / 'README.md'} and {index}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    commands = {"list": _cmd_list, "run": _cmd_run, "report": _cmd_report,
+                "reproduce": _cmd_reproduce}
+    try:
+        return commands[args.command](args)
+    except DivergenceError as exc:
+        print(f"signalprop: diverged: {exc}", file=sys.stderr)
+        return EXIT_DIVERGED
+    except SignalpropError as exc:
+        print(f"signalprop: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("signalprop: interrupted; rerun with --resume to continue", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

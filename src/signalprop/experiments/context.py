@@ -1,0 +1,180 @@
+"""Running an experiment: the run directory, its config, the sub-runs and the summary.
+
+An experiment's ``run(ctx)`` trains one or more models through :meth:`RunContext.fit` (one
+sub-directory each, resumable) and returns ``{"results": ..., "series": ..., "tables": ...}``.
+:func:`run_experiment` adds the claims' verdicts and writes ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from signalprop import config as config_lib
+from signalprop.errors import ConfigError, DatasetMissing, SignalpropError
+from signalprop.experiments.registry import VERDICTS, Experiment
+from signalprop.learning.base import LearningRule, LossFn
+from signalprop.runs import new_run_dir, run_metadata
+from signalprop.storage import atomic_write_json
+from signalprop.train import TrainConfig, fit, seed_everything
+
+
+@dataclass
+class RunContext:
+    """What an experiment's ``run`` function gets: config, run directory, device and helpers."""
+
+    experiment: Experiment
+    config: Any
+    run_dir: Path
+    device: torch.device
+    seed: int = 0
+    quick: bool = False
+    progress: bool | None = None
+    datasets_used: list[str] = field(default_factory=list)
+
+    def log(self, message: str) -> None:
+        print(f"[{self.experiment.name}] {message}", file=sys.stderr, flush=True)
+
+    def load_data(self, name: str, fallback: str | None = None, **options: Any):
+        """Load a dataset; when it is missing use ``fallback`` and say so in one line."""
+        from signalprop import data
+
+        try:
+            splits = data.load(name, seed=self.seed, **options)
+        except DatasetMissing as exc:
+            if fallback is None:
+                raise
+            self.log(f"{name} not available ({exc}); using {fallback} instead")
+            splits = data.load(fallback, seed=self.seed)
+        if splits.name not in self.datasets_used:
+            self.datasets_used.append(splits.name)
+        return splits
+
+    def fit(
+        self,
+        name: str,
+        model: nn.Module,
+        splits: Any,
+        train: TrainConfig,
+        *,
+        seed: int | None = None,
+        rules: tuple[LearningRule, ...] = (),
+        loss_fn: LossFn | None = None,
+        on_epoch: Any = None,
+    ) -> dict[str, Any]:
+        """Train ``model`` in the sub-run ``<run_dir>/<name>`` (resumes if it exists)."""
+        return fit(
+            model, splits.train, splits.test, train, self.run_dir / name,
+            seed=self.seed if seed is None else seed, task=splits.task, device=self.device,
+            rules=rules, loss_fn=loss_fn, on_epoch=on_epoch, progress=self.progress,
+            desc=f"{self.experiment.name}/{name}",
+        )
+
+    def seeds(self, count: int) -> list[int]:
+        """``count`` seeds starting at the run's base seed."""
+        return [self.seed + i for i in range(count)]
+
+    def figure_path(self, name: str) -> Path:
+        path = self.run_dir / "figures" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+def resolve_config(experiment: Experiment, quick: bool, overrides: list[str]) -> Any:
+    """Default config, then the quick overrides, then the user's ``--set`` overrides."""
+    cfg = experiment.make_config()
+    if quick and experiment.quick:
+        cfg = config_lib.apply_dict(cfg, experiment.quick)
+    return config_lib.apply_overrides(cfg, overrides)
+
+
+def missing_requirements(experiment: Experiment) -> str | None:
+    """A one-line reason when a dataset the experiment requires is absent, else None."""
+    from signalprop import data
+
+    for name in experiment.requires:
+        ok, reason = data.is_available(name)
+        if not ok:
+            return reason
+    return None
+
+
+def _evaluate_claims(experiment: Experiment, summary: dict[str, Any], command: str) -> list[dict]:
+    results = summary.get("results", {})
+    rows = []
+    for claim in experiment.claims:
+        try:
+            ours, verdict = claim.check(results)
+        except (KeyError, TypeError, ValueError) as exc:
+            ours, verdict = f"missing ({exc})", "not checked"
+        if verdict not in VERDICTS:
+            raise ValueError(f"claim check returned unknown verdict {verdict!r}")
+        rows.append({
+            "claim": claim.text, "source": claim.source, "paper_value": claim.paper_value,
+            "our_value": ours, "verdict": verdict,
+            "dataset": results.get("dataset", ", ".join(summary.get("datasets", []))),
+            "command": command,
+        })
+    return rows
+
+
+def run_experiment(
+    experiment: Experiment,
+    *,
+    out: Path = Path("runs"),
+    quick: bool = False,
+    seed: int = 0,
+    overrides: list[str] | None = None,
+    device: torch.device | None = None,
+    resume: Path | None = None,
+    progress: bool | None = None,
+) -> Path:
+    """Run ``experiment`` in a new run directory (or resume ``resume``); return the directory."""
+    device = device or torch.device("cpu")
+    if resume is not None:
+        resume = Path(resume)
+        try:
+            saved = json.loads((resume / "config.json").read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise SignalpropError(
+                f"cannot resume {resume}: unreadable config.json ({exc})"
+            ) from None
+        if saved.get("experiment") != experiment.name:
+            raise ConfigError(
+                f"{resume} is a run of {saved.get('experiment')!r}, not {experiment.name!r}"
+            )
+        cfg = config_lib.from_dict(experiment.make_config(), saved["config"])
+        quick, seed, run_dir = saved.get("quick", False), saved.get("seed", 0), resume
+        meta = saved.get("meta", {})
+    else:
+        cfg = resolve_config(experiment, quick, overrides or [])
+        run_dir = new_run_dir(out, experiment.name)
+        meta = run_metadata(device)
+    quick_flag = " --quick" if quick else ""
+    command = f"signalprop run {experiment.name}{quick_flag} --seed {seed}"
+    if overrides:
+        command += "".join(f" --set {o}" for o in overrides)
+    atomic_write_json(run_dir / "config.json", {
+        "experiment": experiment.name, "summary": experiment.summary, "paper": experiment.paper,
+        "claim": "; ".join(c.text for c in experiment.claims) or experiment.summary,
+        "quick": quick, "seed": seed, "command": command, "config": config_lib.to_dict(cfg),
+        "meta": meta,
+    })
+    ctx = RunContext(experiment, cfg, run_dir, device, seed=seed, quick=quick, progress=progress)
+    seed_everything(seed)
+    started = time.perf_counter()
+    summary = experiment.run(ctx)
+    summary = {
+        "experiment": experiment.name, "wall_s": time.perf_counter() - started,
+        "datasets": ctx.datasets_used, **summary,
+    }
+    summary["claims"] = _evaluate_claims(experiment, summary, command)
+    atomic_write_json(run_dir / "summary.json", summary)
+    return run_dir

@@ -1,0 +1,64 @@
+"""A plain fully connected network of any depth, the baseline the methods are compared with."""
+
+from __future__ import annotations
+
+import math
+
+from torch import Tensor, nn
+
+from signalprop.errors import ConfigError
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "tanh": nn.Tanh, "relu": nn.ReLU, "sigmoid": nn.Sigmoid, "gelu": nn.GELU,
+    "identity": nn.Identity,
+}
+
+
+def make_activation(name: str) -> nn.Module:
+    """An activation module by name (tanh, relu, sigmoid, gelu, identity)."""
+    if name not in ACTIVATIONS:
+        raise ConfigError(f"unknown activation {name!r}; choose from {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]()
+
+
+class MLP(nn.Module):
+    """``depth`` layers ``h_{l+1} = phi(W_l h_l + b_l)`` of equal ``width``, then a linear head.
+
+    Weights are drawn from ``N(0, gain^2 / fan_in)`` and biases are zero, so ``gain`` sets how
+    close the network is to the edge of chaos (1 for tanh is the classic LeCun scale).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        width: int,
+        depth: int,
+        out_features: int,
+        activation: str = "tanh",
+        gain: float = 1.0,
+    ) -> None:
+        super().__init__()
+        for name, value in (("in_features", in_features), ("width", width), ("depth", depth),
+                            ("out_features", out_features)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"MLP {name} must be a positive integer, got {value!r}")
+        if not (isinstance(gain, int | float) and math.isfinite(gain) and gain > 0):
+            raise ConfigError(f"MLP gain must be a finite number > 0, got {gain!r}")
+        self.gain = float(gain)
+        layers: list[nn.Module] = []
+        features = in_features
+        for _ in range(depth):
+            layers += [nn.Linear(features, width), make_activation(activation)]
+            features = width
+        self.hidden = nn.Sequential(*layers)
+        self.head = nn.Linear(features, out_features)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, std=self.gain / math.sqrt(module.in_features))
+                nn.init.zeros_(module.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.hidden(x.flatten(1)))

@@ -1,0 +1,373 @@
+"""The one training loop: seeded, resumable, checksummed, with per-step and per-epoch metrics.
+
+``fit`` trains a model in a run directory. It writes ``metrics.jsonl`` (``kind`` = ``step`` or
+``epoch``), a checkpoint after every epoch and ``result.json`` when done. Called again on the
+same directory it resumes from the last good checkpoint (or returns the finished result), and
+ends with exactly the metrics an uninterrupted run would have produced.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from signalprop.config import non_negative, one_of, positive
+from signalprop.diagnostics.gradients import GradNormRecorder
+from signalprop.errors import CheckpointCorrupt, DivergenceError
+from signalprop.learning.base import LearningRule, LossFn, backprop
+from signalprop.storage import (
+    MetricsLog,
+    atomic_write_json,
+    load_checkpoint,
+    previous_checkpoint,
+    save_checkpoint,
+    sha256_prefix,
+)
+
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.jsonl"
+RESULT = "result.json"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings shared by every experiment."""
+
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    grad_clip: float = 0.0
+    log_every: int = 10
+    grad_norms: bool = False
+    max_steps_per_epoch: int = 0
+    eval_batch_size: int = 1000
+
+    def __post_init__(self) -> None:
+        positive("train.epochs", self.epochs)
+        positive("train.batch_size", self.batch_size)
+        positive("train.lr", self.lr)
+        one_of("train.optimizer", self.optimizer, OPTIMIZERS)
+        non_negative("train.momentum", self.momentum)
+        non_negative("train.weight_decay", self.weight_decay)
+        non_negative("train.grad_clip", self.grad_clip)
+        positive("train.log_every", self.log_every)
+        non_negative("train.max_steps_per_epoch", self.max_steps_per_epoch)
+        positive("train.eval_batch_size", self.eval_batch_size)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def make_optimizer(params: Any, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Build the optimiser named by ``cfg.optimizer``."""
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
+    return torch.optim.RMSprop(
+        params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+    )
+
+
+def classification_loss(output: Tensor, target: Tensor) -> Tensor:
+    """Cross-entropy; per-step outputs ``(N, T, C)`` with targets ``(N, T)`` are flattened."""
+    if output.dim() == 3 and target.dim() == 2:
+        output, target = output.reshape(-1, output.shape[-1]), target.reshape(-1)
+    return nn.functional.cross_entropy(output, target, ignore_index=-100)
+
+
+def regression_loss(output: Tensor, target: Tensor) -> Tensor:
+    """Mean squared error."""
+    return nn.functional.mse_loss(output, target.reshape(output.shape))
+
+
+def default_loss(task: str) -> LossFn:
+    return classification_loss if task == "classification" else regression_loss
+
+
+def _correct(output: Tensor, target: Tensor) -> tuple[int, int]:
+    if output.dim() == 3 and target.dim() == 2:
+        output, target = output.reshape(-1, output.shape[-1]), target.reshape(-1)
+    mask = target != -100
+    hits = (output.argmax(-1) == target) & mask
+    return int(hits.sum()), int(mask.sum())
+
+
+class _Batches:
+    """Seeded shuffled mini-batches; tensors are indexed directly, other datasets via DataLoader."""
+
+    def __init__(self, dataset: Dataset, batch_size: int, device: torch.device) -> None:
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.device = device
+        self.tensors: tuple[Tensor, ...] | None = None
+        if isinstance(dataset, TensorDataset):
+            self.tensors = tuple(t.to(device) for t in dataset.tensors)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.dataset) / self.batch_size)  # type: ignore[arg-type]
+
+    def epoch(self, generator: torch.Generator | None):
+        if self.tensors is not None:
+            n = self.tensors[0].shape[0]
+            order = (
+                torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+            ).to(self.device)
+            for start in range(0, n, self.batch_size):
+                index = order[start : start + self.batch_size]
+                yield tuple(t[index] for t in self.tensors)
+            return
+        loader = DataLoader(
+            self.dataset,
+            batch_size=self.batch_size,
+            shuffle=generator is not None,
+            generator=generator,
+        )
+        for batch in loader:
+            yield tuple(t.to(self.device) for t in batch)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, dataset: Dataset, loss_fn: LossFn, device: torch.device, batch_size: int,
+    task: str,
+) -> dict[str, float]:
+    """Mean loss (and accuracy for classification) over ``dataset`` in eval mode."""
+    was_training = model.training
+    model.eval()
+    total_loss, count, hits, labelled = 0.0, 0, 0, 0
+    for inputs, targets in _Batches(dataset, batch_size, device).epoch(None):
+        output = model(inputs)
+        total_loss += float(loss_fn(output, targets)) * inputs.shape[0]
+        count += inputs.shape[0]
+        if task == "classification":
+            h, n = _correct(output, targets)
+            hits, labelled = hits + h, labelled + n
+    model.train(was_training)
+    result = {"loss": total_loss / max(count, 1)}
+    if task == "classification":
+        result["acc"] = hits / max(labelled, 1)
+    return result
+
+
+def _nonfinite_grad_layer(model: nn.Module) -> str | None:
+    for name, param in model.named_parameters():
+        if param.grad is not None and not torch.isfinite(param.grad).all():
+            return name
+    return None
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": np.random.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _warn(message: str) -> None:
+    print(f"signalprop: warning: {message}", file=sys.stderr)
+
+
+def _restore(run_dir: Path, device: torch.device) -> dict[str, Any] | None:
+    """Newest checkpoint whose own checksum and metrics-prefix checksum both verify."""
+    metrics = run_dir / METRICS
+    for path in (run_dir / CHECKPOINT, previous_checkpoint(run_dir / CHECKPOINT)):
+        if not path.exists():
+            continue
+        try:
+            state = load_checkpoint(path, map_location=device)
+        except CheckpointCorrupt as exc:
+            _warn(f"{exc}; falling back to the previous checkpoint")
+            continue
+        length, digest = state["metrics_bytes"], state["metrics_sha256"]
+        if not metrics.exists() or metrics.stat().st_size < length or (
+            sha256_prefix(metrics, length) != digest
+        ):
+            _warn(f"metrics file {metrics} does not match checkpoint {path} (truncated or "
+                  "corrupted); falling back to the previous checkpoint")
+            continue
+        with open(metrics, "r+b") as handle:
+            handle.truncate(length)
+        return state
+    if metrics.exists() and metrics.stat().st_size:
+        kept = metrics.with_name(f"{METRICS}.unrecoverable-{int(time.time())}")
+        metrics.replace(kept)
+        _warn(f"no usable checkpoint in {run_dir}; old metrics kept as {kept.name}, starting over")
+    return None
+
+
+def fit(
+    model: nn.Module,
+    train_data: Dataset,
+    test_data: Dataset | None,
+    cfg: TrainConfig,
+    run_dir: Path,
+    *,
+    seed: int = 0,
+    task: str = "classification",
+    device: torch.device | None = None,
+    rules: Sequence[LearningRule] = (),
+    loss_fn: LossFn | None = None,
+    on_epoch: Callable[[nn.Module, int], dict[str, Any]] | None = None,
+    progress: bool | None = None,
+    desc: str = "",
+) -> dict[str, Any]:
+    """Train ``model`` in ``run_dir`` and return the final metrics (also in ``result.json``).
+
+    ``on_epoch(model, epoch)`` may return extra values for the epoch record. Raises
+    :class:`DivergenceError` on a NaN/Inf loss or gradient, leaving the last good checkpoint.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    result_path = run_dir / RESULT
+    if result_path.exists():
+        try:
+            return json.loads(result_path.read_text())
+        except json.JSONDecodeError:
+            _warn(f"{result_path} is corrupt; recomputing from the checkpoint")
+    device = device or torch.device("cpu")
+    loss_fn = loss_fn or default_loss(task)
+    model.to(device)
+    for rule in rules:
+        rule.attach(model)
+    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg)
+    batches = _Batches(train_data, cfg.batch_size, device)
+    steps_per_epoch = len(batches)
+    if cfg.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
+
+    start_epoch, step, wall = 0, 0, 0.0
+    state = _restore(run_dir, device)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        for rule, rule_state in zip(rules, state["rules"], strict=True):
+            rule.load_state_dict(rule_state)
+        start_epoch, step, wall = state["epoch"], state["step"], state["wall_s"]
+        _set_rng_state(state["rng"])
+
+    recorder = GradNormRecorder(model) if cfg.grad_norms else None
+    show = sys.stderr.isatty() if progress is None else progress
+    last: dict[str, Any] = {}
+    log = MetricsLog(run_dir / METRICS)
+    try:
+        from tqdm.auto import tqdm
+
+        for epoch in range(start_epoch, cfg.epochs):
+            model.train()
+            started = time.perf_counter()
+            generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+            losses: list[float] = []
+            bar = tqdm(total=steps_per_epoch, disable=not show, leave=False,
+                       desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}".strip())
+            for index, (inputs, targets) in enumerate(batches.epoch(generator)):
+                if index >= steps_per_epoch:
+                    break
+                optimizer.zero_grad(set_to_none=True)
+                computed = None
+                for rule in rules:
+                    computed = rule.compute_gradients(model, inputs, targets, loss_fn)
+                    if computed is not None:
+                        break
+                loss, _ = computed or backprop(model, inputs, targets, loss_fn)
+                loss_value = float(loss.detach())
+                if not math.isfinite(loss_value):
+                    raise DivergenceError(
+                        f"loss became {loss_value} at epoch {epoch + 1}, step {step + 1}; the last "
+                        f"good checkpoint is kept in {run_dir}. Lower train.lr or add "
+                        "train.grad_clip and rerun with --resume"
+                    )
+                bad = _nonfinite_grad_layer(model)
+                if bad is not None:
+                    raise DivergenceError(
+                        f"gradient of {bad} became NaN/Inf at epoch {epoch + 1}, step {step + 1}; "
+                        f"the last good checkpoint is kept in {run_dir}. Lower train.lr or add "
+                        "train.grad_clip"
+                    )
+                if recorder is not None:
+                    recorder.record()
+                if cfg.grad_clip:
+                    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                optimizer.step()
+                extra: dict[str, float] = {}
+                for rule in rules:
+                    extra.update(rule.after_step(model))
+                step += 1
+                losses.append(loss_value)
+                if step % cfg.log_every == 0:
+                    log.write({"kind": "step", "step": step, "epoch": epoch + 1,
+                               "loss": loss_value, **extra})
+                bar.set_postfix(loss=f"{loss_value:.4f}")
+                bar.update()
+            bar.close()
+            wall += time.perf_counter() - started
+            record: dict[str, Any] = {
+                "kind": "epoch", "epoch": epoch + 1, "step": step, "wall_s": wall,
+                "train_loss": float(np.mean(losses)) if losses else float("nan"),
+                "lr": optimizer.param_groups[0]["lr"],
+            }
+            if test_data is not None:
+                scores = evaluate(model, test_data, loss_fn, device, cfg.eval_batch_size, task)
+                record.update({f"test_{k}": v for k, v in scores.items()})
+            if on_epoch is not None:
+                record.update(on_epoch(model, epoch + 1))
+            if recorder is not None:
+                record["grad_norms"] = recorder.pop_means()
+            log.write(record)
+            log.sync()
+            save_checkpoint(run_dir / CHECKPOINT, {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "rules": [rule.state_dict() for rule in rules], "epoch": epoch + 1,
+                "step": step, "wall_s": wall, "rng": _rng_state(),
+                "metrics_bytes": log.tell(),
+                "metrics_sha256": sha256_prefix(run_dir / METRICS, log.tell()),
+            })
+            last = {k: v for k, v in record.items() if k not in ("kind", "grad_norms")}
+    finally:
+        log.close()
+        if recorder is not None:
+            recorder.remove()
+    if not last:
+        epochs = [r for r in _read_epochs(run_dir)]
+        last = {k: v for k, v in epochs[-1].items() if k not in ("kind", "grad_norms")}
+    atomic_write_json(result_path, last)
+    return last
+
+
+def _read_epochs(run_dir: Path) -> list[dict[str, Any]]:
+    from signalprop.storage import read_jsonl
+
+    return [r for r in read_jsonl(run_dir / METRICS) if r.get("kind") == "epoch"]
