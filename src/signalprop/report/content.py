@@ -1,0 +1,160 @@
+"""What the report says, independent of Markdown or HTML: tables as lists of text cells."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from signalprop.report._fmt import MISSING, fmt_float, fmt_seconds, fmt_value
+from signalprop.report.figures import FigureImage, grad_norm_profiles
+from signalprop.report.runs_reader import RunRecord
+
+CLAIM_COLUMNS = ["claim", "source", "paper", "ours", "dataset", "verdict", "command"]
+CLAIM_CODE_COLUMNS = {"command"}
+
+
+@dataclass
+class Table:
+    columns: list[str]
+    rows: list[list[str]]
+    code_columns: set[str] = field(default_factory=set)  #: rendered as inline code
+
+
+@dataclass
+class RunSection:
+    run: RunRecord
+    anchor: str
+    figures: list[FigureImage]
+
+    @property
+    def label(self) -> str:
+        return f"{self.run.experiment} / {self.run.run_id}"
+
+
+def status_text(run: RunRecord) -> str:
+    if run.complete:
+        return "complete"
+    return "incomplete (no summary.json: the experiment did not finish or is still running)"
+
+
+def info_rows(run: RunRecord) -> list[tuple[str, str, bool]]:
+    """``(field, value, is_code)`` rows describing a run."""
+    m = run.meta
+    versions = ", ".join(
+        f"{k} {m[k]}" for k in ("signalprop", "torch", "python") if m.get(k) not in (None, "")
+    )
+    host = " ".join(
+        x for x in (str(m.get("hostname") or ""), f"({m['platform']})" if m.get("platform") else "")
+        if x
+    )
+    rows: list[tuple[str, str, bool]] = [
+        ("experiment", run.experiment, False),
+        ("status", status_text(run), False),
+        ("claim", run.claim, False),
+        ("paper", run.paper, False),
+        ("date", run.date_text, False),
+        ("command", str(m.get("command") or ""), True),
+        ("device", str(m.get("device") or ""), False),
+        ("versions", versions, False),
+        ("host", host, False),
+        ("seed", fmt_value(run.seed) if run.seed is not None else "", False),
+        ("quick", fmt_value(run.quick) if run.quick is not None else "", False),
+        ("wall time", fmt_seconds(run.wall_s) if run.wall_s is not None else "", False),
+        ("run directory", str(run.path), True),
+    ]
+    return [r for r in rows if r[1]]
+
+
+def claim_cells(c: dict[str, Any]) -> list[str]:
+    def t(key: str) -> str:
+        v = c.get(key)
+        return MISSING if v in (None, "") else fmt_value(v)
+
+    return [t("claim"), t("source"), t("paper_value"), t("our_value"), t("dataset"),
+            t("verdict"), t("command")]
+
+
+def claims_table(run: RunRecord) -> Table | None:
+    if not run.claims:
+        return None
+    return Table(list(CLAIM_COLUMNS), [claim_cells(c) for c in run.claims], CLAIM_CODE_COLUMNS)
+
+
+def all_claims_table(sections: list[RunSection]) -> Table:
+    """Claims of every run, prefixed by the run; an incomplete run without claims gets one
+    'not checked' row from its config.json claim."""
+    rows: list[list[str]] = []
+    for sec in sections:
+        run = sec.run
+        for c in run.claims:
+            rows.append([sec.label] + claim_cells(c))
+        if not run.claims and not run.complete and run.claim:
+            rows.append([sec.label, run.claim, run.paper or MISSING, MISSING,
+                         "(run incomplete)", MISSING, "not checked",
+                         str(run.meta.get("command") or MISSING)])
+    return Table(["run"] + CLAIM_COLUMNS, rows, CLAIM_CODE_COLUMNS)
+
+
+def results_table(run: RunRecord) -> Table | None:
+    if not run.results:
+        return None
+    return Table(["result", "value"], [[str(k), fmt_value(v)] for k, v in run.results.items()])
+
+
+def extra_tables(run: RunRecord) -> list[tuple[str, Table]]:
+    return [
+        (name, Table(cols, [[fmt_value(v) for v in row] + [""] * (len(cols) - len(row))
+                            for row in rows]))
+        for name, (cols, rows) in run.tables.items()
+    ]
+
+
+def subrun_table(run: RunRecord) -> Table | None:
+    """One row per subrun: epochs logged and its final metrics (result.json, else last epoch)."""
+    if not run.subruns:
+        return None
+    keys: list[str] = []
+    for sub in run.subruns:
+        for k in sub.result:
+            if k not in keys:
+                keys.append(k)
+    if not keys:
+        keys = [k for k in ("train_loss", "test_loss", "test_acc")
+                if any(k in e for s in run.subruns for e in s.epochs)]
+    rows = []
+    for sub in run.subruns:
+        last = sub.epochs[-1] if sub.epochs else {}
+        src = sub.result or last
+        cells = [sub.name, str(len(sub.epochs)), str(sub.n_steps)]
+        cells += [fmt_value(src[k]) if k in src else MISSING for k in keys]
+        rows.append(cells)
+    return Table(["subrun", "epochs", "steps"] + keys, rows)
+
+
+def grad_norm_table(run: RunRecord) -> Table | None:
+    """Summary of the last logged per-layer gradient norms of each subrun."""
+    rows = []
+    for sub in run.subruns:
+        prof = grad_norm_profiles(sub)
+        if prof is None:
+            continue
+        last = prof[0]
+        vals = [v for v in last["grad_norms"].values()
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
+        norms = list(last["grad_norms"].values())
+        first_layer, last_layer = norms[0], norms[-1]
+        ratio = MISSING
+        if (isinstance(first_layer, (int, float)) and isinstance(last_layer, (int, float))
+                and last_layer):
+            ratio = fmt_float(float(first_layer) / float(last_layer))
+        rows.append([
+            sub.name, fmt_value(last.get("epoch")), str(len(norms)),
+            fmt_value(first_layer), fmt_value(last_layer),
+            fmt_value(min(vals)) if vals else MISSING, fmt_value(max(vals)) if vals else MISSING,
+            ratio,
+        ])
+    if not rows:
+        return None
+    return Table(["subrun", "epoch", "layers", "first layer", "last layer", "min", "max",
+                  "first / last"], rows)

@@ -1,0 +1,260 @@
+"""Figures for the report, rendered to PNG bytes with matplotlib's Agg canvas.
+
+Figures are built with :class:`matplotlib.figure.Figure` directly (not ``pyplot``), so nothing
+touches the user's global backend or figure registry and every figure is freed after saving.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from io import BytesIO
+from typing import Any
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from signalprop.report._fmt import slug
+from signalprop.report.runs_reader import RunRecord, SubRun
+
+DPI = 100
+FIGSIZE = (6.4, 4.0)
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@dataclass
+class FigureImage:
+    """One PNG of the report: written to ``figures/<filename>`` and embedded in index.html."""
+
+    filename: str
+    title: str
+    caption: str
+    png: bytes
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _new_figure(figsize: tuple[float, float] = FIGSIZE) -> tuple[Figure, Any]:
+    fig = Figure(figsize=figsize, dpi=DPI)
+    FigureCanvasAgg(fig)
+    return fig, fig.add_subplot(1, 1, 1)
+
+
+def _to_png(fig: Figure) -> bytes:
+    buf = BytesIO()
+    try:
+        fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight", metadata={"Software": None})
+    finally:
+        fig.clear()
+    return buf.getvalue()
+
+
+def _colors(n: int) -> list[Any]:
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab10" if n <= 10 else "tab20"]
+    return [cmap(i % cmap.N) for i in range(n)]
+
+
+def _legend(ax: Any, n: int) -> None:
+    if n == 0:
+        return
+    ax.legend(fontsize="small" if n <= 8 else "x-small", ncol=1 if n <= 12 else 2, frameon=False)
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def spans_decades(values: Sequence[float], decades: float = 2.0) -> bool:
+    """True when all values are positive and max/min exceeds ``10**decades``."""
+    vals = [v for v in values if _finite(v)]
+    if not vals or min(vals) <= 0:
+        return False
+    return max(vals) / min(vals) > 10.0**decades
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def loss_figure(subruns: Sequence[SubRun]) -> bytes | None:
+    """Training loss against epoch, one line per subrun; log-y over > 2 decades."""
+    lines = [(s.name, s.epoch_series("train_loss")) for s in subruns]
+    lines = [(name, pts) for name, pts in lines if pts]
+    if not lines:
+        return None
+    fig, ax = _new_figure()
+    for (name, pts), color in zip(lines, _colors(len(lines)), strict=True):
+        xs, ys = zip(*pts, strict=True)
+        ax.plot(xs, ys, marker="o" if len(pts) < 30 else None, ms=3, color=color, label=name)
+    if spans_decades([y for _, pts in lines for _, y in pts]):
+        ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("training loss")
+    ax.set_title("Training loss")
+    ax.grid(True, alpha=0.3)
+    _legend(ax, len(lines))
+    return _to_png(fig)
+
+
+def accuracy_figure(subruns: Sequence[SubRun]) -> bytes | None:
+    """Test accuracy against epoch, one line per subrun that logs ``test_acc``."""
+    lines = [(s.name, s.epoch_series("test_acc")) for s in subruns]
+    lines = [(name, pts) for name, pts in lines if pts]
+    if not lines:
+        return None
+    fig, ax = _new_figure()
+    for (name, pts), color in zip(lines, _colors(len(lines)), strict=True):
+        xs, ys = zip(*pts, strict=True)
+        ax.plot(xs, ys, marker="o" if len(pts) < 30 else None, ms=3, color=color, label=name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test accuracy")
+    ax.set_title("Test accuracy")
+    ax.grid(True, alpha=0.3)
+    _legend(ax, len(lines))
+    return _to_png(fig)
+
+
+def grad_norm_profiles(sub: SubRun) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
+    """``(last, first)`` epoch records with ``grad_norms``; ``first`` is None if the same."""
+    recs = sub.grad_norm_epochs()
+    if not recs:
+        return None
+    last, first = recs[-1], recs[0]
+    return last, (first if first is not last else None)
+
+
+def grad_norm_figure(subruns: Sequence[SubRun]) -> bytes | None:
+    """Per-layer gradient norm against layer depth (forward order), log-y.
+
+    Solid: the last epoch that logged ``grad_norms``; dashed: the first such epoch.
+    Zero or non-finite norms cannot be drawn on a log axis and are left out.
+    """
+    profiles = [(s.name, grad_norm_profiles(s)) for s in subruns]
+    profiles = [(name, p) for name, p in profiles if p is not None]
+    if not profiles:
+        return None
+    fig, ax = _new_figure((7.0, 4.4))
+    names_per_sub: list[list[str]] = []
+    any_first = False
+    for (name, (last, first)), color in zip(profiles, _colors(len(profiles)), strict=True):
+        layer_names = list(last["grad_norms"])
+        names_per_sub.append(layer_names)
+        for rec, style, tag in ((last, "-", "last"), (first, "--", "first")):
+            if rec is None:
+                continue
+            ys = [v if _finite(v) and v > 0 else math.nan for v in rec["grad_norms"].values()]
+            ep = rec.get("epoch")
+            ep_txt = f"epoch {ep}" if ep is not None else tag
+            label = f"{name} ({ep_txt})"
+            ax.plot(
+                range(len(ys)), ys, linestyle=style, marker="o", ms=3, color=color,
+                alpha=1.0 if style == "-" else 0.6, label=label,
+            )
+            any_first = any_first or style == "--"
+    ax.set_yscale("log")
+    shared = names_per_sub[0] if all(n == names_per_sub[0] for n in names_per_sub) else None
+    if shared and len(shared) <= 16:
+        ax.set_xticks(range(len(shared)))
+        ax.set_xticklabels(shared, rotation=45, ha="right", fontsize="x-small")
+    ax.set_xlabel("layer depth (index in forward order: input → output)")
+    ax.set_ylabel("gradient norm")
+    title = "Per-layer gradient norm"
+    if any_first:
+        title += " (solid: last epoch, dashed: first epoch)"
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    _legend(ax, sum(2 if f is not None else 1 for _, (_, f) in profiles))
+    return _to_png(fig)
+
+
+def series_figure(spec: dict[str, Any], name: str = "") -> bytes | None:
+    """A custom line figure from ``summary.json`` ``series``."""
+    lines_spec = spec.get("lines")
+    if not isinstance(lines_spec, dict):
+        return None
+    lines: list[tuple[str, list[float], list[float]]] = []
+    for label, pts in lines_spec.items():
+        xs: list[float] = []
+        ys: list[float] = []
+        for i, pt in enumerate(pts if isinstance(pts, list) else []):
+            if isinstance(pt, (list, tuple)) and len(pt) >= 2:
+                x, y = pt[0], pt[1]
+            else:
+                x, y = i, pt
+            if _finite(x) and _finite(y):
+                xs.append(float(x))
+                ys.append(float(y))
+        if xs:
+            lines.append((str(label), xs, ys))
+    if not lines:
+        return None
+    fig, ax = _new_figure()
+    for (label, xs, ys), color in zip(lines, _colors(len(lines)), strict=True):
+        ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, ms=3, color=color, label=label)
+    if spec.get("logy") is True:
+        if all(y > 0 for _, _, ys in lines for y in ys):
+            ax.set_yscale("log")
+        else:
+            ax.set_yscale("symlog")
+    ax.set_title(str(spec.get("title") or name))
+    ax.set_xlabel(str(spec.get("xlabel") or ""))
+    ax.set_ylabel(str(spec.get("ylabel") or ""))
+    ax.grid(True, alpha=0.3)
+    _legend(ax, len(lines))
+    return _to_png(fig)
+
+
+# --------------------------------------------------------------------------- per run
+
+
+def run_figures(run: RunRecord, prefix: str) -> list[FigureImage]:
+    """All figures of one run, file names starting with ``prefix`` (unique per run).
+
+    Problems (e.g. a run figure that is not a PNG) are appended to ``run.notes``.
+    """
+    out: list[FigureImage] = []
+
+    def add(kind: str, title: str, caption: str, png: bytes | None) -> None:
+        if png:
+            out.append(FigureImage(f"{prefix}-{kind}.png", title, caption, png))
+
+    add(
+        "loss", "Training loss",
+        "Training loss per epoch for every subrun (log scale when the range spans more than "
+        "two decades).",
+        loss_figure(run.subruns),
+    )
+    add("accuracy", "Test accuracy", "Test accuracy per epoch.", accuracy_figure(run.subruns))
+    add(
+        "grad-norms", "Per-layer gradient norm",
+        "Gradient norm of each layer against its depth (forward order), log scale. Solid: last "
+        "epoch that logged gradient norms; dashed: first such epoch. A norm that falls by "
+        "orders of magnitude towards the input means vanishing gradients.",
+        grad_norm_figure(run.subruns),
+    )
+    for name, spec in run.series.items():
+        add(f"series-{slug(name, 32)}", str(spec.get("title") or name), f"Series '{name}'.",
+            series_figure(spec, name))
+    for path in run.figure_files:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            run.notes.append(f"cannot read figure {path.name} ({exc.strerror or exc})")
+            continue
+        if not data.startswith(PNG_SIGNATURE):
+            run.notes.append(f"figures/{path.name} is not a PNG file; left out")
+            continue
+        add(f"run-{slug(path.stem, 32)}", path.stem, f"Figure made by the experiment: "
+            f"figures/{path.name}.", data)
+    # de-duplicate file names (two series slugs may collide)
+    taken: set[str] = set()
+    for fig in out:
+        base, n = fig.filename[:-4], 1
+        while fig.filename in taken:
+            n += 1
+            fig.filename = f"{base}-{n}.png"
+        taken.add(fig.filename)
+    return out

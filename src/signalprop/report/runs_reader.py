@@ -1,0 +1,386 @@
+"""Read trainer run directories (read only; never trains, never writes).
+
+A run directory (``runs/<experiment>/<timestamp>/``) holds ``config.json``, ``summary.json``
+once the experiment finished, optional ``figures/*.png`` and one sub-directory per trained model
+(a *subrun*, at any depth) with ``result.json`` and/or ``metrics.jsonl``. Every file may be
+missing or partial: problems are recorded in ``notes`` instead of raising.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from signalprop.errors import SignalpropError
+
+CONFIG = "config.json"
+SUMMARY = "summary.json"
+RESULT = "result.json"
+METRICS = "metrics.jsonl"
+FIGURES = "figures"
+ROOT_SUBRUN = "(run)"
+
+VERDICTS = ("reproduced", "partly", "not reproduced", "not checked")
+CLAIM_FIELDS = ("claim", "source", "paper_value", "our_value", "dataset", "verdict", "command")
+
+_DIR_TIMESTAMP = re.compile(r"(\d{8})-(\d{6})")
+
+
+@dataclass
+class SubRun:
+    """One trained model inside a run: ``<run_dir>/<name>/``."""
+
+    name: str  #: path relative to the run directory, posix style (``"plain/seed0"``)
+    path: Path
+    result: dict[str, Any] = field(default_factory=dict)  #: ``result.json`` (flat dict)
+    epochs: list[dict[str, Any]] = field(default_factory=list)  #: ``kind == "epoch"`` records
+    n_steps: int = 0  #: number of ``kind == "step"`` records
+    skipped_lines: list[int] = field(default_factory=list)  #: 1-based unparsable line numbers
+    notes: list[str] = field(default_factory=list)
+
+    def epoch_series(self, key: str) -> list[tuple[float, float]]:
+        """``(epoch, value)`` pairs of a numeric epoch metric; finite values, last record wins."""
+        by_epoch: dict[float, float] = {}
+        for i, rec in enumerate(self.epochs):
+            y = rec.get(key)
+            if not _is_number(y) or not math.isfinite(y):
+                continue
+            x = rec.get("epoch")
+            by_epoch[float(x) if _is_number(x) else float(i + 1)] = float(y)
+        return sorted(by_epoch.items())
+
+    def grad_norm_epochs(self) -> list[dict[str, Any]]:
+        """Epoch records whose ``grad_norms`` is a non-empty dict, in file order."""
+        return [r for r in self.epochs if isinstance(r.get("grad_norms"), dict) and r["grad_norms"]]
+
+
+@dataclass
+class RunRecord:
+    """Everything the report needs from one run directory."""
+
+    path: Path
+    experiment: str
+    claim: str = ""
+    paper: str = ""
+    quick: bool | None = None
+    seed: Any = None
+    config: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+    summary: dict[str, Any] | None = None  #: raw ``summary.json``; ``None`` when incomplete
+    results: dict[str, Any] = field(default_factory=dict)
+    tables: dict[str, tuple[list[str], list[list[Any]]]] = field(default_factory=dict)
+    claims: list[dict[str, Any]] = field(default_factory=list)
+    series: dict[str, dict[str, Any]] = field(default_factory=dict)
+    subruns: list[SubRun] = field(default_factory=list)
+    figure_files: list[Path] = field(default_factory=list)
+    started: datetime | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return self.summary is not None
+
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    @property
+    def wall_s(self) -> float | None:
+        w = (self.summary or {}).get("wall_s")
+        return float(w) if _is_number(w) else None
+
+    @property
+    def date_text(self) -> str:
+        if self.started is None:
+            return ""
+        return self.started.isoformat(sep=" ", timespec="seconds")
+
+    @property
+    def sort_time(self) -> float:
+        if self.started is not None:
+            try:
+                return self.started.timestamp()
+            except (OverflowError, OSError, ValueError):
+                pass
+        try:
+            return (self.path / CONFIG).stat().st_mtime
+        except OSError:
+            return 0.0
+
+    def all_notes(self) -> list[str]:
+        out = list(self.notes)
+        for sub in self.subruns:
+            out.extend(f"{sub.name}: {n}" for n in sub.notes)
+        return out
+
+
+# --------------------------------------------------------------------------- discovery
+
+
+def is_run_dir(path: Path) -> bool:
+    """``config.json`` plus either ``summary.json`` or at least one subrun."""
+    path = Path(path)
+    if not (path / CONFIG).is_file():
+        return False
+    return (path / SUMMARY).is_file() or bool(find_subrun_dirs(path))
+
+
+def find_subrun_dirs(run_dir: Path) -> list[Path]:
+    """Directories below ``run_dir`` holding ``result.json`` or ``metrics.jsonl`` (any depth).
+
+    The run directory itself counts too when it holds them (single-model experiments).
+    A subrun's own sub-directories (checkpoints etc.) are not searched.
+    """
+    run_dir = Path(run_dir)
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(run_dir):
+        here = Path(dirpath)
+        if RESULT in filenames or METRICS in filenames:
+            found.append(here)
+            if here != run_dir:
+                dirnames[:] = []
+                continue
+        dirnames[:] = sorted(
+            d for d in dirnames if not d.startswith(".") and not (here == run_dir and d == FIGURES)
+        )
+    return sorted(found, key=lambda p: (p != run_dir, p.relative_to(run_dir).as_posix()))
+
+
+def find_run_dirs(container: Path) -> list[Path]:
+    """Run directories at any depth below ``container`` (a run's own tree is not searched)."""
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(container):
+        here = Path(dirpath)
+        if CONFIG in filenames and is_run_dir(here):
+            found.append(here)
+            dirnames[:] = []
+            continue
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    return found
+
+
+def resolve_run_dirs(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """Expand each path to run directories; raise :class:`SignalpropError` for a bad path."""
+    out: list[Path] = []
+    seen: set[Path] = set()
+    for raw in paths:
+        p = Path(raw).expanduser()
+        if not p.exists():
+            raise SignalpropError(
+                f"run directory does not exist: {p} "
+                "(pass runs/<experiment>/<timestamp> or a folder containing run directories)"
+            )
+        if not p.is_dir():
+            raise SignalpropError(
+                f"not a run directory: {p} is a file "
+                "(pass the directory that holds config.json, e.g. runs/<experiment>/<timestamp>)"
+            )
+        found = [p] if (p / CONFIG).is_file() else find_run_dirs(p)
+        if not found:
+            raise SignalpropError(
+                f"not a run directory: {p} (expected config.json; pass "
+                "runs/<experiment>/<timestamp> or a folder such as runs/ that contains run "
+                "directories)"
+            )
+        for d in found:
+            key = d.resolve()
+            if key not in seen:
+                seen.add(key)
+                out.append(d)
+    return out
+
+
+def discover_runs(paths: Iterable[str | os.PathLike[str]]) -> list[RunRecord]:
+    """Read all runs below ``paths``.
+
+    Runs are grouped by experiment (in order of first appearance) and newest first within
+    an experiment.
+    """
+    records = [read_run(d) for d in resolve_run_dirs(paths)]
+    order: dict[str, int] = {}
+    for r in records:
+        order.setdefault(r.experiment, len(order))
+    return sorted(records, key=lambda r: (order[r.experiment], -r.sort_time, r.run_id))
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_run(run_dir: str | os.PathLike[str]) -> RunRecord:
+    """Read one run directory. Raises only when ``config.json`` is absent."""
+    path = Path(run_dir)
+    if not (path / CONFIG).is_file():
+        raise SignalpropError(
+            f"not a run directory: {path} (expected config.json; pass "
+            "runs/<experiment>/<timestamp>)"
+        )
+    notes: list[str] = []
+    cfg = _read_json(path / CONFIG, notes)
+    if not isinstance(cfg, dict):
+        if cfg is not None:
+            notes.append("config.json is not a JSON object; ignored")
+        cfg = {}
+    meta = cfg.get("meta") if isinstance(cfg.get("meta"), dict) else {}
+    rec = RunRecord(
+        path=path,
+        experiment=_text(cfg.get("experiment")) or path.parent.name or path.name,
+        claim=_text(cfg.get("claim")),
+        paper=_text(cfg.get("paper")),
+        quick=cfg.get("quick") if isinstance(cfg.get("quick"), bool) else None,
+        seed=cfg.get("seed"),
+        config=cfg.get("config") if isinstance(cfg.get("config"), dict) else {},
+        meta=meta,
+        notes=notes,
+    )
+    rec.started = _parse_started(meta.get("started"), path.name)
+
+    if (path / SUMMARY).is_file():
+        summary = _read_json(path / SUMMARY, notes)
+        if isinstance(summary, dict):
+            rec.summary = summary
+            _read_summary(rec, summary)
+        elif summary is not None:
+            notes.append("summary.json is not a JSON object; run treated as incomplete")
+    else:
+        notes.append("no summary.json: the experiment did not finish (or is still running)")
+
+    rec.subruns = [read_subrun(path, d) for d in find_subrun_dirs(path)]
+    fig_dir = path / FIGURES
+    if fig_dir.is_dir():
+        rec.figure_files = sorted(
+            p for p in fig_dir.iterdir() if p.suffix.lower() == ".png" and p.is_file()
+        )
+    return rec
+
+
+def read_subrun(run_dir: Path, sub_dir: Path) -> SubRun:
+    rel = sub_dir.relative_to(run_dir).as_posix()
+    sub = SubRun(name=ROOT_SUBRUN if rel == "." else rel, path=sub_dir)
+    if (sub_dir / RESULT).is_file():
+        result = _read_json(sub_dir / RESULT, sub.notes)
+        if isinstance(result, dict):
+            sub.result = result
+        elif result is not None:
+            sub.notes.append("result.json is not a JSON object; ignored")
+    metrics = sub_dir / METRICS
+    if metrics.is_file():
+        _read_metrics(metrics, sub)
+    return sub
+
+
+def _read_metrics(path: Path, sub: SubRun) -> None:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            for lineno, line in enumerate(fh, start=1):
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    sub.skipped_lines.append(lineno)
+                    continue
+                if not isinstance(rec, dict):
+                    sub.skipped_lines.append(lineno)
+                    continue
+                kind = rec.get("kind")
+                if kind == "epoch":
+                    sub.epochs.append(rec)
+                elif kind == "step":
+                    sub.n_steps += 1
+    except OSError as exc:
+        sub.notes.append(f"cannot read metrics.jsonl ({exc.strerror or exc})")
+        return
+    if sub.skipped_lines:
+        shown = ", ".join(str(n) for n in sub.skipped_lines[:5])
+        more = "" if len(sub.skipped_lines) <= 5 else f" and {len(sub.skipped_lines) - 5} more"
+        sub.notes.append(
+            f"metrics.jsonl: skipped {len(sub.skipped_lines)} unparsable line(s) "
+            f"(line {shown}{more}); a truncated last line usually means training was interrupted"
+        )
+
+
+def _read_summary(rec: RunRecord, summary: dict[str, Any]) -> None:
+    notes = rec.notes
+    results = summary.get("results")
+    if isinstance(results, dict):
+        rec.results = results
+    elif results is not None:
+        notes.append("summary.json: 'results' is not an object; ignored")
+
+    tables = summary.get("tables")
+    if isinstance(tables, dict):
+        for name, tab in tables.items():
+            cols = tab.get("columns") if isinstance(tab, dict) else None
+            rows = tab.get("rows") if isinstance(tab, dict) else None
+            if not isinstance(rows, list):
+                notes.append(f"summary.json: table {name!r} has no 'rows' list; ignored")
+                continue
+            rows = [r if isinstance(r, list) else [r] for r in rows]
+            width = max((len(r) for r in rows), default=0)
+            cols = [str(c) for c in cols] if isinstance(cols, list) else []
+            cols += [""] * (width - len(cols))
+            rec.tables[str(name)] = (cols, rows)
+    elif tables is not None:
+        notes.append("summary.json: 'tables' is not an object; ignored")
+
+    claims = summary.get("claims")
+    if isinstance(claims, list):
+        for c in claims:
+            if isinstance(c, dict):
+                rec.claims.append({k: c.get(k) for k in CLAIM_FIELDS})
+            else:
+                notes.append("summary.json: a claim entry is not an object; ignored")
+    elif claims is not None:
+        notes.append("summary.json: 'claims' is not a list; ignored")
+
+    series = summary.get("series")
+    if isinstance(series, dict):
+        for name, spec in series.items():
+            if isinstance(spec, dict) and isinstance(spec.get("lines"), dict):
+                rec.series[str(name)] = spec
+            else:
+                notes.append(f"summary.json: series {name!r} has no 'lines' object; ignored")
+    elif series is not None:
+        notes.append("summary.json: 'series' is not an object; ignored")
+
+
+def _read_json(path: Path, notes: list[str]) -> Any:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except OSError as exc:
+        notes.append(f"cannot read {path.name} ({exc.strerror or exc})")
+    except ValueError as exc:
+        notes.append(f"{path.name} is not valid JSON ({exc}); ignored")
+    return None
+
+
+def _parse_started(value: Any, dir_name: str) -> datetime | None:
+    if isinstance(value, str) and value:
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            pass
+    m = _DIR_TIMESTAMP.search(dir_name)
+    if m:
+        try:
+            return datetime.strptime(m.group(1) + m.group(2), "%Y%m%d%H%M%S")
+        except ValueError:
+            pass
+    return None
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _text(x: Any) -> str:
+    return x if isinstance(x, str) else ("" if x is None else str(x))
