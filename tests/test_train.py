@@ -1,0 +1,116 @@
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from signalprop.errors import DivergenceError
+from signalprop.learning.base import LearningRule
+from signalprop.storage import read_jsonl
+from signalprop.train import TrainConfig, fit, seed_everything
+
+CFG = TrainConfig(epochs=3, batch_size=32, lr=1e-2, log_every=2, grad_norms=True)
+
+
+def make_model() -> nn.Module:
+    seed_everything(0)
+    return nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(),
+                         nn.Linear(16, 3))
+
+
+def _strip_wall(records):
+    return [{k: v for k, v in r.items() if k != "wall_s"} for r in records]
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_fit_writes_metrics_checkpoint_and_result(tmp_path, blobs):
+    train, test = blobs
+    result = fit(make_model(), train, test, CFG, tmp_path, seed=1)
+    records = read_jsonl(tmp_path / "metrics.jsonl")
+    epochs = [r for r in records if r["kind"] == "epoch"]
+    assert [r["epoch"] for r in epochs] == [1, 2, 3]
+    assert any(r["kind"] == "step" for r in records)
+    assert result["test_acc"] > 0.8
+    assert list(epochs[-1]["grad_norms"]) == ["0", "2", "4"]  # forward order
+    assert json.loads((tmp_path / "result.json").read_text()) == result
+    assert (tmp_path / "checkpoint.pt").exists()
+
+
+def test_resume_ends_like_an_uninterrupted_run(tmp_path, blobs):
+    train, test = blobs
+    full_model = make_model()
+    fit(full_model, train, test, CFG, tmp_path / "full", seed=5)
+
+    def stop_at_two(model, epoch):
+        if epoch == 2:
+            raise Interrupt
+        return {}
+
+    with pytest.raises(Interrupt):
+        fit(make_model(), train, test, CFG, tmp_path / "cut", seed=5, on_epoch=stop_at_two)
+    resumed_model = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(),
+                                  nn.Linear(16, 3))  # different init: must come from checkpoint
+    fit(resumed_model, train, test, CFG, tmp_path / "cut", seed=5)
+    full = _strip_wall(read_jsonl(tmp_path / "full" / "metrics.jsonl"))
+    cut = _strip_wall(read_jsonl(tmp_path / "cut" / "metrics.jsonl"))
+    assert cut == full
+    for a, b in zip(full_model.parameters(), resumed_model.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_finished_run_returns_its_result(tmp_path, blobs):
+    train, test = blobs
+    first = fit(make_model(), train, test, CFG, tmp_path, seed=0)
+    assert fit(make_model(), train, test, CFG, tmp_path, seed=0) == first
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, blobs):
+    train, test = blobs
+
+    class Poison(LearningRule):
+        calls = 0
+
+        def after_step(self, model):
+            self.calls += 1
+            if self.calls == 12:  # during epoch 2 (8 steps per epoch)
+                with torch.no_grad():
+                    model[0].weight.fill_(float("nan"))
+            return {}
+
+    with pytest.raises(DivergenceError, match="loss became nan at epoch 2"):
+        fit(make_model(), train, test, CFG, tmp_path, seed=0, rules=(Poison(),))
+    from signalprop.storage import load_checkpoint
+
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert state["epoch"] == 1
+    assert torch.isfinite(state["model"]["0.weight"]).all()
+    assert not (tmp_path / "result.json").exists()
+
+
+def test_nonfinite_gradient_names_the_parameter(tmp_path, blobs):
+    train, test = blobs
+
+    class InfGrad(LearningRule):
+        def compute_gradients(self, model, x, y, loss_fn):
+            out = model(x)
+            loss = loss_fn(out, y)
+            loss.backward()
+            model[2].weight.grad[0, 0] = float("inf")
+            return loss, out
+
+    with pytest.raises(DivergenceError, match="gradient of 2.weight"):
+        fit(make_model(), train, test, CFG, tmp_path, seed=0, rules=(InfGrad(),))
+
+
+def test_regression_task(tmp_path):
+    from torch.utils.data import TensorDataset
+
+    x = torch.randn(64, 3)
+    y = x.sum(1, keepdim=True)
+    cfg = TrainConfig(epochs=2, batch_size=16, lr=1e-2)
+    result = fit(nn.Linear(3, 1), TensorDataset(x, y), TensorDataset(x, y), cfg, tmp_path,
+                 task="regression")
+    assert "test_acc" not in result and result["test_loss"] < 5
