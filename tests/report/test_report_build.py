@@ -182,3 +182,35 @@ def test_log_scale_rule() -> None:
     assert spans_decades([2.0, 0.01])
     assert not spans_decades([2.0, 0.05])
     assert not spans_decades([2.0, 0.0, 1e-5])
+
+
+def test_malformed_and_partial_files_do_not_crash(make_run, tmp_path: Path) -> None:
+    run_dir = make_run(figure_png=b"GIF89a not a png")
+    (run_dir / "summary.json").write_text(
+        '{"results": [1, 2], "tables": {"t": {"columns": ["a"]}}, "claims": ["x"],'
+        ' "series": {"s": {"lines": {"l": [[0, NaN], [1, 2], "bad", [2, 3]]}}}}')
+    (run_dir / "baseline" / "result.json").write_text("{truncated")
+    with open(run_dir / "plain" / "seed0" / "metrics.jsonl", "a") as fh:
+        fh.write('\n\n[1, 2]\n{"kind": "epoch", "epoch": 4, "train_loss": NaN,'
+                 ' "grad_norms": {"a": 0.0, "b": null}}\n')
+    bare = tmp_path / "runs" / "started-only" / "20261127-000000-0000"
+    bare.mkdir(parents=True)
+    (bare / "config.json").write_text('{"experiment": "started-only", "claim": "c"}')
+    out = tmp_path / "r"
+    build_report([str(run_dir), bare], out)  # a config-only dir passed explicitly is accepted
+    md = (out / "README.md").read_text()
+    assert "figures/own.png is not a PNG file" in md
+    assert "result.json is not valid JSON" in md
+    assert "'results' is not an object" in md
+    assert "started-only" in md and "not checked" in md  # incomplete run's claim, unchecked
+    assert list((out / "figures").glob("*series-s.png"))
+    # a bare config-only dir is not discovered inside a container (it is no run dir yet)
+    assert [r.experiment for r in discover_runs([tmp_path / "runs"])] == ["deep-tanh-mlp"]
+
+
+def test_grad_norm_profile_skips_unusable_epochs(make_run) -> None:
+    run_dir = make_run(subruns=("deep",))
+    with open(run_dir / "deep" / "metrics.jsonl", "a") as fh:
+        fh.write('{"kind": "epoch", "epoch": 4, "grad_norms": {"a": 0.0, "b": null}}\n')
+    sub = read_run(run_dir).subruns[0]
+    assert [r["epoch"] for r in sub.grad_norm_epochs()] == [1, 2, 3]

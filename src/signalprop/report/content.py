@@ -48,14 +48,18 @@ def info_rows(run: RunRecord) -> list[tuple[str, str, bool]]:
         x for x in (str(m.get("hostname") or ""), f"({m['platform']})" if m.get("platform") else "")
         if x
     )
+    device = str(m.get("device") or "")
+    if m.get("device_name") and device:
+        device += f" ({m['device_name']})"
     rows: list[tuple[str, str, bool]] = [
         ("experiment", run.experiment, False),
         ("status", status_text(run), False),
+        ("summary", str(run.raw_config.get("summary") or ""), False),
         ("claim", run.claim, False),
         ("paper", run.paper, False),
         ("date", run.date_text, False),
-        ("command", str(m.get("command") or ""), True),
-        ("device", str(m.get("device") or ""), False),
+        ("command", run.command, True),
+        ("device", device, False),
         ("versions", versions, False),
         ("host", host, False),
         ("seed", fmt_value(run.seed) if run.seed is not None else "", False),
@@ -92,7 +96,7 @@ def all_claims_table(sections: list[RunSection]) -> Table:
         if not run.claims and not run.complete and run.claim:
             rows.append([sec.label, run.claim, run.paper or MISSING, MISSING,
                          "(run incomplete)", MISSING, "not checked",
-                         str(run.meta.get("command") or MISSING)])
+                         run.command or MISSING])
     return Table(["run"] + CLAIM_COLUMNS, rows, CLAIM_CODE_COLUMNS)
 
 
@@ -129,7 +133,7 @@ def subrun_table(run: RunRecord) -> Table | None:
         cells = [sub.name, str(len(sub.epochs)), str(sub.n_steps)]
         cells += [fmt_value(src[k]) if k in src else MISSING for k in keys]
         rows.append(cells)
-    return Table(["subrun", "epochs", "steps"] + keys, rows)
+    return Table(["subrun", "epochs logged", "step records"] + keys, rows)
 
 
 def grad_norm_table(run: RunRecord) -> Table | None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from signalprop.report._fmt import slug
 from signalprop.report.runs_reader import RunRecord, SubRun
@@ -91,6 +92,7 @@ def loss_figure(subruns: Sequence[SubRun]) -> bytes | None:
         ax.plot(xs, ys, marker="o" if len(pts) < 30 else None, ms=3, color=color, label=name)
     if spans_decades([y for _, pts in lines for _, y in pts]):
         ax.set_yscale("log")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("training loss")
     ax.set_title("Training loss")
@@ -109,6 +111,7 @@ def accuracy_figure(subruns: Sequence[SubRun]) -> bytes | None:
     for (name, pts), color in zip(lines, _colors(len(lines)), strict=True):
         xs, ys = zip(*pts, strict=True)
         ax.plot(xs, ys, marker="o" if len(pts) < 30 else None, ms=3, color=color, label=name)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("test accuracy")
     ax.set_title("Test accuracy")
@@ -159,6 +162,8 @@ def grad_norm_figure(subruns: Sequence[SubRun]) -> bytes | None:
     if shared and len(shared) <= 16:
         ax.set_xticks(range(len(shared)))
         ax.set_xticklabels(shared, rotation=45, ha="right", fontsize="x-small")
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("layer depth (index in forward order: input → output)")
     ax.set_ylabel("gradient norm")
     title = "Per-layer gradient norm"

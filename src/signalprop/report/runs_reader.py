@@ -57,8 +57,12 @@ class SubRun:
         return sorted(by_epoch.items())
 
     def grad_norm_epochs(self) -> list[dict[str, Any]]:
-        """Epoch records whose ``grad_norms`` is a non-empty dict, in file order."""
-        return [r for r in self.epochs if isinstance(r.get("grad_norms"), dict) and r["grad_norms"]]
+        """Epoch records whose ``grad_norms`` dict has a positive finite norm, in file order."""
+        return [
+            r for r in self.epochs
+            if isinstance(r.get("grad_norms"), dict)
+            and any(_is_number(v) and math.isfinite(v) and v > 0 for v in r["grad_norms"].values())
+        ]
 
 
 @dataclass
@@ -73,6 +77,7 @@ class RunRecord:
     seed: Any = None
     config: dict[str, Any] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+    raw_config: dict[str, Any] = field(default_factory=dict)  #: the whole ``config.json``
     summary: dict[str, Any] | None = None  #: raw ``summary.json``; ``None`` when incomplete
     results: dict[str, Any] = field(default_factory=dict)
     tables: dict[str, tuple[list[str], list[list[Any]]]] = field(default_factory=dict)
@@ -86,6 +91,11 @@ class RunRecord:
     @property
     def complete(self) -> bool:
         return self.summary is not None
+
+    @property
+    def command(self) -> str:
+        """The command that started the run (``meta.command``, else top-level ``command``)."""
+        return _text(self.meta.get("command") or self.raw_config.get("command"))
 
     @property
     def run_id(self) -> str:
@@ -237,6 +247,7 @@ def read_run(run_dir: str | os.PathLike[str]) -> RunRecord:
         seed=cfg.get("seed"),
         config=cfg.get("config") if isinstance(cfg.get("config"), dict) else {},
         meta=meta,
+        raw_config=cfg,
         notes=notes,
     )
     rec.started = _parse_started(meta.get("started"), path.name)
