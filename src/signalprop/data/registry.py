@@ -64,8 +64,9 @@ def load(name: str, *, seed: int = 0, **options: object) -> Splits:
     allowed = options_of(name)
     for option in options:
         if option not in allowed:
-            close = difflib.get_close_matches(option, list(allowed), n=1)
-            hint = f"did you mean {close[0]}? " if close else ""
+            lowered = {a.lower(): a for a in allowed}
+            close = difflib.get_close_matches(option.lower(), list(lowered), n=1)
+            hint = f"did you mean {lowered[close[0]]}? " if close else ""
             raise ConfigError(
                 f"unknown option {option!r} for dataset {name!r}; {hint}"
                 f"allowed: {', '.join(allowed) or '(none)'}"
