@@ -140,6 +140,7 @@ def test_unrelated_files_in_out_dir_untouched(make_run, tmp_path: Path) -> None:
     assert (out / "notes.txt").read_text() == "mine"
     assert (out / "figures" / "mine.png").read_bytes() == b"not really a png"
     assert not [p for p in out.rglob("*.tmp")]
+    assert (out / "index.html").stat().st_mode & 0o044 == 0o044  # readable by others
 
 
 def test_foreign_readme_is_not_overwritten(make_run, tmp_path: Path) -> None:
