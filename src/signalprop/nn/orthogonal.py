@@ -1,0 +1,370 @@
+"""Random orthogonal additive filters for deep MLPs (Ceni, arXiv 2210.01245).
+
+Each layer is a convex combination of an orthogonally filtered copy of the previous state and a
+nonlinear layer::
+
+    h_{l+1} = a * O h_l + b * phi(W_l h_l + c_l),      a + b = 1,  0 < b <= 1,
+
+with ``O`` a random orthogonal matrix drawn once (QR of a Gaussian matrix with sign correction,
+i.e. Haar distributed) and kept fixed. The layer Jacobian is ``J_l = a O + b D_l W_l`` with
+``D_l = diag(phi'(z_l))``; by Weyl's inequality every singular value of ``J_l`` lies in
+``[a - b s_l, a + b s_l]`` with ``s_l = ||D_l W_l||_2 <= ||W_l||_2`` (tanh' <= 1), so the
+input-output Jacobian's singular values lie in ``[prod(a - b s_l), prod(a + b s_l)]``. With
+``b = beta_scale / depth`` these bounds do not depend on depth (``-> [e^{-c(1+w)}, e^{c(w-1)}]``
+for ``||W_l|| <= w``). The paper's exact constants were not available; the ``1/depth`` scaling is
+a documented option (``beta=None``), see docs/methods/orthogonal.md.
+
+The deep stack stores all layers in one ``(L, n, n)`` parameter and trains through a custom
+autograd Function that keeps only every ``segment``-th state and recomputes each segment in the
+backward pass, so activation memory is ``O((L / segment + segment) * batch * n)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from signalprop.errors import ConfigError
+
+SKIPS = ("orthogonal", "identity", "none")
+STACK_ACTIVATIONS = ("tanh", "relu", "identity")
+
+
+def random_orthogonal(
+    n: int,
+    *,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """A Haar-random ``n x n`` orthogonal matrix: QR of a Gaussian matrix, with the signs of
+    ``diag(R)`` moved into ``Q`` so the distribution is uniform (Mezzadri 2007)."""
+    gaussian = torch.randn(n, n, generator=generator, dtype=torch.float64)
+    q, r = torch.linalg.qr(gaussian)
+    q = q * torch.sign(torch.diagonal(r)).masked_fill(torch.diagonal(r) == 0, 1.0)
+    return q.to(dtype=dtype or torch.get_default_dtype(), device=device)
+
+
+def _check_int(owner: str, name: str, value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{owner} {name} must be a positive integer, got {value!r}")
+    return value
+
+
+def _check_beta(owner: str, beta: object) -> float:
+    if not isinstance(beta, int | float) or isinstance(beta, bool) or not 0 < beta <= 1:
+        raise ConfigError(f"{owner} beta (weight of the nonlinear branch) must be in (0, 1], "
+                          f"got {beta!r}")
+    return float(beta)
+
+
+def _check_positive(owner: str, name: str, value: object) -> float:
+    if not (isinstance(value, int | float) and not isinstance(value, bool)
+            and math.isfinite(value) and value > 0):
+        raise ConfigError(f"{owner} {name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def _act(name: str, z: Tensor) -> Tensor:
+    if name == "tanh":
+        return torch.tanh(z)
+    if name == "relu":
+        return torch.relu(z)
+    return z
+
+
+def _act_grad_from_output(name: str, p: Tensor) -> Tensor:
+    """``phi'(z)`` written in terms of ``p = phi(z)``."""
+    if name == "tanh":
+        return 1.0 - p * p
+    if name == "relu":
+        return (p > 0).to(p.dtype)
+    return torch.ones_like(p)
+
+
+def _layer(h: Tensor, weight: Tensor, bias: Tensor, filt: Tensor | None, a: float, b: float,
+           skip: str, act: str) -> tuple[Tensor, Tensor]:
+    """One layer, no autograd bookkeeping: returns ``(h_next, p)`` with ``p = phi(W h + c)``."""
+    p = _act(act, torch.addmm(bias, h, weight.t()))
+    if skip == "orthogonal":
+        return torch.addmm(p, h, filt.t(), beta=b, alpha=a), p
+    if skip == "identity":
+        return torch.add(p * b, h, alpha=a), p
+    return p * b if b != 1.0 else p, p
+
+
+class _CheckpointedStack(torch.autograd.Function):
+    """``h_L`` of the stacked layers; saves every ``segment``-th state and recomputes the rest.
+
+    Backward through layer ``l`` (``g = dL/dh_{l+1}``)::
+
+        g_z = b * g * phi'(z_l);  dL/dW_l = g_z^T h_l;  dL/dc_l = sum_batch g_z;
+        dL/dh_l = a * g O + g_z W_l            (the ``a g O`` term only with an orthogonal skip)
+    """
+
+    @staticmethod
+    def forward(ctx, h0, weight, bias, filt, a, b, skip, act, segment):  # type: ignore[override]
+        depth = weight.shape[0]
+        checkpoints = []
+        h = h0
+        with torch.no_grad():
+            for layer in range(depth):
+                if layer % segment == 0:
+                    checkpoints.append(h)
+                h, _ = _layer(h, weight[layer], bias[layer], filt, a, b, skip, act)
+        ctx.save_for_backward(torch.stack(checkpoints), weight, bias,
+                              filt if filt is not None else torch.empty(0))
+        ctx.config = (a, b, skip, act, segment, filt is not None)
+        return h
+
+    @staticmethod
+    def backward(ctx, grad_out):  # type: ignore[override]
+        checkpoints, weight, bias, filt = ctx.saved_tensors
+        a, b, skip, act, segment, has_filt = ctx.config
+        filt = filt if has_filt else None
+        depth = weight.shape[0]
+        grad_w = torch.empty_like(weight)
+        grad_c = torch.empty_like(bias)
+        g = grad_out.contiguous()
+        with torch.no_grad():
+            for index in range(checkpoints.shape[0] - 1, -1, -1):
+                start = index * segment
+                stop = min(start + segment, depth)
+                states, acts = [checkpoints[index]], []
+                for layer in range(start, stop):
+                    h, p = _layer(states[-1], weight[layer], bias[layer], filt, a, b, skip, act)
+                    states.append(h)
+                    acts.append(p)
+                grad_z_all = []
+                for offset in range(stop - start - 1, -1, -1):
+                    layer = start + offset
+                    grad_z = g * _act_grad_from_output(act, acts[offset])
+                    if b != 1.0:
+                        grad_z = grad_z * b
+                    grad_z_all.append(grad_z)
+                    back = grad_z @ weight[layer]
+                    if skip == "orthogonal":
+                        back = torch.addmm(back, g, filt, alpha=a)
+                    elif skip == "identity":
+                        back = torch.add(back, g, alpha=a)
+                    g = back
+                grad_z_seg = torch.stack(grad_z_all[::-1])
+                inputs = torch.stack(states[:-1])
+                torch.bmm(grad_z_seg.transpose(1, 2), inputs, out=grad_w[start:stop])
+                torch.sum(grad_z_seg, dim=1, out=grad_c[start:stop])
+        return g, grad_w, grad_c, None, None, None, None, None, None
+
+
+class AdditiveFilterStack(nn.Module):
+    """``depth`` additive-filter layers of width ``n`` stored as one ``(depth, n, n)`` weight.
+
+    ``h_{l+1} = a * O h_l + b * phi(W_l h_l + c_l)`` with ``a = 1 - b`` (Ceni, arXiv 2210.01245).
+    ``skip`` selects the first branch: ``"orthogonal"`` (the paper), ``"identity"`` (a residual
+    net ``h + b phi(.)`` with ``a = 1``) or ``"none"`` (a plain MLP ``b phi(.)``, ``b = 1``).
+    ``beta=None`` sets ``b = beta_scale / depth`` (depth-independent Jacobian bounds); a number
+    fixes it. ``W_l ~ N(0, gain^2 / n)``, ``c_l = 0``. ``segment`` is the recomputation segment
+    (default ``ceil(sqrt(depth))``); ``checkpoint=False`` uses plain autograd (for torch.func).
+    """
+
+    def __init__(
+        self,
+        width: int,
+        depth: int,
+        *,
+        beta: float | None = None,
+        beta_scale: float = 1.0,
+        skip: str = "orthogonal",
+        activation: str = "tanh",
+        gain: float = 1.0,
+        segment: int | None = None,
+        checkpoint: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        self.width = _check_int("AdditiveFilterStack", "width", width)
+        self.depth = _check_int("AdditiveFilterStack", "depth", depth)
+        if skip not in SKIPS:
+            raise ConfigError(f"AdditiveFilterStack skip must be one of {SKIPS}, got {skip!r}")
+        if activation not in STACK_ACTIVATIONS:
+            raise ConfigError(f"AdditiveFilterStack activation must be one of "
+                              f"{STACK_ACTIVATIONS}, got {activation!r}")
+        self.skip, self.activation = skip, activation
+        self.gain = _check_positive("AdditiveFilterStack", "gain", gain)
+        self.beta_scale = _check_positive("AdditiveFilterStack", "beta_scale", beta_scale)
+        if skip == "none":
+            self.b, self.a = 1.0, 0.0
+        elif beta is None:
+            self.b = min(1.0, self.beta_scale / depth)
+            self.a = 1.0 - self.b if skip == "orthogonal" else 1.0
+        else:
+            self.b = _check_beta("AdditiveFilterStack", beta)
+            self.a = 1.0 - self.b if skip == "orthogonal" else 1.0
+        if segment is None:
+            segment = max(1, math.ceil(math.sqrt(depth)))
+        self.segment = _check_int("AdditiveFilterStack", "segment", segment)
+        self.checkpoint = bool(checkpoint)
+        self.weight = nn.Parameter(torch.empty(depth, width, width))
+        self.bias = nn.Parameter(torch.empty(depth, width))
+        if skip == "orthogonal":
+            self.register_buffer("filter", random_orthogonal(width, generator=generator))
+        else:
+            self.filter = None
+        self.reset_parameters(generator)
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        with torch.no_grad():
+            self.weight.normal_(0.0, self.gain / math.sqrt(self.width), generator=generator)
+            self.bias.zero_()
+
+    def extra_repr(self) -> str:
+        return (f"width={self.width}, depth={self.depth}, a={self.a:.6g}, b={self.b:.6g}, "
+                f"skip={self.skip!r}, activation={self.activation!r}, segment={self.segment}, "
+                f"checkpoint={self.checkpoint}")
+
+    def forward(self, h: Tensor) -> Tensor:
+        if self.checkpoint and torch.is_grad_enabled():
+            return _CheckpointedStack.apply(h, self.weight, self.bias, self.filter, self.a,
+                                            self.b, self.skip, self.activation, self.segment)
+        for layer in range(self.depth):
+            h, _ = _layer(h, self.weight[layer], self.bias[layer], self.filter, self.a, self.b,
+                          self.skip, self.activation)
+        return h
+
+    @torch.no_grad()
+    def layer_grad_norms(self) -> Tensor:
+        """``||(dL/dW_l, dL/dc_l)||_2`` for every layer, from the current ``.grad``."""
+        if self.weight.grad is None:
+            return torch.zeros(self.depth)
+        sq = self.weight.grad.flatten(1).pow(2).sum(1)
+        if self.bias.grad is not None:
+            sq = sq + self.bias.grad.pow(2).sum(1)
+        return sq.sqrt()
+
+    @torch.no_grad()
+    def layer_weight_norms(self) -> Tensor:
+        """Spectral norm ``||W_l||_2`` of every layer (for the Jacobian bound)."""
+        return torch.linalg.matrix_norm(self.weight, ord=2)
+
+
+class AdditiveFilterMLP(nn.Module):
+    """Input projection, ``depth`` additive-filter layers, linear readout (arXiv 2210.01245).
+
+    ``x -> h_0 = P x -> h_L = stack(h_0) -> y = R h_L``; see :class:`AdditiveFilterStack`.
+    Inputs are flattened, so images work directly.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        width: int,
+        depth: int,
+        out_features: int,
+        **stack_options: object,
+    ) -> None:
+        super().__init__()
+        _check_int("AdditiveFilterMLP", "in_features", in_features)
+        _check_int("AdditiveFilterMLP", "out_features", out_features)
+        self.input = nn.Linear(in_features, width)
+        self.stack = AdditiveFilterStack(width, depth, **stack_options)  # type: ignore[arg-type]
+        self.head = nn.Linear(width, out_features)
+
+    def reset_parameters(self) -> None:
+        self.input.reset_parameters()
+        self.stack.reset_parameters()
+        self.head.reset_parameters()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.stack(self.input(x.flatten(1))))
+
+
+def additive_filter_mlp(
+    in_features: int, width: int, depth: int, out_features: int, **options: object
+) -> AdditiveFilterMLP:
+    """Deep MLP factory: any depth, one ``(depth, n, n)`` weight, checkpointed training."""
+    return AdditiveFilterMLP(in_features, width, depth, out_features, **options)
+
+
+class AdditiveFilterBlock(nn.Module):
+    """One layer ``h' = a * O h + b * phi(W h + c)``, ``a = 1 - b``, as a plain module."""
+
+    def __init__(self, width: int, beta: float = 0.1, activation: str = "tanh",
+                 gain: float = 1.0, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.width = _check_int("AdditiveFilterBlock", "width", width)
+        self.b = _check_beta("AdditiveFilterBlock", beta)
+        self.a = 1.0 - self.b
+        if activation not in STACK_ACTIVATIONS:
+            raise ConfigError(f"AdditiveFilterBlock activation must be one of "
+                              f"{STACK_ACTIVATIONS}, got {activation!r}")
+        self.activation = activation
+        self.gain = _check_positive("AdditiveFilterBlock", "gain", gain)
+        self.linear = nn.Linear(width, width)
+        self.register_buffer("filter", random_orthogonal(width, generator=generator))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.normal_(self.linear.weight, std=self.gain / math.sqrt(self.width))
+        nn.init.zeros_(self.linear.bias)
+
+    def extra_repr(self) -> str:
+        return f"width={self.width}, a={self.a:.6g}, b={self.b:.6g}, activation={self.activation!r}"
+
+    def forward(self, h: Tensor) -> Tensor:
+        return self.a * h @ self.filter.t() + self.b * _act(self.activation, self.linear(h))
+
+
+class LayerGradNormTracker:
+    """Mean per-layer gradient norm of an :class:`AdditiveFilterStack` over training steps.
+
+    Hooks run after each gradient accumulation; :meth:`pop` returns
+    ``{"layer i": mean norm}`` for about ``max_layers`` evenly spaced layers (first and last
+    always kept) and resets. Use it as the ``on_epoch`` callback of ``fit``.
+    """
+
+    def __init__(self, stack: AdditiveFilterStack, max_layers: int = 500) -> None:
+        self.stack = stack
+        self.max_layers = max_layers
+        self._sum = torch.zeros(stack.depth, dtype=torch.float64)
+        self._count = 0
+        self._pending: dict[str, Tensor] = {}
+        self._handles = [
+            stack.weight.register_post_accumulate_grad_hook(self._hook("weight")),
+            stack.bias.register_post_accumulate_grad_hook(self._hook("bias")),
+        ]
+
+    def _hook(self, name: str):
+        def hook(param: Tensor) -> None:
+            with torch.no_grad():
+                self._pending[name] = param.grad.flatten(1).pow(2).sum(1).double()
+            if len(self._pending) == 2:
+                self._sum += (self._pending["weight"] + self._pending["bias"]).sqrt().cpu()
+                self._count += 1
+                self._pending = {}
+
+        return hook
+
+    def layer_indices(self) -> list[int]:
+        depth = self.stack.depth
+        if depth <= self.max_layers:
+            return list(range(depth))
+        step = (depth - 1) / (self.max_layers - 1)
+        return sorted({round(i * step) for i in range(self.max_layers)} | {0, depth - 1})
+
+    def pop(self) -> dict[str, float]:
+        if not self._count:
+            return {}
+        means = self._sum / self._count
+        out = {f"layer {i}": float(means[i]) for i in self.layer_indices()}
+        self._sum.zero_()
+        self._count = 0
+        return out
+
+    def on_epoch(self, model: nn.Module, epoch: int) -> dict[str, object]:
+        return {"grad_norms": self.pop()}
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
