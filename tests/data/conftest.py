@@ -93,7 +93,11 @@ def use_checksums(monkeypatch: pytest.MonkeyPatch) -> Callable[[str, dict], None
 
 @pytest.fixture
 def http_mirror() -> Iterator[Callable[[dict[str, bytes]], str]]:
-    """Start local HTTP servers on 127.0.0.1; ``serve({name: bytes})`` returns a base URL."""
+    """Start local HTTP servers on 127.0.0.1; ``serve({name: bytes})`` returns a base URL.
+
+    A body starting with ``b"SHORT"`` is sent with a Content-Length 100 bytes too long,
+    simulating a connection dropped mid-transfer.
+    """
     servers: list[http.server.HTTPServer] = []
 
     def serve(files: dict[str, bytes]) -> str:
@@ -104,7 +108,8 @@ def http_mirror() -> Iterator[Callable[[dict[str, bytes]], str]]:
                     self.send_error(404)
                     return
                 self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
+                claimed = len(body) + (100 if body.startswith(b"SHORT") else 0)
+                self.send_header("Content-Length", str(claimed))
                 self.end_headers()
                 self.wfile.write(body)
 

@@ -78,3 +78,13 @@ def test_unknown_name_and_unpinned_file(tmp_path, fake_set, http_mirror):
         download("cifar10", tmp_path)
     with pytest.raises(ConfigError, match="no pinned checksum"):
         download("mnist", tmp_path, [http_mirror(gz_files(fake_set))], checksums={})
+
+
+def test_dropped_connection_then_good_mirror(tmp_path, fake_set, http_mirror):
+    short = http_mirror({name: b"SHORT" + blob[:50] for name, blob in gz_files(fake_set).items()})
+    good = http_mirror(gz_files(fake_set))
+    with pytest.raises(SignalpropError, match="transfer incomplete: got 55 of 155 bytes"):
+        download("mnist", tmp_path / "a", [short], checksums=fake_set.checksums, timeout=5)
+    assert list((tmp_path / "a").iterdir()) == []
+    dest = download("mnist", tmp_path / "b", [short, good], checksums=fake_set.checksums)
+    assert (dest / f"{FILES[2]}.gz").read_bytes() == fake_set.blobs[FILES[2]]

@@ -8,6 +8,7 @@ deleted and the next mirror is tried. A good existing file is never overwritten.
 from __future__ import annotations
 
 import gzip
+import http.client
 import os
 import tempfile
 import urllib.request
@@ -56,8 +57,13 @@ def _fetch(url: str, dest: Path, timeout: float) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as r:
+            declared = r.headers.get("Content-Length")
+            received = 0
             for chunk in iter(lambda: r.read(1 << 20), b""):
                 out.write(chunk)
+                received += len(chunk)
+        if declared is not None and declared.isdigit() and received != int(declared):
+            raise ConnectionError(f"transfer incomplete: got {received} of {declared} bytes")
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -77,7 +83,7 @@ def download_file(
         url = base + filename
         try:
             tmp = _fetch(url, dest, timeout)
-        except (OSError, ValueError) as e:  # URLError, HTTPError, timeouts are OSErrors
+        except (OSError, ValueError, http.client.HTTPException) as e:  # URLError: OSError
             tried.append(f"{url} ({e})")
             continue
         if _is_good(tmp, expected):
