@@ -91,9 +91,8 @@ def download_file(
             return dest
         tmp.unlink(missing_ok=True)
         tried.append(f"{url} (checksum mismatch)")
-    cls = DatasetCorrupt if any(t.endswith("(checksum mismatch)") for t in tried) else (
-        SignalpropError
-    )
+    mismatch = any(t.endswith("(checksum mismatch)") for t in tried)
+    cls = DatasetCorrupt if mismatch else SignalpropError
     raise cls(
         f"could not download {filename}: expected {expected.describe()}; tried: "
         f"{'; '.join(tried) or 'no mirrors'}; set SIGNALPROP_MIRRORS to a working mirror "
