@@ -1,0 +1,242 @@
+"""Sensitivity adjustment learning (SAL; Shibata, Ejima, Tokumaru & Matsuki, arXiv 2012.13134).
+
+Each hidden neuron ``o = f(U)``, ``U = w.x + theta`` has sensitivity ``s = f'(U) ||w||``. SAL
+raises ``s`` by gradient ascent, only for neurons whose moving average ``s_bar`` is below the
+target 1 (the one-sided gate):
+
+    dw     = eta * [ f'(U) w / ||w||  +  ||w|| f''(U) x ]       (= eta * ds/dw)
+    dtheta = eta * ||w|| f''(U)                                   (= eta * ds/dtheta)
+
+averaged over the rows (samples, time steps) of the last training batch. The first term grows
+``||w||``; the second pulls ``U`` towards the steepest part of ``f``. It runs after every
+optimiser step of backprop/BPTT (:class:`SensitivityAdjustment`, a
+:class:`~signalprop.learning.base.LearningRule`), reusing the inputs that forward hooks
+captured: no extra backward pass.
+
+**Saturation guard.** A saturated neuron (mean slope ``f'(U)`` below ``saturation_threshold``
+times the activation's peak slope) has ``ds/dw ~ 0`` (both terms carry ``f'`` or ``f''``), so
+plain SAL can never revive it. With ``saturation_guard=True`` such a gated neuron follows the
+gradient of ``ln s`` instead, ``w/||w||^2 + (f''/f')(U) x``, whose second term stays finite
+(``-2 tanh(U) x`` for tanh) and moves ``U`` back towards 0.
+
+Constants the brief could not confirm from the paper are options: ``lr`` (eta), ``beta``
+(moving average), ``target``, ``objective`` ("s" as transcribed, or "log_s"), ``gate``
+("below_target" or "none").
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from signalprop.config import one_of
+from signalprop.diagnostics.sensitivity import (
+    RunningSensitivity,
+    SensitiveLayer,
+    SensitivityProbe,
+    activation_derivatives,
+    neuron_sensitivity,
+    peak_slope,
+)
+from signalprop.errors import ConfigError, DivergenceError
+from signalprop.learning.base import LearningRule
+
+OBJECTIVES = ("s", "log_s")
+GATES = ("below_target", "none")
+
+
+@dataclass
+class SALStep:
+    """The SAL update of one layer: weight and bias changes and per-neuron diagnostics."""
+
+    d_weight: Tensor  # (N, M)
+    d_bias: Tensor  # (N,)
+    s_mean: Tensor  # (N,) batch-mean sensitivity at the current weights
+    gated: Tensor  # (N,) bool: neuron adjusted this step
+    saturated: Tensor  # (N,) bool: mean slope below the saturation threshold
+
+
+@torch.no_grad()
+def sal_update(
+    weight: Tensor,
+    bias: Tensor | None,
+    inputs: Tensor,
+    activation: Any,
+    lr: float,
+    s_bar: Tensor | None = None,
+    *,
+    target: float = 1.0,
+    objective: str = "s",
+    gate: str = "below_target",
+    saturation_threshold: float = 0.05,
+    saturation_guard: bool = True,
+    peak: float | None = None,
+) -> SALStep:
+    """SAL step for neurons with weight rows ``weight`` (N, M) and input rows ``inputs`` (K, M).
+
+    ``s_bar`` (N,) is the averaged sensitivity used by the gate (the batch mean when None).
+    Returns the changes to add; nothing is modified. Equations in the module docstring.
+    """
+    one_of("objective", objective, OBJECTIVES)
+    one_of("gate", gate, GATES)
+    u = nn.functional.linear(inputs, weight, bias)
+    d1, d2 = activation_derivatives(activation, u)
+    norm = torch.linalg.vector_norm(weight, dim=1).clamp_min(1e-12)
+    rows = inputs.shape[0]
+    s_mean = d1.mean(0) * norm
+    level = s_mean if s_bar is None else s_bar
+    gated = level < target if gate == "below_target" else torch.ones_like(s_mean, dtype=torch.bool)
+    peak = peak_slope(activation) if peak is None else peak
+    saturated = d1.mean(0) < saturation_threshold * peak
+
+    # ds/dw averaged over rows.
+    grad_w = d1.mean(0)[:, None] * weight / norm[:, None] + norm[:, None] * (d2.T @ inputs) / rows
+    grad_b = norm * d2.mean(0)
+    # d ln s / dw = w/||w||^2 + (f''/f') x, finite in saturation.
+    ratio = d2 / d1.clamp_min(1e-12)
+    log_grad_w = weight / norm[:, None] ** 2 + (ratio.T @ inputs) / rows
+    log_grad_b = ratio.mean(0)
+    use_log = torch.zeros_like(gated)
+    if objective == "log_s":
+        use_log = torch.ones_like(gated)
+    elif saturation_guard:
+        use_log = saturated
+    step_w = torch.where(use_log[:, None], log_grad_w, grad_w)
+    step_b = torch.where(use_log, log_grad_b, grad_b)
+    mask = gated.to(weight.dtype)
+    return SALStep(lr * mask[:, None] * step_w, lr * mask * step_b, s_mean, gated, saturated)
+
+
+class SensitivityAdjustment(LearningRule):
+    """SAL alongside backprop/BPTT: after each optimiser step, a gated ascent step on ``s``.
+
+    Usable on any model with ``Linear -> activation`` pairs (inside containers) or one-layer
+    ``nn.RNN``/``ElmanRNN`` layers: pass it to ``fit(..., rules=(rule,))``, or on your own loop
+    call ``rule.attach(model)`` once and ``rule.after_step(model)`` after each
+    ``optimizer.step()`` (the forward pass of that step supplies the inputs).
+
+    Metrics per step: ``sal_mean_s`` (mean batch sensitivity over all neurons),
+    ``sal_log_rms_s`` (mean over layers of ``ln RMS_j s_bar_j``), ``sal_gated_frac`` and
+    ``sal_saturated_frac`` (fractions of neurons adjusted / saturated).
+    """
+
+    name = "sal"
+
+    def __init__(
+        self,
+        lr: float = 0.01,
+        beta: float = 0.99,
+        target: float = 1.0,
+        objective: str = "s",
+        gate: str = "below_target",
+        saturation_threshold: float = 0.05,
+        saturation_guard: bool = True,
+        max_rows: int = 4096,
+        layers: Iterable[SensitiveLayer] | None = None,
+    ) -> None:
+        if not (isinstance(lr, int | float) and math.isfinite(lr) and lr >= 0):
+            raise ConfigError(f"SAL lr must be a finite number >= 0, got {lr!r}")
+        if not (isinstance(target, int | float) and target > 0):
+            raise ConfigError(f"SAL target must be > 0, got {target!r}")
+        if not 0.0 <= saturation_threshold < 1.0:
+            raise ConfigError(
+                f"SAL saturation_threshold must be in [0, 1), got {saturation_threshold!r}"
+            )
+        one_of("SAL objective", objective, OBJECTIVES)
+        one_of("SAL gate", gate, GATES)
+        self.lr, self.target, self.objective, self.gate = float(lr), float(target), objective, gate
+        self.saturation_threshold, self.saturation_guard = saturation_threshold, saturation_guard
+        self.max_rows = max_rows
+        self.average = RunningSensitivity(beta)
+        self._layers = None if layers is None else list(layers)
+        self.probe: SensitivityProbe | None = None
+        self._peaks: dict[str, float] = {}
+
+    def attach(self, model: nn.Module) -> None:
+        if self.probe is not None:
+            self.probe.remove()
+        self.probe = SensitivityProbe(model, self._layers, max_rows=self.max_rows)
+        self._peaks = {layer.name: peak_slope(layer.activation) for layer in self.probe.layers}
+
+    def detach(self) -> None:
+        """Remove the forward hooks."""
+        if self.probe is not None:
+            self.probe.remove()
+            self.probe = None
+
+    @torch.no_grad()
+    def after_step(self, model: nn.Module) -> dict[str, float]:
+        if self.probe is None:
+            raise ConfigError("SensitivityAdjustment.after_step called before attach(model)")
+        totals = {"s": 0.0, "gated": 0.0, "saturated": 0.0, "neurons": 0}
+        for layer in self.probe.layers:
+            rows = self.probe.inputs(layer.name)
+            if rows is None:
+                continue
+            if not torch.isfinite(rows).all():
+                raise DivergenceError(f"SAL: inputs of layer {layer.name} contain NaN/Inf")
+            weight = layer.weight()
+            s_now = neuron_sensitivity(layer.pre_activation(rows), weight, layer.activation)
+            s_now = s_now.mean(0)
+            s_bar = self.average.update(layer.name, s_now)
+            step = sal_update(
+                weight, layer.bias(), rows, layer.activation, self.lr, s_bar,
+                target=self.target, objective=self.objective, gate=self.gate,
+                saturation_threshold=self.saturation_threshold,
+                saturation_guard=self.saturation_guard, peak=self._peaks[layer.name],
+            )
+            self._apply(layer, step)
+            totals["s"] += float(step.s_mean.sum())
+            totals["gated"] += float(step.gated.sum())
+            totals["saturated"] += float(step.saturated.sum())
+            totals["neurons"] += step.s_mean.numel()
+        self.probe.clear()
+        n = totals["neurons"]
+        if not n:
+            return {}
+        return {
+            "sal_mean_s": totals["s"] / n, "sal_log_rms_s": self.average.log_rms(),
+            "sal_gated_frac": totals["gated"] / n, "sal_saturated_frac": totals["saturated"] / n,
+        }
+
+    @staticmethod
+    def _apply(layer: SensitiveLayer, step: SALStep) -> None:
+        if not (torch.isfinite(step.d_weight).all() and torch.isfinite(step.d_bias).all()):
+            raise DivergenceError(
+                f"SAL update of layer {layer.name} is NaN/Inf (mean sensitivity "
+                f"{float(step.s_mean.mean()):.3g}); lower the SAL lr"
+            )
+        module = layer.module
+        if layer.kind == "linear":
+            targets = [(module.weight, step.d_weight)]
+            if module.bias is not None:
+                targets.append((module.bias, step.d_bias))
+        else:
+            n_in = module.weight_ih_l0.shape[1]
+            targets = [(module.weight_ih_l0, step.d_weight[:, :n_in]),
+                       (module.weight_hh_l0, step.d_weight[:, n_in:])]
+            if module.bias_ih_l0 is not None:  # ds/db_ih = ds/db_hh = ds/dtheta
+                targets += [(module.bias_ih_l0, step.d_bias), (module.bias_hh_l0, step.d_bias)]
+        for param, delta in targets:
+            param.add_(delta.to(param))
+            if not torch.isfinite(param).all():
+                raise DivergenceError(
+                    f"SAL drove the weights of layer {layer.name} to NaN/Inf; lower the SAL lr"
+                )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"average": self.average.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "average" in state:
+            self.average.load_state_dict(state["average"])
+
+    def __repr__(self) -> str:
+        return (f"SensitivityAdjustment(lr={self.lr}, beta={self.average.beta}, "
+                f"target={self.target}, objective={self.objective!r}, gate={self.gate!r}, "
+                f"saturation_guard={self.saturation_guard})")
