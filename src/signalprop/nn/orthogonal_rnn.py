@@ -1,0 +1,234 @@
+"""Elman RNN with a random orthogonal additive filter (Ceni, arXiv 2210.01245).
+
+::
+
+    h_t = a * O h_{t-1} + b * tanh(W h_{t-1} + U x_t + c),      a = 1 - b,
+
+with ``O`` a fixed Haar-random orthogonal matrix. Over ``T`` steps the state Jacobian's singular
+values lie in ``[prod(a - b s_t), prod(a + b s_t)]``, ``s_t = ||D_t W||_2``, so ``b ~ 1/T`` keeps
+memory over ``T`` steps.
+
+Speed: the input projections ``U x_t + c`` of all steps are one matrix multiply, and the
+recurrence runs in a custom autograd Function (``impl="bptt"``) whose forward is three
+allocation-free kernels per step and whose backward through time is::
+
+    g_z,t = b * g_t * tanh'(z_t);  g_{t-1} = a * g_t O + g_z,t W + dL/dh_{t-1} (direct);
+    dL/dW = sum_t g_z,t^T h_{t-1} (one matmul over all steps);  dL/d(U x_t + c) = g_z,t.
+
+``impl="loop"`` is the lean autograd version (time-major, ``unbind(0)``, ``O`` and ``W`` fused in
+one ``h @ [a O^T, W^T]``), kept as a reference and for ``torch.func``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from signalprop.errors import ConfigError
+from signalprop.nn.orthogonal import (
+    _act,
+    _act_grad_from_output,
+    _check_beta,
+    _check_int,
+    _check_positive,
+    random_orthogonal,
+)
+
+RNN_ACTIVATIONS = ("tanh", "relu")
+IMPLS = ("bptt", "loop")
+
+
+class _AdditiveFilterBPTT(torch.autograd.Function):
+    """States ``H[t] = h_t`` (time-major) from pre-activation inputs ``u[t] = U x_t + c``."""
+
+    @staticmethod
+    def forward(ctx, u, h0, weight, filt, a, b, act):  # type: ignore[override]
+        steps, batch, hidden = u.shape
+        states = u.new_empty(steps, batch, hidden)
+        acts = u.new_empty(steps, batch, hidden)
+        w_t, o_t = weight.t(), filt.t()
+        h = h0
+        with torch.no_grad():
+            for u_t, p_t, h_t in zip(u.unbind(0), acts.unbind(0), states.unbind(0),
+                                     strict=True):
+                torch.addmm(u_t, h, w_t, out=p_t)
+                if act == "tanh":
+                    p_t.tanh_()
+                else:
+                    p_t.relu_()
+                torch.addmm(p_t, h, o_t, beta=b, alpha=a, out=h_t)
+                h = h_t
+        ctx.save_for_backward(h0, weight, filt, states, acts)
+        ctx.config = (a, b, act)
+        return states
+
+    @staticmethod
+    def backward(ctx, grad_states):  # type: ignore[override]
+        h0, weight, filt, states, acts = ctx.saved_tensors
+        a, b, act = ctx.config
+        steps = states.shape[0]
+        with torch.no_grad():
+            grad_states = grad_states.contiguous()
+            slopes = _act_grad_from_output(act, acts).mul_(b)
+            grad_z = torch.empty_like(acts)
+            buffers = (torch.empty_like(h0), torch.empty_like(h0))
+            g = grad_states[steps - 1]
+            gz_steps, slope_steps, direct = grad_z.unbind(0), slopes.unbind(0), grad_states.unbind(0)
+            for t in range(steps - 1, -1, -1):
+                gz = torch.mul(g, slope_steps[t], out=gz_steps[t])
+                if t > 0:
+                    nxt = torch.addmm(direct[t - 1], g, filt, alpha=a, out=buffers[t % 2])
+                else:
+                    nxt = torch.mm(g, filt, out=buffers[t % 2]).mul_(a)
+                g = nxt.addmm_(gz, weight)
+            hidden = weight.shape[0]
+            previous = torch.cat([h0.unsqueeze(0), states[:-1]])
+            grad_weight = grad_z.reshape(-1, hidden).t() @ previous.reshape(-1, hidden)
+        return grad_z, g.clone(), grad_weight, None, None, None, None
+
+
+class AdditiveFilterRNNCell(nn.Module):
+    """One step ``h' = a * O h + b * phi(W h + U x + c)``, ``a = 1 - b`` (arXiv 2210.01245).
+
+    ``W ~ N(0, gain^2 / hidden)``, ``U ~ N(0, input_gain^2 / input_size)``, ``c = 0``; ``O`` is a
+    fixed Haar-random orthogonal buffer (QR with sign correction).
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        beta: float = 0.1,
+        activation: str = "tanh",
+        bias: bool = True,
+        gain: float = 1.0,
+        input_gain: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        self.input_size = _check_int("AdditiveFilterRNNCell", "input_size", input_size)
+        self.hidden_size = _check_int("AdditiveFilterRNNCell", "hidden_size", hidden_size)
+        self.b = _check_beta("AdditiveFilterRNNCell", beta)
+        self.a = 1.0 - self.b
+        if activation not in RNN_ACTIVATIONS:
+            raise ConfigError(f"AdditiveFilterRNNCell activation must be one of "
+                              f"{RNN_ACTIVATIONS}, got {activation!r}")
+        self.activation = activation
+        self.gain = _check_positive("AdditiveFilterRNNCell", "gain", gain)
+        self.input_gain = _check_positive("AdditiveFilterRNNCell", "input_gain", input_gain)
+        self.weight_ih = nn.Parameter(torch.empty(hidden_size, input_size))
+        self.weight_hh = nn.Parameter(torch.empty(hidden_size, hidden_size))
+        self.bias = nn.Parameter(torch.empty(hidden_size)) if bias else None
+        self.register_buffer("filter", random_orthogonal(hidden_size, generator=generator))
+        self.reset_parameters(generator)
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        with torch.no_grad():
+            self.weight_hh.normal_(0.0, self.gain / math.sqrt(self.hidden_size),
+                                   generator=generator)
+            self.weight_ih.normal_(0.0, self.input_gain / math.sqrt(self.input_size),
+                                   generator=generator)
+            if self.bias is not None:
+                self.bias.zero_()
+
+    def extra_repr(self) -> str:
+        return (f"{self.input_size}, {self.hidden_size}, a={self.a:.6g}, b={self.b:.6g}, "
+                f"activation={self.activation!r}, bias={self.bias is not None}")
+
+    def forward(self, x: Tensor, h: Tensor | None = None) -> Tensor:
+        if h is None:
+            h = x.new_zeros(x.shape[0], self.hidden_size)
+        z = nn.functional.linear(x, self.weight_ih, self.bias) + h @ self.weight_hh.t()
+        return self.a * h @ self.filter.t() + self.b * _act(self.activation, z)
+
+
+class AdditiveFilterRNN(nn.Module):
+    """Single-layer additive-filter Elman RNN with the ``torch.nn.RNN`` calling convention.
+
+    ``forward(input, h0=None) -> (output, h_n)`` with input ``(B, T, input_size)`` when
+    ``batch_first`` (default) else ``(T, B, input_size)``, ``h0``/``h_n`` of shape
+    ``(1, B, hidden_size)`` and output holding every ``h_t``. See :class:`AdditiveFilterRNNCell`.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        beta: float = 0.1,
+        activation: str = "tanh",
+        bias: bool = True,
+        batch_first: bool = True,
+        gain: float = 1.0,
+        input_gain: float = 1.0,
+        impl: str = "bptt",
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        if impl not in IMPLS:
+            raise ConfigError(f"AdditiveFilterRNN impl must be one of {IMPLS}, got {impl!r}")
+        self.cell = AdditiveFilterRNNCell(input_size, hidden_size, beta, activation, bias, gain,
+                                          input_gain, generator)
+        self.batch_first = bool(batch_first)
+        self.impl = impl
+
+    @property
+    def hidden_size(self) -> int:
+        return self.cell.hidden_size
+
+    def reset_parameters(self) -> None:
+        self.cell.reset_parameters()
+
+    def extra_repr(self) -> str:
+        return f"batch_first={self.batch_first}, impl={self.impl!r}"
+
+    def forward(self, input: Tensor, h0: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        if input.dim() != 3:
+            raise ValueError(f"AdditiveFilterRNN expects a 3-d input, got shape "
+                             f"{tuple(input.shape)}")
+        cell = self.cell
+        time_major = input.transpose(0, 1) if self.batch_first else input
+        steps, batch, _ = time_major.shape
+        if h0 is None:
+            h = input.new_zeros(batch, cell.hidden_size)
+        else:
+            if h0.shape != (1, batch, cell.hidden_size):
+                raise ValueError(f"h0 must have shape (1, {batch}, {cell.hidden_size}), got "
+                                 f"{tuple(h0.shape)}")
+            h = h0[0]
+        # all input projections U x_t + c in one matmul, time-major (T, B, H)
+        u = nn.functional.linear(time_major, cell.weight_ih, cell.bias).contiguous()
+        if self.impl == "bptt":
+            states = _AdditiveFilterBPTT.apply(u, h, cell.weight_hh, cell.filter, cell.a, cell.b,
+                                               cell.activation)
+        else:
+            states = self._loop(u, h)
+        output = states.transpose(0, 1) if self.batch_first else states
+        return output, states[-1].unsqueeze(0)
+
+    def _loop(self, u: Tensor, h: Tensor) -> Tensor:
+        cell = self.cell
+        hidden = cell.hidden_size
+        fused = torch.cat([cell.a * cell.filter.t(), cell.weight_hh.t()], dim=1)
+        outs = []
+        for u_t in u.unbind(0):
+            mixed = h @ fused
+            h = torch.add(mixed[:, :hidden],
+                          _act(cell.activation, mixed[:, hidden:] + u_t), alpha=cell.b)
+            outs.append(h)
+        return torch.stack(outs)
+
+
+class LastStepClassifier(nn.Module):
+    """A batch-first recurrent layer (anything returning ``(output, state)``, e.g.
+    :class:`AdditiveFilterRNN`, ``nn.RNN``, ``nn.LSTM``) and a linear head on the last state."""
+
+    def __init__(self, rnn: nn.Module, hidden_size: int, out_features: int) -> None:
+        super().__init__()
+        self.rnn = rnn
+        self.head = nn.Linear(hidden_size, out_features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        output, _ = self.rnn(x)
+        return self.head(output[:, -1])
