@@ -1,0 +1,167 @@
+"""Drop-in Linear and Conv2d with a decorrelating matrix in front: ``a = W R (x - mu) + b``.
+
+Ahmad, arXiv 2407.10780 (and Dalm et al., arXiv 2405.02385, for the fused kernel). ``R`` lives in
+a :class:`~signalprop.nn.decorrelation.Decorrelator` child; autograd trains ``W`` through ``R``
+(the weight gradient is ``delta z^T`` with ``z = R (x - mu)``). Applying ``R`` costs
+``min(batch, out) * d^2``: the layer either fuses ``W_eff = W R`` (cheaper when ``out < batch``)
+or maps the inputs ``z = (x - mu) R^T`` first. A convolution decorrelates its unfolded patches
+(``d = C_in k_h k_w``) with the fused kernel ``W_eff = W R`` reshaped, so its forward costs the
+same as the plain conv; only the 10% sub-sample of images is unfolded for the update.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from signalprop.errors import ConfigError
+from signalprop.learning.feedback_alignment import conv2d_with_feedback, linear_with_feedback
+from signalprop.nn.decorrelation import Decorrelator
+
+FUSE = ("auto", "always", "never")
+
+
+class DecorrelatedLinear(nn.Linear):
+    """``nn.Linear`` on decorrelated inputs. Extra args go to :class:`Decorrelator`.
+
+    ``fuse``: ``"auto"`` picks the cheaper of ``W R`` (out * d^2) and ``x R^T`` (batch * d^2).
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True,
+                 device: Any = None, dtype: Any = None, fuse: str = "auto",
+                 **decorrelation: Any) -> None:
+        super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
+        if fuse not in FUSE:
+            raise ConfigError(f"fuse must be one of {list(FUSE)}, got {fuse!r}")
+        self.fuse = fuse
+        self.decorrelator = Decorrelator(in_features, device=device, dtype=dtype, **decorrelation)
+
+    @classmethod
+    def from_linear(cls, layer: nn.Linear, **options: Any) -> DecorrelatedLinear:
+        """A decorrelated layer sharing ``layer``'s weight and bias Parameters (R = I)."""
+        new = cls(layer.in_features, layer.out_features, layer.bias is not None,
+                  device=layer.weight.device, dtype=layer.weight.dtype, **options)
+        new.weight = layer.weight
+        new.bias = layer.bias
+        new.train(layer.training)
+        return new
+
+    def forward(self, x: Tensor) -> Tensor:
+        dec = self.decorrelator
+        rows = x.reshape(-1, self.in_features)
+        mu = dec.mean(rows)
+        if self.training and dec.recording:
+            dec.record(rows[dec.sample_index(rows.shape[0], rows.device)], mu)
+        centred = x - mu
+        feedback = getattr(self, "feedback", None)
+        fused = self.fuse == "always" or (
+            self.fuse == "auto" and self.out_features <= rows.shape[0])
+        if fused:
+            weight = self.weight @ dec.R
+            if feedback is None:
+                return F.linear(centred, weight, self.bias)
+            return linear_with_feedback(centred, weight, self.bias, feedback @ dec.R)
+        z = centred @ dec.R.T
+        if feedback is None:
+            return F.linear(z, self.weight, self.bias)
+        return linear_with_feedback(z, self.weight, self.bias, feedback)
+
+    @torch.no_grad()
+    def decorrelated_input(self, x: Tensor) -> Tensor:
+        """``z = R (x - mu)`` for inputs ``x`` (no recording)."""
+        rows = x.reshape(-1, self.in_features)
+        mu = rows.mean(0) if (self.decorrelator.center and self.training) else (
+            self.decorrelator.running_mean if self.decorrelator.center else 0.0)
+        return ((rows - mu) @ self.decorrelator.R.T).reshape(x.shape)
+
+
+class DecorrelatedConv2d(nn.Conv2d):
+    """``nn.Conv2d`` on decorrelated patches: kernel ``W R``, ``d = C_in k_h k_w``, groups=1."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
+                 padding: Any = 0, dilation: Any = 1, groups: int = 1, bias: bool = True,
+                 padding_mode: str = "zeros", device: Any = None, dtype: Any = None,
+                 **decorrelation: Any) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
+                         groups, bias, padding_mode, device=device, dtype=dtype)
+        if groups != 1:
+            raise ConfigError("DecorrelatedConv2d supports groups=1 only")
+        if padding_mode != "zeros" or isinstance(self.padding, str):
+            raise ConfigError("DecorrelatedConv2d supports numeric zero padding only")
+        self.patch_features = in_channels * self.kernel_size[0] * self.kernel_size[1]
+        self.decorrelator = Decorrelator(self.patch_features, device=device, dtype=dtype,
+                                         **decorrelation)
+
+    @classmethod
+    def from_conv(cls, layer: nn.Conv2d, **options: Any) -> DecorrelatedConv2d:
+        """A decorrelated conv sharing ``layer``'s weight and bias Parameters (R = I)."""
+        new = cls(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride,
+                  layer.padding, layer.dilation, layer.groups, layer.bias is not None,
+                  layer.padding_mode, device=layer.weight.device, dtype=layer.weight.dtype,
+                  **options)
+        new.weight = layer.weight
+        new.bias = layer.bias
+        new.train(layer.training)
+        return new
+
+    def patches(self, x: Tensor) -> Tensor:
+        """Unfolded patches as rows ``(N * L, C_in k_h k_w)``."""
+        cols = F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)
+        return cols.transpose(1, 2).reshape(-1, self.patch_features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        dec = self.decorrelator
+        mu = None
+        if dec.center:
+            if self.training:
+                mean_image = x.mean(0, keepdim=True)
+                mu = self.patches(mean_image).mean(0)
+                if dec.recording:
+                    with torch.no_grad():
+                        dec.running_mean.lerp_(mu.detach(), dec.momentum)
+            else:
+                mu = dec.running_mean
+        if self.training and dec.recording:
+            images = x[dec.sample_index(x.shape[0], x.device)]
+            sample_mu = mu if mu is not None else torch.zeros_like(dec.running_mean)
+            dec.record(self.patches(images.detach()), sample_mu)
+        shape = self.weight.shape
+        weight = (self.weight.reshape(shape[0], -1) @ dec.R).reshape(shape)
+        bias = self.bias
+        if mu is not None:
+            shift = weight.reshape(shape[0], -1) @ mu
+            bias = -shift if bias is None else bias - shift
+        feedback = getattr(self, "feedback", None)
+        if feedback is None:
+            return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation)
+        feedback = (feedback.reshape(shape[0], -1) @ dec.R).reshape(shape)
+        return conv2d_with_feedback(x, weight, bias, feedback, self.stride, self.padding,
+                                    self.dilation)
+
+    @torch.no_grad()
+    def decorrelated_input(self, x: Tensor) -> Tensor:
+        """Decorrelated patches ``z = R (p - mu)`` as rows (no recording)."""
+        rows = self.patches(x)
+        dec = self.decorrelator
+        mu = (rows.mean(0) if self.training else dec.running_mean) if dec.center else 0.0
+        return (rows - mu) @ dec.R.T
+
+
+def decorrelate(model: nn.Module, *, convolutions: bool = True, **options: Any) -> nn.Module:
+    """Replace every ``nn.Linear`` (and ``nn.Conv2d``) of ``model`` in place, keeping weights.
+
+    ``options`` go to :class:`Decorrelator` (rule, lr, kappa, sample_fraction, ...) and, for
+    Linear, ``fuse``. Layers already decorrelated are left alone. Returns ``model``.
+    """
+    conv_options = {k: v for k, v in options.items() if k != "fuse"}
+    for name, child in list(model.named_children()):
+        if type(child) is nn.Linear:
+            setattr(model, name, DecorrelatedLinear.from_linear(child, **options))
+        elif type(child) is nn.Conv2d and convolutions:
+            setattr(model, name, DecorrelatedConv2d.from_conv(child, **conv_options))
+        else:
+            decorrelate(child, convolutions=convolutions, **options)
+    return model

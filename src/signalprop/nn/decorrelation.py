@@ -1,0 +1,265 @@
+"""A learnt decorrelating matrix ``R`` in front of a layer: ``z = R (x - mu)``, trained locally.
+
+Ahmad, "Correlations Are Ruining Your Gradient Descent", arXiv 2407.10780. ``R`` (d x d,
+identity at start) is a buffer, not a parameter: the optimiser never sees it. It is changed by a
+local rule computed from a sub-sample of the layer's own inputs (the first or a random
+``sample_fraction`` of the batch, 10% in the paper). With ``C = Z_s^T Z_s / k`` over the ``k``
+sampled decorrelated rows, the rules are:
+
+``"decorrelate"``
+    the original local decorrelation rule (Ahmad, Schrader & van Gerven 2023, arXiv 2203.13203):
+    ``R <- R - lr * offdiag(C) R``. It removes correlations but does not fix variances.
+``"whiten"``
+    the whitening variant (Dalm et al. 2024, arXiv 2405.02385), a gradient step on
+    ``(1-kappa) sum_{i!=j} C_ij^2 + kappa sum_i (C_ii - 1)^2``:
+    ``R <- R - lr * [(1-kappa) offdiag(C) + kappa diag(C_ii - 1)] R``.
+``"normalised"``
+    the paper's new rule for distributed computing and computational neuroscience:
+    ``g = mean_n ||x_n|| / ||z_n||`` (one scalar, ``x`` uncentred) and ``R <- (I - lr C) g R``.
+    It whitens up to one global scale and keeps ``||z|| ~ ||x||``; each layer needs only its
+    own input, output and one scalar.
+
+``C R`` is computed as ``Z_s^T (Z_s R) / k`` (``O(k d^2)``, no ``d^3``). Every statistic is a sum
+over samples, so under DDP the sums are all-reduced and every rank applies the same update
+(:func:`signalprop.distributed.all_reduce_sum`). A non-finite ``R`` raises
+:class:`~signalprop.errors.DivergenceError` naming the layer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor, nn
+
+from signalprop.errors import ConfigError, DivergenceError
+
+RULES = ("decorrelate", "whiten", "normalised")
+SUBSAMPLING = ("first", "random")
+
+
+class Decorrelator(nn.Module):
+    """``z = R (x - mu)`` over the last dimension, with ``R`` updated by :meth:`update`.
+
+    Args:
+        features: input dimension ``d`` (``C_in * k_h * k_w`` for a convolution's patches).
+        rule: ``"normalised"`` (paper's new rule, default), ``"decorrelate"`` or ``"whiten"``.
+        lr: decorrelation learning rate ``eta``; stability needs ``lr * lambda_max(C) < 1``.
+        kappa: whitening weight of the variance term (``"whiten"`` only), in [0, 1].
+        sample_fraction: fraction of the batch used for the update, ``k = floor(f B) + 1``.
+        subsample: ``"first"`` rows (Ahmad's code) or ``"random"`` rows (Dalm et al.).
+        max_samples: cap on sampled rows (conv patches); None keeps all.
+        center: subtract the batch mean in training and a running mean in eval.
+        momentum: running-mean momentum.
+    """
+
+    def __init__(
+        self,
+        features: int,
+        rule: str = "normalised",
+        lr: float = 1e-4,
+        kappa: float = 0.5,
+        sample_fraction: float = 0.1,
+        subsample: str = "first",
+        max_samples: int | None = None,
+        center: bool = True,
+        momentum: float = 0.1,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(features, int) or features < 1:
+            raise ConfigError(f"Decorrelator features must be a positive integer, got {features!r}")
+        if rule not in RULES:
+            raise ConfigError(f"decorrelation rule must be one of {list(RULES)}, got {rule!r}")
+        if not (math.isfinite(lr) and lr >= 0):
+            raise ConfigError(f"decorrelation lr must be a finite number >= 0, got {lr!r}")
+        if not 0.0 <= kappa <= 1.0:
+            raise ConfigError(f"decorrelation kappa must be in [0, 1], got {kappa!r}")
+        if not 0.0 < sample_fraction <= 1.0:
+            raise ConfigError(
+                f"decorrelation sample_fraction must be in (0, 1], got {sample_fraction!r}"
+            )
+        if subsample not in SUBSAMPLING:
+            raise ConfigError(f"subsample must be one of {list(SUBSAMPLING)}, got {subsample!r}")
+        if max_samples is not None and max_samples < 1:
+            raise ConfigError(f"max_samples must be >= 1 or None, got {max_samples!r}")
+        if not 0.0 <= momentum <= 1.0:
+            raise ConfigError(f"decorrelation momentum must be in [0, 1], got {momentum!r}")
+        self.features = features
+        self.rule = rule
+        self.lr = float(lr)
+        self.kappa = float(kappa)
+        self.sample_fraction = float(sample_fraction)
+        self.subsample = subsample
+        self.max_samples = max_samples
+        self.center = center
+        self.momentum = float(momentum)
+        self.recording = True
+        self.layer_name = ""
+        factory = {"device": device, "dtype": dtype}
+        self.register_buffer("R", torch.empty(features, features, **factory))
+        self.register_buffer("running_mean", torch.empty(features, **factory))
+        self._sample: tuple[Tensor, Tensor] | None = None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        with torch.no_grad():
+            self.R.copy_(torch.eye(self.features, dtype=self.R.dtype, device=self.R.device))
+            self.running_mean.zero_()
+        self._sample = None
+
+    def extra_repr(self) -> str:
+        extra = f", kappa={self.kappa}" if self.rule == "whiten" else ""
+        return (f"{self.features}, rule={self.rule!r}, lr={self.lr}{extra}, "
+                f"sample_fraction={self.sample_fraction}, center={self.center}")
+
+    # -- forward ---------------------------------------------------------------------------
+    def sample_count(self, batch: int) -> int:
+        """Rows used for the update out of ``batch``: ``floor(fraction * batch) + 1``."""
+        return min(batch, int(self.sample_fraction * batch) + 1)
+
+    def sample_index(self, batch: int, device: torch.device) -> Tensor | slice:
+        """Which rows of a batch feed the update (first ``k`` or ``k`` random ones)."""
+        k = self.sample_count(batch)
+        if self.subsample == "first":
+            return slice(0, k)
+        return torch.randperm(batch, device=device)[:k]
+
+    def mean(self, rows: Tensor) -> Tensor:
+        """The centring vector ``mu``: batch mean (training, differentiable) or running mean."""
+        if not self.center:
+            return torch.zeros_like(self.running_mean)
+        if not self.training:
+            return self.running_mean
+        mu = rows.mean(0)
+        if self.recording:
+            with torch.no_grad():
+                self.running_mean.lerp_(mu.detach().to(self.running_mean.dtype), self.momentum)
+        return mu
+
+    def record(self, rows: Tensor, mu: Tensor) -> None:
+        """Keep ``rows`` (raw inputs, one sample per row) and the batch mean for the update."""
+        if not (self.training and self.recording):
+            return
+        rows = rows.detach().reshape(-1, self.features)
+        if self.max_samples is not None and rows.shape[0] > self.max_samples:
+            keep = torch.randperm(rows.shape[0], device=rows.device)[: self.max_samples]
+            rows = rows[keep]
+        self._sample = (rows, mu.detach())
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``z = (x - mu) R^T`` over the last dimension (records a sub-sample in training)."""
+        rows = x.reshape(-1, self.features)
+        mu = self.mean(rows)
+        if self.training and self.recording:
+            self.record(rows[self.sample_index(rows.shape[0], rows.device)], mu)
+        return ((rows - mu) @ self.R.T).reshape(x.shape)
+
+    # -- the local rule ----------------------------------------------------------------------
+    def has_sample(self) -> bool:
+        return self._sample is not None
+
+    @torch.no_grad()
+    def statistics(self) -> Tensor:
+        """Flat sums ``[sum z z^T R, sum z^2, sum ||x||/||z||, k]`` over the recorded rows.
+
+        Zeros when nothing was recorded, so ranks without data still join the all-reduce.
+        """
+        d = self.features
+        out = torch.zeros(d * d + d + 2, dtype=self.R.dtype, device=self.R.device)
+        if self._sample is None:
+            return out
+        x, mu = self._sample
+        x = x.to(self.R.dtype)
+        z = (x - mu.to(self.R.dtype)) @ self.R.T
+        out[: d * d] = (z.T @ (z @ self.R)).reshape(-1)
+        out[d * d : d * d + d] = (z * z).sum(0)
+        ratio = x.norm(dim=1) / z.norm(dim=1).clamp_min(torch.finfo(z.dtype).tiny)
+        out[-2] = ratio.sum()
+        out[-1] = x.shape[0]
+        return out
+
+    @torch.no_grad()
+    def apply_statistics(self, stats: Tensor) -> None:
+        """Apply the rule from (possibly all-reduced) :meth:`statistics`."""
+        self._sample = None
+        d = self.features
+        k = float(stats[-1])
+        if k == 0 or self.lr == 0:
+            return
+        cr = stats[: d * d].reshape(d, d) / k
+        diag = stats[d * d : d * d + d] / k
+        if self.rule == "decorrelate":
+            step = cr - diag[:, None] * self.R
+        elif self.rule == "whiten":
+            step = (1 - self.kappa) * (cr - diag[:, None] * self.R) + (
+                self.kappa * (diag - 1)[:, None] * self.R
+            )
+        else:
+            gain = float(stats[-2]) / k
+            self.R.copy_(gain * (self.R - self.lr * cr))
+            self._check()
+            return
+        self.R.sub_(self.lr * step)
+        self._check()
+
+    def update(self) -> None:
+        """One local update of ``R`` from the recorded sub-sample (no-op without one)."""
+        if self._sample is not None:
+            self.apply_statistics(self.statistics())
+
+    def _check(self) -> None:
+        if not torch.isfinite(self.R).all():
+            name = self.layer_name or "decorrelator"
+            raise DivergenceError(
+                f"decorrelation matrix R of layer {name!r} became NaN/Inf (rule {self.rule!r}, "
+                f"lr {self.lr}); lower the decorrelation lr (stability needs lr * largest "
+                "input-covariance eigenvalue < 1)"
+            )
+
+    # -- diagnostics -----------------------------------------------------------------------
+    @torch.no_grad()
+    def output_covariance(self, x: Tensor) -> Tensor:
+        """Covariance ``E[z z^T]`` of the decorrelated outputs for inputs ``x`` (rows)."""
+        rows = x.reshape(-1, self.features).to(self.R.dtype)
+        z = (rows - rows.mean(0) if self.center else rows) @ self.R.T
+        return z.T @ z / rows.shape[0]
+
+
+def correlation_error(cov: Tensor) -> float:
+    """Mean absolute off-diagonal correlation ``|C_ij| / sqrt(C_ii C_jj)`` of a covariance."""
+    std = cov.diagonal().clamp_min(1e-30).sqrt()
+    corr = cov / std[:, None] / std[None, :]
+    d = cov.shape[0]
+    if d < 2:
+        return 0.0
+    off = corr - torch.diag(corr.diagonal())
+    return float(off.abs().sum() / (d * (d - 1)))
+
+
+def decorrelators(model: nn.Module) -> Iterator[tuple[str, Decorrelator]]:
+    """Every :class:`Decorrelator` in ``model`` with the name of the layer that owns it."""
+    for name, module in model.named_modules():
+        if isinstance(module, Decorrelator):
+            owner = name.rsplit(".", 1)[0] if name.endswith("decorrelator") else name
+            if owner == "decorrelator":
+                owner = ""
+            module.layer_name = owner or type(model).__name__
+            yield module.layer_name, module
+
+
+@contextmanager
+def recording_paused(model: nn.Module) -> Iterator[None]:
+    """Within the block, decorrelators neither record samples nor move their running means."""
+    mods = [m for _, m in decorrelators(model)]
+    saved = [m.recording for m in mods]
+    for m in mods:
+        m.recording = False
+    try:
+        yield
+    finally:
+        for m, flag in zip(mods, saved, strict=True):
+            m.recording = flag
