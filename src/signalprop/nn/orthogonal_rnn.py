@@ -75,7 +75,8 @@ class _AdditiveFilterBPTT(torch.autograd.Function):
             grad_z = torch.empty_like(acts)
             buffers = (torch.empty_like(h0), torch.empty_like(h0))
             g = grad_states[steps - 1]
-            gz_steps, slope_steps, direct = grad_z.unbind(0), slopes.unbind(0), grad_states.unbind(0)
+            gz_steps, slope_steps = grad_z.unbind(0), slopes.unbind(0)
+            direct = grad_states.unbind(0)
             for t in range(steps - 1, -1, -1):
                 gz = torch.mul(g, slope_steps[t], out=gz_steps[t])
                 if t > 0:
