@@ -71,15 +71,27 @@ def build_parser() -> argparse.ArgumentParser:
     p_report = sub.add_parser("report", help="Markdown and HTML report from run directories")
     p_report.add_argument("run_dirs", nargs="+", type=Path)
     p_report.add_argument("--out", type=Path, default=Path("report"))
+    p_report.add_argument("--benchmarks", type=Path, action="append", default=None,
+                          help="benchmark JSON file or folder (default: benchmarks/results)")
 
     p_repro = sub.add_parser("reproduce", help="run every experiment, then the report")
-    p_repro.add_argument("--quick", action="store_true")
-    p_repro.add_argument("--seed", type=int, default=0)
-    p_repro.add_argument("--out", type=Path, default=Path("runs"))
+    size = p_repro.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="the short versions (CI, demo)")
+    size.add_argument("--full", action="store_true", help="the full versions (default)")
     p_repro.add_argument("--only", metavar="PATTERN", help="glob on experiment names")
+    p_repro.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
+    p_repro.add_argument("--seeds", type=int, default=None, metavar="N",
+                         help="seeds per experiment, for experiments that use several")
+    p_repro.add_argument("--jobs", type=int, default=1, metavar="N",
+                         help="experiments run in parallel (default 1)")
+    p_repro.add_argument("--out", type=Path, default=Path("runs"))
     p_repro.add_argument("--device", default="auto")
     p_repro.add_argument("--report", type=Path, default=None,
                          help="report directory (default: <out>/report)")
+    p_repro.add_argument("--benchmarks", type=Path, action="append", default=None,
+                         help="benchmark JSON file or folder (default: benchmarks/results)")
+    p_repro.add_argument("--readme", type=Path, default=None,
+                         help="also rewrite the results section of this README")
     return parser
 
 
@@ -138,45 +150,57 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _benchmark_paths(given: list[Path] | None) -> list[Path]:
+    if given:
+        for path in given:
+            if not path.exists():
+                raise SignalpropError(f"benchmark results not found: {path}")
+        return given
+    default = Path("benchmarks/results")
+    return [default] if default.is_dir() else []
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from signalprop.report import build_report
 
-    index = build_report(list(args.run_dirs), args.out)
+    for path in args.run_dirs:
+        if not path.exists():
+            raise SignalpropError(f"run directory not found: {path}")
+    index = build_report(list(args.run_dirs), args.out,
+                         benchmarks=_benchmark_paths(args.benchmarks))
     print(f"report: {index.parent / 'README.md'} and {index}")
     return 0
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
-    import fnmatch
-
     from signalprop.device import resolve_device
-    from signalprop.experiments.context import missing_requirements, run_experiment
-    from signalprop.experiments.registry import all_experiments
     from signalprop.report import build_report
+    from signalprop.report.results_block import render_results_block, results_data, update_readme
+    from signalprop.reproduce import reproduce
+    from signalprop.storage import atomic_write_json
 
-    device = resolve_device(args.device)
-    selected = [e for e in all_experiments()
-                if args.only is None or fnmatch.fnmatch(e.name, args.only)]
-    if not selected:
-        raise SignalpropError(f"--only {args.only!r} matches no experiment (`signalprop list`)")
-    run_dirs = []
-    for exp in selected:
-        reason = missing_requirements(exp)
-        if reason:
-            print(f"skipped {exp.name}: {reason}", file=sys.stderr)
-            continue
-        print(f"running {exp.name}{' (quick)' if args.quick else ''} ...", file=sys.stderr)
-        try:
-            run_dirs.append(run_experiment(exp, out=args.out, quick=args.quick, seed=args.seed,
-                                           device=device))
-        except DivergenceError as exc:
-            print(f"{exp.name} diverged: {exc}", file=sys.stderr)
-    report_dir = args.report or args.out / "report"
-    index = build_report(run_dirs, report_dir) if run_dirs else None
+    resolve_device(args.device)  # fail fast on a bad --device
+    if args.readme is not None and not args.readme.is_file():
+        raise SignalpropError(f"--readme {args.readme}: no such file")
+    outcomes = reproduce(args.out, quick=args.quick, only=args.only, seed=args.seed,
+                         seeds=args.seeds, jobs=args.jobs, device=args.device)
+    run_dirs = [o.run_dir for o in outcomes if o.run_dir is not None]
+    for outcome in outcomes:
+        if outcome.status in ("skipped", "failed"):
+            print(f"{outcome.status} {outcome.name}: {outcome.reason}", file=sys.stderr)
     print(f"run directories: {', '.join(str(d) for d in run_dirs) or 'none'}")
-    if index is not None:
-        print(f"report: {index.parent / 'README.md'} and {index}")
-    return 0
+    if not run_dirs:
+        return 0
+    report_dir = args.report or args.out / "report"
+    benchmarks = _benchmark_paths(args.benchmarks)
+    index = build_report(run_dirs, report_dir, benchmarks=benchmarks)
+    data = results_data(run_dirs, benchmarks, " ".join(["signalprop", *sys.argv[1:]]))
+    atomic_write_json(report_dir / "results.json", data)
+    if args.readme is not None:
+        update_readme(args.readme, render_results_block(data))
+        print(f"results section of {args.readme} updated")
+    print(f"report: {index.parent / 'README.md'} and {index}")
+    return 0 if all(o.status != "failed" for o in outcomes) else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

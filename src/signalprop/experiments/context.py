@@ -152,6 +152,7 @@ def run_experiment(
             )
         cfg = config_lib.from_dict(experiment.make_config(), saved["config"])
         quick, seed, run_dir = saved.get("quick", False), saved.get("seed", 0), resume
+        overrides = saved.get("overrides", [])
         meta = saved.get("meta", {})
     else:
         cfg = resolve_config(experiment, quick, overrides or [])
@@ -164,7 +165,8 @@ def run_experiment(
     atomic_write_json(run_dir / "config.json", {
         "experiment": experiment.name, "summary": experiment.summary, "paper": experiment.paper,
         "claim": "; ".join(c.text for c in experiment.claims) or experiment.summary,
-        "quick": quick, "seed": seed, "command": command, "config": config_lib.to_dict(cfg),
+        "quick": quick, "seed": seed, "overrides": list(overrides or []), "command": command,
+        "config": config_lib.to_dict(cfg),
         "meta": meta,
     })
     ctx = RunContext(experiment, cfg, run_dir, device, seed=seed, quick=quick, progress=progress)

@@ -18,7 +18,8 @@ from signalprop.errors import SignalpropError
 from signalprop.report import html as html_render
 from signalprop.report import markdown as md_render
 from signalprop.report._fmt import slug
-from signalprop.report.content import RunSection
+from signalprop.report.benchmarks import load_benchmarks
+from signalprop.report.content import RunSection, benchmark_table
 from signalprop.report.figures import run_figures
 from signalprop.report.runs_reader import discover_runs
 
@@ -32,13 +33,15 @@ def build_report(
     run_dirs: Iterable[str | os.PathLike[str]] | str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
     title: str = "signalprop report",
+    benchmarks: Iterable[str | os.PathLike[str]] = (),
 ) -> Path:
     """Write a report of ``run_dirs`` into ``out_dir`` and return the path of its index.html.
 
     Each entry of ``run_dirs`` is a run directory (``runs/<experiment>/<timestamp>``) or a
     directory containing run directories at any depth (``runs/``, ``runs/<experiment>/``).
     Runs are only read. ``out_dir`` receives ``README.md`` (figures by relative path),
-    ``index.html`` (self-contained) and ``figures/*.png``.
+    ``index.html`` (self-contained) and ``figures/*.png``. ``benchmarks`` are benchmark JSON
+    files or directories of them; their ratios get a table of their own.
     """
     if isinstance(run_dirs, (str, os.PathLike)):
         run_dirs = [run_dirs]
@@ -65,9 +68,11 @@ def build_report(
         sections.append(RunSection(run, f"run-{i}-{prefix}", run_figures(run, prefix)))
 
     generated = datetime.now().astimezone().isoformat(sep=" ", timespec="seconds")
+    bench = benchmark_table(load_benchmarks([Path(b) for b in benchmarks]))
     files: dict[str, bytes] = {
-        README: md_render.render_markdown(title, sections, generated, FIGURES_DIR).encode(),
-        INDEX: html_render.render_html(title, sections, generated).encode(),
+        README: md_render.render_markdown(title, sections, generated, FIGURES_DIR,
+                                          bench).encode(),
+        INDEX: html_render.render_html(title, sections, generated, bench).encode(),
     }
     for sec in sections:
         for fig in sec.figures:

@@ -162,3 +162,12 @@ def grad_norm_table(run: RunRecord) -> Table | None:
         return None
     return Table(["subrun", "epoch", "layers", "first layer", "last layer", "min", "max",
                   "first / last"], rows)
+
+
+def benchmark_table(records: list) -> Table | None:
+    """One row per benchmark ratio: benchmark, comparison, ratio, machine, command."""
+    rows = [[r.name, label, f"{value:.3g}x", r.machine, r.command]
+            for r in records for label, value in r.ratios.items()]
+    if not rows:
+        return None
+    return Table(["benchmark", "comparison", "ratio", "machine", "command"], rows, {"command"})

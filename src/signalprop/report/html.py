@@ -75,7 +75,8 @@ def _figure(fig: FigureImage) -> str:
     )
 
 
-def render_html(title: str, sections: list[RunSection], generated: str) -> str:
+def render_html(title: str, sections: list[RunSection], generated: str,
+                benchmarks: Table | None = None) -> str:
     t = escape(title)
     parts = [
         "<!DOCTYPE html>",
@@ -89,6 +90,8 @@ def render_html(title: str, sections: list[RunSection], generated: str) -> str:
     ]
     claims = content.all_claims_table(sections)
     parts.append(render_table(claims) if claims.rows else "<p>No claims recorded.</p>")
+    if benchmarks is not None:
+        parts += ["<h2>Performance benchmarks</h2>", render_table(benchmarks)]
     parts.append("<h2>Runs</h2><ul>")
     for sec in sections:
         state = ("complete" if sec.run.complete

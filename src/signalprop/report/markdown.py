@@ -48,7 +48,7 @@ def render_table(table: Table) -> list[str]:
 
 
 def render_markdown(title: str, sections: list[RunSection], generated: str,
-                    figures_dir: str = "figures") -> str:
+                    figures_dir: str = "figures", benchmarks: Table | None = None) -> str:
     out: list[str] = [MARKER, "", f"# {_text(title)}", ""]
     out += [
         f"Generated {_text(generated)} from {len(sections)} run(s). "
@@ -59,6 +59,8 @@ def render_markdown(title: str, sections: list[RunSection], generated: str,
     ]
     claims = content.all_claims_table(sections)
     out += render_table(claims) if claims.rows else ["No claims recorded.", ""]
+    if benchmarks is not None:
+        out += ["## Performance benchmarks", ""] + render_table(benchmarks)
 
     out += ["## Runs", ""]
     for sec in sections:

@@ -1,0 +1,127 @@
+"""``signalprop reproduce``: run every registered experiment, skip what cannot run, resume what
+already finished in the same output directory, then write the report.
+
+A finished run is recognised by its ``config.json`` (same experiment, quick flag, seed and
+overrides) and its ``summary.json``; an unfinished one is resumed from its checkpoints.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from signalprop import config as config_lib
+from signalprop.errors import DivergenceError, SignalpropError
+from signalprop.experiments.context import missing_requirements, run_experiment
+from signalprop.experiments.registry import Experiment, all_experiments, get_experiment
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one experiment: ``ran``, ``reused``, ``skipped`` or ``failed``."""
+
+    name: str
+    status: str
+    run_dir: Path | None = None
+    reason: str = ""
+
+
+def select(only: str | None) -> list[Experiment]:
+    """Registered experiments whose name matches the glob ``only`` (all when None)."""
+    chosen = [e for e in all_experiments() if only is None or fnmatch.fnmatch(e.name, only)]
+    if not chosen:
+        raise SignalpropError(f"--only {only!r} matches no experiment (`signalprop list`)")
+    return chosen
+
+
+def seed_overrides(experiment: Experiment, seeds: int | None) -> list[str]:
+    """``--set seeds=N`` for experiments whose config has a top-level ``seeds`` field."""
+    if seeds is None:
+        return []
+    if seeds < 1:
+        raise SignalpropError(f"--seeds must be >= 1, got {seeds}")
+    has_seeds = "seeds" in config_lib.field_names(experiment.make_config())
+    return [f"seeds={seeds}"] if has_seeds else []
+
+
+def find_previous(
+    out: Path, name: str, quick: bool, seed: int, overrides: list[str]
+) -> Path | None:
+    """The newest run of ``name`` under ``out`` made with the same settings, if any."""
+    base = out / name
+    if not base.is_dir():
+        return None
+    for run_dir in sorted(base.iterdir(), reverse=True):
+        try:
+            saved = json.loads((run_dir / "config.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if (saved.get("quick") == quick and saved.get("seed") == seed
+                and saved.get("overrides", []) == overrides):
+            return run_dir
+    return None
+
+
+def run_one(name: str, out: Path, quick: bool, seed: int, seeds: int | None, device: str,
+            threads: int | None = None) -> Outcome:
+    """Run, resume or reuse one experiment; never raises for an experiment's own failure."""
+    from signalprop.device import resolve_device
+
+    if threads:
+        torch.set_num_threads(threads)
+    experiment = get_experiment(name)
+    reason = missing_requirements(experiment)
+    if reason:
+        return Outcome(name, "skipped", reason=reason)
+    overrides = seed_overrides(experiment, seeds)
+    previous = find_previous(out, name, quick, seed, overrides)
+    if previous is not None and (previous / "summary.json").exists():
+        return Outcome(name, "reused", previous)
+    try:
+        run_dir = run_experiment(
+            experiment, out=out, quick=quick, seed=seed, overrides=overrides,
+            device=resolve_device(device), resume=previous, progress=False,
+        )
+    except DivergenceError as exc:
+        return Outcome(name, "failed", reason=f"diverged: {exc}")
+    return Outcome(name, "ran", run_dir)
+
+
+def reproduce(
+    out: Path, *, quick: bool, only: str | None = None, seed: int = 0,
+    seeds: int | None = None, jobs: int = 1, device: str = "auto",
+) -> list[Outcome]:
+    """Run the selected experiments (``jobs`` at a time) and return their outcomes in order."""
+    if jobs < 1:
+        raise SignalpropError(f"--jobs must be >= 1, got {jobs}")
+    names = [e.name for e in select(only)]
+    for name in names:
+        seed_overrides(get_experiment(name), seeds)  # validate before starting anything
+    args = [(name, out, quick, seed, seeds, device) for name in names]
+    if jobs == 1:
+        outcomes = []
+        for arg in args:
+            print(f"reproduce: {arg[0]}{' (quick)' if quick else ''} ...", file=sys.stderr)
+            outcomes.append(run_one(*arg))
+            _say(outcomes[-1])
+        return outcomes
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(run_one, *arg, threads) for arg in args]
+        outcomes = []
+        for future in futures:
+            outcomes.append(future.result())
+            _say(outcomes[-1])
+    return outcomes
+
+
+def _say(outcome: Outcome) -> None:
+    detail = outcome.reason or str(outcome.run_dir)
+    print(f"reproduce: {outcome.name}: {outcome.status} ({detail})", file=sys.stderr)
