@@ -95,8 +95,12 @@ def peak_slope(activation: Activation) -> float:
 
 
 def neuron_sensitivity(u: Tensor, weight: Tensor, activation: Activation) -> Tensor:
-    """``s[..., j] = f'(U[..., j]) * ||W[j, :]||`` for pre-activations U (..., N), W (N, M)."""
-    return activation_derivatives(activation, u)[0] * torch.linalg.vector_norm(weight, dim=1)
+    """``s[..., j] = |f'(U[..., j])| * ||W[j, :]||`` for pre-activations U (..., N), W (N, M).
+
+    The absolute value makes ``s`` the input-gradient norm also for non-monotone activations
+    (GELU, SiLU); for increasing ``f`` it is the paper's ``f'(U) ||w||``."""
+    slope = activation_derivatives(activation, u)[0].abs()
+    return slope * torch.linalg.vector_norm(weight, dim=1)
 
 
 def log_rms(s: Tensor) -> float:

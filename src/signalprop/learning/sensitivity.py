@@ -15,9 +15,11 @@ captured: no extra backward pass.
 
 **Saturation guard.** A saturated neuron (mean slope ``f'(U)`` below ``saturation_threshold``
 times the activation's peak slope) has ``ds/dw ~ 0`` (both terms carry ``f'`` or ``f''``), so
-plain SAL can never revive it. With ``saturation_guard=True`` such a gated neuron follows the
-gradient of ``ln s`` instead, ``w/||w||^2 + (f''/f')(U) x``, whose second term stays finite
-(``-2 tanh(U) x`` for tanh) and moves ``U`` back towards 0.
+plain SAL can never revive it. With ``saturation_guard=True`` such a gated neuron instead
+ascends ``ln f'(U)``: ``dw = eta (f''/f')(U) x``, ``dtheta = eta (f''/f')(U)``, which stays
+finite in saturation (``-2 tanh(U)`` for tanh) and moves ``U`` back towards the steep region
+without growing ``||w||`` (the ``w/||w||^2`` term of ``d ln s/dw`` would deepen saturation).
+Once the slope recovers, the neuron returns to the plain SAL step.
 
 Constants the brief could not confirm from the paper are options: ``lr`` (eta), ``beta``
 (moving average), ``target``, ``objective`` ("s" as transcribed, or "log_s"), ``gate``
@@ -86,6 +88,8 @@ def sal_update(
     one_of("gate", gate, GATES)
     u = nn.functional.linear(inputs, weight, bias)
     d1, d2 = activation_derivatives(activation, u)
+    sign = torch.where(d1 < 0, -1.0, 1.0).to(d1)  # s uses |f'|: d|f'|/dU = sign(f') f''
+    d1, d2 = d1 * sign, d2 * sign
     norm = torch.linalg.vector_norm(weight, dim=1).clamp_min(1e-12)
     rows = inputs.shape[0]
     s_mean = d1.mean(0) * norm
@@ -97,17 +101,16 @@ def sal_update(
     # ds/dw averaged over rows.
     grad_w = d1.mean(0)[:, None] * weight / norm[:, None] + norm[:, None] * (d2.T @ inputs) / rows
     grad_b = norm * d2.mean(0)
-    # d ln s / dw = w/||w||^2 + (f''/f') x, finite in saturation.
+    # d ln f'(U) / dw = (f''/f') x: finite in saturation (-2 tanh(U) x for tanh).
     ratio = d2 / d1.clamp_min(1e-12)
-    log_grad_w = weight / norm[:, None] ** 2 + (ratio.T @ inputs) / rows
-    log_grad_b = ratio.mean(0)
-    use_log = torch.zeros_like(gated)
-    if objective == "log_s":
-        use_log = torch.ones_like(gated)
-    elif saturation_guard:
-        use_log = saturated
-    step_w = torch.where(use_log[:, None], log_grad_w, grad_w)
-    step_b = torch.where(use_log, log_grad_b, grad_b)
+    slope_grad_w = (ratio.T @ inputs) / rows
+    slope_grad_b = ratio.mean(0)
+    if objective == "log_s":  # d ln s / dw = w/||w||^2 + d ln f'(U) / dw
+        grad_w = weight / norm[:, None] ** 2 + slope_grad_w
+        grad_b = slope_grad_b
+    guard = saturated if saturation_guard else torch.zeros_like(saturated)
+    step_w = torch.where(guard[:, None], slope_grad_w, grad_w)
+    step_b = torch.where(guard, slope_grad_b, grad_b)
     mask = gated.to(weight.dtype)
     return SALStep(lr * mask[:, None] * step_w, lr * mask * step_b, s_mean, gated, saturated)
 
@@ -183,6 +186,11 @@ class SensitivityAdjustment(LearningRule):
             weight = layer.weight()
             s_now = neuron_sensitivity(layer.pre_activation(rows), weight, layer.activation)
             s_now = s_now.mean(0)
+            if not torch.isfinite(s_now).all():
+                raise DivergenceError(
+                    f"SAL: sensitivity of layer {layer.name} is NaN/Inf (weight norm "
+                    f"{float(torch.linalg.vector_norm(weight)):.3g}); lower the SAL lr"
+                )
             s_bar = self.average.update(layer.name, s_now)
             step = sal_update(
                 weight, layer.bias(), rows, layer.activation, self.lr, s_bar,
