@@ -92,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="benchmark JSON file or folder (default: benchmarks/results)")
     p_repro.add_argument("--readme", type=Path, default=None,
                          help="also rewrite the results section of this README")
+    p_diag = sub.add_parser("diagnose", help="gradient-health check of a model")
+    from signalprop.diagnose.cli import add_arguments as add_diagnose_arguments
+
+    add_diagnose_arguments(p_diag)
     return parser
 
 
@@ -205,8 +209,10 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from signalprop.diagnose.cli import run as _cmd_diagnose
+
     commands = {"list": _cmd_list, "run": _cmd_run, "report": _cmd_report,
-                "reproduce": _cmd_reproduce}
+                "reproduce": _cmd_reproduce, "diagnose": _cmd_diagnose}
     try:
         return commands[args.command](args)
     except DivergenceError as exc:

@@ -1,0 +1,1 @@
+"""``signalprop.diagnose``: a gradient-health check for any PyTorch model (being written)."""

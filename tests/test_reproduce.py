@@ -1,0 +1,122 @@
+"""reproduce: runs, skips with a reason, reuses finished runs; its report renders offline."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from signalprop.cli import main
+from signalprop.experiments import registry
+from signalprop.report.results_block import (
+    END,
+    START,
+    readme_block,
+    render_results_block,
+    update_readme,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("repro")
+    readme = out / "README.md"
+    readme.write_text(f"# x\n\n{START}\nold\n{END}\n\ntail\n")
+    code = main(["reproduce", "--quick", "--only", "deep-tanh-mlp", "--out", str(out),
+                 "--readme", str(readme)])
+    assert code == 0
+    return out, readme
+
+
+def test_reproduce_writes_report_results_and_readme(quick_run):
+    out, readme = quick_run
+    report = out / "report"
+    data = json.loads((report / "results.json").read_text())
+    assert data["claims"] and data["claims"][0]["experiment"] == "deep-tanh-mlp"
+    assert readme_block(readme) == render_results_block(data)
+    assert readme.read_text().endswith("tail\n")
+    html = (report / "index.html").read_text()
+    assert not re.search(r"""(src|href)=["']https?://""", html)
+
+
+def test_reproduce_reuses_finished_runs(quick_run, capsys):
+    out, _ = quick_run
+    before = sorted((out / "deep-tanh-mlp").iterdir())
+    assert main(["reproduce", "--quick", "--only", "deep-tanh-mlp", "--out", str(out)]) == 0
+    assert sorted((out / "deep-tanh-mlp").iterdir()) == before
+    assert "reused" in capsys.readouterr().err
+
+
+def test_reproduce_skips_missing_data_with_reason(tmp_path, capsys, monkeypatch):
+    def needs_data():
+        return registry.get_experiment("deep-tanh-mlp")
+
+    exp = needs_data()
+    fake = registry.Experiment(
+        name="zz-needs-missing-data", summary="test", paper="-", make_config=exp.make_config,
+        run=exp.run, requires=("mnist",),
+    )
+    monkeypatch.setitem(registry._REGISTRY, fake.name, fake)
+    monkeypatch.setenv("SIGNALPROP_DATA", str(tmp_path / "nothing"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    from signalprop import data
+
+    if data.is_available("mnist")[0]:
+        pytest.skip("MNIST is installed system-wide here")
+    assert main(["reproduce", "--quick", "--only", "zz-*", "--out", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert "skipped zz-needs-missing-data" in err
+
+
+def test_readme_results_section_matches_committed_results():
+    results = ROOT / "docs" / "results" / "results.json"
+    if not results.exists():
+        pytest.skip("no committed full-run results yet")
+    data = json.loads(results.read_text())
+    assert readme_block(ROOT / "README.md") == render_results_block(data)
+
+
+def test_update_readme_requires_markers(tmp_path):
+    from signalprop.errors import SignalpropError
+
+    path = tmp_path / "R.md"
+    path.write_text("no markers")
+    with pytest.raises(SignalpropError, match="no results markers"):
+        update_readme(path, "x")
+    assert path.read_text() == "no markers"
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+PROBE = """<script>
+window.addEventListener('load', () => {
+  const imgs = [...document.images];
+  const ok = imgs.filter(i => i.complete && i.naturalWidth > 0).length;
+  const tables = [...document.querySelectorAll('table')];
+  const empty = tables.filter(t => t.querySelectorAll('tbody tr, tr').length < 2).length;
+  document.title = `PROBE imgs=${imgs.length} ok=${ok} tables=${tables.length} empty=${empty}`;
+});
+</script>"""
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium not installed (apt-get install chromium)")
+def test_report_renders_in_headless_chromium(quick_run, tmp_path):
+    out, _ = quick_run
+    page = tmp_path / "probe.html"
+    page.write_text((out / "report" / "index.html").read_text().replace("</body>",
+                                                                         PROBE + "</body>"))
+    proc = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+         "--no-first-run", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
+         page.as_uri()], capture_output=True, text=True, timeout=120)
+    match = re.search(r"PROBE imgs=(\d+) ok=(\d+) tables=(\d+) empty=(\d+)", proc.stdout)
+    assert match, proc.stderr[-2000:]
+    imgs, ok, tables, empty = map(int, match.groups())
+    assert imgs >= 3 and ok == imgs
+    assert tables >= 3 and empty == 0
