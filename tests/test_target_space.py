@@ -248,7 +248,7 @@ def test_works_with_any_optimiser_and_learns() -> None:
                  lambda p: torch.optim.RMSprop(p, lr=0.01)):
         model = TargetSpaceMLP(x, 8, 2, 2)
         optimiser = make(model.parameters())
-        first = float(nn.functional.cross_entropy(model(x), y))
+        first = float(nn.functional.cross_entropy(model(x), y).detach())
         for _ in range(40):
             optimiser.zero_grad()
             loss = nn.functional.cross_entropy(model(x), y)
