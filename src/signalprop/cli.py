@@ -221,6 +221,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SignalpropError as exc:
         print(f"signalprop: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:  # e.g. `signalprop list | head`
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("signalprop: interrupted; rerun with --resume to continue", file=sys.stderr)
         return 130
