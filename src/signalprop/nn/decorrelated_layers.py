@@ -116,9 +116,12 @@ class DecorrelatedConv2d(nn.Conv2d):
         dec = self.decorrelator
         mu = None
         if dec.center:
-            if self.training:
+            if dec._fixed_mean is not None:
+                mu = dec._fixed_mean.to(x.dtype)
+            elif self.training:
                 mean_image = x.mean(0, keepdim=True)
                 mu = self.patches(mean_image).mean(0)
+                dec._last_mean = mu.detach()
                 if dec.recording:
                     with torch.no_grad():
                         dec.running_mean.lerp_(mu.detach(), dec.momentum)

@@ -103,6 +103,8 @@ class Decorrelator(nn.Module):
         self.register_buffer("R", torch.empty(features, features, **factory))
         self.register_buffer("running_mean", torch.empty(features, **factory))
         self._sample: tuple[Tensor, Tensor] | None = None
+        self._last_mean: Tensor | None = None
+        self._fixed_mean: Tensor | None = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -132,9 +134,12 @@ class Decorrelator(nn.Module):
         """The centring vector ``mu``: batch mean (training, differentiable) or running mean."""
         if not self.center:
             return torch.zeros_like(self.running_mean)
+        if self._fixed_mean is not None:
+            return self._fixed_mean.to(rows.dtype)
         if not self.training:
             return self.running_mean
         mu = rows.mean(0)
+        self._last_mean = mu.detach()
         if self.recording:
             with torch.no_grad():
                 self.running_mean.lerp_(mu.detach().to(self.running_mean.dtype), self.momentum)
@@ -249,6 +254,24 @@ def decorrelators(model: nn.Module) -> Iterator[tuple[str, Decorrelator]]:
                 owner = ""
             module.layer_name = owner or type(model).__name__
             yield module.layer_name, module
+
+
+@contextmanager
+def batch_means_frozen(model: nn.Module) -> Iterator[None]:
+    """Within the block, centring uses the last training batch's mean and nothing is recorded.
+
+    Node perturbation runs its noisy pass like this, so the noise of one sample cannot move
+    another sample's centring.
+    """
+    mods = [m for _, m in decorrelators(model)]
+    with recording_paused(model):
+        for m in mods:
+            m._fixed_mean = m._last_mean
+        try:
+            yield
+        finally:
+            for m in mods:
+                m._fixed_mean = None
 
 
 @contextmanager

@@ -1,0 +1,193 @@
+"""Decorrelation layer: the three local rules, the drop-in layers and the learning rule."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from signalprop.errors import ConfigError, DivergenceError
+from signalprop.learning.decorrelation_rule import DecorrelationRule, decorrelation_step
+from signalprop.nn.decorrelated_layers import (
+    DecorrelatedConv2d,
+    DecorrelatedLinear,
+    decorrelate,
+)
+from signalprop.nn.decorrelation import Decorrelator, correlation_error
+
+D = 16
+
+
+def _mixing() -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(D, D, generator=g) / D**0.5 + 0.5 * torch.eye(D)
+
+
+def _correlated(n: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, D, generator=g) @ _mixing().T + 0.5
+
+
+def _train(rule: str, lr: float, steps: int = 600, **kw) -> Decorrelator:
+    dec = Decorrelator(D, rule=rule, lr=lr, sample_fraction=1.0, **kw)
+    for step in range(steps):
+        dec(_correlated(256, step + 1))
+        dec.update()
+    return dec
+
+
+def test_inputs_are_correlated_to_begin_with():
+    x = _correlated(20000, 0)
+    assert correlation_error(torch.cov(x.T)) > 0.1
+
+
+@pytest.mark.parametrize("rule,lr", [("decorrelate", 0.05), ("whiten", 0.05),
+                                     ("normalised", 0.02)])
+def test_rule_removes_correlations(rule, lr):
+    dec = _train(rule, lr)
+    cov = dec.output_covariance(_correlated(20000, 0))
+    assert correlation_error(cov) < 0.03
+
+
+def test_whitening_makes_covariance_identity():
+    dec = _train("whiten", 0.05, kappa=0.5)
+    cov = dec.output_covariance(_correlated(20000, 0))
+    assert (cov - torch.eye(D)).abs().max() < 0.15
+
+
+def test_normalised_rule_whitens_up_to_scale_and_keeps_norm():
+    dec = _train("normalised", 0.02)
+    x = _correlated(20000, 0)
+    cov = dec.output_covariance(x)
+    diag = cov.diagonal()
+    assert diag.std() / diag.mean() < 0.1
+    ratio = float(dec.eval()(x).norm(dim=1).mean() / x.norm(dim=1).mean())
+    assert 0.9 < ratio < 1.1
+
+
+def test_plain_rule_matches_hand_computed_step():
+    dec = Decorrelator(4, rule="decorrelate", lr=0.1, sample_fraction=1.0, center=False)
+    dec.R.copy_(torch.eye(4) + 0.1 * torch.arange(16.0).reshape(4, 4) / 16)
+    r0 = dec.R.clone()
+    x = torch.randn(8, 4)
+    dec(x)
+    dec.update()
+    z = x @ r0.T
+    c = z.T @ z / 8
+    expected = r0 - 0.1 * (c - torch.diag(c.diagonal())) @ r0
+    torch.testing.assert_close(dec.R, expected)
+
+
+def test_normalised_rule_matches_hand_computed_step():
+    dec = Decorrelator(4, rule="normalised", lr=0.1, sample_fraction=1.0, center=False)
+    x = torch.randn(8, 4) * torch.tensor([1.0, 2.0, 3.0, 4.0])
+    dec(x)
+    dec.update()
+    c = x.T @ x / 8
+    g = 1.0  # R = I, so ||z|| = ||x||
+    torch.testing.assert_close(dec.R, g * (torch.eye(4) - 0.1 * c))
+
+
+def test_update_uses_first_ten_percent_of_batch():
+    dec = Decorrelator(D, sample_fraction=0.1)
+    x = torch.randn(100, D)
+    dec(x)
+    rows, _ = dec._sample
+    assert rows.shape[0] == 11
+    torch.testing.assert_close(rows, x[:11])
+    dec_random = Decorrelator(D, sample_fraction=0.1, subsample="random")
+    dec_random(x)
+    assert dec_random._sample[0].shape[0] == 11
+
+
+def test_divergence_names_the_layer():
+    model = nn.Sequential(nn.Linear(D, 4), nn.Tanh(), nn.Linear(4, 2))
+    decorrelate(model, rule="decorrelate", lr=1e6, sample_fraction=1.0)
+    with pytest.raises(DivergenceError, match=r"layer '0'"):
+        for _ in range(20):
+            model(_correlated(64, 1) * 100)
+            decorrelation_step(model)
+
+
+@pytest.mark.parametrize("kwargs", [{"rule": "pca"}, {"lr": -1.0}, {"kappa": 2.0},
+                                    {"sample_fraction": 0.0}, {"subsample": "last"}])
+def test_bad_arguments_raise_config_error(kwargs):
+    with pytest.raises(ConfigError):
+        Decorrelator(D, **kwargs)
+
+
+@pytest.mark.parametrize("fuse", ["always", "never"])
+def test_decorrelated_linear_matches_explicit_computation(fuse):
+    layer = DecorrelatedLinear(D, 5, fuse=fuse)
+    r = torch.eye(D) + 0.05 * torch.randn(D, D)
+    layer.decorrelator.R.copy_(r)
+    x = torch.randn(32, D)
+    out = layer(x)
+    z = (x - x.mean(0)) @ r.T
+    torch.testing.assert_close(out, z @ layer.weight.T + layer.bias, rtol=1e-5, atol=1e-5)
+    grad_out = torch.randn_like(out)
+    out.backward(grad_out)
+    torch.testing.assert_close(layer.weight.grad, grad_out.T @ z, rtol=1e-4, atol=1e-4)
+    assert not layer.decorrelator.R.requires_grad
+
+
+def test_eval_mode_uses_running_mean():
+    layer = DecorrelatedLinear(D, 3, momentum=1.0)
+    x = torch.randn(64, D) + 3.0
+    layer(x)
+    layer.eval()
+    single = torch.randn(1, D)
+    expected = (single - x.mean(0)) @ layer.weight.T + layer.bias
+    torch.testing.assert_close(layer(single), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_decorrelated_conv_matches_decorrelated_patches():
+    conv = DecorrelatedConv2d(3, 4, 3, stride=2, padding=1, dilation=1)
+    d = conv.patch_features
+    r = torch.eye(d) + 0.05 * torch.randn(d, d)
+    conv.decorrelator.R.copy_(r)
+    x = torch.randn(5, 3, 9, 9)
+    out = conv(x)
+    cols = F.unfold(x, 3, padding=1, stride=2)  # (N, d, L)
+    patches = cols.transpose(1, 2).reshape(-1, d)
+    z = (patches - patches.mean(0)) @ r.T
+    expected = (z @ conv.weight.reshape(4, -1).T + conv.bias).reshape(5, -1, 4)
+    expected = expected.transpose(1, 2).reshape(out.shape)
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
+    rows, _ = conv.decorrelator._sample
+    assert rows.shape[0] == 1 * 25  # floor(0.1 * 5) + 1 image, 5x5 positions
+
+
+def test_decorrelate_converts_and_keeps_parameters():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 4 * 4, 3))
+    params = list(model.parameters())
+    x = torch.randn(4, 1, 6, 6)
+    before = model(x)
+    decorrelate(model, center=False)
+    assert isinstance(model[0], DecorrelatedConv2d) and isinstance(model[3], DecorrelatedLinear)
+    assert [id(p) for p in model.parameters()] == [id(p) for p in params]
+    torch.testing.assert_close(model(x), before)  # R = I, no centring: same function
+
+
+def test_rule_in_fit_decorrelates_hidden_layers(tmp_path):
+    from torch.utils.data import TensorDataset
+
+    from signalprop.train import TrainConfig, fit
+
+    x = _correlated(1024, 3)
+    y = (x[:, 0] > x[:, 1]).long()
+    model = decorrelate(nn.Sequential(nn.Linear(D, 8), nn.Tanh(), nn.Linear(8, 2)),
+                        lr=1e-2, sample_fraction=0.25)
+    before = correlation_error(model[0].decorrelator.output_covariance(x))
+    cfg = TrainConfig(epochs=4, batch_size=64, lr=1e-2, log_every=5)
+    fit(model, TensorDataset(x, y), None, cfg, tmp_path / "run", rules=(DecorrelationRule(),))
+    after = correlation_error(model[0].decorrelator.output_covariance(x))
+    assert after < 0.5 * before
+    metrics = (tmp_path / "run" / "metrics.jsonl").read_text()
+    assert "decor_offdiag_corr" in metrics
+
+
+def test_rule_requires_decorrelated_layers():
+    with pytest.raises(ConfigError, match="decorrelate"):
+        DecorrelationRule().attach(nn.Linear(3, 2))
