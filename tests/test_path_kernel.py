@@ -16,6 +16,7 @@ from signalprop.diagnostics.path_kernel import (
     label_alignment,
     mean_off_diagonal,
     normalised_kernel,
+    normalised_path_kernel,
     ntk,
     path_kernel,
 )
@@ -25,16 +26,17 @@ from signalprop.nn.gated import gated_mlp
 
 def _paths(model, x):
     """Brute force: every path's feature φ_x(p) and value v(p), enumerated one by one."""
-    gates = model.gates(x)
-    v_in = model.value_input_of(x)
-    weights = [layer.weight for layer in model.value_layers] + [model.head.weight]
+    gates = [g.double() for g in model.gates(x)]
+    v_in = model.value_input_of(x).double()
+    weights = [layer.weight.double() for layer in model.value_layers] + [
+        model.head.weight.double()]
     dims = [v_in.shape[1]] + [g.shape[1] for g in gates]
     feats, values = [], []
     for path in itertools.product(*(range(d) for d in dims)):
         phi = v_in[:, path[0]].clone()
         for layer, unit in enumerate(path[1:]):
             phi = phi * gates[layer][:, unit]
-        value = torch.ones(model.head.weight.shape[0])
+        value = torch.ones(model.head.weight.shape[0], dtype=torch.float64)
         for layer in range(len(path) - 1):
             value = value * weights[layer][path[layer + 1], path[layer]]
         value = value * weights[-1][:, path[-1]]
@@ -56,7 +58,7 @@ def test_path_kernel_equals_brute_force_enumeration(variant):
         torch.testing.assert_close(path_kernel(model, x, x2), phi @ phi2.T, rtol=1e-5,
                                    atol=1e-5)
         # the output is the inner product of path features and path values
-        torch.testing.assert_close(model(x), phi @ value, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(model(x).double(), phi @ value, rtol=1e-4, atol=1e-5)
 
 
 def test_path_kernel_constant_one_input():
@@ -67,7 +69,20 @@ def test_path_kernel_constant_one_input():
         phi, value = _paths(model, x)
         torch.testing.assert_close(path_kernel(model, x), phi @ phi.T)
         torch.testing.assert_close(path_kernel(model, x), 3 * gate_overlap(model.gates(x)))
-        torch.testing.assert_close(model(x), phi @ value, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(model(x).double(), phi @ value, rtol=1e-4, atol=1e-5)
+
+
+def test_normalised_path_kernel_in_log_domain():
+    torch.manual_seed(8)
+    model = gated_mlp("frnpf-di", 6, 8, 3, 2)
+    x = torch.randn(7, 6)
+    torch.testing.assert_close(normalised_path_kernel(model, x),
+                               normalised_kernel(path_kernel(model, x)))
+    deep = gated_mlp("frnpf-di", 6, 64, 400, 2, init="gaussian", bias=False)
+    assert not torch.isfinite(path_kernel(deep, x)).all()  # (~32)^400 overflows float64
+    nk = normalised_path_kernel(deep, x)
+    assert torch.isfinite(nk).all()
+    torch.testing.assert_close(nk.diagonal(), torch.ones(7, dtype=torch.float64))
 
 
 def test_gate_overlap_counts_shared_active_paths():

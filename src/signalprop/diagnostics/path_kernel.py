@@ -27,13 +27,17 @@ from signalprop.errors import ConfigError
 
 def gate_overlap(gates: Sequence[Tensor], gates2: Sequence[Tensor] | None = None) -> Tensor:
     """``Λ = Π_l G_l G2_lᵀ``: per pair of inputs, the number of shared active sub-network
-    paths (products of gate overlaps). Each gate tensor is ``(N, units)``."""
+    paths (products of gate overlaps). Each gate tensor is ``(N, units)``.
+
+    Computed in float64 (``Λ`` grows like ``(width/2)^depth``); see
+    :func:`normalised_path_kernel` for depths where even float64 overflows.
+    """
     gates2 = gates if gates2 is None else gates2
     if len(gates) != len(gates2) or not gates:
         raise ConfigError("gate_overlap needs the same non-zero number of gate layers")
     overlap = None
     for a, b in zip(gates, gates2, strict=True):
-        term = a.flatten(1) @ b.flatten(1).T
+        term = a.flatten(1).double() @ b.flatten(1).double().T
         overlap = term if overlap is None else overlap * term
     return overlap  # type: ignore[return-value]
 
@@ -42,15 +46,16 @@ def path_kernel_from_gates(
     x: Tensor, gates: Sequence[Tensor], x2: Tensor | None = None,
     gates2: Sequence[Tensor] | None = None,
 ) -> Tensor:
-    """``H = (X X2ᵀ) ⊙ Λ`` from inputs ``(N, D)`` and per-layer gates ``(N, units)``."""
+    """``H = (X X2ᵀ) ⊙ Λ`` (float64) from inputs ``(N, D)`` and per-layer gates ``(N, units)``."""
     x2 = x if x2 is None else x2
     gates2 = gates if gates2 is None else gates2
-    return (x.flatten(1) @ x2.flatten(1).T) * gate_overlap(gates, gates2)
+    gram = x.flatten(1).double() @ x2.flatten(1).double().T
+    return gram * gate_overlap(gates, gates2)
 
 
 @torch.no_grad()
 def path_kernel(model: nn.Module, x: Tensor, x2: Tensor | None = None) -> Tensor:
-    """Neural path kernel of a fully connected gated network on inputs ``x`` (and ``x2``).
+    """Neural path kernel (float64) of a fully connected gated network on ``x`` (and ``x2``).
 
     Uses ``model.gates`` and ``model.value_input_of`` (the value network's input, which is all
     ones for a DLGN with constant input).
@@ -63,6 +68,21 @@ def path_kernel(model: nn.Module, x: Tensor, x2: Tensor | None = None) -> Tensor
                                   model.gates(x2))  # type: ignore[operator]
 
 
+@torch.no_grad()
+def normalised_path_kernel(model: nn.Module, x: Tensor) -> Tensor:
+    """``H_ij / sqrt(H_ii H_jj)`` computed in the log domain, so any depth is safe:
+    ``cos(x_i, x_j) · exp(Σ_l [log o_l(i,j) − ½ log o_l(i,i) − ½ log o_l(j,j)])`` with
+    ``o_l = G_l G_lᵀ``."""
+    v = model.value_input_of(x).flatten(1).double()  # type: ignore[operator]
+    log_overlap = torch.zeros(v.shape[0], v.shape[0], dtype=torch.float64, device=v.device)
+    for g in model.gates(x):  # type: ignore[operator]
+        o = g.double() @ g.double().T
+        d = o.diagonal().clamp_min(torch.finfo(torch.float64).tiny).log()
+        log_overlap += o.clamp_min(0).log() - d[:, None] / 2 - d[None, :] / 2
+    unit = v / v.norm(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny)
+    return (unit @ unit.T) * log_overlap.exp()
+
+
 def expected_value_ntk_scale(stds: Sequence[float]) -> float:
     """``(Π_l σ_l²) Σ_l σ_l⁻²``: the factor with ``E[Kᵛ] = factor · H`` (``d σ^{2(d-1)}``)."""
     if not stds or any(s <= 0 for s in stds):
@@ -71,28 +91,30 @@ def expected_value_ntk_scale(stds: Sequence[float]) -> float:
     return sum(math.exp(log_prod - 2 * math.log(s)) for s in stds)
 
 
-def _jacobian(model: nn.Module, names: Sequence[str], x: Tensor) -> Tensor:
-    """``(N, C, P)`` Jacobian of the outputs w.r.t. the named parameters, via torch.func."""
+def _jacobian(model: nn.Module, names: Sequence[str], x: Tensor, output: int | None) -> Tensor:
+    """``(N, C, P)`` Jacobian of the outputs (or of output unit ``output`` only, C = 1) w.r.t.
+    the named parameters, via torch.func."""
     params = dict(model.named_parameters())
     chosen = {n: params[n].detach() for n in names}
     fixed = {n: p.detach() for n, p in params.items() if n not in chosen}
     fixed.update(dict(model.named_buffers()))
 
-    def output(p: dict[str, Tensor]) -> Tensor:
+    def outputs_of(p: dict[str, Tensor]) -> Tensor:
         out = functional_call(model, {**fixed, **p}, (x,))
-        return out.reshape(out.shape[0], -1)
+        out = out.reshape(out.shape[0], -1)
+        return out if output is None else out[:, output : output + 1]
 
-    jac = jacrev(output)(chosen)
+    jac = jacrev(outputs_of)(chosen)
     n, c = x.shape[0], next(iter(jac.values())).shape[1]
     return torch.cat([jac[name].reshape(n, c, -1) for name in names], dim=2)
 
 
 def ntk(
     model: nn.Module, x: Tensor, x2: Tensor | None = None, *,
-    params: Sequence[str] | None = None,
+    params: Sequence[str] | None = None, output: int | None = None,
 ) -> Tensor:
     """Empirical NTK restricted to the named parameters, averaged over output units:
-    ``K(x, x') = (1/C) Σ_c ⟨∂ŷ_c(x)/∂θ, ∂ŷ_c(x')/∂θ⟩``.
+    ``K(x, x') = (1/C) Σ_c ⟨∂ŷ_c(x)/∂θ, ∂ŷ_c(x')/∂θ⟩`` (only unit ``output`` if given).
 
     ``params`` defaults to ``model.value_parameters()`` when the model has it (the value-weight
     NTK ``Kᵛ`` of a gated network), else all trainable parameters.
@@ -109,8 +131,8 @@ def ntk(
     unknown = [n for n in names if n not in known]
     if unknown:
         raise ConfigError(f"ntk: unknown parameter names {unknown}")
-    j1 = _jacobian(model, names, x)
-    j2 = j1 if x2 is None else _jacobian(model, names, x2)
+    j1 = _jacobian(model, names, x, output)
+    j2 = j1 if x2 is None else _jacobian(model, names, x2, output)
     return torch.einsum("acp,bcp->ab", j1, j2) / j1.shape[1]
 
 
