@@ -46,7 +46,7 @@ class SpiralsData:
     n_train: int = 194
     n_test: int = 194
     noise: float = 0.0
-    turns: float = 2.0
+    turns: float = 3.0
 
     def __post_init__(self) -> None:
         positive("data.n_train", self.n_train)
@@ -73,10 +73,10 @@ class SpiralsModel:
 @dataclass(frozen=True)
 class SpiralsSweep:
     iterations: int = 4000
-    seeds: int = 5
+    seeds: int = 10
     optimizer: str = "adam"
-    target_lrs: tuple[float, ...] = (0.003, 0.01, 0.03, 0.1)
-    weight_lrs: tuple[float, ...] = (0.001, 0.003, 0.01, 0.03)
+    target_lrs: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3)
+    weight_lrs: tuple[float, ...] = (0.003, 0.01, 0.03, 0.1)
 
     def __post_init__(self) -> None:
         positive("sweep.iterations", self.iterations)
@@ -201,8 +201,8 @@ register(Experiment(
     paper=PAPER,
     make_config=SpiralsConfig,
     run=run_spirals,
-    quick={"sweep.iterations": 400, "sweep.seeds": 2, "sweep.target_lrs": (0.03, 0.1),
-           "sweep.weight_lrs": (0.01, 0.03), "data.turns": 1.0},
+    quick={"sweep.iterations": 600, "sweep.seeds": 3, "sweep.target_lrs": (0.03, 0.1),
+           "sweep.weight_lrs": (0.03, 0.1), "data.turns": 2.0},
     claims=(Claim(
         text="On two spirals, target space trains faster and more reliably than weight space "
              "with the same optimiser",

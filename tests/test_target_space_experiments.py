@@ -1,0 +1,45 @@
+"""The target-space experiments are registered, validate their configs and run (quick, slow)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from signalprop.errors import ConfigError
+from signalprop.experiments.context import resolve_config, run_experiment
+from signalprop.experiments.registry import VERDICTS, get_experiment
+
+NAMES = ("target-space-spirals", "target-space-images", "target-space-recall")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_registered_with_a_claim_and_a_valid_quick_config(name: str) -> None:
+    experiment = get_experiment(name)
+    assert experiment.claims
+    resolve_config(experiment, quick=True, overrides=[])
+
+
+def test_bad_override_is_a_config_error() -> None:
+    with pytest.raises(ConfigError):
+        resolve_config(get_experiment("target-space-spirals"), False, ["model.mode=fast"])
+
+
+def test_spirals_verdict_is_computed_from_numbers() -> None:
+    check = get_experiment("target-space-spirals").claims[0].check
+    base = {"target_success_rate": 1.0, "weight_success_rate": 0.5,
+            "target_median_epochs": 40, "weight_median_epochs": 300}
+    assert check(base)[1] == "reproduced"
+    assert check({**base, "target_success_rate": 0.0,
+                  "target_median_epochs": "not solved"})[1] == "not reproduced"
+    assert check({**base, "target_success_rate": 0.5, "target_median_epochs": 500})[1] == (
+        "not reproduced")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_quick_run_end_to_end(name: str, tmp_path) -> None:
+    run_dir = run_experiment(get_experiment(name), out=tmp_path, quick=True, progress=False)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["claims"] and all(c["verdict"] in VERDICTS for c in summary["claims"])
+    assert summary["series"]
