@@ -147,6 +147,8 @@ def _deep_learns(results: dict[str, Any]) -> tuple[str, str]:
     learns = acc >= max(3 * chance, 0.5)
     flat = spread <= 10.0
     verdict = "reproduced" if learns and flat else "partly" if learns or flat else "not reproduced"
+    if results["depth"] < 50000 and verdict == "reproduced":
+        verdict = "partly"  # shallower than the paper's 50,000 layers
     return value, verdict
 
 
@@ -210,7 +212,7 @@ class LongMemoryConfig:
     data: MemoryData = field(default_factory=MemoryData)
     model: RNNModel = field(default_factory=RNNModel)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        epochs=5, batch_size=32, lr=1e-3, grad_clip=1.0, eval_batch_size=200))
+        epochs=5, batch_size=32, lr=3e-3, grad_clip=1.0, eval_batch_size=200))
 
 
 class _Scaled(nn.Module):
@@ -277,7 +279,10 @@ def _memory_solved(results: dict[str, Any]) -> tuple[str, str]:
     others = ", ".join(f"{k} {results[f'{k}_test_acc']:.3f}" for k in ("rnn", "lstm")
                        if f"{k}_test_acc" in results)
     value = f"T={results['T']}: filter RNN acc {acc:.3f}" + (f" ({others})" if others else "")
-    return value, at_least(acc if math.isfinite(acc) else 0.0, 0.99, 0.75)
+    verdict = at_least(acc if math.isfinite(acc) else 0.0, 0.99, 0.75)
+    if results["T"] < 10000 and verdict == "reproduced":
+        verdict = "partly"  # solved, but at a shorter distance than the paper's
+    return value, verdict
 
 
 def _baselines_fail(results: dict[str, Any]) -> tuple[str, str]:
@@ -295,7 +300,7 @@ register(Experiment(
     paper=PAPER,
     make_config=LongMemoryConfig,
     run=run_long_memory,
-    quick={"data.T": 300, "data.n_train": 256, "data.n_test": 128, "train.epochs": 3},
+    quick={"data.T": 300, "data.n_train": 256, "data.n_test": 128, "train.epochs": 4},
     claims=(
         Claim(text="An Elman RNN with an orthogonal additive filter learns a dependency 10,000 "
               "steps in the past", source="arXiv 2210.01245, abstract",
@@ -412,14 +417,14 @@ def run_psmnist(ctx: RunContext) -> dict[str, Any]:
 def _psmnist_check(epoch_key: str, good: float, partly: float):
     def check(results: dict[str, Any]) -> tuple[str, str]:
         used = results["dataset"].split(", ")
-        name = "mnist" if "mnist" in used else used[0]
+        mnist = [d for d in used if d.startswith("mnist")]
+        name = mnist[0] if mnist else used[0]
         parts = [f"{d} {results[f'{d}_filter_{epoch_key}']:.3f} "
                  f"({results[f'{d}_filter_epochs']} epochs run)" for d in used]
         value = "filter RNN " + "; ".join(parts)
         acc = results[f"{name}_filter_{epoch_key}"]
-        if name != "mnist":
-            value += f"; MNIST not available, judged on {name}"
-            return value, "partly" if acc >= partly else "not reproduced"
+        if not mnist:  # the claim is about MNIST; Fashion-MNIST is harder
+            return value + "; MNIST not available", "not checked"
         return value, at_least(acc, good, partly)
 
     return check
@@ -431,7 +436,7 @@ register(Experiment(
     paper=PAPER,
     make_config=PSMNISTConfig,
     run=run_psmnist,
-    quick={"data.n_train": 256, "data.n_test": 256, "train.epochs": 1, "train.batch_size": 64,
+    quick={"data.n_train": 128, "data.n_test": 128, "train.epochs": 1, "train.batch_size": 64,
            "data.names": ("fashion-mnist",)},
     claims=(
         Claim(text="psMNIST test accuracy above 94% after the first epoch",
