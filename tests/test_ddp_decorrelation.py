@@ -1,0 +1,74 @@
+"""Under DDP (2 gloo processes on 127.0.0.1) every rank keeps the identical decorrelation R."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+STEPS = 5
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _train(rank: int, sync: bool) -> dict[str, torch.Tensor]:
+    from signalprop.learning.decorrelation_rule import decorrelation_step
+    from signalprop.nn.decorrelated_layers import decorrelate
+
+    torch.manual_seed(0)  # same initial model on every rank
+    model = decorrelate(
+        nn.Sequential(nn.Conv2d(2, 3, 3), nn.Flatten(), nn.Linear(3 * 4 * 4, 5), nn.Tanh(),
+                      nn.Linear(5, 2)),
+        lr=1e-2, sample_fraction=0.5)
+    ddp = nn.parallel.DistributedDataParallel(model, broadcast_buffers=False)
+    opt = torch.optim.SGD(ddp.parameters(), lr=0.1)
+    data = torch.Generator().manual_seed(100 + rank)  # different data per rank
+    for _ in range(STEPS):
+        x = torch.randn(8, 2, 6, 6, generator=data) * (1 + rank)
+        opt.zero_grad()
+        ddp(x).square().mean().backward()
+        opt.step()
+        decorrelation_step(model, sync=sync)
+    return {k: v for k, v in model.state_dict().items() if "decorrelator" in k}
+
+
+def _worker(rank: int, world: int, port: int, out: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=world)
+    try:
+        for sync in (True, False):
+            torch.save(_train(rank, sync), f"{out}/rank{rank}-{sync}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def states(tmp_path_factory) -> dict[bool, list[dict]]:
+    out = tmp_path_factory.mktemp("ddp")
+    # fork: the children reuse the imported torch (spawn re-imports it, ~5 s per process)
+    mp.start_processes(_worker, args=(2, _free_port(), str(out)), nprocs=2, join=True,
+                       start_method="fork")
+    return {sync: [torch.load(out / f"rank{r}-{sync}.pt") for r in range(2)]
+            for sync in (True, False)}
+
+
+def test_ranks_keep_identical_r(states):
+    first, second = states[True]
+    assert set(first) == set(second)
+    for key in first:
+        torch.testing.assert_close(first[key], second[key], rtol=0, atol=0)
+    assert not torch.allclose(first["4.decorrelator.R"], torch.eye(5))
+
+
+def test_without_sync_ranks_drift(states):
+    first, second = states[False]
+    assert not torch.allclose(first["0.decorrelator.R"], second["0.decorrelator.R"])
