@@ -9,8 +9,9 @@ values lie in ``[prod(a - b s_t), prod(a + b s_t)]``, ``s_t = ||D_t W||_2``, so 
 memory over ``T`` steps.
 
 Speed: the input projections ``U x_t + c`` of all steps are one matrix multiply, and the
-recurrence runs in a custom autograd Function (``impl="bptt"``) whose forward is three
-allocation-free kernels per step and whose backward through time is::
+recurrence runs in a custom autograd Function (``impl="bptt"``) whose forward is one in-place
+fused GEMM, a ``tanh_`` and an add per step, and whose backward through time is (one fused GEMM
+and a multiply per step)::
 
     g_z,t = b * g_t * tanh'(z_t);  g_{t-1} = a * g_t O + g_z,t W + dL/dh_{t-1} (direct);
     dL/dW = sum_t g_z,t^T h_{t-1} (one matmul over all steps);  dL/d(U x_t + c) = g_z,t.
@@ -29,7 +30,6 @@ from torch import Tensor, nn
 from signalprop.errors import ConfigError
 from signalprop.nn.orthogonal import (
     _act,
-    _act_grad_from_output,
     _check_beta,
     _check_int,
     _check_positive,
@@ -41,53 +41,60 @@ IMPLS = ("bptt", "loop")
 
 
 class _AdditiveFilterBPTT(torch.autograd.Function):
-    """States ``H[t] = h_t`` (time-major) from pre-activation inputs ``u[t] = U x_t + c``."""
+    """States ``H[t] = h_t`` (time-major) from pre-activation inputs ``u[t] = U x_t + c``.
+
+    Forward keeps one buffer ``Z[t] = [u_t | 0]`` of width ``2n`` and runs one in-place GEMM per
+    step, ``Z[t] += h_{t-1} [W^T | a O^T]``, then ``tanh_`` on the first half and
+    ``h_t = Z[t][:, n:] + b * p_t``. Backward keeps ``G[t] = [g_z,t | dL/dh_t]`` and runs one
+    in-place GEMM per step, ``G[t-1][:, n:] += G[t] [W ; a O]``.
+    """
 
     @staticmethod
     def forward(ctx, u, h0, weight, filt, a, b, act):  # type: ignore[override]
         steps, batch, hidden = u.shape
-        states = u.new_empty(steps, batch, hidden)
-        acts = u.new_empty(steps, batch, hidden)
-        w_t, o_t = weight.t(), filt.t()
-        h = h0
         with torch.no_grad():
-            for u_t, p_t, h_t in zip(u.unbind(0), acts.unbind(0), states.unbind(0),
-                                     strict=True):
-                torch.addmm(u_t, h, w_t, out=p_t)
+            mixed = u.new_empty(steps, batch, 2 * hidden)
+            mixed[:, :, :hidden] = u
+            mixed[:, :, hidden:] = 0
+            states = u.new_empty(steps + 1, batch, hidden)
+            states[0] = h0
+            fused = torch.cat([weight.t(), filt.t() * a], dim=1)
+            for z_t, h, h_t in zip(mixed.unbind(0), states[:-1].unbind(0),
+                                   states[1:].unbind(0), strict=True):
+                z_t.addmm_(h, fused)
+                p_t = z_t[:, :hidden]
                 if act == "tanh":
                     p_t.tanh_()
                 else:
                     p_t.relu_()
-                torch.addmm(p_t, h, o_t, beta=b, alpha=a, out=h_t)
-                h = h_t
-        ctx.save_for_backward(h0, weight, filt, states, acts)
+                torch.add(z_t[:, hidden:], p_t, alpha=b, out=h_t)
+        ctx.save_for_backward(weight, filt, states, mixed)
         ctx.config = (a, b, act)
-        return states
+        return states[1:]
 
     @staticmethod
     def backward(ctx, grad_states):  # type: ignore[override]
-        h0, weight, filt, states, acts = ctx.saved_tensors
+        weight, filt, states, mixed = ctx.saved_tensors
         a, b, act = ctx.config
-        steps = states.shape[0]
+        steps, hidden = grad_states.shape[0], weight.shape[0]
         with torch.no_grad():
-            grad_states = grad_states.contiguous()
-            slopes = _act_grad_from_output(act, acts).mul_(b)
-            grad_z = torch.empty_like(acts)
-            buffers = (torch.empty_like(h0), torch.empty_like(h0))
-            g = grad_states[steps - 1]
-            gz_steps, slope_steps = grad_z.unbind(0), slopes.unbind(0)
-            direct = grad_states.unbind(0)
+            acts = mixed[:, :, :hidden]
+            if act == "tanh":
+                slopes = acts.square().neg_().add_(1.0).mul_(b)
+            else:
+                slopes = (acts > 0).to(acts.dtype).mul_(b)
+            grads = grad_states.new_empty(steps, grad_states.shape[1], 2 * hidden)
+            grads[:, :, hidden:] = grad_states
+            fused = torch.cat([weight, filt * a], dim=0)
             for t in range(steps - 1, -1, -1):
-                gz = torch.mul(g, slope_steps[t], out=gz_steps[t])
+                g_t = grads[t]
+                torch.mul(g_t[:, hidden:], slopes[t], out=g_t[:, :hidden])
                 if t > 0:
-                    nxt = torch.addmm(direct[t - 1], g, filt, alpha=a, out=buffers[t % 2])
-                else:
-                    nxt = torch.mm(g, filt, out=buffers[t % 2]).mul_(a)
-                g = nxt.addmm_(gz, weight)
-            hidden = weight.shape[0]
-            previous = torch.cat([h0.unsqueeze(0), states[:-1]])
-            grad_weight = grad_z.reshape(-1, hidden).t() @ previous.reshape(-1, hidden)
-        return grad_z, g.clone(), grad_weight, None, None, None, None
+                    grads[t - 1][:, hidden:].addmm_(g_t, fused)
+            grad_h0 = grads[0] @ fused
+            grad_z = grads[:, :, :hidden]
+            grad_weight = grad_z.reshape(-1, hidden).t() @ states[:-1].reshape(-1, hidden)
+        return grad_z, grad_h0, grad_weight, None, None, None, None
 
 
 class AdditiveFilterRNNCell(nn.Module):
