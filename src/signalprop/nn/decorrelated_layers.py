@@ -27,7 +27,8 @@ FUSE = ("auto", "always", "never")
 class DecorrelatedLinear(nn.Linear):
     """``nn.Linear`` on decorrelated inputs. Extra args go to :class:`Decorrelator`.
 
-    ``fuse``: ``"auto"`` picks the cheaper of ``W R`` (out * d^2) and ``x R^T`` (batch * d^2).
+    ``fuse``: ``"auto"`` picks the cheaper of fusing ``W R`` (``2 out d^2`` per step) and mapping
+    ``x R^T`` (``batch d^2``, twice when the input needs a gradient).
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
@@ -57,8 +58,11 @@ class DecorrelatedLinear(nn.Linear):
             dec.record(rows[dec.sample_index(rows.shape[0], rows.device)], mu)
         centred = x - mu
         feedback = getattr(self, "feedback", None)
+        # fused: W R forward and dW R^T backward (2 out d^2); unfused: x R^T, plus dz R only
+        # when the input needs a gradient ((1 or 2) batch d^2).
+        unfused_cost = rows.shape[0] * (2 if x.requires_grad else 1)
         fused = self.fuse == "always" or (
-            self.fuse == "auto" and self.out_features <= rows.shape[0])
+            self.fuse == "auto" and 2 * self.out_features < unfused_cost)
         if fused:
             weight = self.weight @ dec.R
             if feedback is None:

@@ -205,7 +205,7 @@ class Decorrelator(nn.Module):
             )
         else:
             gain = float(stats[-2]) / k
-            self.R.copy_(gain * (self.R - self.lr * cr))
+            self.R.add_(cr, alpha=-self.lr).mul_(gain)
             self._check()
             return
         self.R.sub_(self.lr * step)
@@ -217,7 +217,7 @@ class Decorrelator(nn.Module):
             self.apply_statistics(self.statistics())
 
     def _check(self) -> None:
-        if not torch.isfinite(self.R).all():
+        if not torch.isfinite(self.R.sum()):  # one reduction: NaN/Inf anywhere poisons the sum
             name = self.layer_name or "decorrelator"
             raise DivergenceError(
                 f"decorrelation matrix R of layer {name!r} became NaN/Inf (rule {self.rule!r}, "
