@@ -1,0 +1,322 @@
+"""``diagnose(model, batch)``: where do a model's gradients vanish, explode, saturate or die?
+
+Works on any ``nn.Module`` without touching its code, only with hooks, a
+``TorchFunctionMode`` and ``torch.func``; see docs/diagnose.md. Costs, for a batch of ``N``:
+
+1. one forward pass with hooks (outputs, activation statistics, neuron sensitivities) and one
+   reverse pass with ``torch.autograd.grad`` (parameter and layer-output gradients; ``.grad``
+   is not touched);
+2. the Jacobian estimate on :data:`~signalprop.diagnose.jacobian.EXAMPLES` examples: at most
+   :data:`~signalprop.diagnose.jacobian.EXACT_SIDE` vectorised products when a side of ``J``
+   is small, else ``2 (POWER_STEPS + 1)`` Gram products on blocks of ``BLOCK`` vectors;
+3. per recurrent layer, one tangent propagation along one example's first
+   :data:`~signalprop.diagnose.recurrent.MAX_STEPS` steps.
+
+Together this is a few forward-backward passes of the batch (``benchmarks/diagnose_cost.py``
+measures the ratio to one training step).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from signalprop.diagnose import thresholds as th
+from signalprop.diagnose.capture import LayerRecord, Recorder, _first_tensor
+from signalprop.diagnose.jacobian import EXAMPLES, estimate_jacobian
+from signalprop.diagnose.recurrent import is_recurrent, largest_exponent
+from signalprop.diagnose.remedies import remedies_for
+from signalprop.diagnose.report import Diagnosis, LayerDiagnosis, Suggestion
+from signalprop.diagnostics.sensitivity import SensitiveLayer, SensitivityProbe
+from signalprop.errors import ConfigError, SignalpropError
+from signalprop.nn.elman import ElmanRNN
+
+__all__ = ["Diagnosis", "diagnose"]
+
+#: Priority of the verdicts when one layer meets several conditions, and for the overall one.
+PRIORITY = ("dead", "saturated", "exploding", "vanishing")
+
+
+def _split_batch(batch: Any) -> tuple[Tensor, Tensor | None]:
+    if isinstance(batch, Tensor):
+        return batch, None
+    if isinstance(batch, tuple | list) and len(batch) in (1, 2):
+        inputs = batch[0]
+        targets = batch[1] if len(batch) == 2 else None
+        if isinstance(inputs, Tensor) and (targets is None or isinstance(targets, Tensor)):
+            return inputs, targets
+    raise ConfigError("diagnose batch must be a tensor of inputs or a tuple (inputs, targets), "
+                      f"got {type(batch).__name__}")
+
+
+def _device(model: nn.Module, inputs: Tensor) -> torch.device:
+    for tensor in model.parameters():
+        return tensor.device
+    return inputs.device
+
+
+def _loss(output: Tensor, targets: Tensor | None, loss_fn: Callable | None,
+          seed: int) -> tuple[Tensor, str]:
+    """The loss whose gradients are measured, and a short description of it."""
+    if loss_fn is not None:
+        loss = loss_fn(output) if targets is None else loss_fn(output, targets)
+        return loss, getattr(loss_fn, "__name__", type(loss_fn).__name__)
+    if targets is not None:
+        from signalprop.train import classification_loss, regression_loss
+
+        if targets.dtype in (torch.int64, torch.int32, torch.int16, torch.uint8):
+            return classification_loss(output, targets), "cross-entropy"
+        return regression_loss(output, targets), "mse"
+    # Inputs only: a random projection of the outputs, L = (1/N) sum_i <r_i, y_i>,
+    # r ~ N(0, I): every output gets a unit-variance error whatever the output's scale.
+    generator = torch.Generator().manual_seed(seed)
+    r = torch.randn(output.shape, generator=generator, dtype=torch.float64)
+    r = r.to(device=output.device, dtype=output.dtype)
+    return (r * output).sum() / output.shape[0], "random projection"
+
+
+def _norm(tensors: list[Tensor]) -> float | None:
+    if not tensors:
+        return None
+    return float(torch.linalg.vector_norm(torch.stack(
+        [torch.linalg.vector_norm(t.detach().double()) for t in tensors])))
+
+
+def _rnn_probe(model: nn.Module) -> SensitivityProbe | None:
+    layers = []
+    for name, module in model.named_modules():
+        one_layer = getattr(module, "num_layers", 1) == 1
+        simple = not getattr(module, "bidirectional", False)
+        if (isinstance(module, ElmanRNN) or type(module) is nn.RNN) and one_layer and simple:
+            layers.append(SensitiveLayer(name or "rnn", module, module.nonlinearity, "rnn"))
+    if not layers:
+        return None
+    return SensitivityProbe(model, layers, max_rows=4096, training_only=False)
+
+
+def _layer_verdict(lay: LayerDiagnosis, finite: bool) -> tuple[str, list[str]]:
+    found: dict[str, str] = {}
+    if lay.dead_fraction is not None and lay.dead_fraction >= th.DEAD_FRACTION:
+        found["dead"] = f"{lay.dead_fraction:.0%} of units have zero slope on the whole batch"
+    if lay.saturated_fraction is not None and lay.saturated_fraction >= th.SATURATED_FRACTION:
+        found["saturated"] = (f"{lay.saturated_fraction:.0%} of unit-examples have |f'| < "
+                              f"{th.SATURATION_SLOPE} x peak slope")
+    gain = lay.backward_gain
+    if not finite:
+        found["exploding"] = "non-finite gradient"
+    elif gain is not None and gain > th.EXPLODING_RATIO:
+        found["exploding"] = f"backward gain {gain:.3g} > {th.EXPLODING_RATIO:g}"
+    elif lay.lyapunov is not None and lay.lyapunov > th.LYAPUNOV_EXPLODING:
+        found["exploding"] = f"Lyapunov exponent {lay.lyapunov:.3g} > {th.LYAPUNOV_EXPLODING}"
+    if gain is not None and gain < th.VANISHING_RATIO:
+        found["vanishing"] = f"backward gain {gain:.3g} < {th.VANISHING_RATIO:g}"
+    elif lay.lyapunov is not None and lay.lyapunov < th.LYAPUNOV_VANISHING:
+        found["vanishing"] = f"Lyapunov exponent {lay.lyapunov:.3g} < {th.LYAPUNOV_VANISHING}"
+    for verdict in PRIORITY:
+        if verdict in found:
+            return verdict, list(found.values())
+    return "healthy", []
+
+
+def _finite(x: float | None) -> bool:
+    return x is None or (x == x and abs(x) != float("inf"))
+
+
+def _layers(records: list[LayerRecord], grads: dict[int, Tensor], out_ref: float | None,
+            rnn_sens: dict[str, Tensor]) -> list[LayerDiagnosis]:
+    result = []
+    for index, rec in enumerate(records):
+        params = [p for p in rec.module.parameters(recurse=False) if p.requires_grad]
+        p_grads = [grads[id(p)] for p in params if id(p) in grads]
+        o_grads = [grads[id(o)] for o in rec.outputs if id(o) in grads]
+        grad_norm, out_norm = _norm(p_grads), _norm(o_grads)
+        gain = None
+        if out_norm is not None and out_ref:
+            gain = out_norm / out_ref
+        act = rec.act
+        sens = rec.sensitivity_mean
+        log_rms = rec.log_rms_sensitivity
+        if sens is None and rec.name in rnn_sens:
+            s = rnn_sens[rec.name].double()
+            sens = s.mean(0)
+            log_rms = 0.5 * float(s.pow(2).mean().clamp_min(1e-300).log())
+        lay = LayerDiagnosis(
+            index=index, name=rec.name, kind=rec.kind, grad_norm=grad_norm,
+            output_grad_norm=out_norm, backward_gain=gain,
+            activation=act.activation if act else None,
+            act_mean=act.mean if act else rec.out_stats.mean,
+            act_std=act.std if act else rec.out_stats.std,
+            saturated_fraction=act.saturated_fraction if act else None,
+            dead_fraction=act.dead_fraction if act else None,
+            sensitivity_mean=None if sens is None else float(sens.mean()),
+            sensitivity_log_rms=log_rms, lyapunov=None, verdict="healthy",
+        )
+        result.append(lay)
+    return result
+
+
+def diagnose(
+    model: nn.Module,
+    batch: Any,
+    loss_fn: Callable[..., Tensor] | None = None,
+    *,
+    jacobian: bool = True,
+    lyapunov: bool = True,
+    seed: int = 0,
+) -> Diagnosis:
+    """Gradient-health check of ``model`` on one batch; the model is left exactly as found.
+
+    ``batch`` is ``(inputs, targets)`` or the inputs alone. The loss is ``loss_fn(output,
+    targets)`` (``loss_fn(output)`` without targets); by default cross-entropy for integer
+    targets, MSE for float targets, and without targets the random projection
+    ``L = (1/N) sum_i <r_i, y_i>``, ``r_i ~ N(0, I)`` (seeded), which sends a unit-variance
+    error into every output so the gradients measure the network alone. A model returning a
+    tuple (an RNN's ``(output, h_n)``) is judged on its first tensor. The model runs in its
+    current train/eval mode; buffers (e.g. BatchNorm statistics) and the global random state
+    are restored afterwards.
+    """
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"diagnose needs an nn.Module, got {type(model).__name__}")
+    inputs, targets = _split_batch(batch)
+    device = _device(model, inputs)
+    inputs = inputs.to(device)
+    targets = None if targets is None else targets.to(device)
+    if inputs.shape[0] < 1:
+        raise ConfigError("diagnose needs a batch with at least one example")
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    cuda = [device.index or 0] if device.type == "cuda" else []
+    timings: dict[str, float] = {}
+    try:
+        with torch.random.fork_rng(devices=cuda):
+            torch.manual_seed(seed)
+            return _diagnose(model, inputs, targets, loss_fn, jacobian, lyapunov, seed,
+                             timings)
+    finally:
+        with torch.no_grad():
+            for buffer, saved in buffers:
+                buffer.copy_(saved)
+
+
+def _diagnose(model: nn.Module, inputs: Tensor, targets: Tensor | None, loss_fn: Any,
+              want_jacobian: bool, want_lyapunov: bool, seed: int,
+              timings: dict[str, float]) -> Diagnosis:
+    start = time.perf_counter()
+    probe = _rnn_probe(model)
+    try:
+        with torch.enable_grad(), Recorder(model) as recorder:
+            output = model(inputs)
+        rnn_sens = probe.sensitivities() if probe is not None else {}
+    finally:
+        if probe is not None:
+            probe.remove()
+    y = _first_tensor(output)
+    if y is None:
+        raise SignalpropError("diagnose: the model returned no floating-point tensor")
+    records = recorder.ordered()
+    if not records:
+        raise SignalpropError("diagnose: the model has no module with parameters that ran")
+    loss, loss_kind = _loss(y, targets, loss_fn, seed)
+    if not loss.requires_grad:
+        raise SignalpropError("diagnose: the loss does not depend on any trainable parameter")
+    wanted: dict[int, Tensor] = {id(y): y}
+    for rec in records:
+        for p in rec.module.parameters(recurse=False):
+            if p.requires_grad:
+                wanted[id(p)] = p
+        for o in rec.outputs:
+            if o.requires_grad:
+                wanted[id(o)] = o
+    keys = list(wanted)
+    values = torch.autograd.grad(loss, [wanted[k] for k in keys], allow_unused=True)
+    grads = {k: g for k, g in zip(keys, values, strict=True) if g is not None}
+    del output, wanted, values
+    out_ref = _norm([grads[id(y)]]) if id(y) in grads else None
+    layers = _layers(records, grads, out_ref, rnn_sens)
+    finite = {lay.name: _finite(lay.grad_norm) and _finite(lay.output_grad_norm)
+              for lay in layers}
+    for rec in records:
+        rec.outputs = []
+    grads.clear()
+    timings["forward_backward_s"] = time.perf_counter() - start
+
+    warnings: list[str] = []
+    t0 = time.perf_counter()
+    if want_lyapunov:
+        for rec, lay in zip(records, layers, strict=True):
+            if is_recurrent(rec.module) and rec.sequence is not None:
+                try:
+                    lay.lyapunov = largest_exponent(rec.module, rec.sequence)
+                except Exception as exc:  # unusual recurrent module: report, don't fail
+                    warnings.append(f"{rec.name}: no Lyapunov exponent ({exc})")
+    timings["lyapunov_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    jac: dict[str, Any] = {"method": "skipped"}
+    if want_jacobian:
+        k = min(EXAMPLES, inputs.shape[0])
+
+        def fn(x: Tensor) -> Tensor:
+            out = _first_tensor(model(x))
+            return out.reshape(x.shape[0], -1)
+
+        est = estimate_jacobian(fn, inputs[:k].detach(), seed=seed)
+        jac = {"sigma_max": est.sigma_max, "sigma_min": est.sigma_min,
+               "condition": est.condition, "method": est.method, "examples": est.examples,
+               "shape": list(est.shape)}
+    timings["jacobian_s"] = time.perf_counter() - t0
+
+    for lay in layers:
+        lay.verdict, lay.reasons = _layer_verdict(lay, finite[lay.name])
+    counts = Counter(lay.verdict for lay in layers if lay.verdict != "healthy")
+    overall = "healthy"
+    if counts:
+        overall = max(counts, key=lambda v: (counts[v], -PRIORITY.index(v)))
+
+    with_grad = [lay for lay in layers if lay.grad_norm is not None]
+    ratio = None
+    if len(with_grad) >= 2 and with_grad[-1].grad_norm:
+        ratio = with_grad[0].grad_norm / with_grad[-1].grad_norm
+    if out_ref == 0.0:
+        warnings.append("the loss gradient at the output is zero: gains are undefined")
+    sigma_max, cond = jac.get("sigma_max"), jac.get("condition")
+    if sigma_max is not None:
+        if sigma_max > th.JACOBIAN_EXPLODING:
+            warnings.append(f"input-output Jacobian sigma_max {sigma_max:.3g} > "
+                            f"{th.JACOBIAN_EXPLODING:g}: outputs explode with input changes")
+        elif sigma_max < th.JACOBIAN_VANISHING:
+            warnings.append(f"input-output Jacobian sigma_max {sigma_max:.3g} < "
+                            f"{th.JACOBIAN_VANISHING:g}: the output ignores the input")
+    ill = cond is not None and cond > th.JACOBIAN_ILL_CONDITIONED
+    if ill:
+        warnings.append(f"input-output Jacobian condition number {cond:.3g} > "
+                        f"{th.JACOBIAN_ILL_CONDITIONED:g}")
+    suggestions = _suggestions(layers, records, overall, ill)
+    timings["total_s"] = sum(timings.values())
+    return Diagnosis(
+        layers=layers, verdict=overall, grad_ratio_first_to_last=ratio,
+        gain_first=layers[0].backward_gain, jacobian=jac, loss=float(loss.detach()),
+        loss_kind=loss_kind, batch_size=inputs.shape[0], warnings=warnings,
+        suggestions=suggestions, cost=timings,
+    )
+
+
+def _suggestions(layers: list[LayerDiagnosis], records: list[LayerRecord], overall: str,
+                 ill: bool) -> list[Suggestion]:
+    recurrent = {rec.name for rec in records if is_recurrent(rec.module)}
+    order = [overall] + [v for v in PRIORITY if v != overall]
+    found = []
+    for problem in order:
+        names = [lay.name for lay in layers if lay.verdict == problem]
+        if not names:
+            continue
+        for remedy in remedies_for(problem, recurrent=bool(recurrent & set(names))):
+            found.append(Suggestion(problem, names, remedy))
+    if ill:
+        for remedy in remedies_for("ill-conditioned"):
+            found.append(Suggestion("ill-conditioned", ["input-output Jacobian"], remedy))
+    return found

@@ -1,0 +1,188 @@
+"""The result of a diagnosis: a table when printed, JSON, and a PNG of gradients vs depth."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from signalprop.diagnose.remedies import Remedy
+
+
+@dataclass
+class LayerDiagnosis:
+    """One layer (a module owning parameters), in forward order."""
+
+    index: int
+    name: str
+    kind: str
+    grad_norm: float | None  # ||dL/dtheta_l|| over the layer's own trainable parameters
+    output_grad_norm: float | None  # ||dL/dh_l|| over the batch
+    backward_gain: float | None  # ||dL/dh_l|| / ||dL/dy||
+    activation: str | None
+    act_mean: float | None
+    act_std: float | None
+    saturated_fraction: float | None
+    dead_fraction: float | None
+    sensitivity_mean: float | None  # mean over neurons of the batch-mean s_j
+    sensitivity_log_rms: float | None  # ln sqrt(mean s^2)
+    lyapunov: float | None  # recurrent layers: largest exponent per step
+    verdict: str
+    reasons: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Suggestion:
+    problem: str
+    layers: list[str]
+    remedy: Remedy
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe: non-finite floats become strings ("inf", "-inf", "nan")."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _fmt(value: float | None, spec: str = ".3g") -> str:
+    if value is None:
+        return "-"
+    return format(value, spec)
+
+
+@dataclass
+class Diagnosis:
+    """Per-layer measurements and verdicts, network-level numbers and suggested remedies."""
+
+    layers: list[LayerDiagnosis]
+    verdict: str  # the worst layer verdict, "healthy" when all are
+    grad_ratio_first_to_last: float | None  # ||dL/dtheta_first|| / ||dL/dtheta_last||
+    gain_first: float | None  # backward gain of the first layer
+    jacobian: dict[str, Any]
+    loss: float
+    loss_kind: str
+    batch_size: int
+    warnings: list[str]
+    suggestions: list[Suggestion]
+    cost: dict[str, Any]
+
+    # -- export ----------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        return _clean(data)
+
+    def to_json(self, path: str | Path) -> Path:
+        from signalprop.storage import atomic_write_json
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, self.to_dict())
+        return path
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> dict[str, Any]:
+        """The saved dictionary (for comparison across runs)."""
+        return json.loads(Path(path).read_text())
+
+    def layer(self, name: str) -> LayerDiagnosis:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(name)
+
+    @property
+    def verdicts(self) -> dict[str, str]:
+        return {layer.name: layer.verdict for layer in self.layers}
+
+    # -- text ------------------------------------------------------------------------------
+    def table(self, max_rows: int = 40) -> str:
+        header = ("#", "layer", "type", "|dL/dW|", "gain", "act", "mean", "std", "sat",
+                  "dead", "sens", "lyap", "verdict")
+        rows = []
+        layers = self.layers
+        if len(layers) > max_rows:
+            keep = max_rows // 2
+            layers = layers[:keep] + [None] + layers[-keep:]  # type: ignore[list-item]
+        for lay in layers:
+            if lay is None:
+                rows.append(("...",) + ("",) * (len(header) - 1))
+                continue
+            rows.append((
+                str(lay.index), lay.name, lay.kind, _fmt(lay.grad_norm),
+                _fmt(lay.backward_gain), lay.activation or "-", _fmt(lay.act_mean, ".2g"),
+                _fmt(lay.act_std, ".2g"), _fmt(lay.saturated_fraction, ".0%"),
+                _fmt(lay.dead_fraction, ".0%"), _fmt(lay.sensitivity_mean, ".2f"),
+                _fmt(lay.lyapunov, ".3f"), lay.verdict,
+            ))
+        widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+                  for i, h in enumerate(header)]
+        lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
+        lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+                  for r in rows]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        jac = self.jacobian
+        out = [f"signalprop diagnosis: {self.verdict} ({len(self.layers)} layers, batch "
+               f"{self.batch_size}, loss {self.loss:.4g} [{self.loss_kind}])", self.table()]
+        out.append(f"gradient norm first/last layer: {_fmt(self.grad_ratio_first_to_last)}; "
+                   f"backward gain at the first layer: {_fmt(self.gain_first)}")
+        if jac.get("sigma_max") is not None:
+            out.append(f"input-output Jacobian ({jac['method']}, {jac['examples']} examples, "
+                       f"{jac['shape'][0]}x{jac['shape'][1]}): sigma_max "
+                       f"{_fmt(jac['sigma_max'])}, sigma_min {_fmt(jac['sigma_min'])}")
+        else:
+            out.append(f"input-output Jacobian: {jac.get('method')}")
+        out += [f"warning: {w}" for w in self.warnings]
+        problem = None
+        for s in self.suggestions:
+            if s.problem != problem:
+                problem = s.problem
+                where = ", ".join(s.layers[:4]) + (" ..." if len(s.layers) > 4 else "")
+                out.append(f"{problem} ({len(s.layers)}: {where}); remedies:")
+            out.append(f"  - {s.remedy.name}: {s.remedy.why}\n      {s.remedy.code}")
+        return "\n".join(out)
+
+    # -- figure ----------------------------------------------------------------------------
+    def plot(self, path: str | Path) -> Path:
+        """PNG: gradient norms (log) and mean neuron sensitivity against layer index."""
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(9, 3.6))
+        FigureCanvasAgg(fig)
+        ax_g, ax_s = fig.subplots(1, 2)
+        for key, label in (("grad_norm", "||dL/dW_l||"), ("output_grad_norm", "||dL/dh_l||")):
+            pts = [(lay.index, getattr(lay, key)) for lay in self.layers
+                   if getattr(lay, key) not in (None, 0.0)
+                   and math.isfinite(getattr(lay, key))]
+            if pts:
+                ax_g.plot(*zip(*pts, strict=True), marker=".", label=label)
+        ax_g.set_yscale("log")
+        ax_g.set_xlabel("layer (input to output)")
+        ax_g.set_ylabel("gradient norm")
+        ax_g.set_title(f"gradients ({self.verdict})")
+        ax_g.legend(fontsize=8)
+        pts = [(lay.index, lay.sensitivity_mean) for lay in self.layers
+               if lay.sensitivity_mean is not None]
+        if pts:
+            ax_s.plot(*zip(*pts, strict=True), marker=".", color="C2")
+            ax_s.axhline(1.0, color="grey", lw=0.8, ls="--")
+        else:
+            ax_s.text(0.5, 0.5, "no Linear -> activation pairs", ha="center",
+                      transform=ax_s.transAxes)
+        ax_s.set_xlabel("layer (input to output)")
+        ax_s.set_ylabel("mean sensitivity f'(U)||w||")
+        ax_s.set_title("neuron sensitivity")
+        fig.tight_layout()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=100)
+        return path
