@@ -1,0 +1,40 @@
+"""The decorrelation experiments: registration, model builders and verdict rules."""
+
+from __future__ import annotations
+
+import torch
+
+from signalprop.config import apply_overrides
+from signalprop.experiments.decorrelation import ModelConfig, make_cnn, make_mlp
+from signalprop.experiments.registry import get_experiment
+
+
+def test_both_experiments_registered_with_rule_override():
+    for name in ("decorrelation-speedup", "decorrelation-approximate"):
+        exp = get_experiment(name)
+        cfg = apply_overrides(exp.make_config(), ["learning.rule=fa"])
+        assert cfg.learning.rule == "fa"
+
+
+def test_cnn_handles_images_and_1d_inputs():
+    cfg = ModelConfig(width=16, channels=(2, 3))
+    assert make_cnn((1, 28, 28), 10, cfg)(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    assert make_cnn((40,), 10, cfg)(torch.randn(2, 40)).shape == (2, 10)
+    assert make_mlp(40, 10, cfg)(torch.randn(2, 40)).shape == (2, 10)
+
+
+def test_speedup_verdicts_follow_numbers():
+    exp = get_experiment("decorrelation-speedup")
+    fast = {"archs": "mlp,cnn", "mlp_epoch_speedup": 2.0, "cnn_epoch_speedup": 1.6,
+            "mlp_wall_speedup": 1.5, "cnn_wall_speedup": 1.3, "mlp_step_time_ratio": 1.2,
+            "cnn_step_time_ratio": 1.1}
+    assert [c.check(fast)[1] for c in exp.claims] == ["reproduced", "reproduced"]
+    slow = {**fast, "cnn_epoch_speedup": 1.0, "mlp_wall_speedup": 0.5}
+    assert [c.check(slow)[1] for c in exp.claims] == ["not reproduced", "not reproduced"]
+
+
+def test_approximate_verdicts_follow_numbers():
+    exp = get_experiment("decorrelation-approximate")
+    results = {"bp_test_acc": 0.85, "fa_test_acc": 0.5, "fa+decor_test_acc": 0.83,
+               "np_test_acc": 0.5, "np+decor_test_acc": 0.5}
+    assert [c.check(results)[1] for c in exp.claims] == ["reproduced", "not reproduced"]
