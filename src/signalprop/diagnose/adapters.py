@@ -1,0 +1,128 @@
+"""Models and batches of registered experiments, for ``signalprop diagnose EXPERIMENT``.
+
+Each adapter builds, from the experiment's own config dataclass (defaults, ``--quick``
+overrides, ``--set`` overrides), the model the experiment studies and one batch of its data.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from signalprop.errors import ConfigError, DatasetMissing
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """``build(config, batch_size, seed) -> (model, (inputs, targets))``; ``model`` says which
+    of the experiment's models it is."""
+
+    experiment: str
+    model: str
+    build: Callable[[Any, int, int], tuple[nn.Module, Batch]]
+
+
+def _batch(splits: Any, batch_size: int) -> Batch:
+    x, y = splits.train.tensors
+    return x[:batch_size], y[:batch_size]
+
+
+def _load(name: str, seed: int, **options: Any) -> Any:
+    from signalprop import data
+
+    try:
+        return data.load(name, seed=seed, **options)
+    except DatasetMissing:
+        if name == "mnist1d":
+            raise
+        return data.load("mnist1d", seed=seed)
+
+
+def _deep_tanh_mlp(cfg: Any, batch_size: int, seed: int) -> tuple[nn.Module, Batch]:
+    from signalprop.nn.mlp import MLP
+
+    splits = _load(cfg.data.name, seed, n_train=max(batch_size, 100), n_test=100)
+    torch.manual_seed(seed)
+    m = cfg.model
+    model = MLP(splits.input_shape[-1], m.width, m.depth, splits.num_classes, m.activation,
+                m.gain)
+    return model, _batch(splits, batch_size)
+
+
+def _orthogonal_deep_mlp(cfg: Any, batch_size: int, seed: int) -> tuple[nn.Module, Batch]:
+    from signalprop.nn.orthogonal import AdditiveFilterMLP
+
+    splits = _load(cfg.data.name, seed, flatten=True, n_train=max(batch_size, 100), n_test=100)
+    torch.manual_seed(seed)
+    m = cfg.model
+    model = AdditiveFilterMLP(math.prod(splits.input_shape), m.width, m.depth,
+                              splits.num_classes, skip="orthogonal", beta_scale=m.beta_scale,
+                              segment=m.segment or None)
+    x, y = _batch(splits, batch_size)
+    return model, (x.flatten(1), y)
+
+
+def _orthogonal_long_memory(cfg: Any, batch_size: int, seed: int) -> tuple[nn.Module, Batch]:
+    from signalprop import data
+    from signalprop.experiments.orthogonal import filter_classifier
+
+    d = cfg.data
+    splits = data.load("delayed-recall", seed=seed, T=d.T, noise=d.noise, n_train=batch_size,
+                       n_test=batch_size)
+    torch.manual_seed(seed)
+    return filter_classifier(1, 2, d.T + 1, cfg.model), _batch(splits, batch_size)
+
+
+def _gated_variants(cfg: Any, batch_size: int, seed: int) -> tuple[nn.Module, Batch]:
+    from signalprop.nn.gated import gated_mlp
+
+    splits = _load(cfg.data.name, seed, flatten=True, n_train=max(batch_size, 100), n_test=100)
+    torch.manual_seed(seed)
+    m = cfg.model
+    variant = "dlgn" if "dlgn" in m.variants else m.variants[0]
+    if variant == "flnpf":
+        variant = "relu"
+    model = gated_mlp(variant, math.prod(splits.input_shape), m.width, m.depth,
+                      splits.num_classes)
+    x, y = _batch(splits, batch_size)
+    return model, (x.flatten(1), y)
+
+
+ADAPTERS: dict[str, Adapter] = {a.experiment: a for a in (
+    Adapter("deep-tanh-mlp", "the deep tanh MLP (model.depth layers)", _deep_tanh_mlp),
+    Adapter("orthogonal-deep-mlp", "the additive-filter MLP (model.depth layers)",
+            _orthogonal_deep_mlp),
+    Adapter("orthogonal-long-memory", "the additive-filter RNN classifier (T = data.T)",
+            _orthogonal_long_memory),
+    Adapter("gated-variants", "the gated MLP (DLGN variant if selected, else the first)",
+            _gated_variants),
+)}
+
+
+def experiment_model(name: str, *, batch_size: int, seed: int = 0, quick: bool = False,
+                     overrides: list[str] | None = None) -> tuple[nn.Module, Batch, str]:
+    """``(model, batch, description)`` of a registered experiment with an adapter."""
+    from signalprop.experiments.context import resolve_config
+    from signalprop.experiments.registry import all_experiments, get_experiment
+
+    if name not in ADAPTERS:
+        known = {e.name for e in all_experiments()}
+        if name in known:
+            raise ConfigError(f"experiment {name!r} has no diagnose adapter; supported: "
+                              f"{', '.join(sorted(ADAPTERS))} (or pass path/to/file.py:factory)")
+        close = difflib.get_close_matches(name, sorted(known | set(ADAPTERS)), n=3, cutoff=0.4)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ConfigError(f"unknown experiment {name!r}{hint} (diagnose supports "
+                          f"{', '.join(sorted(ADAPTERS))}, or path/to/file.py:factory)")
+    adapter = ADAPTERS[name]
+    cfg = resolve_config(get_experiment(name), quick, list(overrides or []))
+    model, batch = adapter.build(cfg, batch_size, seed)
+    return model, batch, f"{name}: {adapter.model}"
