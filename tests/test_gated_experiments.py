@@ -1,0 +1,132 @@
+"""The gated-network experiments: helpers, verdict rules from numbers, and end-to-end runs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from signalprop.data.splits import make_splits
+from signalprop.errors import ConfigError
+from signalprop.experiments import gated
+from signalprop.experiments.context import run_experiment
+from signalprop.experiments.registry import get_experiment
+
+
+def _splits(n=50, classes=3):
+    x = torch.randn(n, 4)
+    y = torch.arange(n) % classes
+    return make_splits("toy", (x, y), (x[:10], y[:10]), num_classes=classes)
+
+
+def test_carve_validation_is_disjoint_and_seeded():
+    splits = _splits()
+    train, val = gated.carve_validation(splits, 10, seed=3)
+    assert len(train.train) == 40 and len(val) == 10
+    rows = {tuple(r.tolist()) for r in train.train.tensors[0]}
+    assert not rows & {tuple(r.tolist()) for r in val.tensors[0]}
+    again, val2 = gated.carve_validation(splits, 10, seed=3)
+    assert torch.equal(val.tensors[0], val2.tensors[0])
+    assert splits.test is train.test
+    with pytest.raises(ConfigError):
+        gated.carve_validation(splits, 50, seed=0)
+
+
+def test_binary_subset_relabels_two_classes():
+    splits = _splits(60, 3)
+    sub = gated.binary_subset(splits, (0, 2), 5, 4, seed=0)
+    x, y = sub.train.tensors
+    assert x.shape == (10, 4) and sorted(set(y.tolist())) == [-1.0, 1.0]
+    assert (y == 1).sum() == 5 and sub.task == "regression"
+    assert len(sub.test) == 4
+
+
+def test_squared_loss_is_half_sum_of_squares():
+    out = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+    assert float(gated.squared_loss(out, torch.tensor([0, 1]))) == pytest.approx(0.25)
+
+
+def _variant_results(**means):
+    res = {}
+    for v, m in means.items():
+        res[f"{v}_test_acc_mean"], res[f"{v}_test_acc_std"] = m, 0.2
+    return res
+
+
+def test_variants_verdicts_follow_the_numbers():
+    good = _variant_results(**{"frnpf-ii": 85.0, "frnpf-di": 85.2, "flnpf": 88.0, "dlnpf": 88.5,
+                               "relu": 88.4})
+    assert gated._learnt_beats_random(good)[1] == "reproduced"
+    assert gated._gates_hold_the_information(good)[1] == "reproduced"
+    small = _variant_results(**{"frnpf-ii": 85.0, "frnpf-di": 85.2, "flnpf": 85.6,
+                                "dlnpf": 86.0, "relu": 88.4})
+    assert gated._learnt_beats_random(small)[1] == "partly"
+    assert gated._gates_hold_the_information(small)[1] == "not reproduced"
+    worse = _variant_results(**{"frnpf-ii": 85.0, "frnpf-di": 85.2, "flnpf": 84.0,
+                                "dlnpf": 88.0, "relu": 88.4})
+    assert gated._learnt_beats_random(worse)[1] == "not reproduced"
+
+
+def _depth_results(acc, off, dev):
+    depths = [1, 4, 16]
+    res = {"depths": "1,4,16"}
+    for d, a, o, v in zip(depths, acc, off, dev, strict=True):
+        res.update({f"depth_{d}_mean_train_acc": a, f"depth_{d}_off_diagonal": o,
+                    f"depth_{d}_deviation": v})
+    return res
+
+
+def test_depth_verdicts_follow_the_numbers():
+    check = gated._depth_helps_then_hurts
+    assert check(_depth_results([0.5, 0.7, 0.6], [1, 1, 1], [1, 1, 1]))[1] == "reproduced"
+    assert check(_depth_results([0.5, 0.505, 0.5], [1, 1, 1], [1, 1, 1]))[1] == "partly"
+    assert check(_depth_results([0.5, 0.6, 0.7], [1, 1, 1], [1, 1, 1]))[1] == "partly"
+    assert check(_depth_results([0.7, 0.6, 0.5], [1, 1, 1], [1, 1, 1]))[1] == "not reproduced"
+    mech = gated._kernel_mechanism
+    assert mech(_depth_results([0, 0, 0], [0.3, 0.1, 0.01], [0.2, 0.4, 0.8]))[1] == "reproduced"
+    assert mech(_depth_results([0, 0, 0], [0.3, 0.1, 0.01], [0.8, 0.4, 0.2]))[1] == "partly"
+    assert mech(_depth_results([0, 0, 0], [0.01, 0.1, 0.3], [0.8, 0.4, 0.2]))[1] == (
+        "not reproduced")
+
+
+def test_alignment_verdict_follows_the_numbers():
+    def res(ratio):
+        return {"relu_alignment_ratio_mean": ratio, "relu_alignment_ratio_std": 0.01,
+                "frnpf-di_alignment_ratio_mean": 1.0}
+    assert gated._alignment_improves(res(0.6))[1] == "reproduced"
+    assert gated._alignment_improves(res(0.9))[1] == "partly"
+    assert gated._alignment_improves(res(1.01))[1] == "not reproduced"
+
+
+def test_bad_config_values_raise():
+    with pytest.raises(ConfigError):
+        gated.VariantsModel(variants=("galu",))
+    with pytest.raises(ConfigError):
+        gated.DepthModel(depths=())
+    with pytest.raises(ConfigError):
+        gated.DepthModel(lr_scaling="auto")
+    with pytest.raises(ConfigError):
+        gated.KernelData(classes=(3, 3))
+
+
+def test_gated_variants_tiny_end_to_end(tmp_path):
+    exp = get_experiment("gated-variants")
+    run_dir = run_experiment(exp, out=tmp_path, quick=True, overrides=[
+        "data.n_train=400", "data.n_test=200", "data.n_val=100", "model.seeds=1",
+        "model.width=16", "model.depth=2", "train.epochs=2"])
+    summary = json.loads((run_dir / "summary.json").read_text())
+    rows = summary["tables"]["variants"]["rows"]
+    assert [r[0] for r in rows] == ["relu", "frnpf-ii", "frnpf-di", "flnpf", "dlnpf", "dlgn"]
+    assert all(c["verdict"] != "not checked" for c in summary["claims"])
+    # the FLNPF run's gates are the ReLU run's best-validation gates
+    assert (run_dir / "relu_s0" / gated.BEST_STATE).exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["gated-variants", "gated-depth", "gated-kernel"])
+def test_quick_experiments_run(tmp_path, name):
+    run_dir = run_experiment(get_experiment(name), out=tmp_path, quick=True)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["claims"] and all(c["verdict"] != "not checked" for c in summary["claims"])
+    assert summary["wall_s"] < 60
