@@ -1,0 +1,96 @@
+"""The three SAL experiments: registration, tiny end-to-end runs, verdicts computed from numbers."""
+
+import json
+
+import pytest
+
+from signalprop.errors import ConfigError
+from signalprop.experiments.context import resolve_config, run_experiment
+from signalprop.experiments.registry import get_experiment
+from signalprop.experiments.sensitivity import (
+    _chaos_agree,
+    _chaos_edge,
+    _deep_gradient,
+    _lag_sal,
+    _lag_vs_tuned,
+)
+
+NAMES = ("sensitivity-chaos", "sensitivity-deep-mlp", "sensitivity-lag")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_registered_with_quick_config_and_claims(name):
+    exp = get_experiment(name)
+    assert exp.claims and exp.quick
+    resolve_config(exp, quick=True, overrides=[])  # quick overrides are valid keys
+
+
+def test_config_validation():
+    exp = get_experiment("sensitivity-chaos")
+    with pytest.raises(ConfigError, match="sal.lr"):
+        resolve_config(exp, quick=False, overrides=["sal.lr=-1"])
+    with pytest.raises(ConfigError, match="warmup"):
+        resolve_config(exp, quick=False, overrides=["run.warmup=600"])
+
+
+def _summary(run_dir):
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def test_tiny_chaos_run_tracks_both_quantities(tmp_path):
+    exp = get_experiment("sensitivity-chaos")
+    run_dir = run_experiment(exp, out=tmp_path, quick=True, overrides=[
+        "model.hidden=20", "run.steps=30", "run.eval_every=10", "run.eval_len=60",
+        "run.warmup=10", "run.gains=0.3,2.0", "sal.lr=0.05"])
+    summary = _summary(run_dir)
+    results = summary["results"]
+    assert results["final_lambda_max"] > results["initial_lambda_max"] + 0.5
+    assert len(summary["series"]["sal_trace"]["lines"]["lambda_max"]) == 4
+    rows = summary["tables"]["lyapunov_vs_gain"]["rows"]
+    assert [r[0] for r in rows] == [0.3, 2.0] and rows[0][1] < rows[1][1]
+    assert {c["verdict"] for c in summary["claims"]} <= {
+        "reproduced", "partly", "not reproduced", "not checked"}
+
+
+def test_tiny_lag_and_deep_runs_complete(tmp_path):
+    run_dir = run_experiment(get_experiment("sensitivity-lag"), out=tmp_path, quick=True,
+                             overrides=["data.lag=5", "data.n_train=64", "data.n_test=32",
+                                        "run.seeds=1", "train.epochs=1"])
+    results = _summary(run_dir)["results"]
+    assert 0.0 <= results["bptt-sal_success_rate"] <= 1.0
+    run_dir = run_experiment(get_experiment("sensitivity-deep-mlp"), out=tmp_path, quick=True,
+                             overrides=["model.depth=4", "data.n_train=64", "data.n_test=32",
+                                        "train.epochs=1", "model.width=8"])
+    summary = _summary(run_dir)
+    assert set(summary["series"]["deep_grad_norm"]["lines"]) == {
+        "bp", "bp-tuned-gain", "bp-sal"}
+    assert len(summary["series"]["deep_grad_norm"]["lines"]["bp"]) == 5  # 4 hidden + head
+
+
+def test_verdicts_follow_the_numbers():
+    base = {"initial_lambda_max": -2.0, "final_lambda_max": -0.02, "points_below_edge": 10}
+    assert _chaos_agree({**base, "mean_abs_gap_below_edge": 0.05})[1] == "reproduced"
+    assert _chaos_agree({**base, "mean_abs_gap_below_edge": 0.2})[1] == "partly"
+    assert _chaos_agree({**base, "mean_abs_gap_below_edge": 0.5})[1] == "not reproduced"
+    assert _chaos_agree({**base, "points_below_edge": 1,
+                         "mean_abs_gap_below_edge": 0.0})[1] == "not checked"
+    assert _chaos_edge(base)[1] == "reproduced"
+    assert _chaos_edge({**base, "final_lambda_max": -0.8})[1] == "not reproduced"
+    grads = {"bp_log10_grad_first_over_last": -20.0,
+             "bp-tuned-gain_log10_grad_first_over_last": -10.0}
+    assert _deep_gradient({**grads, "bp-sal_log10_grad_first_over_last": -1.0})[1] == "reproduced"
+    assert _deep_gradient({**grads, "bp-sal_log10_grad_first_over_last": -9.0})[1] == (
+        "not reproduced")
+    lag = {"lag": 300, "bptt_success_rate": 0.0, "bptt-tuned-radius_success_rate": 0.6}
+    assert _lag_sal({**lag, "bptt-sal_success_rate": 1.0})[1] == "reproduced"
+    assert _lag_sal({**lag, "bptt-sal_success_rate": 0.4})[1] == "partly"
+    assert _lag_sal({**lag, "bptt-sal_success_rate": 0.0})[1] == "not reproduced"
+    assert _lag_vs_tuned({**lag, "bptt-sal_success_rate": 0.6})[1] == "reproduced"
+    assert _lag_vs_tuned({**lag, "bptt-sal_success_rate": 0.2})[1] == "not reproduced"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_quick_versions_run(tmp_path, name):
+    summary = _summary(run_experiment(get_experiment(name), out=tmp_path, quick=True))
+    assert summary["claims"]
