@@ -517,7 +517,7 @@ def run_kernel(ctx: RunContext) -> dict[str, Any]:
     cfg: KernelConfig = ctx.config
     raw = ctx.load_data(cfg.data.name, fallback="mnist1d", flatten=True)
     m = cfg.model
-    results: dict[str, Any] = {"dataset": raw.name}
+    results: dict[str, Any] = {"dataset": raw.name, "seeds": m.seeds}
     lines: dict[str, list[list[float]]] = {}
     ratios: dict[str, list[float]] = {v: [] for v in m.variants}
     rows = []
@@ -565,7 +565,13 @@ def _alignment_improves(results: dict[str, Any]) -> tuple[str, str]:
                      f"{results[f'{v}_alignment_ratio_std']:.3f}" for v in learnt)
     if "frnpf-di_alignment_ratio_mean" in results:
         text += f"; fixed random gates: {results['frnpf-di_alignment_ratio_mean']:.3f}"
-    return text, at_least(1 - ratio, 0.2, 0.05)
+    # The paper gives a direction, not a magnitude: a fall of >= 5% that is more than three
+    # standard errors across seeds reproduces it; any fall beyond one standard error is partial.
+    drop = 1 - ratio
+    sem = results[f"{learnt[0]}_alignment_ratio_std"] / math.sqrt(results.get("seeds", 1))
+    if drop >= 0.05 and drop > 3 * sem:
+        return text, "reproduced"
+    return text, "partly" if drop > max(sem, 0.0) and drop > 0 else "not reproduced"
 
 
 register(Experiment(
