@@ -121,6 +121,7 @@ class LayerRecord:
     order: int
     calls: int = 0
     outputs: list[Tensor] = field(default_factory=list)
+    inputs: list[Tensor] = field(default_factory=list)
     out_stats: ActivationStats = field(
         default_factory=lambda: ActivationStats("none", saturating=False))
     act: ActivationStats | None = None
@@ -243,6 +244,9 @@ class Recorder:
                     self._recurrent_output_stats(mod, record, out)
             if len(record.outputs) < MAX_OUTPUTS_PER_LAYER:
                 record.outputs.append(out)
+                inp = _first_tensor(args)
+                if inp is not None:
+                    record.inputs.append(inp)
             self._produced[id(out)] = (out, record)
 
         return hook

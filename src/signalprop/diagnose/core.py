@@ -100,26 +100,28 @@ def _rnn_probe(model: nn.Module) -> SensitivityProbe | None:
 
 
 def _layer_verdict(lay: LayerDiagnosis, finite: bool) -> tuple[str, list[str]]:
-    found: dict[str, str] = {}
+    found: list[tuple[str, str]] = []
     if lay.dead_fraction is not None and lay.dead_fraction >= th.DEAD_FRACTION:
-        found["dead"] = f"{lay.dead_fraction:.0%} of units have zero slope on the whole batch"
+        found.append(("dead", f"{lay.dead_fraction:.0%} of units have zero slope on the "
+                      "whole batch"))
     if lay.saturated_fraction is not None and lay.saturated_fraction >= th.SATURATED_FRACTION:
-        found["saturated"] = (f"{lay.saturated_fraction:.0%} of unit-examples have |f'| < "
-                              f"{th.SATURATION_SLOPE} x peak slope")
-    gain = lay.backward_gain
+        found.append(("saturated", f"{lay.saturated_fraction:.0%} of unit-examples have |f'| "
+                      f"< {th.SATURATION_SLOPE} x peak slope"))
+    gain, lyap = lay.backward_gain, lay.lyapunov
     if not finite:
-        found["exploding"] = "non-finite gradient"
-    elif gain is not None and gain > th.EXPLODING_RATIO:
-        found["exploding"] = f"backward gain {gain:.3g} > {th.EXPLODING_RATIO:g}"
-    elif lay.lyapunov is not None and lay.lyapunov > th.LYAPUNOV_EXPLODING:
-        found["exploding"] = f"Lyapunov exponent {lay.lyapunov:.3g} > {th.LYAPUNOV_EXPLODING}"
+        found.append(("exploding", "non-finite gradient"))
+    if gain is not None and gain > th.EXPLODING_RATIO:
+        found.append(("exploding", f"backward gain {gain:.3g} > {th.EXPLODING_RATIO:g}"))
+    if lyap is not None and lyap > th.LYAPUNOV_EXPLODING:
+        found.append(("exploding", f"Lyapunov exponent {lyap:.3g} > {th.LYAPUNOV_EXPLODING}"))
     if gain is not None and gain < th.VANISHING_RATIO:
-        found["vanishing"] = f"backward gain {gain:.3g} < {th.VANISHING_RATIO:g}"
-    elif lay.lyapunov is not None and lay.lyapunov < th.LYAPUNOV_VANISHING:
-        found["vanishing"] = f"Lyapunov exponent {lay.lyapunov:.3g} < {th.LYAPUNOV_VANISHING}"
+        found.append(("vanishing", f"backward gain {gain:.3g} < {th.VANISHING_RATIO:g}"))
+    if lyap is not None and lyap < th.LYAPUNOV_VANISHING:
+        found.append(("vanishing", f"Lyapunov exponent {lyap:.3g} < {th.LYAPUNOV_VANISHING}"))
+    verdicts = {v for v, _ in found}
     for verdict in PRIORITY:
-        if verdict in found:
-            return verdict, list(found.values())
+        if verdict in verdicts:
+            return verdict, [reason for _, reason in found]
     return "healthy", []
 
 
@@ -134,10 +136,11 @@ def _layers(records: list[LayerRecord], grads: dict[int, Tensor], out_ref: float
         params = [p for p in rec.module.parameters(recurse=False) if p.requires_grad]
         p_grads = [grads[id(p)] for p in params if id(p) in grads]
         o_grads = [grads[id(o)] for o in rec.outputs if id(o) in grads]
-        grad_norm, out_norm = _norm(p_grads), _norm(o_grads)
+        i_grads = [grads[id(i)] for i in rec.inputs if id(i) in grads]
+        grad_norm, out_norm, in_norm = _norm(p_grads), _norm(o_grads), _norm(i_grads)
         gain = None
-        if out_norm is not None and out_ref:
-            gain = out_norm / out_ref
+        if in_norm is not None and out_ref:
+            gain = in_norm / out_ref
         act = rec.act
         sens = rec.sensitivity_mean
         log_rms = rec.log_rms_sensitivity
@@ -147,7 +150,7 @@ def _layers(records: list[LayerRecord], grads: dict[int, Tensor], out_ref: float
             log_rms = 0.5 * float(s.pow(2).mean().clamp_min(1e-300).log())
         lay = LayerDiagnosis(
             index=index, name=rec.name, kind=rec.kind, grad_norm=grad_norm,
-            output_grad_norm=out_norm, backward_gain=gain,
+            output_grad_norm=out_norm, input_grad_norm=in_norm, backward_gain=gain,
             activation=act.activation if act else None,
             act_mean=act.mean if act else rec.out_stats.mean,
             act_std=act.std if act else rec.out_stats.std,
@@ -207,9 +210,11 @@ def _diagnose(model: nn.Module, inputs: Tensor, targets: Tensor | None, loss_fn:
               timings: dict[str, float]) -> Diagnosis:
     start = time.perf_counter()
     probe = _rnn_probe(model)
+    # the inputs get a gradient too, so the first layer's backward gain is measured
+    tracked = inputs.detach().requires_grad_(True) if inputs.is_floating_point() else inputs
     try:
         with torch.enable_grad(), Recorder(model) as recorder:
-            output = model(inputs)
+            output = model(tracked)
         rnn_sens = probe.sensitivities() if probe is not None else {}
     finally:
         if probe is not None:
@@ -228,7 +233,7 @@ def _diagnose(model: nn.Module, inputs: Tensor, targets: Tensor | None, loss_fn:
         for p in rec.module.parameters(recurse=False):
             if p.requires_grad:
                 wanted[id(p)] = p
-        for o in rec.outputs:
+        for o in rec.outputs + rec.inputs:
             if o.requires_grad:
                 wanted[id(o)] = o
     keys = list(wanted)
@@ -238,9 +243,9 @@ def _diagnose(model: nn.Module, inputs: Tensor, targets: Tensor | None, loss_fn:
     out_ref = _norm([grads[id(y)]]) if id(y) in grads else None
     layers = _layers(records, grads, out_ref, rnn_sens)
     finite = {lay.name: _finite(lay.grad_norm) and _finite(lay.output_grad_norm)
-              for lay in layers}
+              and _finite(lay.input_grad_norm) for lay in layers}
     for rec in records:
-        rec.outputs = []
+        rec.outputs, rec.inputs = [], []
     grads.clear()
     timings["forward_backward_s"] = time.perf_counter() - start
 

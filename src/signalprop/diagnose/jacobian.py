@@ -33,7 +33,7 @@ from torch.func import jvp, vjp, vmap
 EXACT_SIDE = 32
 #: Block size and subspace-iteration steps of the randomized estimate.
 BLOCK = 8
-POWER_STEPS = 2
+POWER_STEPS = 3
 #: Examples of the batch whose Jacobians are estimated.
 EXAMPLES = 2
 #: Largest output for the reverse-mode fallback (one backward pass per output).

@@ -19,8 +19,9 @@ class LayerDiagnosis:
     name: str
     kind: str
     grad_norm: float | None  # ||dL/dtheta_l|| over the layer's own trainable parameters
-    output_grad_norm: float | None  # ||dL/dh_l|| over the batch
-    backward_gain: float | None  # ||dL/dh_l|| / ||dL/dy||
+    output_grad_norm: float | None  # ||dL/dh_l|| over the batch (h_l: the layer's output)
+    input_grad_norm: float | None  # ||dL/dx_l|| (x_l: the layer's input, all its uses)
+    backward_gain: float | None  # ||dL/dx_l|| / ||dL/dy||: gradient reaching the layer
     activation: str | None
     act_mean: float | None
     act_std: float | None
@@ -159,7 +160,7 @@ class Diagnosis:
         fig = Figure(figsize=(9, 3.6))
         FigureCanvasAgg(fig)
         ax_g, ax_s = fig.subplots(1, 2)
-        for key, label in (("grad_norm", "||dL/dW_l||"), ("output_grad_norm", "||dL/dh_l||")):
+        for key, label in (("grad_norm", "||dL/dW_l||"), ("input_grad_norm", "||dL/dx_l||")):
             pts = [(lay.index, getattr(lay, key)) for lay in self.layers
                    if getattr(lay, key) not in (None, 0.0)
                    and math.isfinite(getattr(lay, key))]

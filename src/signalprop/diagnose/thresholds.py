@@ -8,9 +8,10 @@ Every layer gets exactly one verdict, the first that applies in this order:
    saturating activation (tanh, sigmoid, softsign, hardtanh) have ``|f'(U)|`` below
    :data:`SATURATION_SLOPE` times the activation's peak slope;
 3. ``exploding``: a non-finite gradient, or the backward gain
-   ``r_l = ||dL/dh_l|| / ||dL/dy||`` (gradient reaching the layer's output over the gradient at
-   the network output) above :data:`EXPLODING_RATIO`, or (recurrent layers) a largest Lyapunov
-   exponent above :data:`LYAPUNOV_EXPLODING`;
+   ``r_l = ||dL/dx_l|| / ||dL/dy||`` (the gradient reaching the layer's input ``x_l``, summed
+   over all its uses, e.g. a skip path, over the gradient at the network output ``y``) above
+   :data:`EXPLODING_RATIO`, or (recurrent layers) a largest Lyapunov exponent above
+   :data:`LYAPUNOV_EXPLODING`;
 4. ``vanishing``: ``r_l`` below :data:`VANISHING_RATIO`, or (recurrent layers) a largest
    Lyapunov exponent below :data:`LYAPUNOV_VANISHING`;
 5. ``healthy`` otherwise.
