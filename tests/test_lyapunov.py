@@ -87,6 +87,9 @@ def test_rnn_at_its_zero_fixed_point_has_the_log_eigenvalues_of_w_hh():
     row_norms = torch.linalg.vector_norm(torch.cat([rnn.weight_ih_l0, rnn.weight_hh_l0], 1), dim=1)
     assert found["log_rms_sensitivity"] == pytest.approx(
         0.5 * math.log(float(row_norms.detach().pow(2).mean())))
+    rec_norms = torch.linalg.vector_norm(rnn.weight_hh_l0.detach(), dim=1)
+    assert found["log_rms_recurrent_sensitivity"] == pytest.approx(
+        0.5 * math.log(float(rec_norms.pow(2).mean())))
     largest = rnn_lyapunov(rnn, inputs, warmup=300)["lambda_max"]
     assert largest == pytest.approx(float(eig[0]), abs=1e-2)
 

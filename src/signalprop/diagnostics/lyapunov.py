@@ -134,7 +134,11 @@ def rnn_lyapunov(
     ``inputs`` (T, I), with the log-RMS sensitivity along the same trajectory after warm-up:
     ``mean_t ln sqrt(mean_j s_tj^2)``, ``s_tj = f'(U_tj) ||[W_ih, W_hh]_j||``.
 
-    Returns ``{"lambda_max", "log_rms_sensitivity"}`` plus ``"lambda_<i>"`` for ``k > 1``.
+    Also ``log_rms_recurrent_sensitivity``: the same with ``||W_hh[j]||`` only (the part of
+    ``s`` that acts on the state, so the input weights do not bias the comparison).
+
+    Returns ``{"lambda_max", "log_rms_sensitivity", "log_rms_recurrent_sensitivity"}`` plus
+    ``"lambda_<i>"`` for ``k > 1``.
     """
     step = rnn_step_function(rnn)
     weight = rnn.weight_hh_l0
@@ -149,13 +153,20 @@ def rnn_lyapunov(
         found.update({f"lambda_{i + 1}": float(v) for i, v in enumerate(spectrum)})
     # Sensitivity along the same trajectory (the state sequence is recomputed in one pass).
     norms = torch.linalg.vector_norm(torch.cat([rnn.weight_ih_l0, weight], 1), dim=1)
-    h, logs = h0, []
+    recurrent_norms = torch.linalg.vector_norm(weight, dim=1)
+    h, logs, recurrent_logs = h0, [], []
     for t in range(inputs.shape[0]):
         u = nn.functional.linear(inputs[t], rnn.weight_ih_l0, rnn.bias_ih_l0)
         u = u + nn.functional.linear(h, weight, rnn.bias_hh_l0)
         if t >= warmup:
-            s = activation_derivatives(rnn.nonlinearity, u)[0] * norms
-            logs.append(0.5 * math.log(max(float(s.double().pow(2).mean()), 1e-300)))
+            slope = activation_derivatives(rnn.nonlinearity, u)[0].abs()
+            logs.append(_log_rms(slope * norms))
+            recurrent_logs.append(_log_rms(slope * recurrent_norms))
         h = RNN_ACTIVATIONS[rnn.nonlinearity](u)
     found["log_rms_sensitivity"] = sum(logs) / len(logs)
+    found["log_rms_recurrent_sensitivity"] = sum(recurrent_logs) / len(recurrent_logs)
     return found
+
+
+def _log_rms(s: Tensor) -> float:
+    return 0.5 * math.log(max(float(s.double().pow(2).mean()), 1e-300))

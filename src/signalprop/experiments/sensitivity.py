@@ -146,6 +146,7 @@ def run_chaos(ctx: RunContext) -> dict[str, Any]:
             found = rnn_lyapunov(rnn, probe_inputs, warmup=run.warmup)
             trace.append({"step": step, "lambda": found["lambda_max"],
                           "log_sens": found["log_rms_sensitivity"],
+                          "log_sens_rec": found["log_rms_recurrent_sensitivity"],
                           "sal_log_rms_s": metrics.get("sal_log_rms_s", float("nan")),
                           "saturated": metrics.get("sal_saturated_frac", 0.0)})
         if step == run.steps:
@@ -157,6 +158,7 @@ def run_chaos(ctx: RunContext) -> dict[str, Any]:
 
     below = [t for t in trace if t["lambda"] < run.edge]
     errors = [abs(t["log_sens"] - t["lambda"]) for t in below]
+    rec_errors = [abs(t["log_sens_rec"] - t["lambda"]) for t in below]
     small_gain_rows = [r for r in rows if r[0] <= 1.0]
     results = {
         "dataset": "gaussian-noise-input",
@@ -166,6 +168,8 @@ def run_chaos(ctx: RunContext) -> dict[str, Any]:
         "points_below_edge": len(below),
         "mean_abs_gap_below_edge": sum(errors) / len(errors) if errors else float("nan"),
         "max_abs_gap_below_edge": max(errors) if errors else float("nan"),
+        "mean_abs_gap_recurrent_only_below_edge": (
+            sum(rec_errors) / len(rec_errors) if rec_errors else float("nan")),
         "gain_table_mean_abs_gap_g_le_1": (
             sum(abs(r[3]) for r in small_gain_rows) / len(small_gain_rows)
             if small_gain_rows else float("nan")),
@@ -182,7 +186,9 @@ def run_chaos(ctx: RunContext) -> dict[str, Any]:
                 "SAL alone on a tanh RNN from small weights", "SAL step", "per-step exponent",
                 {"lambda_max": [[s, t["lambda"]] for s, t in zip(steps, trace, strict=True)],
                  "log-RMS sensitivity": [[s, t["log_sens"]]
-                                         for s, t in zip(steps, trace, strict=True)]}),
+                                         for s, t in zip(steps, trace, strict=True)],
+                 "log-RMS sensitivity, W_hh only": [[s, t["log_sens_rec"]]
+                                                    for s, t in zip(steps, trace, strict=True)]}),
             "gain_table": _series("Random weights: exponent and log-sensitivity vs gain", "gain",
                                   "per-step exponent", gain_lines),
         },
@@ -420,7 +426,7 @@ class LagConfig:
     model: LagModelConfig = field(default_factory=LagModelConfig)
     sal: SALConfig = field(default_factory=lambda: SALConfig(lr=0.01, beta=0.0))
     train: TrainConfig = field(
-        default_factory=lambda: TrainConfig(epochs=5, batch_size=64, lr=1e-3, log_every=8)
+        default_factory=lambda: TrainConfig(epochs=8, batch_size=64, lr=1e-3, log_every=8)
     )
     run: LagRunConfig = field(default_factory=LagRunConfig)
 
