@@ -231,10 +231,17 @@ def test_remedy_code_lines_run():
     assert isinstance(names["model"], nn.Module)
 
 
-def _cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "signalprop.cli", "diagnose", *args],
-                          capture_output=True, text=True, cwd=cwd, timeout=120,
-                          env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+class _Result:
+    def __init__(self, returncode: int, stdout: str, stderr: str) -> None:
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def _cli(capsys, *args: str) -> _Result:
+    from signalprop.cli import main
+
+    code = main(["diagnose", *args])
+    out = capsys.readouterr()
+    return _Result(code, out.out, out.err)
 
 
 FACTORY = '''
@@ -252,16 +259,16 @@ def broken():
 '''
 
 
-def test_cli_on_a_factory_file_and_errors(tmp_path):
+def test_cli_on_a_factory_file_and_errors(tmp_path, capsys):
     path = tmp_path / "models.py"
     path.write_text(FACTORY)
-    ok = _cli(f"{path}:make_pair", "--json", str(tmp_path / "d.json"), "--plot",
+    ok = _cli(capsys, f"{path}:make_pair", "--json", str(tmp_path / "d.json"), "--plot",
               str(tmp_path / "d.png"))
     assert ok.returncode == 0, ok.stderr
     assert "signalprop diagnosis: healthy" in ok.stdout
     assert json.loads((tmp_path / "d.json").read_text())["batch_size"] == 16
     assert (tmp_path / "d.png").exists()
-    random_inputs = _cli(f"{path}:make_model", "--batch-size", "8")
+    random_inputs = _cli(capsys, f"{path}:make_model", "--batch-size", "8")
     assert random_inputs.returncode == 0 and "batch 8" in random_inputs.stdout
     cases = {
         f"{path}:make_modle": "did you mean make_model",
@@ -270,13 +277,13 @@ def test_cli_on_a_factory_file_and_errors(tmp_path):
         "deep-tanh-mpl": "did you mean deep-tanh-mlp",
     }
     for target, message in cases.items():
-        bad = _cli(target)
+        bad = _cli(capsys, target)
         assert bad.returncode == 2, bad.stderr
         assert message in bad.stderr and "Traceback" not in bad.stderr
 
 
-def test_cli_on_deep_tanh_mlp(tmp_path):
-    out = _cli("deep-tanh-mlp", "--quick", "--batch-size", "32", "--json",
+def test_cli_on_deep_tanh_mlp(tmp_path, capsys):
+    out = _cli(capsys, "deep-tanh-mlp", "--quick", "--batch-size", "32", "--json",
                str(tmp_path / "d.json"))
     assert out.returncode == 0, out.stderr
     data = json.loads((tmp_path / "d.json").read_text())
