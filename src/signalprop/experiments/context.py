@@ -52,7 +52,9 @@ class RunContext:
             if fallback is None:
                 raise
             self.log(f"{name} not available ({exc}); using {fallback} instead")
-            splits = data.load(fallback, seed=self.seed)
+            accepted = data.options_of(fallback)
+            splits = data.load(fallback, seed=self.seed,
+                               **{k: v for k, v in options.items() if k in accepted})
         if splits.name not in self.datasets_used:
             self.datasets_used.append(splits.name)
         return splits
