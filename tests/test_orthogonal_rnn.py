@@ -11,6 +11,7 @@ from signalprop.nn.orthogonal_rnn import (
     AdditiveFilterRNNCell,
     LastStepClassifier,
     _AdditiveFilterBPTT,
+    _PermutationFilterBPTT,
 )
 
 
@@ -27,10 +28,11 @@ def _reference(rnn: AdditiveFilterRNN, x: torch.Tensor, h0: torch.Tensor) -> tor
     return out
 
 
+@pytest.mark.parametrize("filt", ["haar", "permutation"])
 @pytest.mark.parametrize("impl", ["bptt", "loop"])
-def test_layer_matches_naive_reference(impl):
+def test_layer_matches_naive_reference(impl, filt):
     torch.manual_seed(0)
-    rnn = AdditiveFilterRNN(3, 5, beta=0.3, impl=impl).double()
+    rnn = AdditiveFilterRNN(3, 5, beta=0.3, impl=impl, filter=filt).double()
     x = torch.randn(4, 9, 3, dtype=torch.float64)
     h0 = torch.randn(1, 4, 5, dtype=torch.float64)
     output, h_n = rnn(x, h0)
@@ -75,9 +77,24 @@ def test_custom_bptt_gradcheck():
     assert torch.autograd.gradcheck(f, (u, h0, cell.weight_hh))
 
 
-def test_bptt_gradients_equal_autograd_loop():
+def test_permutation_bptt_gradcheck_and_filter_is_a_permutation():
     torch.manual_seed(0)
-    rnn = AdditiveFilterRNN(3, 7, beta=0.1).double()
+    cell = AdditiveFilterRNNCell(2, 5, beta=0.3, filter="permutation").double()
+    assert torch.equal(cell.filter.sum(0), torch.ones(5, dtype=torch.float64))
+    assert torch.equal(cell.filter.T @ cell.filter, torch.eye(5, dtype=torch.float64))
+    u = torch.randn(6, 3, 5, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
+
+    def f(u, h0, w):
+        return _PermutationFilterBPTT.apply(u, h0, w, cell.permutation, cell.a, cell.b, "tanh")
+
+    assert torch.autograd.gradcheck(f, (u, h0, cell.weight_hh))
+
+
+@pytest.mark.parametrize("filt", ["haar", "permutation"])
+def test_bptt_gradients_equal_autograd_loop(filt):
+    torch.manual_seed(0)
+    rnn = AdditiveFilterRNN(3, 7, beta=0.1, filter=filt).double()
     x = torch.randn(4, 20, 3, dtype=torch.float64)
     h0 = torch.randn(1, 4, 7, dtype=torch.float64)
     grads = []
@@ -106,5 +123,7 @@ def test_bad_arguments():
         AdditiveFilterRNN(1, 4, impl="cuda")
     with pytest.raises(ConfigError):
         AdditiveFilterRNN(0, 4)
+    with pytest.raises(ConfigError):
+        AdditiveFilterRNN(1, 4, filter="householder")
     with pytest.raises(ValueError):
         AdditiveFilterRNN(1, 4)(torch.randn(2, 3, 1), torch.zeros(2, 4))

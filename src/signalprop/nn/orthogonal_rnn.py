@@ -37,6 +37,7 @@ from signalprop.nn.orthogonal import (
 )
 
 RNN_ACTIVATIONS = ("tanh", "relu")
+FILTERS = ("haar", "permutation")
 IMPLS = ("bptt", "loop")
 
 
@@ -97,11 +98,63 @@ class _AdditiveFilterBPTT(torch.autograd.Function):
         return grad_z, grad_h0, grad_weight, None, None, None, None
 
 
+class _PermutationFilterBPTT(torch.autograd.Function):
+    """As :class:`_AdditiveFilterBPTT` for a permutation filter ``O = I[perm]``: ``O h`` is a
+    column gather, so each step has one ``n x n`` GEMM each way instead of one ``n x 2n``."""
+
+    @staticmethod
+    def forward(ctx, u, h0, weight, perm, a, b, act):  # type: ignore[override]
+        steps, batch, hidden = u.shape
+        with torch.no_grad():
+            acts = u.clone()
+            states = u.new_empty(steps + 1, batch, hidden)
+            states[0] = h0
+            w_t = weight.t()
+            for p_t, h, h_t in zip(acts.unbind(0), states[:-1].unbind(0),
+                                   states[1:].unbind(0), strict=True):
+                p_t.addmm_(h, w_t)
+                if act == "tanh":
+                    p_t.tanh_()
+                else:
+                    p_t.relu_()
+                torch.index_select(h, 1, perm, out=h_t)
+                h_t.mul_(a).add_(p_t, alpha=b)
+        ctx.save_for_backward(weight, perm, states, acts)
+        ctx.config = (a, b, act)
+        return states[1:]
+
+    @staticmethod
+    def backward(ctx, grad_states):  # type: ignore[override]
+        weight, perm, states, acts = ctx.saved_tensors
+        a, b, act = ctx.config
+        steps, hidden = grad_states.shape[0], weight.shape[0]
+        with torch.no_grad():
+            inverse = torch.argsort(perm)
+            if act == "tanh":
+                slopes = acts.square().neg_().add_(1.0).mul_(b)
+            else:
+                slopes = (acts > 0).to(acts.dtype).mul_(b)
+            grad_z = torch.empty_like(acts)
+            direct = grad_states.unbind(0)
+            g = direct[steps - 1]
+            for t in range(steps - 1, -1, -1):
+                gz = torch.mul(g, slopes[t], out=grad_z[t])
+                nxt = g.index_select(1, inverse).mul_(a)
+                nxt.addmm_(gz, weight)
+                if t > 0:
+                    nxt.add_(direct[t - 1])
+                g = nxt
+            grad_weight = grad_z.reshape(-1, hidden).t() @ states[:-1].reshape(-1, hidden)
+        return grad_z, g, grad_weight, None, None, None, None
+
+
 class AdditiveFilterRNNCell(nn.Module):
     """One step ``h' = a * O h + b * phi(W h + U x + c)``, ``a = 1 - b`` (arXiv 2210.01245).
 
     ``W ~ N(0, gain^2 / hidden)``, ``U ~ N(0, input_gain^2 / input_size)``, ``c = 0``; ``O`` is a
-    fixed Haar-random orthogonal buffer (QR with sign correction).
+    fixed Haar-random orthogonal buffer (QR with sign correction), or with
+    ``filter="permutation"`` a fixed random permutation matrix (cheaper: ``O h`` is a gather; the
+    author's later reservoir code offers a cyclic permutation as an option).
     """
 
     def __init__(
@@ -114,8 +167,13 @@ class AdditiveFilterRNNCell(nn.Module):
         gain: float = 1.0,
         input_gain: float = 1.0,
         generator: torch.Generator | None = None,
+        filter: str = "haar",
     ) -> None:
         super().__init__()
+        if filter not in FILTERS:
+            raise ConfigError(f"AdditiveFilterRNNCell filter must be one of {FILTERS}, "
+                              f"got {filter!r}")
+        self.filter_kind = filter
         self.input_size = _check_int("AdditiveFilterRNNCell", "input_size", input_size)
         self.hidden_size = _check_int("AdditiveFilterRNNCell", "hidden_size", hidden_size)
         self.b = _check_beta("AdditiveFilterRNNCell", beta)
@@ -129,7 +187,13 @@ class AdditiveFilterRNNCell(nn.Module):
         self.weight_ih = nn.Parameter(torch.empty(hidden_size, input_size))
         self.weight_hh = nn.Parameter(torch.empty(hidden_size, hidden_size))
         self.bias = nn.Parameter(torch.empty(hidden_size)) if bias else None
-        self.register_buffer("filter", random_orthogonal(hidden_size, generator=generator))
+        if filter == "haar":
+            self.register_buffer("filter", random_orthogonal(hidden_size, generator=generator))
+            self.permutation = None
+        else:
+            perm = torch.randperm(hidden_size, generator=generator)
+            self.register_buffer("permutation", perm)
+            self.register_buffer("filter", torch.eye(hidden_size)[perm])
         self.reset_parameters(generator)
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
@@ -143,7 +207,8 @@ class AdditiveFilterRNNCell(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"{self.input_size}, {self.hidden_size}, a={self.a:.6g}, b={self.b:.6g}, "
-                f"activation={self.activation!r}, bias={self.bias is not None}")
+                f"activation={self.activation!r}, bias={self.bias is not None}, "
+                f"filter={self.filter_kind!r}")
 
     def forward(self, x: Tensor, h: Tensor | None = None) -> Tensor:
         if h is None:
@@ -172,12 +237,13 @@ class AdditiveFilterRNN(nn.Module):
         input_gain: float = 1.0,
         impl: str = "bptt",
         generator: torch.Generator | None = None,
+        filter: str = "haar",
     ) -> None:
         super().__init__()
         if impl not in IMPLS:
             raise ConfigError(f"AdditiveFilterRNN impl must be one of {IMPLS}, got {impl!r}")
         self.cell = AdditiveFilterRNNCell(input_size, hidden_size, beta, activation, bias, gain,
-                                          input_gain, generator)
+                                          input_gain, generator, filter)
         self.batch_first = bool(batch_first)
         self.impl = impl
 
@@ -207,7 +273,10 @@ class AdditiveFilterRNN(nn.Module):
             h = h0[0]
         # all input projections U x_t + c in one matmul, time-major (T, B, H)
         u = nn.functional.linear(time_major, cell.weight_ih, cell.bias).contiguous()
-        if self.impl == "bptt":
+        if self.impl == "bptt" and cell.permutation is not None:
+            states = _PermutationFilterBPTT.apply(u, h, cell.weight_hh, cell.permutation, cell.a,
+                                                  cell.b, cell.activation)
+        elif self.impl == "bptt":
             states = _AdditiveFilterBPTT.apply(u, h, cell.weight_hh, cell.filter, cell.a, cell.b,
                                                cell.activation)
         else:
