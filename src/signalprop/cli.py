@@ -73,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_report.add_argument("--out", type=Path, default=Path("report"))
     p_report.add_argument("--benchmarks", type=Path, action="append", default=None,
                           help="benchmark JSON file or folder (default: benchmarks/results)")
+    p_report.add_argument("--readme", type=Path, default=None,
+                          help="also rewrite the results section of this README")
 
     p_repro = sub.add_parser("reproduce", help="run every experiment, then the report")
     size = p_repro.add_mutually_exclusive_group()
@@ -164,28 +166,43 @@ def _benchmark_paths(given: list[Path] | None) -> list[Path]:
     return [default] if default.is_dir() else []
 
 
-def _cmd_report(args: argparse.Namespace) -> int:
+def _write_report(run_dirs: list[Path], out: Path, benchmarks: list[Path] | None,
+                  readme: Path | None) -> None:
+    """Report (README.md, index.html, figures), results.json and, optionally, a README block."""
     from signalprop.report import build_report
+    from signalprop.report.results_block import render_results_block, results_data, update_readme
+    from signalprop.storage import atomic_write_json
 
+    bench = _benchmark_paths(benchmarks)
+    index = build_report(run_dirs, out, benchmarks=bench)
+    data = results_data(run_dirs, bench, " ".join(["signalprop", *sys.argv[1:]]))
+    atomic_write_json(out / "results.json", data)
+    if readme is not None:
+        update_readme(readme, render_results_block(data))
+        print(f"results section of {readme} updated")
+    print(f"report: {index.parent / 'README.md'} and {index}")
+
+
+def _check_readme(readme: Path | None) -> None:
+    if readme is not None and not readme.is_file():
+        raise SignalpropError(f"--readme {readme}: no such file")
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
     for path in args.run_dirs:
         if not path.exists():
             raise SignalpropError(f"run directory not found: {path}")
-    index = build_report(list(args.run_dirs), args.out,
-                         benchmarks=_benchmark_paths(args.benchmarks))
-    print(f"report: {index.parent / 'README.md'} and {index}")
+    _check_readme(args.readme)
+    _write_report(list(args.run_dirs), args.out, args.benchmarks, args.readme)
     return 0
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     from signalprop.device import resolve_device
-    from signalprop.report import build_report
-    from signalprop.report.results_block import render_results_block, results_data, update_readme
     from signalprop.reproduce import reproduce
-    from signalprop.storage import atomic_write_json
 
     resolve_device(args.device)  # fail fast on a bad --device
-    if args.readme is not None and not args.readme.is_file():
-        raise SignalpropError(f"--readme {args.readme}: no such file")
+    _check_readme(args.readme)
     outcomes = reproduce(args.out, quick=args.quick, only=args.only, seed=args.seed,
                          seeds=args.seeds, jobs=args.jobs, device=args.device)
     run_dirs = [o.run_dir for o in outcomes if o.run_dir is not None]
@@ -193,17 +210,9 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         if outcome.status in ("skipped", "failed"):
             print(f"{outcome.status} {outcome.name}: {outcome.reason}", file=sys.stderr)
     print(f"run directories: {', '.join(str(d) for d in run_dirs) or 'none'}")
-    if not run_dirs:
-        return 0
-    report_dir = args.report or args.out / "report"
-    benchmarks = _benchmark_paths(args.benchmarks)
-    index = build_report(run_dirs, report_dir, benchmarks=benchmarks)
-    data = results_data(run_dirs, benchmarks, " ".join(["signalprop", *sys.argv[1:]]))
-    atomic_write_json(report_dir / "results.json", data)
-    if args.readme is not None:
-        update_readme(args.readme, render_results_block(data))
-        print(f"results section of {args.readme} updated")
-    print(f"report: {index.parent / 'README.md'} and {index}")
+    if run_dirs:
+        _write_report(run_dirs, args.report or args.out / "report", args.benchmarks,
+                      args.readme)
     return 0 if all(o.status != "failed" for o in outcomes) else 1
 
 
