@@ -36,5 +36,7 @@ def test_speedup_verdicts_follow_numbers():
 def test_approximate_verdicts_follow_numbers():
     exp = get_experiment("decorrelation-approximate")
     results = {"bp_test_acc": 0.85, "fa_test_acc": 0.5, "fa+decor_test_acc": 0.83,
-               "np_test_acc": 0.5, "np+decor_test_acc": 0.5}
+               "np_test_acc": 0.5, "np+decor_test_acc": 0.5, "bp_train_loss": 0.2,
+               "fa_train_loss": 1.0, "fa+decor_train_loss": 0.3, "np_train_loss": 1.0,
+               "np+decor_train_loss": 1.0}
     assert [c.check(results)[1] for c in exp.claims] == ["reproduced", "not reproduced"]

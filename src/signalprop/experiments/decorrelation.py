@@ -261,7 +261,10 @@ def _approximate_check(rule: str):
     def check(results: dict[str, Any]) -> tuple[str, str]:
         bp, plain = results["bp_test_acc"], results[f"{rule}_test_acc"]
         decor = results[f"{rule}+decor_test_acc"]
-        text = (f"{rule}: {plain:.3f} -> {decor:.3f} with decorrelation (backprop {bp:.3f})")
+        losses = [results[f"{key}_train_loss"] for key in (rule, f"{rule}+decor", "bp")]
+        text = (f"{rule} test acc {plain:.3f} -> {decor:.3f} with decorrelation (backprop "
+                f"{bp:.3f}); train loss {losses[0]:.3f} -> {losses[1]:.3f} (backprop "
+                f"{losses[2]:.3f})")
         gain, gap = decor - plain, bp - decor
         if gain > 0.02 and gap <= 0.05:
             return text, "reproduced"
