@@ -204,6 +204,11 @@ def test_recurrent_layers_get_lyapunov_exponents():
     assert lay.sensitivity_mean is not None
     for cls in (nn.GRU, nn.LSTM):
         assert diagnose(Net(cls(3, 24, batch_first=True)), x).layer("rnn").lyapunov < 0
+    from signalprop.nn.orthogonal_rnn import AdditiveFilterRNN
+
+    # parameters live in a cell the BPTT Function never calls: still one layer, near-isometric
+    filt = diagnose(Net(AdditiveFilterRNN(3, 24, beta=0.02)), x).layer("rnn")
+    assert filt.grad_norm > 0 and abs(filt.lyapunov) < 0.05 and filt.verdict == "healthy"
 
 
 def test_outputs_table_json_and_plot(tmp_path):

@@ -146,6 +146,25 @@ class LayerRecord:
         return 0.5 * math.log(max(ms, 1e-300))
 
 
+def layer_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Modules owning parameters, plus recurrent wrappers whose parameters live in a child
+    they never call (e.g. :class:`~signalprop.nn.orthogonal_rnn.AdditiveFilterRNN`'s cell)."""
+    found = parametrised_modules(model)
+    owners = {id(m) for _, m in found}
+    for name, module in model.named_modules():
+        if is_recurrent(module) and id(module) not in owners:
+            found.append((name or type(module).__name__, module))
+    return found
+
+
+def layer_parameters(module: nn.Module) -> list[nn.Parameter]:
+    """A layer's trainable parameters (all of them for a recurrent wrapper)."""
+    own = list(module.parameters(recurse=False))
+    if not own and is_recurrent(module):
+        own = list(module.parameters())
+    return [p for p in own if p.requires_grad]
+
+
 def _first_tensor(value: Any) -> Tensor | None:
     if isinstance(value, Tensor):
         return value if value.is_floating_point() else None
@@ -187,7 +206,7 @@ class Recorder:
         self.model = model
         self.sensitivity_rows = sensitivity_rows
         self.layers: dict[str, LayerRecord] = {}
-        self._modules = parametrised_modules(model)
+        self._modules = layer_modules(model)
         self._stack: list[LayerRecord] = []
         self._last: LayerRecord | None = None
         self._produced: dict[int, tuple[Tensor, LayerRecord]] = {}

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from signalprop.diagnose import thresholds as th
-from signalprop.diagnose.capture import LayerRecord, Recorder, _first_tensor
+from signalprop.diagnose.capture import LayerRecord, Recorder, _first_tensor, layer_parameters
 from signalprop.diagnose.jacobian import EXAMPLES, estimate_jacobian
 from signalprop.diagnose.recurrent import is_recurrent, largest_exponent
 from signalprop.diagnose.remedies import remedies_for
@@ -133,7 +133,7 @@ def _layers(records: list[LayerRecord], grads: dict[int, Tensor], out_ref: float
             rnn_sens: dict[str, Tensor]) -> list[LayerDiagnosis]:
     result = []
     for index, rec in enumerate(records):
-        params = [p for p in rec.module.parameters(recurse=False) if p.requires_grad]
+        params = layer_parameters(rec.module)
         p_grads = [grads[id(p)] for p in params if id(p) in grads]
         o_grads = [grads[id(o)] for o in rec.outputs if id(o) in grads]
         i_grads = [grads[id(i)] for i in rec.inputs if id(i) in grads]
@@ -230,9 +230,8 @@ def _diagnose(model: nn.Module, inputs: Tensor, targets: Tensor | None, loss_fn:
         raise SignalpropError("diagnose: the loss does not depend on any trainable parameter")
     wanted: dict[int, Tensor] = {id(y): y}
     for rec in records:
-        for p in rec.module.parameters(recurse=False):
-            if p.requires_grad:
-                wanted[id(p)] = p
+        for p in layer_parameters(rec.module):
+            wanted[id(p)] = p
         for o in rec.outputs + rec.inputs:
             if o.requires_grad:
                 wanted[id(o)] = o
