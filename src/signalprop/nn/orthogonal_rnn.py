@@ -117,8 +117,7 @@ class _PermutationFilterBPTT(torch.autograd.Function):
                     p_t.tanh_()
                 else:
                     p_t.relu_()
-                torch.index_select(h, 1, perm, out=h_t)
-                h_t.mul_(a).add_(p_t, alpha=b)
+                torch.lerp(h.index_select(1, perm), p_t, b, out=h_t)  # a O h + b p, a = 1 - b
         ctx.save_for_backward(weight, perm, states, acts)
         ctx.config = (a, b, act)
         return states[1:]
