@@ -3,3 +3,7 @@
 from __future__ import annotations
 
 __version__ = "0.1.0"
+
+from signalprop.diagnose.core import Diagnosis, diagnose  # noqa: E402
+
+__all__ = ["Diagnosis", "__version__", "diagnose"]
