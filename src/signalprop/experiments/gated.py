@@ -520,6 +520,7 @@ def run_kernel(ctx: RunContext) -> dict[str, Any]:
     results: dict[str, Any] = {"dataset": raw.name, "seeds": m.seeds}
     lines: dict[str, list[list[float]]] = {}
     ratios: dict[str, list[float]] = {v: [] for v in m.variants}
+    accs: dict[str, list[float]] = {v: [] for v in m.variants}
     rows = []
     for seed in ctx.seeds(m.seeds):
         splits = binary_subset(raw, cfg.data.classes, cfg.data.n_per_class, cfg.data.n_test,
@@ -537,6 +538,7 @@ def run_kernel(ctx: RunContext) -> dict[str, Any]:
             ratio = track[-1][1] / nu0
             ratios[variant].append(ratio)
             acc = epoch_records(ctx.run_dir / name)[-1]["test_sign_acc"]
+            accs[variant].append(acc)
             rows.append([variant, seed, f"{nu0:.4g}", f"{track[-1][1]:.4g}", f"{ratio:.3f}",
                          f"{acc:.4f}", f"{final['train_loss']:.4f}"])
             if seed == ctx.seed:
@@ -545,6 +547,7 @@ def run_kernel(ctx: RunContext) -> dict[str, Any]:
         mean, std = _mean_std(ratios[variant])
         results[f"{variant}_alignment_ratio_mean"] = mean
         results[f"{variant}_alignment_ratio_std"] = std
+        results[f"{variant}_test_sign_acc_mean"] = statistics.fmean(accs[variant])
     return {
         "results": results,
         "tables": {"alignment": {"columns": [
