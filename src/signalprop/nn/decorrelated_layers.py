@@ -40,6 +40,9 @@ class DecorrelatedLinear(nn.Linear):
         self.fuse = fuse
         self.decorrelator = Decorrelator(in_features, device=device, dtype=dtype, **decorrelation)
 
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, fuse={self.fuse!r}"
+
     @classmethod
     def from_linear(cls, layer: nn.Linear, **options: Any) -> DecorrelatedLinear:
         """A decorrelated layer sharing ``layer``'s weight and bias Parameters (R = I)."""
