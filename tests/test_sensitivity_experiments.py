@@ -11,6 +11,7 @@ from signalprop.experiments.sensitivity import (
     _chaos_agree,
     _chaos_edge,
     _deep_gradient,
+    _deep_trains,
     _lag_sal,
     _lag_vs_tuned,
 )
@@ -80,6 +81,12 @@ def test_verdicts_follow_the_numbers():
              "bp-tuned-gain_log10_grad_first_over_last": -10.0}
     assert _deep_gradient({**grads, "bp-sal_log10_grad_first_over_last": -1.0})[1] == "reproduced"
     assert _deep_gradient({**grads, "bp-sal_log10_grad_first_over_last": -9.0})[1] == (
+        "not reproduced")
+    deep = {"bp_test_acc": 0.1, "bp_loss_drop": 0.001}
+    assert _deep_trains({**deep, "bp-sal_test_acc": 0.3, "bp-sal_loss_drop": 0.5})[1] == (
+        "reproduced")
+    assert _deep_trains({**deep, "bp-sal_test_acc": 0.1, "bp-sal_loss_drop": 0.05})[1] == "partly"
+    assert _deep_trains({**deep, "bp-sal_test_acc": 0.1, "bp-sal_loss_drop": 0.0})[1] == (
         "not reproduced")
     lag = {"lag": 300, "bptt_success_rate": 0.0, "bptt-tuned-radius_success_rate": 0.6}
     assert _lag_sal({**lag, "bptt-sal_success_rate": 1.0})[1] == "reproduced"
