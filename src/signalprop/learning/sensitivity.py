@@ -29,7 +29,7 @@ Constants the brief could not confirm from the paper are options: ``lr`` (eta), 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,7 +42,6 @@ from signalprop.diagnostics.sensitivity import (
     SensitiveLayer,
     SensitivityProbe,
     activation_derivatives,
-    neuron_sensitivity,
     peak_slope,
 )
 from signalprop.errors import ConfigError, DivergenceError
@@ -70,7 +69,7 @@ def sal_update(
     inputs: Tensor,
     activation: Any,
     lr: float,
-    s_bar: Tensor | None = None,
+    s_bar: Tensor | Callable[[Tensor], Tensor] | None = None,
     *,
     target: float = 1.0,
     objective: str = "s",
@@ -81,7 +80,8 @@ def sal_update(
 ) -> SALStep:
     """SAL step for neurons with weight rows ``weight`` (N, M) and input rows ``inputs`` (K, M).
 
-    ``s_bar`` (N,) is the averaged sensitivity used by the gate (the batch mean when None).
+    ``s_bar`` (N,) is the averaged sensitivity used by the gate: a tensor, a function that
+    maps this batch's mean sensitivity to it (a moving average), or None for the batch mean.
     Returns the changes to add; nothing is modified. Equations in the module docstring.
     """
     one_of("objective", objective, OBJECTIVES)
@@ -92,25 +92,29 @@ def sal_update(
     d1, d2 = d1 * sign, d2 * sign
     norm = torch.linalg.vector_norm(weight, dim=1).clamp_min(1e-12)
     rows = inputs.shape[0]
-    s_mean = d1.mean(0) * norm
-    level = s_mean if s_bar is None else s_bar
+    slope_mean = d1.mean(0)
+    s_mean = slope_mean * norm
+    level = s_bar(s_mean) if callable(s_bar) else (s_mean if s_bar is None else s_bar)
     gated = level < target if gate == "below_target" else torch.ones_like(s_mean, dtype=torch.bool)
     peak = peak_slope(activation) if peak is None else peak
-    saturated = d1.mean(0) < saturation_threshold * peak
+    saturated = slope_mean < saturation_threshold * peak
+    guard = saturated & gated if saturation_guard else torch.zeros_like(saturated)
 
-    # ds/dw averaged over rows.
-    grad_w = d1.mean(0)[:, None] * weight / norm[:, None] + norm[:, None] * (d2.T @ inputs) / rows
-    grad_b = norm * d2.mean(0)
-    # d ln f'(U) / dw = (f''/f') x: finite in saturation (-2 tanh(U) x for tanh).
-    ratio = d2 / d1.clamp_min(1e-12)
-    slope_grad_w = (ratio.T @ inputs) / rows
-    slope_grad_b = ratio.mean(0)
+    if objective == "log_s" or bool(guard.any()):
+        # d ln f'(U) / dw = (f''/f') x: finite in saturation (-2 tanh(U) x for tanh).
+        ratio = d2 / d1.clamp_min(1e-12)
+        slope_grad_w = (ratio.T @ inputs) / rows
+        slope_grad_b = ratio.mean(0)
     if objective == "log_s":  # d ln s / dw = w/||w||^2 + d ln f'(U) / dw
-        grad_w = weight / norm[:, None] ** 2 + slope_grad_w
-        grad_b = slope_grad_b
-    guard = saturated if saturation_guard else torch.zeros_like(saturated)
-    step_w = torch.where(guard[:, None], slope_grad_w, grad_w)
-    step_b = torch.where(guard, slope_grad_b, grad_b)
+        step_w = weight / norm[:, None] ** 2 + slope_grad_w
+        step_b = slope_grad_b
+    else:  # ds/dw averaged over rows
+        step_w = (slope_mean[:, None] * weight / norm[:, None]
+                  + norm[:, None] * (d2.T @ inputs) / rows)
+        step_b = norm * d2.mean(0)
+    if bool(guard.any()):
+        step_w = torch.where(guard[:, None], slope_grad_w, step_w)
+        step_b = torch.where(guard, slope_grad_b, step_b)
     mask = gated.to(weight.dtype)
     return SALStep(lr * mask[:, None] * step_w, lr * mask * step_b, s_mean, gated, saturated)
 
@@ -176,48 +180,43 @@ class SensitivityAdjustment(LearningRule):
     def after_step(self, model: nn.Module) -> dict[str, float]:
         if self.probe is None:
             raise ConfigError("SensitivityAdjustment.after_step called before attach(model)")
-        totals = {"s": 0.0, "gated": 0.0, "saturated": 0.0, "neurons": 0}
+        sums, neurons = [], 0
         for layer in self.probe.layers:
             rows = self.probe.inputs(layer.name)
             if rows is None:
                 continue
-            if not torch.isfinite(rows).all():
-                raise DivergenceError(f"SAL: inputs of layer {layer.name} contain NaN/Inf")
-            weight = layer.weight()
-            s_now = neuron_sensitivity(layer.pre_activation(rows), weight, layer.activation)
-            s_now = s_now.mean(0)
-            if not torch.isfinite(s_now).all():
-                raise DivergenceError(
-                    f"SAL: sensitivity of layer {layer.name} is NaN/Inf (weight norm "
-                    f"{float(torch.linalg.vector_norm(weight)):.3g}); lower the SAL lr"
-                )
-            s_bar = self.average.update(layer.name, s_now)
             step = sal_update(
-                weight, layer.bias(), rows, layer.activation, self.lr, s_bar,
+                layer.weight(), layer.bias(), rows, layer.activation, self.lr,
+                lambda s, name=layer.name: self.average.update(name, s),
                 target=self.target, objective=self.objective, gate=self.gate,
                 saturation_threshold=self.saturation_threshold,
                 saturation_guard=self.saturation_guard, peak=self._peaks[layer.name],
             )
-            self._apply(layer, step)
-            totals["s"] += float(step.s_mean.sum())
-            totals["gated"] += float(step.gated.sum())
-            totals["saturated"] += float(step.saturated.sum())
-            totals["neurons"] += step.s_mean.numel()
+            self._apply(layer, rows, step)
+            sums.append(torch.stack([step.s_mean.sum(), step.gated.sum().to(step.s_mean),
+                                     step.saturated.sum().to(step.s_mean)]).double())
+            neurons += step.s_mean.numel()
         self.probe.clear()
-        n = totals["neurons"]
-        if not n:
+        if not neurons:
             return {}
+        total_s, gated, saturated = (torch.stack(sums).sum(0) / neurons).tolist()
         return {
-            "sal_mean_s": totals["s"] / n, "sal_log_rms_s": self.average.log_rms(),
-            "sal_gated_frac": totals["gated"] / n, "sal_saturated_frac": totals["saturated"] / n,
+            "sal_mean_s": total_s, "sal_log_rms_s": self.average.log_rms(),
+            "sal_gated_frac": gated, "sal_saturated_frac": saturated,
         }
 
     @staticmethod
-    def _apply(layer: SensitiveLayer, step: SALStep) -> None:
-        if not (torch.isfinite(step.d_weight).all() and torch.isfinite(step.d_bias).all()):
+    def _apply(layer: SensitiveLayer, rows: Tensor, step: SALStep) -> None:
+        finite = torch.stack([torch.isfinite(step.s_mean).all(),
+                              torch.isfinite(step.d_weight).all(),
+                              torch.isfinite(step.d_bias).all()])
+        if not bool(finite.all()):
+            if not bool(torch.isfinite(rows).all()):
+                raise DivergenceError(f"SAL: inputs of layer {layer.name} contain NaN/Inf")
+            what = "sensitivity" if not bool(finite[0]) else "update"
             raise DivergenceError(
-                f"SAL update of layer {layer.name} is NaN/Inf (mean sensitivity "
-                f"{float(step.s_mean.mean()):.3g}); lower the SAL lr"
+                f"SAL: {what} of layer {layer.name} is NaN/Inf (weight norm "
+                f"{float(torch.linalg.vector_norm(layer.weight())):.3g}); lower the SAL lr"
             )
         module = layer.module
         if layer.kind == "linear":
@@ -232,10 +231,10 @@ class SensitivityAdjustment(LearningRule):
                 targets += [(module.bias_ih_l0, step.d_bias), (module.bias_hh_l0, step.d_bias)]
         for param, delta in targets:
             param.add_(delta.to(param))
-            if not torch.isfinite(param).all():
-                raise DivergenceError(
-                    f"SAL drove the weights of layer {layer.name} to NaN/Inf; lower the SAL lr"
-                )
+        if not bool(torch.stack([torch.isfinite(p).all() for p, _ in targets]).all()):
+            raise DivergenceError(
+                f"SAL drove the weights of layer {layer.name} to NaN/Inf; lower the SAL lr"
+            )
 
     def state_dict(self) -> dict[str, Any]:
         return {"average": self.average.state_dict()}
