@@ -433,7 +433,8 @@ class LagConfig:
     model: LagModelConfig = field(default_factory=LagModelConfig)
     sal: SALConfig = field(default_factory=lambda: SALConfig(lr=0.01, beta=0.0))
     train: TrainConfig = field(
-        default_factory=lambda: TrainConfig(epochs=8, batch_size=64, lr=1e-3, log_every=8)
+        default_factory=lambda: TrainConfig(epochs=8, batch_size=64, lr=1e-3, grad_clip=1.0,
+                                            log_every=8)
     )
     run: LagRunConfig = field(default_factory=LagRunConfig)
 
