@@ -155,3 +155,23 @@ def test_fa_with_decorrelation_trains(tmp_path):
                  batch_size=32, lr=1e-2, log_every=50), tmp_path / "r", rules=rules)
     assert result["train_loss"] < 0.8 * torch.log(torch.tensor(4.0))
     assert not torch.allclose(model[0].decorrelator.R, torch.eye(6))
+
+
+def test_feedback_matrices_survive_checkpoint_resume(tmp_path):
+    from torch.utils.data import TensorDataset
+
+    from signalprop.train import TrainConfig, fit
+
+    data = TensorDataset(*_data())
+    for make in (FeedbackAlignment, DirectFeedbackAlignment):
+        run = tmp_path / make.name
+        first = make(seed=0)
+        model = _net()
+        fit(model, data, None, TrainConfig(epochs=1, batch_size=16), run, rules=(first,))
+        saved = model[2].feedback.clone() if make is FeedbackAlignment else first.feedback["2"]
+        (run / "result.json").unlink()  # as if interrupted after the first checkpoint
+        second = make(seed=9)
+        resumed = _net(seed=5)
+        fit(resumed, data, None, TrainConfig(epochs=2, batch_size=16), run, rules=(second,))
+        now = resumed[2].feedback if make is FeedbackAlignment else second.feedback["2"]
+        torch.testing.assert_close(now, saved)
