@@ -191,3 +191,11 @@ def test_rule_in_fit_decorrelates_hidden_layers(tmp_path):
 def test_rule_requires_decorrelated_layers():
     with pytest.raises(ConfigError, match="decorrelate"):
         DecorrelationRule().attach(nn.Linear(3, 2))
+
+
+def test_batch_of_one_does_not_blow_up_normalised_rule():
+    layer = DecorrelatedLinear(D, 3, lr=0.01)  # centred: z = 0 for a single sample
+    for _ in range(3):
+        layer(torch.randn(1, D))
+        layer.decorrelator.update()
+    torch.testing.assert_close(layer.decorrelator.R, torch.eye(D))

@@ -169,12 +169,12 @@ class Decorrelator(nn.Module):
 
     @torch.no_grad()
     def statistics(self) -> Tensor:
-        """Flat sums ``[sum z z^T R, sum z^2, sum ||x||/||z||, k]`` over the recorded rows.
+        """Flat sums ``[sum z z^T R, sum z^2, sum ||x||/||z||, #rows with z != 0, k]``.
 
         Zeros when nothing was recorded, so ranks without data still join the all-reduce.
         """
         d = self.features
-        out = torch.zeros(d * d + d + 2, dtype=self.R.dtype, device=self.R.device)
+        out = torch.zeros(d * d + d + 3, dtype=self.R.dtype, device=self.R.device)
         if self._sample is None:
             return out
         x, mu = self._sample
@@ -182,8 +182,10 @@ class Decorrelator(nn.Module):
         z = (x - mu.to(self.R.dtype)) @ self.R.T
         out[: d * d] = (z.T @ (z @ self.R)).reshape(-1)
         out[d * d : d * d + d] = (z * z).sum(0)
-        ratio = x.norm(dim=1) / z.norm(dim=1).clamp_min(torch.finfo(z.dtype).tiny)
-        out[-2] = ratio.sum()
+        z_norm = z.norm(dim=1)
+        valid = z_norm > 1e-6 * x.norm(dim=1).clamp_min(1e-30)  # z = 0 for a batch of one
+        out[-3] = (x.norm(dim=1)[valid] / z_norm[valid]).sum()
+        out[-2] = valid.sum()
         out[-1] = x.shape[0]
         return out
 
@@ -204,7 +206,8 @@ class Decorrelator(nn.Module):
                 self.kappa * (diag - 1)[:, None] * self.R
             )
         else:
-            gain = float(stats[-2]) / k
+            valid = float(stats[-2])
+            gain = float(stats[-3]) / valid if valid else 1.0
             self.R.add_(cr, alpha=-self.lr).mul_(gain)
             self._check()
             return
