@@ -267,9 +267,11 @@ class DepthModel:
     depths: tuple[int, ...] = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
     lr_scaling: str = "none"
     loss: str = "ce"
+    seeds: int = 3
 
     def __post_init__(self) -> None:
         positive("model.width", self.width)
+        positive("model.seeds", self.seeds)
         one_of("model.loss", self.loss, ("mse", "ce"))
         if not self.depths:
             raise ConfigError("model.depths must not be empty")
@@ -329,40 +331,49 @@ def run_depth(ctx: RunContext) -> dict[str, Any]:
 
     def train_acc_hook(model: torch.nn.Module, epoch: int) -> dict[str, Any]:
         return {"train_acc": _accuracy(model, train_subset)[0]}
+
     for depth in cfg.model.depths:
-        model = _frnpf(in_features, w, depth, splits.num_classes, ctx.seed)
-        stats = _kernel_stats(model, x_kernel, x_fluct, cfg.train.batch_size)
-        lr = cfg.train.lr
-        if cfg.model.lr_scaling == "ntk-max":  # step = lr × (stability limit 2B/λ_max) / 2
-            lr = cfg.train.lr * cfg.train.batch_size / stats["batch_lambda_max"]
-        elif cfg.model.lr_scaling == "ntk-diag":
-            lr = cfg.train.lr / stats["expected_ntk_diag"]
-        train_cfg = dataclasses.replace(cfg.train, lr=lr)
-        final = ctx.fit(f"depth_{depth}", model, splits, train_cfg,
-                        loss_fn=squared_loss if cfg.model.loss == "mse" else None,
-                        on_epoch=train_acc_hook)
-        loss = final["train_loss"]
-        speed = statistics.fmean(v for _, v in curve(ctx.run_dir / f"depth_{depth}",
-                                                      "train_acc"))
-        results[f"depth_{depth}_final_train_loss"] = loss
-        results[f"depth_{depth}_mean_train_acc"] = speed
-        results[f"depth_{depth}_test_acc"] = final["test_acc"]
-        for key in ("condition", "off_diagonal", "deviation"):
-            results[f"depth_{depth}_{key}"] = stats[key]
-        rows.append([depth, f"{loss:.4f}", f"{speed:.4f}", f"{final['test_acc']:.4f}",
-                     f"{stats['condition']:.3g}", f"{stats['off_diagonal']:.3g}",
-                     f"{stats['deviation']:.3g}", f"{lr:.3g}"])
-        loss_lines[f"depth {depth}"] = curve(ctx.run_dir / f"depth_{depth}", "train_loss")
-        acc_lines[f"depth {depth}"] = curve(ctx.run_dir / f"depth_{depth}", "train_acc")
+        per_seed: list[dict[str, Any]] = []
+        for seed in ctx.seeds(cfg.model.seeds):
+            model = _frnpf(in_features, w, depth, splits.num_classes, seed)
+            stats = _kernel_stats(model, x_kernel, x_fluct, cfg.train.batch_size)
+            lr = cfg.train.lr
+            if cfg.model.lr_scaling == "ntk-max":  # step = lr × (stability limit 2B/λ_max) / 2
+                lr = cfg.train.lr * cfg.train.batch_size / stats["batch_lambda_max"]
+            elif cfg.model.lr_scaling == "ntk-diag":
+                lr = cfg.train.lr / stats["expected_ntk_diag"]
+            name = f"depth_{depth}_s{seed}"
+            final = ctx.fit(name, model, splits, dataclasses.replace(cfg.train, lr=lr),
+                            seed=seed, on_epoch=train_acc_hook,
+                            loss_fn=squared_loss if cfg.model.loss == "mse" else None)
+            stats.update(final_train_loss=final["train_loss"], test_acc=final["test_acc"], lr=lr,
+                         mean_train_acc=statistics.fmean(
+                             v for _, v in curve(ctx.run_dir / name, "train_acc")))
+            per_seed.append(stats)
+        first = ctx.seeds(1)[0]
+        summary = {key: _mean_std([s[key] for s in per_seed]) for key in (
+            "final_train_loss", "mean_train_acc", "test_acc", "condition", "off_diagonal",
+            "deviation", "lr")}
+        for key, (mean, _) in summary.items():
+            results[f"depth_{depth}_{key}"] = mean
+        results[f"depth_{depth}_mean_train_acc_std"] = summary["mean_train_acc"][1]
+        acc, acc_std = summary["mean_train_acc"]
+        rows.append([depth, f"{summary['final_train_loss'][0]:.4f}", f"{acc:.4f} ± {acc_std:.4f}",
+                     f"{summary['test_acc'][0]:.4f}", f"{summary['condition'][0]:.3g}",
+                     f"{summary['off_diagonal'][0]:.3g}", f"{summary['deviation'][0]:.3g}",
+                     f"{summary['lr'][0]:.3g}"])
+        loss_lines[f"depth {depth}"] = curve(ctx.run_dir / f"depth_{depth}_s{first}", "train_loss")
+        acc_lines[f"depth {depth}"] = curve(ctx.run_dir / f"depth_{depth}_s{first}", "train_acc")
         spectra[f"depth {depth}"] = [[i + 1, max(v, 1e-12)]
-                                     for i, v in enumerate(stats["spectrum"])]
-        ctx.log(f"depth {depth}: train loss {loss:.4f}, cond {stats['condition']:.3g}, "
-                f"deviation {stats['deviation']:.3g}")
+                                     for i, v in enumerate(per_seed[0]["spectrum"])]
+        ctx.log(f"depth {depth}: mean train acc {acc:.4f} ± {acc_std:.4f}, cond "
+                f"{summary['condition'][0]:.3g}, deviation {summary['deviation'][0]:.3g}")
     results["depths"] = ",".join(str(d) for d in cfg.model.depths)
     return {
         "results": results,
         "tables": {"depth": {"columns": [
-            "depth", "final train loss", "mean train acc over epochs", "test acc",
+            "depth", "final train loss", "mean train acc over epochs (± std over seeds)",
+            "test acc",
             "cond(normalised NPK)", "mean |off-diag|", "‖K−E K‖/‖E K‖ (NTK, width fixed)", "lr"],
             "rows": rows}},
         "series": {
@@ -392,7 +403,9 @@ def _depth_helps_then_hurts(results: dict[str, Any]) -> tuple[str, str]:
     if len(depths) < 3:
         return text, "not checked"
     margin = min(speed[best] - speed[depths[0]], speed[best] - speed[depths[-1]])
-    if best not in (depths[0], depths[-1]) and margin >= 0.01:
+    noise = max(results.get(f"depth_{d}_mean_train_acc_std", 0.0) for d in depths)
+    text += f"; margin over both ends {margin:.3f} (seed std up to {noise:.3f})"
+    if best not in (depths[0], depths[-1]) and margin >= max(0.01, 2 * noise):
         return text, "reproduced"
     return text, "partly" if best != depths[0] else "not reproduced"
 
@@ -418,7 +431,8 @@ register(Experiment(
     make_config=DepthConfig,
     run=run_depth,
     quick={"data.n_train": 1000, "data.n_kernel": 100, "data.n_fluctuation": 16,
-           "model.width": 64, "model.depths": (1, 2, 4, 8, 16), "train.epochs": 3},
+           "model.width": 64, "model.depths": (1, 2, 4, 8, 16), "model.seeds": 1,
+           "train.epochs": 3},
     claims=(
         Claim(text="With fixed random gates, increasing depth first speeds training up, then "
               "slows it down (at fixed width)",
