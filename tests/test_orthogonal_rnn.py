@@ -68,13 +68,14 @@ def test_cell_matches_layer_step():
 def test_custom_bptt_gradcheck():
     torch.manual_seed(0)
     cell = AdditiveFilterRNNCell(2, 5, beta=0.3).double()
-    u = torch.randn(6, 3, 5, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(6, 3, 2, dtype=torch.float64, requires_grad=True)
     h0 = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
 
-    def f(u, h0, w):
-        return _AdditiveFilterBPTT.apply(u, h0, w, cell.filter, cell.a, cell.b, "tanh")
+    def f(x, h0, w_ih, bias, w_hh):
+        return _AdditiveFilterBPTT.apply(x, h0, w_ih, bias, w_hh, cell.filter, cell.a, cell.b,
+                                         "tanh")
 
-    assert torch.autograd.gradcheck(f, (u, h0, cell.weight_hh))
+    assert torch.autograd.gradcheck(f, (x, h0, cell.weight_ih, cell.bias, cell.weight_hh))
 
 
 def test_permutation_bptt_gradcheck_and_filter_is_a_permutation():
@@ -92,9 +93,10 @@ def test_permutation_bptt_gradcheck_and_filter_is_a_permutation():
 
 
 @pytest.mark.parametrize("filt", ["haar", "permutation"])
-def test_bptt_gradients_equal_autograd_loop(filt):
+@pytest.mark.parametrize("bias", [True, False])
+def test_bptt_gradients_equal_autograd_loop(filt, bias):
     torch.manual_seed(0)
-    rnn = AdditiveFilterRNN(3, 7, beta=0.1, filter=filt).double()
+    rnn = AdditiveFilterRNN(3, 7, beta=0.1, filter=filt, bias=bias).double()
     x = torch.randn(4, 20, 3, dtype=torch.float64)
     h0 = torch.randn(1, 4, 7, dtype=torch.float64)
     grads = []

@@ -9,9 +9,9 @@ values lie in ``[prod(a - b s_t), prod(a + b s_t)]``, ``s_t = ||D_t W||_2``, so 
 memory over ``T`` steps.
 
 Speed: the input projections ``U x_t + c`` of all steps are one matrix multiply, and the
-recurrence runs in a custom autograd Function (``impl="bptt"``) whose forward is one in-place
-fused GEMM, a ``tanh_`` and an add per step, and whose backward through time is (one fused GEMM
-and a multiply per step)::
+recurrence runs in a custom autograd Function (``impl="bptt"``) whose forward is an in-place
+GEMM, a ``tanh_`` and one ``addmm`` per step, and whose backward through time is (two GEMMs and
+a multiply per step)::
 
     g_z,t = b * g_t * tanh'(z_t);  g_{t-1} = a * g_t O + g_z,t W + dL/dh_{t-1} (direct);
     dL/dW = sum_t g_z,t^T h_{t-1} (one matmul over all steps);  dL/d(U x_t + c) = g_z,t.
@@ -42,60 +42,68 @@ IMPLS = ("bptt", "loop")
 
 
 class _AdditiveFilterBPTT(torch.autograd.Function):
-    """States ``H[t] = h_t`` (time-major) from pre-activation inputs ``u[t] = U x_t + c``.
+    """States ``H[t] = h_t`` (time-major ``(T, B, n)``) from time-major inputs ``x``.
 
-    Forward keeps one buffer ``Z[t] = [u_t | 0]`` of width ``2n`` and runs one in-place GEMM per
-    step, ``Z[t] += h_{t-1} [W^T | a O^T]``, then ``tanh_`` on the first half and
-    ``h_t = Z[t][:, n:] + b * p_t``. Backward keeps ``G[t] = [g_z,t | dL/dh_t]`` and runs one
-    in-place GEMM per step, ``G[t-1][:, n:] += G[t] [W ; a O]``.
+    Forward: all input projections ``U x_t + c`` in one GEMM straight into the activation
+    buffer, then per step one in-place GEMM ``z_t += h_{t-1} W^T``, an in-place ``tanh_`` and
+    ``h_t = a h_{t-1} O^T + b p_t`` (one ``addmm``). Backward: per step one multiply and two
+    GEMMs, then ``dL/dW``, ``dL/dU``, ``dL/dc`` and ``dL/dx`` as single GEMMs over all steps.
     """
 
     @staticmethod
-    def forward(ctx, u, h0, weight, filt, a, b, act):  # type: ignore[override]
-        steps, batch, hidden = u.shape
+    def forward(ctx, x, h0, weight_ih, bias, weight, filt, a, b, act):  # type: ignore[override]
+        steps, batch, _ = x.shape
+        hidden = weight.shape[0]
         with torch.no_grad():
-            mixed = u.new_empty(steps, batch, 2 * hidden)
-            mixed[:, :, :hidden] = u
-            mixed[:, :, hidden:] = 0
-            states = u.new_empty(steps + 1, batch, hidden)
+            x2d = x.reshape(steps * batch, -1)
+            acts = x.new_empty(steps, batch, hidden)
+            if bias is None:
+                torch.mm(x2d, weight_ih.t(), out=acts.view(-1, hidden))
+            else:
+                torch.addmm(bias, x2d, weight_ih.t(), out=acts.view(-1, hidden))
+            states = x.new_empty(steps + 1, batch, hidden)
             states[0] = h0
-            fused = torch.cat([weight.t(), filt.t() * a], dim=1)
-            for z_t, h, h_t in zip(mixed.unbind(0), states[:-1].unbind(0),
+            w_t, o_t = weight.t(), filt.t()
+            for p_t, h, h_t in zip(acts.unbind(0), states[:-1].unbind(0),
                                    states[1:].unbind(0), strict=True):
-                z_t.addmm_(h, fused)
-                p_t = z_t[:, :hidden]
+                p_t.addmm_(h, w_t)
                 if act == "tanh":
                     p_t.tanh_()
                 else:
                     p_t.relu_()
-                torch.add(z_t[:, hidden:], p_t, alpha=b, out=h_t)
-        ctx.save_for_backward(weight, filt, states, mixed)
-        ctx.config = (a, b, act)
+                torch.addmm(p_t, h, o_t, beta=b, alpha=a, out=h_t)
+        ctx.save_for_backward(x, weight_ih, weight, filt, states, acts)
+        ctx.config = (a, b, act, bias is not None)
         return states[1:]
 
     @staticmethod
     def backward(ctx, grad_states):  # type: ignore[override]
-        weight, filt, states, mixed = ctx.saved_tensors
-        a, b, act = ctx.config
-        steps, hidden = grad_states.shape[0], weight.shape[0]
+        x, weight_ih, weight, filt, states, acts = ctx.saved_tensors
+        a, b, act, has_bias = ctx.config
+        steps, batch, hidden = acts.shape
         with torch.no_grad():
-            acts = mixed[:, :, :hidden]
             if act == "tanh":
                 slopes = acts.square().neg_().add_(1.0).mul_(b)
             else:
                 slopes = (acts > 0).to(acts.dtype).mul_(b)
-            grads = grad_states.new_empty(steps, grad_states.shape[1], 2 * hidden)
-            grads[:, :, hidden:] = grad_states
-            fused = torch.cat([weight, filt * a], dim=0)
+            direct = grad_states.contiguous().unbind(0)
+            grad_z = torch.empty_like(acts)
+            filt_a = filt * a
+            buffers = (torch.empty_like(states[0]), torch.empty_like(states[0]))
+            g = direct[steps - 1]
             for t in range(steps - 1, -1, -1):
-                g_t = grads[t]
-                torch.mul(g_t[:, hidden:], slopes[t], out=g_t[:, :hidden])
+                gz = torch.mul(g, slopes[t], out=grad_z[t])
                 if t > 0:
-                    grads[t - 1][:, hidden:].addmm_(g_t, fused)
-            grad_h0 = grads[0] @ fused
-            grad_z = grads[:, :, :hidden]
-            grad_weight = grad_z.reshape(-1, hidden).t() @ states[:-1].reshape(-1, hidden)
-        return grad_z, grad_h0, grad_weight, None, None, None, None
+                    nxt = torch.addmm(direct[t - 1], gz, weight, out=buffers[t % 2])
+                else:
+                    nxt = torch.mm(gz, weight, out=buffers[t % 2])
+                g = nxt.addmm_(g, filt_a)
+            gz2d = grad_z.view(-1, hidden)
+            grad_weight = gz2d.t() @ states[:-1].reshape(-1, hidden)
+            grad_ih = gz2d.t() @ x.reshape(steps * batch, -1)
+            grad_bias = gz2d.sum(0) if has_bias else None
+            grad_x = (gz2d @ weight_ih).view(x.shape)
+        return grad_x, g.clone(), grad_ih, grad_bias, grad_weight, None, None, None, None
 
 
 class _PermutationFilterBPTT(torch.autograd.Function):
@@ -270,16 +278,18 @@ class AdditiveFilterRNN(nn.Module):
                 raise ValueError(f"h0 must have shape (1, {batch}, {cell.hidden_size}), got "
                                  f"{tuple(h0.shape)}")
             h = h0[0]
-        # all input projections U x_t + c in one matmul, time-major (T, B, H)
-        u = nn.functional.linear(time_major, cell.weight_ih, cell.bias).contiguous()
-        if self.impl == "bptt" and cell.permutation is not None:
-            states = _PermutationFilterBPTT.apply(u, h, cell.weight_hh, cell.permutation, cell.a,
-                                                  cell.b, cell.activation)
-        elif self.impl == "bptt":
-            states = _AdditiveFilterBPTT.apply(u, h, cell.weight_hh, cell.filter, cell.a, cell.b,
+        if self.impl == "bptt" and cell.permutation is None:
+            states = _AdditiveFilterBPTT.apply(time_major, h, cell.weight_ih, cell.bias,
+                                               cell.weight_hh, cell.filter, cell.a, cell.b,
                                                cell.activation)
         else:
-            states = self._loop(u, h)
+            # all input projections U x_t + c in one matmul, time-major (T, B, H)
+            u = nn.functional.linear(time_major, cell.weight_ih, cell.bias).contiguous()
+            if self.impl == "bptt":
+                states = _PermutationFilterBPTT.apply(u, h, cell.weight_hh, cell.permutation,
+                                                      cell.a, cell.b, cell.activation)
+            else:
+                states = self._loop(u, h)
         output = states.transpose(0, 1) if self.batch_first else states
         return output, states[-1].unsqueeze(0)
 
