@@ -33,6 +33,26 @@ def test_carve_validation_is_disjoint_and_seeded():
         gated.carve_validation(splits, 50, seed=0)
 
 
+def test_validation_hook_keeps_the_best_state_across_a_resume(tmp_path):
+    from torch.utils.data import TensorDataset
+
+    from signalprop.nn.gated import gated_mlp
+
+    model = gated_mlp("relu", 4, 5, 1, 3)
+    val = TensorDataset(torch.randn(20, 4), torch.randint(0, 3, (20,)))
+    best = tmp_path / gated.BEST_STATE
+    torch.save({"marker": torch.ones(1)}, best)
+    (tmp_path / "metrics.jsonl").write_text(
+        json.dumps({"kind": "epoch", "epoch": 1, "val_acc": 1.01}) + "\n")
+    record = gated._validation_hook(val, best, tmp_path)(model, 2)
+    assert 0.0 <= record["val_acc"] <= 1.0
+    assert "marker" in torch.load(best)  # an earlier epoch was better: not overwritten
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    gated._validation_hook(val, fresh / gated.BEST_STATE, fresh)(model, 1)
+    assert "head.weight" in torch.load(fresh / gated.BEST_STATE)
+
+
 def test_binary_subset_relabels_two_classes():
     splits = _splits(60, 3)
     sub = gated.binary_subset(splits, (0, 2), 5, 4, seed=0)

@@ -116,8 +116,12 @@ class VariantsConfig:
         default_factory=lambda: TrainConfig(epochs=30, batch_size=32, lr=1e-4, optimizer="adam"))
 
 
-def _validation_hook(val: TensorDataset, best_path: Path | None):
-    best = {"acc": -1.0}
+def _validation_hook(val: TensorDataset, best_path: Path | None, sub_run: Path):
+    """Validation accuracy each epoch; saves the best-validation weights to ``best_path``."""
+    done = [r["val_acc"] for r in epoch_records(sub_run) if "val_acc" in r] if (
+        best_path is not None and best_path.exists() and (sub_run / "metrics.jsonl").exists()
+    ) else []
+    best = {"acc": max(done, default=-1.0)}  # a resumed run keeps its earlier best
 
     def on_epoch(model: torch.nn.Module, epoch: int) -> dict[str, Any]:
         acc, loss = _accuracy(model, val)
@@ -166,7 +170,7 @@ def run_variants(ctx: RunContext) -> dict[str, Any]:
             (ctx.run_dir / name).mkdir(parents=True, exist_ok=True)
             best_path = ctx.run_dir / name / BEST_STATE if variant == "relu" else None
             ctx.fit(name, model, train_splits, cfg.train, seed=seed,
-                    on_epoch=_validation_hook(val, best_path))
+                    on_epoch=_validation_hook(val, best_path, ctx.run_dir / name))
             scores[variant].append(_selected(ctx.run_dir / name))
             ctx.log(f"{name}: test acc at best-val epoch {scores[variant][-1]['test_acc']:.4f}")
     results: dict[str, Any] = {"dataset": splits.name, "n_val": n_val, "seeds": m.seeds}
