@@ -11,7 +11,6 @@ from signalprop.nn.orthogonal_rnn import (
     AdditiveFilterRNNCell,
     LastStepClassifier,
     _AdditiveFilterBPTT,
-    _PermutationFilterBPTT,
 )
 
 
@@ -83,13 +82,14 @@ def test_permutation_bptt_gradcheck_and_filter_is_a_permutation():
     cell = AdditiveFilterRNNCell(2, 5, beta=0.3, filter="permutation").double()
     assert torch.equal(cell.filter.sum(0), torch.ones(5, dtype=torch.float64))
     assert torch.equal(cell.filter.T @ cell.filter, torch.eye(5, dtype=torch.float64))
-    u = torch.randn(6, 3, 5, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(6, 3, 2, dtype=torch.float64, requires_grad=True)
     h0 = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
 
-    def f(u, h0, w):
-        return _PermutationFilterBPTT.apply(u, h0, w, cell.permutation, cell.a, cell.b, "tanh")
+    def f(x, h0, w_ih, bias, w_hh):
+        return _AdditiveFilterBPTT.apply(x, h0, w_ih, bias, w_hh, cell.permutation, cell.a,
+                                         cell.b, "tanh")
 
-    assert torch.autograd.gradcheck(f, (u, h0, cell.weight_hh))
+    assert torch.autograd.gradcheck(f, (x, h0, cell.weight_ih, cell.bias, cell.weight_hh))
 
 
 @pytest.mark.parametrize("filt", ["haar", "permutation"])

@@ -48,6 +48,8 @@ class _AdditiveFilterBPTT(torch.autograd.Function):
     buffer, then per step one in-place GEMM ``z_t += h_{t-1} W^T``, an in-place ``tanh_`` and
     ``h_t = a h_{t-1} O^T + b p_t`` (one ``addmm``). Backward: per step one multiply and two
     GEMMs, then ``dL/dW``, ``dL/dU``, ``dL/dc`` and ``dL/dx`` as single GEMMs over all steps.
+    ``filt`` is either the matrix ``O`` or, for a permutation filter ``O = I[perm]``, the index
+    tensor ``perm`` (then ``O h`` is a gather and each step has one GEMM each way).
     """
 
     @staticmethod
@@ -63,6 +65,7 @@ class _AdditiveFilterBPTT(torch.autograd.Function):
                 torch.addmm(bias, x2d, weight_ih.t(), out=acts.view(-1, hidden))
             states = x.new_empty(steps + 1, batch, hidden)
             states[0] = h0
+            permute = filt.dtype == torch.long
             w_t, o_t = weight.t(), filt.t()
             for p_t, h, h_t in zip(acts.unbind(0), states[:-1].unbind(0),
                                    states[1:].unbind(0), strict=True):
@@ -71,7 +74,10 @@ class _AdditiveFilterBPTT(torch.autograd.Function):
                     p_t.tanh_()
                 else:
                     p_t.relu_()
-                torch.addmm(p_t, h, o_t, beta=b, alpha=a, out=h_t)
+                if permute:  # O = I[perm]: O h is a gather, a O h + b p is one lerp (a = 1 - b)
+                    torch.lerp(h.index_select(1, filt), p_t, b, out=h_t)
+                else:
+                    torch.addmm(p_t, h, o_t, beta=b, alpha=a, out=h_t)
         ctx.save_for_backward(x, weight_ih, weight, filt, states, acts)
         ctx.config = (a, b, act, bias is not None)
         return states[1:]
@@ -88,7 +94,8 @@ class _AdditiveFilterBPTT(torch.autograd.Function):
                 slopes = (acts > 0).to(acts.dtype).mul_(b)
             direct = grad_states.contiguous().unbind(0)
             grad_z = torch.empty_like(acts)
-            filt_a = filt * a
+            permute = filt.dtype == torch.long
+            filt_a = torch.argsort(filt) if permute else filt * a
             buffers = (torch.empty_like(states[0]), torch.empty_like(states[0]))
             g = direct[steps - 1]
             for t in range(steps - 1, -1, -1):
@@ -97,62 +104,16 @@ class _AdditiveFilterBPTT(torch.autograd.Function):
                     nxt = torch.addmm(direct[t - 1], gz, weight, out=buffers[t % 2])
                 else:
                     nxt = torch.mm(gz, weight, out=buffers[t % 2])
-                g = nxt.addmm_(g, filt_a)
+                if permute:
+                    g = nxt.add_(g.index_select(1, filt_a), alpha=a)
+                else:
+                    g = nxt.addmm_(g, filt_a)
             gz2d = grad_z.view(-1, hidden)
             grad_weight = gz2d.t() @ states[:-1].reshape(-1, hidden)
             grad_ih = gz2d.t() @ x.reshape(steps * batch, -1)
             grad_bias = gz2d.sum(0) if has_bias else None
             grad_x = (gz2d @ weight_ih).view(x.shape)
         return grad_x, g.clone(), grad_ih, grad_bias, grad_weight, None, None, None, None
-
-
-class _PermutationFilterBPTT(torch.autograd.Function):
-    """As :class:`_AdditiveFilterBPTT` for a permutation filter ``O = I[perm]``: ``O h`` is a
-    column gather, so each step has one ``n x n`` GEMM each way instead of one ``n x 2n``."""
-
-    @staticmethod
-    def forward(ctx, u, h0, weight, perm, a, b, act):  # type: ignore[override]
-        steps, batch, hidden = u.shape
-        with torch.no_grad():
-            acts = u.clone()
-            states = u.new_empty(steps + 1, batch, hidden)
-            states[0] = h0
-            w_t = weight.t()
-            for p_t, h, h_t in zip(acts.unbind(0), states[:-1].unbind(0),
-                                   states[1:].unbind(0), strict=True):
-                p_t.addmm_(h, w_t)
-                if act == "tanh":
-                    p_t.tanh_()
-                else:
-                    p_t.relu_()
-                torch.lerp(h.index_select(1, perm), p_t, b, out=h_t)  # a O h + b p, a = 1 - b
-        ctx.save_for_backward(weight, perm, states, acts)
-        ctx.config = (a, b, act)
-        return states[1:]
-
-    @staticmethod
-    def backward(ctx, grad_states):  # type: ignore[override]
-        weight, perm, states, acts = ctx.saved_tensors
-        a, b, act = ctx.config
-        steps, hidden = grad_states.shape[0], weight.shape[0]
-        with torch.no_grad():
-            inverse = torch.argsort(perm)
-            if act == "tanh":
-                slopes = acts.square().neg_().add_(1.0).mul_(b)
-            else:
-                slopes = (acts > 0).to(acts.dtype).mul_(b)
-            grad_z = torch.empty_like(acts)
-            direct = grad_states.unbind(0)
-            g = direct[steps - 1]
-            for t in range(steps - 1, -1, -1):
-                gz = torch.mul(g, slopes[t], out=grad_z[t])
-                nxt = g.index_select(1, inverse).mul_(a)
-                nxt.addmm_(gz, weight)
-                if t > 0:
-                    nxt.add_(direct[t - 1])
-                g = nxt
-            grad_weight = grad_z.reshape(-1, hidden).t() @ states[:-1].reshape(-1, hidden)
-        return grad_z, g, grad_weight, None, None, None, None
 
 
 class AdditiveFilterRNNCell(nn.Module):
@@ -278,18 +239,15 @@ class AdditiveFilterRNN(nn.Module):
                 raise ValueError(f"h0 must have shape (1, {batch}, {cell.hidden_size}), got "
                                  f"{tuple(h0.shape)}")
             h = h0[0]
-        if self.impl == "bptt" and cell.permutation is None:
+        if self.impl == "bptt":
+            filt = cell.filter if cell.permutation is None else cell.permutation
             states = _AdditiveFilterBPTT.apply(time_major, h, cell.weight_ih, cell.bias,
-                                               cell.weight_hh, cell.filter, cell.a, cell.b,
+                                               cell.weight_hh, filt, cell.a, cell.b,
                                                cell.activation)
         else:
             # all input projections U x_t + c in one matmul, time-major (T, B, H)
             u = nn.functional.linear(time_major, cell.weight_ih, cell.bias).contiguous()
-            if self.impl == "bptt":
-                states = _PermutationFilterBPTT.apply(u, h, cell.weight_hh, cell.permutation,
-                                                      cell.a, cell.b, cell.activation)
-            else:
-                states = self._loop(u, h)
+            states = self._loop(u, h)
         output = states.transpose(0, 1) if self.batch_first else states
         return output, states[-1].unsqueeze(0)
 
