@@ -54,9 +54,11 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
 @pytest.fixture(scope="module")
 def states(tmp_path_factory) -> dict[bool, list[dict]]:
     out = tmp_path_factory.mktemp("ddp")
-    # fork: the children reuse the imported torch (spawn re-imports it, ~5 s per process)
+    # forkserver: one fresh server imports torch once and forks both ranks (fork-safe, unlike
+    # forking a test process whose OpenMP pool is running; faster than spawn)
+    mp.set_forkserver_preload(["torch", "signalprop.nn.decorrelated_layers"])
     mp.start_processes(_worker, args=(2, _free_port(), str(out)), nprocs=2, join=True,
-                       start_method="fork")
+                       start_method="forkserver")
     return {sync: [torch.load(out / f"rank{r}-{sync}.pt") for r in range(2)]
             for sync in (True, False)}
 
