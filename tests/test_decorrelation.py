@@ -93,7 +93,7 @@ def test_update_uses_first_ten_percent_of_batch():
     dec = Decorrelator(D, sample_fraction=0.1)
     x = torch.randn(100, D)
     dec(x)
-    rows, _ = dec._sample
+    rows = dec._sample[0]
     assert rows.shape[0] == 11
     torch.testing.assert_close(rows, x[:11])
     dec_random = Decorrelator(D, sample_fraction=0.1, subsample="random")
@@ -155,7 +155,7 @@ def test_decorrelated_conv_matches_decorrelated_patches():
     expected = (z @ conv.weight.reshape(4, -1).T + conv.bias).reshape(5, -1, 4)
     expected = expected.transpose(1, 2).reshape(out.shape)
     torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
-    rows, _ = conv.decorrelator._sample
+    rows = conv.decorrelator._sample[0]
     assert rows.shape[0] == 1 * 25  # floor(0.1 * 5) + 1 image, 5x5 positions
 
 
@@ -199,3 +199,14 @@ def test_batch_of_one_does_not_blow_up_normalised_rule():
         layer(torch.randn(1, D))
         layer.decorrelator.update()
     torch.testing.assert_close(layer.decorrelator.R, torch.eye(D))
+
+
+def test_fused_and_unfused_layers_make_the_same_update():
+    x = _correlated(64, 5)
+    layers = [DecorrelatedLinear(D, 4, fuse=fuse, lr=0.01) for fuse in ("always", "never")]
+    for layer in layers:
+        layer.decorrelator.R.copy_(torch.eye(D) + 0.02 * _mixing())
+        layer(x)
+        layer.decorrelator.update()
+    torch.testing.assert_close(layers[0].decorrelator.R, layers[1].decorrelator.R)
+    assert not torch.allclose(layers[0].decorrelator.R, torch.eye(D) + 0.02 * _mixing())

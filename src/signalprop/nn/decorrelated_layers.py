@@ -57,8 +57,9 @@ class DecorrelatedLinear(nn.Linear):
         dec = self.decorrelator
         rows = x.reshape(-1, self.in_features)
         mu = dec.mean(rows)
+        index = None
         if self.training and dec.recording:
-            dec.record(rows[dec.sample_index(rows.shape[0], rows.device)], mu)
+            index = dec.sample_index(rows.shape[0], rows.device)
         centred = x - mu
         feedback = getattr(self, "feedback", None)
         # fused: W R forward and dW R^T backward (2 out d^2); unfused: x R^T, plus dz R only
@@ -67,11 +68,15 @@ class DecorrelatedLinear(nn.Linear):
         fused = self.fuse == "always" or (
             self.fuse == "auto" and 2 * self.out_features < unfused_cost)
         if fused:
+            if index is not None:
+                dec.record(rows[index], mu)
             weight = self.weight @ dec.R
             if feedback is None:
                 return F.linear(centred, weight, self.bias)
             return linear_with_feedback(centred, weight, self.bias, feedback @ dec.R)
         z = centred @ dec.R.T
+        if index is not None:
+            dec.record(rows[index], mu, z.reshape(-1, self.in_features)[index])
         if feedback is None:
             return F.linear(z, self.weight, self.bias)
         return linear_with_feedback(z, self.weight, self.bias, feedback)

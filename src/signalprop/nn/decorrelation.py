@@ -102,7 +102,7 @@ class Decorrelator(nn.Module):
         factory = {"device": device, "dtype": dtype}
         self.register_buffer("R", torch.empty(features, features, **factory))
         self.register_buffer("running_mean", torch.empty(features, **factory))
-        self._sample: tuple[Tensor, Tensor] | None = None
+        self._sample: tuple[Tensor, Tensor, Tensor | None] | None = None
         self._last_mean: Tensor | None = None
         self._fixed_mean: Tensor | None = None
         self.reset_parameters()
@@ -145,23 +145,29 @@ class Decorrelator(nn.Module):
                 self.running_mean.lerp_(mu.detach().to(self.running_mean.dtype), self.momentum)
         return mu
 
-    def record(self, rows: Tensor, mu: Tensor) -> None:
-        """Keep ``rows`` (raw inputs, one sample per row) and the batch mean for the update."""
+    def record(self, rows: Tensor, mu: Tensor, z: Tensor | None = None) -> None:
+        """Keep ``rows`` (raw inputs, one per row), the batch mean and, when the forward pass
+        computed them, the rows' decorrelated values ``z`` (saves one product in the update)."""
         if not (self.training and self.recording):
             return
         rows = rows.detach().reshape(-1, self.features)
+        if z is not None:
+            z = z.detach().reshape(-1, self.features)
         if self.max_samples is not None and rows.shape[0] > self.max_samples:
             keep = torch.randperm(rows.shape[0], device=rows.device)[: self.max_samples]
             rows = rows[keep]
-        self._sample = (rows, mu.detach())
+            z = z[keep] if z is not None else None
+        self._sample = (rows, mu.detach(), z)
 
     def forward(self, x: Tensor) -> Tensor:
         """``z = (x - mu) R^T`` over the last dimension (records a sub-sample in training)."""
         rows = x.reshape(-1, self.features)
         mu = self.mean(rows)
+        z = (rows - mu) @ self.R.T
         if self.training and self.recording:
-            self.record(rows[self.sample_index(rows.shape[0], rows.device)], mu)
-        return ((rows - mu) @ self.R.T).reshape(x.shape)
+            index = self.sample_index(rows.shape[0], rows.device)
+            self.record(rows[index], mu, z[index])
+        return z.reshape(x.shape)
 
     # -- the local rule ----------------------------------------------------------------------
     def has_sample(self) -> bool:
@@ -177,9 +183,9 @@ class Decorrelator(nn.Module):
         out = torch.zeros(d * d + d + 3, dtype=self.R.dtype, device=self.R.device)
         if self._sample is None:
             return out
-        x, mu = self._sample
+        x, mu, z = self._sample
         x = x.to(self.R.dtype)
-        z = (x - mu.to(self.R.dtype)) @ self.R.T
+        z = (x - mu.to(self.R.dtype)) @ self.R.T if z is None else z.to(self.R.dtype)
         out[: d * d] = (z.T @ (z @ self.R)).reshape(-1)
         out[d * d : d * d + d] = (z * z).sum(0)
         z_norm = z.norm(dim=1)
