@@ -129,3 +129,20 @@ def test_bad_arguments():
         AdditiveFilterRNN(1, 4, filter="householder")
     with pytest.raises(ValueError):
         AdditiveFilterRNN(1, 4)(torch.randn(2, 3, 1), torch.zeros(2, 4))
+
+
+@pytest.mark.parametrize("filt", ["haar", "permutation"])
+def test_bptt_last_state_only_gradients_equal_autograd_loop(filt):
+    torch.manual_seed(0)
+    rnn = AdditiveFilterRNN(2, 6, beta=0.2, filter=filt).double()
+    x = torch.randn(3, 15, 2, dtype=torch.float64)
+    grads = []
+    for impl in ("bptt", "loop"):
+        rnn.impl = impl
+        rnn.zero_grad()
+        xi = x.clone().requires_grad_()
+        out, _ = rnn(xi)
+        out[:, -1].tanh().sum().backward()
+        grads.append([xi.grad] + [p.grad.clone() for p in rnn.parameters()])
+    for a, b in zip(*grads, strict=True):
+        assert torch.allclose(a, b, atol=1e-10)

@@ -88,11 +88,16 @@ class _AdditiveFilterBPTT(torch.autograd.Function):
         a, b, act, has_bias = ctx.config
         steps, batch, hidden = acts.shape
         with torch.no_grad():
-            if act == "tanh":
-                slopes = acts.square().neg_().add_(1.0).mul_(b)
+            if act == "tanh":  # b * tanh'(z) = b - b p^2, one pass
+                slopes = torch.addcmul(acts.new_full((), b), acts, acts, value=-b)
             else:
                 slopes = (acts > 0).to(acts.dtype).mul_(b)
-            direct = grad_states.contiguous().unbind(0)
+            # common case: only the last state is used (the rest of the gradient is zero)
+            last_only = steps == 1 or not bool(grad_states[:-1].any())
+            if last_only:
+                direct = [grad_states[-1].contiguous()] * steps
+            else:
+                direct = grad_states.contiguous().unbind(0)
             grad_z = torch.empty_like(acts)
             permute = filt.dtype == torch.long
             filt_a = torch.argsort(filt) if permute else filt * a
@@ -100,7 +105,7 @@ class _AdditiveFilterBPTT(torch.autograd.Function):
             g = direct[steps - 1]
             for t in range(steps - 1, -1, -1):
                 gz = torch.mul(g, slopes[t], out=grad_z[t])
-                if t > 0:
+                if t > 0 and not last_only:
                     nxt = torch.addmm(direct[t - 1], gz, weight, out=buffers[t % 2])
                 else:
                     nxt = torch.mm(gz, weight, out=buffers[t % 2])
