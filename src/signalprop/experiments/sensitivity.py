@@ -125,18 +125,19 @@ def run_chaos(ctx: RunContext) -> dict[str, Any]:
     cfg: ChaosConfig = ctx.config
     run = cfg.run
     gen = torch.Generator().manual_seed(ctx.seed + 7)
-    probe_inputs = torch.randn(run.eval_len, cfg.model.input_size, generator=gen)
+    probe_inputs = torch.randn(run.eval_len, cfg.model.input_size, generator=gen).to(ctx.device)
 
     rows, gain_lines = [], {"lambda_max": [], "log-RMS sensitivity": []}
     for gain in run.gains:
-        found = rnn_lyapunov(_chaos_rnn(cfg.model, gain, ctx.seed), probe_inputs, warmup=run.warmup)
+        rnn = _chaos_rnn(cfg.model, gain, ctx.seed).to(ctx.device)
+        found = rnn_lyapunov(rnn, probe_inputs, warmup=run.warmup)
         lam, sens = found["lambda_max"], found["log_rms_sensitivity"]
         rows.append([gain, round(lam, 4), round(sens, 4), round(sens - lam, 4)])
         gain_lines["lambda_max"].append([gain, lam])
         gain_lines["log-RMS sensitivity"].append([gain, sens])
     ctx.log("gain table: " + "; ".join(f"g={r[0]} lam={r[1]} logsens={r[2]}" for r in rows))
 
-    rnn = _chaos_rnn(cfg.model, cfg.model.init_gain, ctx.seed)
+    rnn = _chaos_rnn(cfg.model, cfg.model.init_gain, ctx.seed).to(ctx.device)
     rule = cfg.sal.rule()
     rule.attach(rnn)
     trace: list[dict[str, float]] = []
@@ -152,7 +153,8 @@ def run_chaos(ctx: RunContext) -> dict[str, Any]:
         if step == run.steps:
             break
         with torch.no_grad():
-            rnn(torch.randn(run.batch_size, run.seq_len, cfg.model.input_size, generator=gen))
+            noise = torch.randn(run.batch_size, run.seq_len, cfg.model.input_size, generator=gen)
+            rnn(noise.to(ctx.device))
         metrics = rule.after_step(rnn)
     rule.detach()
 
