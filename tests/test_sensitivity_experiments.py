@@ -63,9 +63,11 @@ def test_tiny_lag_and_deep_runs_complete(tmp_path):
                              overrides=["model.depth=4", "data.n_train=64", "data.n_test=32",
                                         "train.epochs=1", "model.width=8"])
     summary = _summary(run_dir)
-    assert set(summary["series"]["deep_grad_norm"]["lines"]) == {
-        "bp", "bp-tuned-gain", "bp-sal"}
-    assert len(summary["series"]["deep_grad_norm"]["lines"]["bp"]) == 5  # 4 hidden + head
+    lines = summary["series"]["deep_grad_norm"]["lines"]
+    assert set(lines) == {f"{v}, {e}" for v in ("bp", "bp-tuned-gain", "bp-sal")
+                          for e in ("epoch 1", "last epoch")}
+    assert len(lines["bp, last epoch"]) == 5  # 4 hidden layers + head
+    assert "bp-sal_log10_grad_first_over_last_epoch1" in summary["results"]
 
 
 def test_verdicts_follow_the_numbers():

@@ -301,15 +301,18 @@ def run_deep(ctx: RunContext) -> dict[str, Any]:
         sub = ctx.run_dir / variant
         records = [r for r in epoch_records(sub) if r.get("grad_norms")]
         profile = list(records[-1]["grad_norms"].values()) if records else []
+        first_profile = list(records[0]["grad_norms"].values()) if records else []
         first_loss = epoch_records(sub)[0]["train_loss"]
         results[f"{variant}_test_acc"] = final["test_acc"]
         results[f"{variant}_train_loss"] = final["train_loss"]
         results[f"{variant}_loss_drop"] = first_loss - final["train_loss"]
-        if profile:
-            ratio = max(profile[0], 1e-300) / max(profile[-1], 1e-300)
-            results[f"{variant}_log10_grad_first_over_last"] = math.log10(ratio)
+        for suffix, prof in (("", profile), ("_epoch1", first_profile)):
+            if prof:
+                ratio = max(prof[0], 1e-300) / max(prof[-1], 1e-300)
+                results[f"{variant}_log10_grad_first_over_last{suffix}"] = math.log10(ratio)
         loss_lines[variant] = curve(sub, "train_loss")
-        grad_lines[variant] = [[i, g] for i, g in enumerate(profile)]
+        grad_lines[f"{variant}, last epoch"] = [[i, g] for i, g in enumerate(profile)]
+        grad_lines[f"{variant}, epoch 1"] = [[i, g] for i, g in enumerate(first_profile)]
         if rules:
             steps = [r for r in read_jsonl(sub / "metrics.jsonl") if r.get("kind") == "step"]
             sens_lines["log-RMS sensitivity (per layer mean)"] = [
@@ -323,7 +326,7 @@ def run_deep(ctx: RunContext) -> dict[str, Any]:
         "series": {
             "deep_train_loss": _series(f"Train loss, {cfg.model.depth}-layer tanh MLP", "epoch",
                                        "train loss", loss_lines),
-            "deep_grad_norm": _series("Per-layer gradient norm, last epoch",
+            "deep_grad_norm": _series("Per-layer gradient norm, first and last epoch",
                                       "layer (input to output)", "||dL/dW||", grad_lines,
                                       logy=True),
             "deep_sal_sensitivity": _series("SAL run: sensitivity", "step", "value", sens_lines),
