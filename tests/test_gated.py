@@ -189,3 +189,24 @@ def test_variant_errors():
         GatedConvNet(1, 10, kernel_size=2)
     with pytest.raises(ConfigError):
         GatedConvNet(1, 10, channels=())
+
+
+def test_conv_fixed_learnt_gates_copy_and_stay_fixed():
+    torch.manual_seed(9)
+    relu = gated_conv_net("relu", 1, 4, channels=(3,), dense=(5,))
+    model = gated_conv_net("flnpf", 1, 4, channels=(3,), dense=(5,), gates_from=relu)
+    x, y = torch.randn(6, 1, 6, 6), torch.randint(0, 4, (6,))
+    before = [g.clone() for g in model.gates(x)]
+    for mine, theirs in zip(before, relu.gates(x), strict=True):
+        assert torch.equal(mine, theirs)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    for _ in range(5):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    for a, b in zip(model.gates(x), before, strict=True):
+        assert torch.equal(a, b)
+    from signalprop.diagnostics.path_kernel import ntk, path_kernel
+    with pytest.raises(ConfigError, match="fully connected"):
+        path_kernel(model, x)
+    assert ntk(model, x).shape == (6, 6)

@@ -53,6 +53,12 @@ def path_kernel_from_gates(
     return gram * gate_overlap(gates, gates2)
 
 
+def _require_fully_connected(model: nn.Module) -> None:
+    if not hasattr(model, "gates") or getattr(model, "pool_after", None) is not None:
+        raise ConfigError(f"path_kernel needs a fully connected gated network (GatedMLP), got "
+                          f"{type(model).__name__}; use ntk() for convolutional networks")
+
+
 @torch.no_grad()
 def path_kernel(model: nn.Module, x: Tensor, x2: Tensor | None = None) -> Tensor:
     """Neural path kernel (float64) of a fully connected gated network on ``x`` (and ``x2``).
@@ -60,6 +66,7 @@ def path_kernel(model: nn.Module, x: Tensor, x2: Tensor | None = None) -> Tensor
     Uses ``model.gates`` and ``model.value_input_of`` (the value network's input, which is all
     ones for a DLGN with constant input).
     """
+    _require_fully_connected(model)
     gates = model.gates(x)  # type: ignore[operator]
     v = model.value_input_of(x)  # type: ignore[operator]
     if x2 is None:
@@ -73,6 +80,7 @@ def normalised_path_kernel(model: nn.Module, x: Tensor) -> Tensor:
     """``H_ij / sqrt(H_ii H_jj)`` computed in the log domain, so any depth is safe:
     ``cos(x_i, x_j) · exp(Σ_l [log o_l(i,j) − ½ log o_l(i,i) − ½ log o_l(j,j)])`` with
     ``o_l = G_l G_lᵀ``."""
+    _require_fully_connected(model)
     v = model.value_input_of(x).flatten(1).double()  # type: ignore[operator]
     log_overlap = torch.zeros(v.shape[0], v.shape[0], dtype=torch.float64, device=v.device)
     for g in model.gates(x):  # type: ignore[operator]
