@@ -282,6 +282,7 @@ class DeepConfig:
 
 
 DEEP_VARIANTS = ("bp", "bp-tuned-gain", "bp-sal")
+GRAD_FLOOR = 1e-30
 
 
 def run_deep(ctx: RunContext) -> dict[str, Any]:
@@ -311,8 +312,11 @@ def run_deep(ctx: RunContext) -> dict[str, Any]:
                 ratio = max(prof[0], 1e-300) / max(prof[-1], 1e-300)
                 results[f"{variant}_log10_grad_first_over_last{suffix}"] = math.log10(ratio)
         loss_lines[variant] = curve(sub, "train_loss")
-        grad_lines[f"{variant}, last epoch"] = [[i, g] for i, g in enumerate(profile)]
-        grad_lines[f"{variant}, epoch 1"] = [[i, g] for i, g in enumerate(first_profile)]
+        # Exact zeros (BP from small weights underflows) are floored so a log axis can show them.
+        grad_lines[f"{variant}, last epoch"] = [[i, max(g, GRAD_FLOOR)]
+                                                for i, g in enumerate(profile)]
+        grad_lines[f"{variant}, epoch 1"] = [[i, max(g, GRAD_FLOOR)]
+                                             for i, g in enumerate(first_profile)]
         if rules:
             steps = [r for r in read_jsonl(sub / "metrics.jsonl") if r.get("kind") == "step"]
             sens_lines["log-RMS sensitivity (per layer mean)"] = [
@@ -326,7 +330,8 @@ def run_deep(ctx: RunContext) -> dict[str, Any]:
         "series": {
             "deep_train_loss": _series(f"Train loss, {cfg.model.depth}-layer tanh MLP", "epoch",
                                        "train loss", loss_lines),
-            "deep_grad_norm": _series("Per-layer gradient norm, first and last epoch",
+            "deep_grad_norm": _series("Per-layer gradient norm (floored at 1e-30), first and last "
+                                      "epoch",
                                       "layer (input to output)", "||dL/dW||", grad_lines,
                                       logy=True),
             "deep_sal_sensitivity": _series("SAL run: sensitivity", "step", "value", sens_lines),
