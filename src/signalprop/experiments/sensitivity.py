@@ -417,7 +417,7 @@ class LagDataConfig:
 class LagModelConfig:
     hidden: int = 32
     small_radius: float = 0.5
-    tuned_radius: float = 1.0
+    tuned_radius: float = 1.1
     input_scale: float = 0.2
 
     def __post_init__(self) -> None:
