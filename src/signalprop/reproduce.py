@@ -42,13 +42,14 @@ def select(only: str | None) -> list[Experiment]:
 
 
 def seed_overrides(experiment: Experiment, seeds: int | None) -> list[str]:
-    """``--set seeds=N`` for experiments whose config has a top-level ``seeds`` field."""
+    """``--set <group>.seeds=N`` for every ``seeds`` field in the experiment's config."""
     if seeds is None:
         return []
     if seeds < 1:
         raise SignalpropError(f"--seeds must be >= 1, got {seeds}")
-    has_seeds = "seeds" in config_lib.field_names(experiment.make_config())
-    return [f"seeds={seeds}"] if has_seeds else []
+    keys = [k for k in config_lib.field_names(experiment.make_config())
+            if k.split(".")[-1] == "seeds"]
+    return [f"{key}={seeds}" for key in keys]
 
 
 def find_previous(
