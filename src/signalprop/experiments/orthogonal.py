@@ -115,7 +115,7 @@ def run_deep_mlp(ctx: RunContext) -> dict[str, Any]:
         finally:
             tracker.remove()
         profile = grad_norm_profile(ctx.run_dir / kind, epoch_index=0)
-        spread = (max(profile) / max(min(profile), 1e-38)) if profile else float("nan")
+        spread: float | str = (max(profile) / max(min(profile), 1e-38)) if profile else "n/a"
         results[f"{kind}_test_acc"] = acc
         results[f"{kind}_status"] = status
         results[f"{kind}_grad_spread"] = spread
@@ -170,10 +170,11 @@ def _jacobian_spectra(m: DeepModel, results: dict[str, Any]) -> dict[str, list[l
 def _deep_learns(results: dict[str, Any]) -> tuple[str, str]:
     acc, chance = results["filter_test_acc"], results["chance"]
     spread = results["filter_grad_spread"]
+    shown = f"{spread:.3g}" if isinstance(spread, float | int) else str(spread)
     value = (f"depth {results['depth']}: test acc {acc:.3f} (chance {chance:.2f}), gradient "
-             f"max/min over layers {spread:.3g}, peak RSS {results['peak_rss_gib']:.2f} GiB")
+             f"max/min over layers {shown}, peak RSS {results['peak_rss_gib']:.2f} GiB")
     learns = acc >= max(3 * chance, 0.5)
-    flat = spread <= 10.0
+    flat = isinstance(spread, float | int) and spread <= 10.0
     verdict = "reproduced" if learns and flat else "partly" if learns or flat else "not reproduced"
     if results["depth"] < 50000 and verdict == "reproduced":
         verdict = "partly"  # shallower than the paper's 50,000 layers
