@@ -108,7 +108,8 @@ def missing_requirements(experiment: Experiment) -> str | None:
     return None
 
 
-def _evaluate_claims(experiment: Experiment, summary: dict[str, Any], command: str) -> list[dict]:
+def evaluate_claims(experiment: Experiment, summary: dict[str, Any], command: str) -> list[dict]:
+    """Judge each of the experiment's claims from ``summary["results"]`` by its own rule."""
     results = summary.get("results", {})
     rows = []
     for claim in experiment.claims:
@@ -179,6 +180,6 @@ def run_experiment(
         "experiment": experiment.name, "wall_s": time.perf_counter() - started,
         "datasets": ctx.datasets_used, **summary,
     }
-    summary["claims"] = _evaluate_claims(experiment, summary, command)
+    summary["claims"] = evaluate_claims(experiment, summary, command)
     atomic_write_json(run_dir / "summary.json", summary)
     return run_dir

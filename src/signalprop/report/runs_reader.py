@@ -318,6 +318,28 @@ def _read_metrics(path: Path, sub: SubRun) -> None:
         )
 
 
+def _current_claims(experiment: str, summary: dict[str, Any], command: str) -> list | None:
+    """Claims judged by the registered experiment's current rules (None if not registered).
+
+    Verdicts are re-computed from the stored results, so a report never shows a verdict from
+    an older rule than the code that makes it.
+    """
+    from signalprop.errors import ConfigError
+    from signalprop.experiments.context import evaluate_claims
+    from signalprop.experiments.registry import get_experiment
+
+    try:
+        exp = get_experiment(experiment)
+    except ConfigError:
+        return None
+    if not exp.claims or not isinstance(summary.get("results"), dict):
+        return None
+    stored = summary.get("claims")
+    if isinstance(stored, list) and stored and isinstance(stored[0], dict):
+        command = stored[0].get("command") or command
+    return evaluate_claims(exp, summary, command)
+
+
 def _read_summary(rec: RunRecord, summary: dict[str, Any]) -> None:
     notes = rec.notes
     results = summary.get("results")
@@ -342,7 +364,9 @@ def _read_summary(rec: RunRecord, summary: dict[str, Any]) -> None:
     elif tables is not None:
         notes.append("summary.json: 'tables' is not an object; ignored")
 
-    claims = summary.get("claims")
+    claims = _current_claims(rec.experiment, summary, rec.command)
+    if claims is None:
+        claims = summary.get("claims")
     if isinstance(claims, list):
         for c in claims:
             if isinstance(c, dict):
