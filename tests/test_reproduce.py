@@ -120,3 +120,17 @@ def test_report_renders_in_headless_chromium(quick_run, tmp_path):
     imgs, ok, tables, empty = map(int, match.groups())
     assert imgs >= 3 and ok == imgs
     assert tables >= 3 and empty == 0
+
+
+def test_report_rejudges_claims_with_current_rules(quick_run, tmp_path):
+    from signalprop.report import build_report
+
+    out, _ = quick_run
+    (run,) = list((out / "deep-tanh-mlp").iterdir())
+    copy = tmp_path / "runs" / "deep-tanh-mlp" / run.name
+    shutil.copytree(run, copy)
+    summary = json.loads((copy / "summary.json").read_text())
+    summary["claims"][0].update(our_value="stale number", verdict="partly")
+    (copy / "summary.json").write_text(json.dumps(summary))
+    index = build_report([copy], tmp_path / "report")
+    assert "stale number" not in (index.parent / "README.md").read_text()

@@ -25,7 +25,7 @@ def _grad_norms(depth: int, decay: float) -> dict[str, float]:
 
 def write_run(
     root: Path,
-    experiment: str = "deep-tanh-mlp",
+    experiment: str = "fake-deep-mlp",
     stamp: str = "20261125-230102-a1b2",
     *,
     summary: bool = True,

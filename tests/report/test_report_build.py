@@ -24,7 +24,7 @@ def tiny_png() -> bytes:
 
 
 def test_report_from_two_runs(make_run, tmp_path: Path) -> None:
-    make_run(experiment="deep-tanh-mlp", figure_png=tiny_png())
+    make_run(experiment="fake-deep-mlp", figure_png=tiny_png())
     make_run(experiment="resnet-depth", stamp="20261126-101010-ffff")
     out = tmp_path / "report"
     index = build_report([tmp_path / "runs"], out, title="My <report>")
@@ -32,10 +32,10 @@ def test_report_from_two_runs(make_run, tmp_path: Path) -> None:
     md = (out / "README.md").read_text()
     page = index.read_text()
     for text in (md, page):
-        assert "deep-tanh-mlp" in text and "resnet-depth" in text
+        assert "fake-deep-mlp" in text and "resnet-depth" in text
     assert "My &lt;report&gt;" in page and "<report>" not in page
     # top-level claims table comes before the first run section
-    assert md.index("## Claims") < md.index("## deep-tanh-mlp")
+    assert md.index("## Claims") < md.index("## fake-deep-mlp")
     # every figure referenced by README.md exists in figures/
     refs = re.findall(r"!\[[^\]]*\]\((figures/[^)]+\.png)\)", md)
     assert refs and all((out / r).is_file() for r in refs)
@@ -168,7 +168,7 @@ def test_stale_figures_of_previous_report_removed(make_run, tmp_path: Path) -> N
 def test_several_runs_newest_first_and_html_escaping(make_run, tmp_path: Path) -> None:
     make_run(stamp="20261101-000000-old0")
     new = make_run(stamp="20261201-000000-new0")
-    runs = discover_runs([tmp_path / "runs" / "deep-tanh-mlp"])
+    runs = discover_runs([tmp_path / "runs" / "fake-deep-mlp"])
     assert [r.run_id for r in runs] == ["20261201-000000-new0", "20261101-000000-old0"]
     (new / "summary.json").write_text(
         '{"results": {"<b>x</b>": "a|b <script>alert(1)</script>"}}')
@@ -206,7 +206,7 @@ def test_malformed_and_partial_files_do_not_crash(make_run, tmp_path: Path) -> N
     assert "started-only" in md and "not checked" in md  # incomplete run's claim, unchecked
     assert list((out / "figures").glob("*series-s.png"))
     # a bare config-only dir is not discovered inside a container (it is no run dir yet)
-    assert [r.experiment for r in discover_runs([tmp_path / "runs"])] == ["deep-tanh-mlp"]
+    assert [r.experiment for r in discover_runs([tmp_path / "runs"])] == ["fake-deep-mlp"]
 
 
 def test_grad_norm_profile_skips_unusable_epochs(make_run) -> None:
