@@ -114,3 +114,24 @@ def test_regression_task(tmp_path):
     result = fit(nn.Linear(3, 1), TensorDataset(x, y), TensorDataset(x, y), cfg, tmp_path,
                  task="regression")
     assert "test_acc" not in result and result["test_loss"] < 5
+
+
+def test_exploding_rnn_state_names_the_layer(tmp_path):
+    from torch.utils.data import TensorDataset
+
+    from signalprop.nn.elman import ElmanRNN
+
+    class LastState(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = ElmanRNN(1, 16, nonlinearity="relu", gain=50.0)
+            self.head = nn.Linear(16, 2)
+
+        def forward(self, x):
+            return self.head(self.rnn(x)[0][:, -1])
+
+    x = torch.ones(32, 200, 1)
+    y = torch.zeros(32, dtype=torch.long)
+    with pytest.raises(DivergenceError, match=r"first non-finite output: rnn \(ElmanRNN\)"):
+        fit(LastState(), TensorDataset(x, y), None, TrainConfig(epochs=1, batch_size=32),
+            tmp_path)

@@ -174,6 +174,41 @@ def evaluate(
     return result
 
 
+@torch.no_grad()
+def first_nonfinite_module(model: nn.Module, inputs: Tensor) -> str | None:
+    """Name of the first module (in call order) whose output holds NaN/Inf on ``inputs``.
+
+    Used after a non-finite loss to say where the numbers blew up, e.g. an exploding RNN
+    state. Only leaf modules and modules with their own parameters are checked.
+    """
+    found: list[str] = []
+
+    def check(name: str):
+        def hook(module: nn.Module, args: object, output: object) -> None:
+            tensors = output if isinstance(output, tuple | list) else (output,)
+            for tensor in tensors:
+                if (not found and isinstance(tensor, Tensor) and tensor.is_floating_point()
+                        and not torch.isfinite(tensor).all()):
+                    found.append(f"{name} ({type(module).__name__})")
+        return hook
+
+    handles = [module.register_forward_hook(check(name))
+               for name, module in model.named_modules()
+               if name and (not list(module.children()) or
+                            any(True for _ in module.parameters(recurse=False)))]
+    was_training = model.training
+    try:
+        model.eval()
+        model(inputs)
+    except Exception:  # noqa: BLE001 - best effort: the caller reports the loss anyway
+        pass
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    return found[0] if found else None
+
+
 def _nonfinite_grad_layer(model: nn.Module) -> str | None:
     for name, param in model.named_parameters():
         if param.grad is not None and not torch.isfinite(param.grad).all():
@@ -305,9 +340,11 @@ def fit(
                 loss, _ = computed or backprop(model, inputs, targets, loss_fn)
                 loss_value = float(loss.detach())
                 if not math.isfinite(loss_value):
+                    where = first_nonfinite_module(model, inputs)
+                    origin = f" (first non-finite output: {where})" if where else ""
                     raise DivergenceError(
-                        f"loss became {loss_value} at epoch {epoch + 1}, step {step + 1}; the last "
-                        f"good checkpoint is kept in {run_dir}. Lower train.lr or add "
+                        f"loss became {loss_value} at epoch {epoch + 1}, step {step + 1}{origin}; "
+                        f"the last good checkpoint is kept in {run_dir}. Lower train.lr or add "
                         "train.grad_clip and rerun with --resume"
                     )
                 bad = _nonfinite_grad_layer(model)
