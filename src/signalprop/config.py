@@ -194,3 +194,27 @@ def from_dict(cfg: T, data: dict[str, Any]) -> T:
         else:
             changes[f.name] = tuple(value) if isinstance(current, tuple) else value
     return dataclasses.replace(cfg, **changes)
+
+
+def require_int(owner: str, name: str, value: object, minimum: int = 1) -> int:
+    """``value`` as an int ``>= minimum``, else ConfigError naming ``owner`` and ``name``."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ConfigError(f"{owner} {name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def require_number(
+    owner: str, name: str, value: object, *, low: float | None = None,
+    high: float | None = None, open_low: bool = False,
+) -> float:
+    """``value`` as a finite float in the given range, else ConfigError naming the argument."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if open_low else value >= low
+    if ok and high is not None:
+        ok = value <= high
+    if not ok:
+        bound = "" if low is None else f" {'>' if open_low else '>='} {low}"
+        bound += "" if high is None else f"{' and' if bound else ''} <= {high}"
+        raise ConfigError(f"{owner} {name} must be a finite number{bound}, got {value!r}")
+    return float(value)

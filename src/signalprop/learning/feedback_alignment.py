@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from signalprop.config import require_number
 from signalprop.errors import ConfigError
 from signalprop.learning.base import LearningRule, LossFn
 
@@ -134,6 +135,7 @@ class FeedbackAlignment(LearningRule):
     name = "fa"
 
     def __init__(self, scale: float = 1.0, seed: int = 0) -> None:
+        require_number("FeedbackAlignment", "scale", scale, low=0.0, open_low=True)
         if not (math.isfinite(scale) and scale > 0):
             raise ConfigError(f"feedback scale must be a finite number > 0, got {scale!r}")
         self.scale = float(scale)

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import vmap
 
+from signalprop.config import require_number
 from signalprop.errors import ConfigError
 from signalprop.learning.base import LearningRule, LossFn
 from signalprop.learning.feedback_alignment import feedback_layers
@@ -49,6 +50,7 @@ class NodePerturbation(LearningRule):
     name = "np"
 
     def __init__(self, sigma: float = 1e-6, float64: bool = False) -> None:
+        require_number("NodePerturbation", "sigma", sigma, low=0.0, open_low=True)
         if not (math.isfinite(sigma) and sigma > 0):
             raise ConfigError(f"node perturbation sigma must be a finite number > 0, got {sigma!r}")
         self.sigma = float(sigma)

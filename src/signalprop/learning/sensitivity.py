@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from signalprop.config import one_of
+from signalprop.config import one_of, require_number
 from signalprop.diagnostics.sensitivity import (
     RunningSensitivity,
     SensitiveLayer,
@@ -148,6 +148,8 @@ class SensitivityAdjustment(LearningRule):
     ) -> None:
         if not (isinstance(lr, int | float) and math.isfinite(lr) and lr >= 0):
             raise ConfigError(f"SAL lr must be a finite number >= 0, got {lr!r}")
+        require_number("SensitivityAdjustment", "beta", beta, low=0.0, high=1.0)
+        require_number("SensitivityAdjustment", "target", target, low=0.0, open_low=True)
         if not (isinstance(target, int | float) and target > 0):
             raise ConfigError(f"SAL target must be > 0, got {target!r}")
         if not 0.0 <= saturation_threshold < 1.0:

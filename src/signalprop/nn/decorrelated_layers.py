@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from signalprop.config import require_int
 from signalprop.errors import ConfigError
 from signalprop.learning.feedback_alignment import conv2d_with_feedback, linear_with_feedback
 from signalprop.nn.decorrelation import Decorrelator
@@ -34,6 +35,8 @@ class DecorrelatedLinear(nn.Linear):
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
                  device: Any = None, dtype: Any = None, fuse: str = "auto",
                  **decorrelation: Any) -> None:
+        require_int("DecorrelatedLinear", "in_features", in_features)
+        require_int("DecorrelatedLinear", "out_features", out_features)
         super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
         if fuse not in FUSE:
             raise ConfigError(f"fuse must be one of {list(FUSE)}, got {fuse!r}")

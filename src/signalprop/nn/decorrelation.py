@@ -34,6 +34,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
+from signalprop.config import require_number
 from signalprop.errors import ConfigError, DivergenceError
 
 RULES = ("decorrelate", "whiten", "normalised")
@@ -74,6 +75,9 @@ class Decorrelator(nn.Module):
             raise ConfigError(f"Decorrelator features must be a positive integer, got {features!r}")
         if rule not in RULES:
             raise ConfigError(f"decorrelation rule must be one of {list(RULES)}, got {rule!r}")
+        require_number("Decorrelator", "lr", lr, low=0.0)
+        require_number("Decorrelator", "sample_fraction", sample_fraction, low=0.0, high=1.0,
+                       open_low=True)
         if not (math.isfinite(lr) and lr >= 0):
             raise ConfigError(f"decorrelation lr must be a finite number >= 0, got {lr!r}")
         if not 0.0 <= kappa <= 1.0:

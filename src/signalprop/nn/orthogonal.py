@@ -266,6 +266,7 @@ class AdditiveFilterMLP(nn.Module):
         super().__init__()
         _check_int("AdditiveFilterMLP", "in_features", in_features)
         _check_int("AdditiveFilterMLP", "out_features", out_features)
+        _check_int("AdditiveFilterMLP", "width", width)
         self.input = nn.Linear(in_features, width)
         self.stack = AdditiveFilterStack(width, depth, **stack_options)  # type: ignore[arg-type]
         self.head = nn.Linear(width, out_features)
