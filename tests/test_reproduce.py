@@ -134,3 +134,15 @@ def test_report_rejudges_claims_with_current_rules(quick_run, tmp_path):
     (copy / "summary.json").write_text(json.dumps(summary))
     index = build_report([copy], tmp_path / "report")
     assert "stale number" not in (index.parent / "README.md").read_text()
+
+
+def test_quick_suite_end_to_end(tmp_path):
+    """The reduced form of `signalprop reproduce` that CI runs: every experiment, quick."""
+    code = main(["reproduce", "--quick", "--jobs", "2", "--out", str(tmp_path)])
+    assert code == 0
+    data = json.loads((tmp_path / "report" / "results.json").read_text())
+    ran = {c["experiment"] for c in data["claims"]}
+    expected = {e.name for e in registry.all_experiments() if e.claims}
+    assert ran == expected
+    assert all(c["verdict"] in registry.VERDICTS for c in data["claims"])
+    assert (tmp_path / "report" / "index.html").stat().st_size > 10_000
