@@ -103,6 +103,9 @@ def main() -> None:
         "benchmark": "decorrelation_cost", "quick": args.quick, "threads": args.threads,
         "torch": torch.__version__, "machine": platform.machine(),
         "target_mlp_ratio": TARGET_MLP, "mlp_target": verdict, "rows": rows,
+        "command": "python benchmarks/decorrelation_cost.py",
+        "ratios": {f"decorrelated/plain step, {r['network']}, batch {r['batch']}": r["ratio"]
+                   for r in rows},
     }, indent=2) + "\n")
     print(f"wrote {args.out}")
 

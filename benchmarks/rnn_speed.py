@@ -78,6 +78,9 @@ def main() -> None:
                    "torch": torch.__version__, "machine": platform.machine()},
         "seconds_per_step": best, "all_times": times, "ratios": ratios,
         "targets": {"vs_torch_rnn": 1.0, "vs_torch_lstm": 0.5},
+        "benchmark": "rnn_speed", "command": "python benchmarks/rnn_speed.py",
+        "machine": {"device": "cpu", "processor": platform.machine(),
+                    "threads": torch.get_num_threads(), "torch": torch.__version__},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -94,6 +94,9 @@ def main() -> None:
         "note": "median wall-clock of one Adam step (forward + backward + update), CPU; size "
                 "is the MLP width or the CNN's first-layer channels",
         "rows": rows,
+        "command": "python benchmarks/target_space_cost.py",
+        "ratios": {f"target/weight step, {r['model']} size {r['size']}, {r['n_bar']} targets":
+                   r["ratio"] for r in rows},
     }, indent=2) + "\n")
     print(f"wrote {args.out}")
 
