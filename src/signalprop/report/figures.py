@@ -80,9 +80,10 @@ def spans_decades(values: Sequence[float], decades: float = 2.0) -> bool:
 # --------------------------------------------------------------------------- figures
 
 
-def loss_figure(subruns: Sequence[SubRun]) -> bytes | None:
-    """Training loss against epoch, one line per subrun; log-y over > 2 decades."""
-    lines = [(s.name, s.epoch_series("train_loss")) for s in subruns]
+def _epoch_figure(subruns: Sequence[SubRun], key: str, label: str, log_if_wide: bool
+                  ) -> bytes | None:
+    """``key`` against epoch, one line per subrun that logs it."""
+    lines = [(s.name, s.epoch_series(key)) for s in subruns]
     lines = [(name, pts) for name, pts in lines if pts]
     if not lines:
         return None
@@ -90,34 +91,25 @@ def loss_figure(subruns: Sequence[SubRun]) -> bytes | None:
     for (name, pts), color in zip(lines, _colors(len(lines)), strict=True):
         xs, ys = zip(*pts, strict=True)
         ax.plot(xs, ys, marker="o" if len(pts) < 30 else None, ms=3, color=color, label=name)
-    if spans_decades([y for _, pts in lines for _, y in pts]):
+    if log_if_wide and spans_decades([y for _, pts in lines for _, y in pts]):
         ax.set_yscale("log")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
-    ax.set_ylabel("training loss")
-    ax.set_title("Training loss")
+    ax.set_ylabel(label)
+    ax.set_title(label.capitalize())
     ax.grid(True, alpha=0.3)
     _legend(ax, len(lines))
     return _to_png(fig)
+
+
+def loss_figure(subruns: Sequence[SubRun]) -> bytes | None:
+    """Training loss against epoch, one line per subrun; log-y over > 2 decades."""
+    return _epoch_figure(subruns, "train_loss", "training loss", log_if_wide=True)
 
 
 def accuracy_figure(subruns: Sequence[SubRun]) -> bytes | None:
     """Test accuracy against epoch, one line per subrun that logs ``test_acc``."""
-    lines = [(s.name, s.epoch_series("test_acc")) for s in subruns]
-    lines = [(name, pts) for name, pts in lines if pts]
-    if not lines:
-        return None
-    fig, ax = _new_figure()
-    for (name, pts), color in zip(lines, _colors(len(lines)), strict=True):
-        xs, ys = zip(*pts, strict=True)
-        ax.plot(xs, ys, marker="o" if len(pts) < 30 else None, ms=3, color=color, label=name)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("test accuracy")
-    ax.set_title("Test accuracy")
-    ax.grid(True, alpha=0.3)
-    _legend(ax, len(lines))
-    return _to_png(fig)
+    return _epoch_figure(subruns, "test_acc", "test accuracy", log_if_wide=False)
 
 
 def grad_norm_profiles(sub: SubRun) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
