@@ -96,6 +96,28 @@ def _gated_variants(cfg: Any, batch_size: int, seed: int) -> tuple[nn.Module, Ba
     return model, (x.flatten(1), y)
 
 
+def _sensitivity_deep_mlp(cfg: Any, batch_size: int, seed: int) -> tuple[nn.Module, Batch]:
+    from signalprop.nn.mlp import MLP
+
+    splits = _load(cfg.data.name, seed, n_train=max(batch_size, 100), n_test=100)
+    torch.manual_seed(seed)
+    m = cfg.model
+    model = MLP(math.prod(splits.input_shape), m.width, m.depth, splits.num_classes,
+                m.activation, m.small_gain)
+    x, y = _batch(splits, batch_size)
+    return model, (x.flatten(1), y)
+
+
+def _sensitivity_lag(cfg: Any, batch_size: int, seed: int) -> tuple[nn.Module, Batch]:
+    from signalprop import data
+    from signalprop.experiments.sensitivity import lag_model
+
+    d = cfg.data
+    splits = data.load("delayed-recall", seed=seed, T=d.lag, noise=d.noise, n_train=batch_size,
+                       n_test=batch_size)
+    return lag_model(cfg.model, cfg.model.small_radius, seed), _batch(splits, batch_size)
+
+
 ADAPTERS: dict[str, Adapter] = {a.experiment: a for a in (
     Adapter("deep-tanh-mlp", "the deep tanh MLP (model.depth layers)", _deep_tanh_mlp),
     Adapter("orthogonal-deep-mlp", "the additive-filter MLP (model.depth layers)",
@@ -104,6 +126,10 @@ ADAPTERS: dict[str, Adapter] = {a.experiment: a for a in (
             _orthogonal_long_memory),
     Adapter("gated-variants", "the gated MLP (DLGN variant if selected, else the first)",
             _gated_variants),
+    Adapter("sensitivity-deep-mlp", "the deep MLP at the small initial gain (before SAL)",
+            _sensitivity_deep_mlp),
+    Adapter("sensitivity-lag", "the tanh RNN at the small spectral radius (before SAL)",
+            _sensitivity_lag),
 )}
 
 
