@@ -54,10 +54,7 @@ def test_reproduce_reuses_finished_runs(quick_run, capsys):
 
 
 def test_reproduce_skips_missing_data_with_reason(tmp_path, capsys, monkeypatch):
-    def needs_data():
-        return registry.get_experiment("deep-tanh-mlp")
-
-    exp = needs_data()
+    exp = registry.get_experiment("deep-tanh-mlp")
     fake = registry.Experiment(
         name="zz-needs-missing-data", summary="test", paper="-", make_config=exp.make_config,
         run=exp.run, requires=("mnist",),
