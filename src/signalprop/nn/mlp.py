@@ -6,6 +6,7 @@ import math
 
 from torch import Tensor, nn
 
+from signalprop.config import require_int
 from signalprop.errors import ConfigError
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -40,8 +41,7 @@ class MLP(nn.Module):
         super().__init__()
         for name, value in (("in_features", in_features), ("width", width), ("depth", depth),
                             ("out_features", out_features)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"MLP {name} must be a positive integer, got {value!r}")
+            require_int("MLP", name, value)
         if not (isinstance(gain, int | float) and math.isfinite(gain) and gain > 0):
             raise ConfigError(f"MLP gain must be a finite number > 0, got {gain!r}")
         self.gain = float(gain)

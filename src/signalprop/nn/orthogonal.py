@@ -26,6 +26,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from signalprop.config import require_int, require_number
 from signalprop.errors import ConfigError
 
 SKIPS = ("orthogonal", "identity", "none")
@@ -47,12 +48,6 @@ def random_orthogonal(
     return q.to(dtype=dtype or torch.get_default_dtype(), device=device)
 
 
-def _check_int(owner: str, name: str, value: object) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigError(f"{owner} {name} must be a positive integer, got {value!r}")
-    return value
-
-
 def _check_beta(owner: str, beta: object) -> float:
     if not isinstance(beta, int | float) or isinstance(beta, bool) or not 0 < beta <= 1:
         raise ConfigError(f"{owner} beta (weight of the nonlinear branch) must be in (0, 1], "
@@ -61,10 +56,7 @@ def _check_beta(owner: str, beta: object) -> float:
 
 
 def _check_positive(owner: str, name: str, value: object) -> float:
-    if not (isinstance(value, int | float) and not isinstance(value, bool)
-            and math.isfinite(value) and value > 0):
-        raise ConfigError(f"{owner} {name} must be a finite number > 0, got {value!r}")
-    return float(value)
+    return require_number(owner, name, value, low=0.0, open_low=True)
 
 
 def _act(name: str, z: Tensor) -> Tensor:
@@ -183,8 +175,8 @@ class AdditiveFilterStack(nn.Module):
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
-        self.width = _check_int("AdditiveFilterStack", "width", width)
-        self.depth = _check_int("AdditiveFilterStack", "depth", depth)
+        self.width = require_int("AdditiveFilterStack", "width", width)
+        self.depth = require_int("AdditiveFilterStack", "depth", depth)
         if skip not in SKIPS:
             raise ConfigError(f"AdditiveFilterStack skip must be one of {SKIPS}, got {skip!r}")
         if activation not in STACK_ACTIVATIONS:
@@ -203,7 +195,7 @@ class AdditiveFilterStack(nn.Module):
             self.a = 1.0 - self.b if skip == "orthogonal" else 1.0
         if segment is None:
             segment = max(1, math.ceil(math.sqrt(depth)))
-        self.segment = _check_int("AdditiveFilterStack", "segment", segment)
+        self.segment = require_int("AdditiveFilterStack", "segment", segment)
         self.checkpoint = bool(checkpoint)
         self.weight = nn.Parameter(torch.empty(depth, width, width))
         self.bias = nn.Parameter(torch.empty(depth, width))
@@ -264,9 +256,9 @@ class AdditiveFilterMLP(nn.Module):
         **stack_options: object,
     ) -> None:
         super().__init__()
-        _check_int("AdditiveFilterMLP", "in_features", in_features)
-        _check_int("AdditiveFilterMLP", "out_features", out_features)
-        _check_int("AdditiveFilterMLP", "width", width)
+        require_int("AdditiveFilterMLP", "in_features", in_features)
+        require_int("AdditiveFilterMLP", "out_features", out_features)
+        require_int("AdditiveFilterMLP", "width", width)
         self.input = nn.Linear(in_features, width)
         self.stack = AdditiveFilterStack(width, depth, **stack_options)  # type: ignore[arg-type]
         self.head = nn.Linear(width, out_features)
@@ -293,7 +285,7 @@ class AdditiveFilterBlock(nn.Module):
     def __init__(self, width: int, beta: float = 0.1, activation: str = "tanh",
                  gain: float = 1.0, generator: torch.Generator | None = None) -> None:
         super().__init__()
-        self.width = _check_int("AdditiveFilterBlock", "width", width)
+        self.width = require_int("AdditiveFilterBlock", "width", width)
         self.b = _check_beta("AdditiveFilterBlock", beta)
         self.a = 1.0 - self.b
         if activation not in STACK_ACTIVATIONS:

@@ -27,11 +27,11 @@ import math
 import torch
 from torch import Tensor, nn
 
+from signalprop.config import require_int
 from signalprop.errors import ConfigError
 from signalprop.nn.orthogonal import (
     _act,
     _check_beta,
-    _check_int,
     _check_positive,
     random_orthogonal,
 )
@@ -147,8 +147,8 @@ class AdditiveFilterRNNCell(nn.Module):
             raise ConfigError(f"AdditiveFilterRNNCell filter must be one of {FILTERS}, "
                               f"got {filter!r}")
         self.filter_kind = filter
-        self.input_size = _check_int("AdditiveFilterRNNCell", "input_size", input_size)
-        self.hidden_size = _check_int("AdditiveFilterRNNCell", "hidden_size", hidden_size)
+        self.input_size = require_int("AdditiveFilterRNNCell", "input_size", input_size)
+        self.hidden_size = require_int("AdditiveFilterRNNCell", "hidden_size", hidden_size)
         self.b = _check_beta("AdditiveFilterRNNCell", beta)
         self.a = 1.0 - self.b
         if activation not in RNN_ACTIVATIONS:
