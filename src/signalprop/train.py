@@ -32,6 +32,7 @@ from signalprop.storage import (
     atomic_write_json,
     load_checkpoint,
     previous_checkpoint,
+    read_jsonl,
     save_checkpoint,
     sha256_prefix,
 )
@@ -398,13 +399,12 @@ def fit(
         if recorder is not None:
             recorder.remove()
     if not last:
-        epochs = [r for r in _read_epochs(run_dir)]
+        epochs = epoch_records(run_dir)
         last = {k: v for k, v in epochs[-1].items() if k not in ("kind", "grad_norms")}
     atomic_write_json(result_path, last)
     return last
 
 
-def _read_epochs(run_dir: Path) -> list[dict[str, Any]]:
-    from signalprop.storage import read_jsonl
-
-    return [r for r in read_jsonl(run_dir / METRICS) if r.get("kind") == "epoch"]
+def epoch_records(run_dir: Path) -> list[dict[str, Any]]:
+    """The ``kind == "epoch"`` records of a run directory's ``metrics.jsonl``."""
+    return [r for r in read_jsonl(Path(run_dir) / METRICS) if r.get("kind") == "epoch"]

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from signalprop.storage import read_jsonl
+from signalprop.train import epoch_records
+
+__all__ = ["at_least", "at_most", "curve", "epoch_records", "grad_norm_profile"]
 
 
-def epoch_records(sub_run: Path) -> list[dict[str, Any]]:
-    """The epoch records of one sub-run's ``metrics.jsonl``."""
-    return [r for r in read_jsonl(Path(sub_run) / "metrics.jsonl") if r.get("kind") == "epoch"]
 
 
 def curve(sub_run: Path, key: str) -> list[list[float]]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
@@ -22,6 +21,7 @@ from signalprop.report.benchmarks import load_benchmarks
 from signalprop.report.content import RunSection, benchmark_table
 from signalprop.report.figures import run_figures
 from signalprop.report.runs_reader import discover_runs
+from signalprop.storage import atomic_write_bytes
 
 MANIFEST = ".signalprop-report.json"
 FIGURES_DIR = "figures"
@@ -81,7 +81,7 @@ def build_report(
     previous = _read_manifest(out)
     _check_ownership(out, files, previous)
     for rel, data in files.items():
-        atomic_write(out / rel, data)
+        atomic_write_bytes(out / rel, data)
     for rel in sorted(previous - set(files)):  # stale output of an earlier report
         target = out / rel
         if _is_safe_rel(rel) and target.is_file():
@@ -90,27 +90,8 @@ def build_report(
             except OSError:
                 pass
     manifest = {"generator": "signalprop.report", "files": sorted(files)}
-    atomic_write(out / MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode())
+    atomic_write_bytes(out / MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode())
     return out / INDEX
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same directory + ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a report is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def _is_safe_rel(rel: str) -> bool:
