@@ -210,3 +210,104 @@ def test_fused_and_unfused_layers_make_the_same_update():
         layer.decorrelator.update()
     torch.testing.assert_close(layers[0].decorrelator.R, layers[1].decorrelator.R)
     assert not torch.allclose(layers[0].decorrelator.R, torch.eye(D) + 0.02 * _mixing())
+
+
+def test_foldiak_rule_decorrelates_through_the_inverse():
+    before = correlation_error(torch.cov(_correlated(20000, 0).T))
+    dec = _train("foldiak", 0.01)
+    x = _correlated(20000, 0)
+    assert correlation_error(dec.output_covariance(x)) < 0.4 * before
+    dec.train()
+    expected = (x - x.mean(0)) @ torch.linalg.inv(dec.R).T  # z = R^-1 (x - mu)
+    torch.testing.assert_close(dec(x), expected, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(dec.R, dec.R.T)  # lateral weights stay symmetric
+    torch.testing.assert_close(dec.R.diagonal(), torch.ones(D))  # no self-connections
+
+
+def test_foldiak_rule_matches_hand_computed_step():
+    dec = Decorrelator(4, rule="foldiak", lr=0.1, sample_fraction=1.0, center=False)
+    dec.R.copy_(torch.eye(4) + 0.05 * torch.ones(4, 4))
+    r0 = dec.R.clone()
+    x = torch.randn(8, 4)
+    dec(x)
+    dec.update()
+    z = x @ torch.linalg.inv(r0).T
+    c = z.T @ z / 8
+    torch.testing.assert_close(dec.R, r0 + 0.1 * (c - torch.diag(c.diagonal())))
+    torch.testing.assert_close(dec.matrix(), torch.linalg.inv(dec.R))  # cache follows R
+
+
+@pytest.mark.parametrize("rule", ["decorrelate", "whiten", "normalised", "foldiak"])
+@pytest.mark.parametrize("batch", [8, 64])  # k < d: Z^T (Z R); k > d: (Z^T Z) R
+def test_local_update_equals_the_all_reduce_path(rule, batch):
+    decs = [Decorrelator(D, rule=rule, lr=0.05, sample_fraction=1.0) for _ in range(2)]
+    x = _correlated(batch, 7)
+    for dec in decs:
+        dec.R.copy_(torch.eye(D) + 0.1 * _mixing())
+        dec(x)
+    r0 = decs[0].R.clone()
+    decs[0].update()
+    decs[1].apply_statistics(decs[1].statistics())
+    torch.testing.assert_close(decs[0].R, decs[1].R, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(decs[0].R, r0)
+
+
+def _fused_pair(rule: str, out: int, feedback: bool) -> list[DecorrelatedLinear]:
+    torch.manual_seed(3)
+    layers = [DecorrelatedLinear(D, out, fuse=fuse, rule=rule) for fuse in ("always", "never")]
+    layers[1].load_state_dict(layers[0].state_dict())
+    r, b = torch.eye(D) + 0.1 * _mixing(), torch.randn(out, D)
+    for layer in layers:
+        layer.decorrelator.R.copy_(r)
+        if feedback:
+            layer.register_buffer("feedback", b.clone())
+    return layers
+
+
+@pytest.mark.parametrize("rule", ["normalised", "foldiak"])
+@pytest.mark.parametrize("feedback", [False, True])
+def test_fused_and_unfused_linear_give_same_outputs_and_gradients(rule, feedback):
+    layers = _fused_pair(rule, 5, feedback)
+    x = _correlated(32, 2)
+    grad_out = torch.randn(32, 5)
+    results = []
+    for layer in layers:
+        xi = x.clone().requires_grad_()
+        out = layer(xi)
+        out.backward(grad_out)
+        results.append((out, xi.grad, layer.weight.grad, layer.bias.grad))
+    for fused, unfused in zip(*results, strict=True):
+        torch.testing.assert_close(fused, unfused, rtol=1e-5, atol=1e-5)
+    if feedback:  # the input gradient goes through B R, not W R
+        m = layers[0].decorrelator.matrix()
+        expected = grad_out @ layers[0].feedback @ m
+        expected = expected - expected.mean(0)
+        torch.testing.assert_close(results[0][1], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_auto_fuse_picks_the_cheaper_order():
+    narrow, wide = DecorrelatedLinear(64, 4), DecorrelatedLinear(64, 128)
+    assert narrow.fused(256, True, True, False, True)  # 2*4 + 26 < 2*256
+    assert not wide.fused(256, False, True, False, True)  # 2*128 + 26 > 256
+    assert wide.fused(1024, False, True, False, True)
+    with pytest.raises(ConfigError, match="fuse"):
+        DecorrelatedLinear(4, 2, fuse="yes")
+
+
+def test_decorrelated_conv_gradients_match_decorrelated_patches():
+    torch.manual_seed(4)
+    conv = DecorrelatedConv2d(2, 3, 3, padding=1)
+    d = conv.patch_features
+    r = torch.eye(d) + 0.05 * torch.randn(d, d)
+    conv.decorrelator.R.copy_(r)
+    x = torch.randn(4, 2, 5, 5, requires_grad=True)
+    grad_out = torch.randn(4, 3, 5, 5)
+    conv(x).backward(grad_out)
+    x2 = x.detach().clone().requires_grad_()
+    weight = conv.weight.detach().clone().requires_grad_()
+    patches = F.unfold(x2, 3, padding=1).transpose(1, 2).reshape(-1, d)
+    z = (patches - patches.mean(0)) @ r.T
+    out = (z @ weight.reshape(3, -1).T).reshape(4, 25, 3).transpose(1, 2).reshape(4, 3, 5, 5)
+    out.backward(grad_out)
+    torch.testing.assert_close(conv.weight.grad, weight.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(x.grad, x2.grad, rtol=1e-5, atol=1e-5)

@@ -52,9 +52,7 @@ def decorrelation_metrics(model: nn.Module) -> dict[str, float]:
     for _, dec in decorrelators(model):
         if dec._sample is None:
             continue
-        rows, mu, z = dec._sample
-        if z is None:
-            z = (rows.to(dec.R.dtype) - mu.to(dec.R.dtype)) @ dec.R.T
+        _, z = dec._sampled()
         if z.shape[0] > 1:
             errors.append(correlation_error(z.T @ z / z.shape[0]))
     return {"decor_offdiag_corr": sum(errors) / len(errors)} if errors else {}

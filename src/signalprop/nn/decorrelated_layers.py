@@ -28,8 +28,10 @@ FUSE = ("auto", "always", "never")
 class DecorrelatedLinear(nn.Linear):
     """``nn.Linear`` on decorrelated inputs. Extra args go to :class:`Decorrelator`.
 
-    ``fuse``: ``"auto"`` picks the cheaper of fusing ``W R`` (``2 out d^2`` per step) and mapping
-    ``x R^T`` (``batch d^2``, twice when the input needs a gradient).
+    ``fuse``: ``"always"`` computes ``a = (x - mu) (W R)^T + b`` with ``W_eff = W R`` formed once
+    (``out d^2``, and ``out d^2`` more in backward for ``dW = dW_eff R^T``); ``"never"`` maps
+    ``z = (x - mu) R^T`` first (``batch d^2``, twice when the input needs a gradient); ``"auto"``
+    (default) picks the cheaper per call (:meth:`fused`). Both give the same outputs and gradients.
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
@@ -65,24 +67,38 @@ class DecorrelatedLinear(nn.Linear):
             index = dec.sample_index(rows.shape[0], rows.device)
         centred = x - mu
         feedback = getattr(self, "feedback", None)
-        # fused: W R forward and dW R^T backward (2 out d^2); unfused: x R^T, plus dz R only
-        # when the input needs a gradient ((1 or 2) batch d^2).
-        unfused_cost = rows.shape[0] * (2 if x.requires_grad else 1)
-        fused = self.fuse == "always" or (
-            self.fuse == "auto" and 2 * self.out_features < unfused_cost)
-        if fused:
+        matrix = dec.matrix()
+        grad = torch.is_grad_enabled()
+        if self.fused(rows.shape[0], grad and x.requires_grad, grad and self.weight.requires_grad,
+                      feedback is not None, index is not None):
             if index is not None:
                 dec.record(rows[index], mu)
-            weight = self.weight @ dec.R
+            weight = self.weight @ matrix
             if feedback is None:
                 return F.linear(centred, weight, self.bias)
-            return linear_with_feedback(centred, weight, self.bias, feedback @ dec.R)
-        z = centred @ dec.R.T
+            return linear_with_feedback(centred, weight, self.bias, feedback @ matrix)
+        z = centred @ matrix.T
         if index is not None:
             dec.record(rows[index], mu, z.reshape(-1, self.in_features)[index])
         if feedback is None:
             return F.linear(z, self.weight, self.bias)
         return linear_with_feedback(z, self.weight, self.bias, feedback)
+
+    def fused(self, batch: int, input_grad: bool, weight_grad: bool, feedback: bool,
+              recording: bool) -> bool:
+        """Whether to fuse ``W_eff = W R``: the cheaper option in units of ``d^2`` multiply-adds.
+
+        Fused: ``W R`` (``out``), ``dW = dW_eff R^T`` if ``W`` needs a gradient (``out``), ``B R``
+        for feedback alignment (``out``) and the update sample's ``z_s = R (x_s - mu)`` (``k``).
+        Unfused: ``(x - mu) R^T`` (``batch``), and ``dz R`` if the input needs a gradient
+        (``batch``).
+        """
+        if self.fuse != "auto":
+            return self.fuse == "always"
+        fused = self.out_features * (1 + weight_grad + feedback)
+        if recording:
+            fused += self.decorrelator.sample_count(batch)
+        return fused < batch * (2 if input_grad else 1)
 
     @torch.no_grad()
     def decorrelated_input(self, x: Tensor) -> Tensor:
@@ -90,7 +106,7 @@ class DecorrelatedLinear(nn.Linear):
         rows = x.reshape(-1, self.in_features)
         mu = rows.mean(0) if (self.decorrelator.center and self.training) else (
             self.decorrelator.running_mean if self.decorrelator.center else 0.0)
-        return ((rows - mu) @ self.decorrelator.R.T).reshape(x.shape)
+        return ((rows - mu) @ self.decorrelator.matrix().T).reshape(x.shape)
 
 
 class DecorrelatedConv2d(nn.Conv2d):
@@ -147,7 +163,8 @@ class DecorrelatedConv2d(nn.Conv2d):
             sample_mu = mu if mu is not None else torch.zeros_like(dec.running_mean)
             dec.record(self.patches(images.detach()), sample_mu)
         shape = self.weight.shape
-        weight = (self.weight.reshape(shape[0], -1) @ dec.R).reshape(shape)
+        matrix = dec.matrix()
+        weight = (self.weight.reshape(shape[0], -1) @ matrix).reshape(shape)
         bias = self.bias
         if mu is not None:
             shift = weight.reshape(shape[0], -1) @ mu
@@ -155,7 +172,7 @@ class DecorrelatedConv2d(nn.Conv2d):
         feedback = getattr(self, "feedback", None)
         if feedback is None:
             return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation)
-        feedback = (feedback.reshape(shape[0], -1) @ dec.R).reshape(shape)
+        feedback = (feedback.reshape(shape[0], -1) @ matrix).reshape(shape)
         return conv2d_with_feedback(x, weight, bias, feedback, self.stride, self.padding,
                                     self.dilation)
 
@@ -165,7 +182,7 @@ class DecorrelatedConv2d(nn.Conv2d):
         rows = self.patches(x)
         dec = self.decorrelator
         mu = (rows.mean(0) if self.training else dec.running_mean) if dec.center else 0.0
-        return (rows - mu) @ dec.R.T
+        return (rows - mu) @ dec.matrix().T
 
 
 def decorrelate(model: nn.Module, *, convolutions: bool = True, **options: Any) -> nn.Module:

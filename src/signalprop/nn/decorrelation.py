@@ -18,11 +18,21 @@ sampled decorrelated rows, the rules are:
     ``g = mean_n ||x_n|| / ||z_n||`` (one scalar, ``x`` uncentred) and ``R <- (I - lr C) g R``.
     It whitens up to one global scale and keeps ``||z|| ~ ||x||``; each layer needs only its
     own input, output and one scalar.
+``"foldiak"``
+    Foldiak's anti-Hebbian lateral inhibition (Foldiak 1990; in Ahmad's code May-June 2024): the
+    forward map is the steady state of a recurrent lateral circuit, ``z = R^-1 (x - mu)``, and
+    ``R <- R + lr offdiag(C)`` (lateral weights only, no self-connections). With the full ``C``
+    the diagonal grows without bound and the fixed point is ``cov(z) ~ cov(x)^(1/3)``, which is
+    not decorrelated. ``R^-1`` is cached and recomputed only after ``R`` changes (one ``d^3``
+    inverse per update, which is why the paper's sweeps leave the rule out).
 
-``C R`` is computed as ``Z_s^T (Z_s R) / k`` (``O(k d^2)``, no ``d^3``). Every statistic is a sum
-over samples, so under DDP the sums are all-reduced and every rank applies the same update
-(:func:`signalprop.distributed.all_reduce_sum`). A non-finite ``R`` raises
-:class:`~signalprop.errors.DivergenceError` naming the layer.
+Every rule is ``R <- s * R + alpha * P`` with a per-row (or scalar) ``s``, a scalar ``alpha`` and
+``P = Z_s^T Z_s R`` (``offdiag(Z_s^T Z_s)`` for Foldiak). ``P`` is formed in the cheaper order:
+``Z_s^T (Z_s R)`` (``2 k d^2``, no ``d^3``) when ``k <= d`` (dense layers), ``(Z_s^T Z_s) R``
+(``k d^2 + d^3``) when ``k > d`` (conv patches). Locally the product is accumulated straight into
+``R`` (``addmm_``). Every statistic is a sum over samples, so under DDP the sums are all-reduced
+and every rank applies the same update (:func:`signalprop.distributed.all_reduce_sum`). A
+non-finite ``R`` raises :class:`~signalprop.errors.DivergenceError` naming the layer.
 """
 
 from __future__ import annotations
@@ -37,7 +47,7 @@ from torch import Tensor, nn
 from signalprop.config import require_number
 from signalprop.errors import ConfigError, DivergenceError
 
-RULES = ("decorrelate", "whiten", "normalised")
+RULES = ("decorrelate", "whiten", "normalised", "foldiak")
 SUBSAMPLING = ("first", "random")
 
 
@@ -46,7 +56,8 @@ class Decorrelator(nn.Module):
 
     Args:
         features: input dimension ``d`` (``C_in * k_h * k_w`` for a convolution's patches).
-        rule: ``"normalised"`` (paper's new rule, default), ``"decorrelate"`` or ``"whiten"``.
+        rule: ``"normalised"`` (paper's new rule, default), ``"decorrelate"``, ``"whiten"`` or
+            ``"foldiak"`` (forward ``z = R^-1 (x - mu)``).
         lr: decorrelation learning rate ``eta``; stability needs ``lr * lambda_max(C) < 1``.
         kappa: whitening weight of the variance term (``"whiten"`` only), in [0, 1].
         sample_fraction: fraction of the batch used for the update, ``k = floor(f B) + 1``.
@@ -109,6 +120,7 @@ class Decorrelator(nn.Module):
         self._sample: tuple[Tensor, Tensor, Tensor | None] | None = None
         self._last_mean: Tensor | None = None
         self._fixed_mean: Tensor | None = None
+        self._inverse: tuple[tuple[int, int, torch.dtype], Tensor] | None = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -123,6 +135,21 @@ class Decorrelator(nn.Module):
                 f"sample_fraction={self.sample_fraction}, center={self.center}")
 
     # -- forward ---------------------------------------------------------------------------
+    def matrix(self) -> Tensor:
+        """The forward map ``M`` in ``z = M (x - mu)``: ``R``, or the cached ``R^-1`` (Foldiak)."""
+        if self.rule != "foldiak":
+            return self.R
+        key = (self.R._version, self.R.data_ptr(), self.R.dtype)
+        if self._inverse is None or self._inverse[0] != key:
+            try:
+                with torch.no_grad():
+                    self._inverse = (key, torch.linalg.inv(self.R))
+            except torch.linalg.LinAlgError:
+                raise DivergenceError(
+                    f"Foldiak matrix R of layer {self.layer_name or 'decorrelator'!r} became "
+                    f"singular (lr {self.lr}); lower the decorrelation lr") from None
+        return self._inverse[1]
+
     def sample_count(self, batch: int) -> int:
         """Rows used for the update out of ``batch``: ``floor(fraction * batch) + 1``."""
         return min(batch, int(self.sample_fraction * batch) + 1)
@@ -167,7 +194,7 @@ class Decorrelator(nn.Module):
         """``z = (x - mu) R^T`` over the last dimension (records a sub-sample in training)."""
         rows = x.reshape(-1, self.features)
         mu = self.mean(rows)
-        z = (rows - mu) @ self.R.T
+        z = (rows - mu) @ self.matrix().T
         if self.training and self.recording:
             index = self.sample_index(rows.shape[0], rows.device)
             self.record(rows[index], mu, z[index])
@@ -177,9 +204,36 @@ class Decorrelator(nn.Module):
     def has_sample(self) -> bool:
         return self._sample is not None
 
+    def _sampled(self) -> tuple[Tensor, Tensor]:
+        """The recorded raw rows ``x`` and their decorrelated values ``z`` (in ``R``'s dtype)."""
+        assert self._sample is not None
+        x, mu, z = self._sample
+        x = x.to(self.R.dtype)
+        if z is None:
+            z = (x - mu.to(self.R.dtype)) @ self.matrix().T
+        return x, z.to(self.R.dtype)
+
+    def _product(self, z: Tensor) -> Tensor:
+        """``P = Z^T Z R`` (``offdiag(Z^T Z)`` for Foldiak) in the cheaper order for ``k`` rows."""
+        if self.rule == "foldiak":
+            product = z.T @ z
+            product.diagonal().zero_()
+            return product
+        if z.shape[0] > self.features:  # k d^2 + d^3 < 2 k d^2
+            return (z.T @ z) @ self.R
+        return z.T @ (z @ self.R)
+
+    @staticmethod
+    def _gain_sums(x: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
+        """``sum ||x_n||/||z_n||`` and the count, over rows with ``z_n != 0``."""
+        z_norm = z.norm(dim=1)
+        x_norm = x.norm(dim=1)
+        valid = z_norm > 1e-6 * x_norm.clamp_min(1e-30)  # z = 0 for a centred batch of one
+        return (x_norm[valid] / z_norm[valid]).sum(), valid.sum()
+
     @torch.no_grad()
     def statistics(self) -> Tensor:
-        """Flat sums ``[sum z z^T R, sum z^2, sum ||x||/||z||, #rows with z != 0, k]``.
+        """Flat sums ``[P, sum z^2, sum ||x||/||z||, #rows with z != 0, k]``.
 
         Zeros when nothing was recorded, so ranks without data still join the all-reduce.
         """
@@ -187,17 +241,28 @@ class Decorrelator(nn.Module):
         out = torch.zeros(d * d + d + 3, dtype=self.R.dtype, device=self.R.device)
         if self._sample is None:
             return out
-        x, mu, z = self._sample
-        x = x.to(self.R.dtype)
-        z = (x - mu.to(self.R.dtype)) @ self.R.T if z is None else z.to(self.R.dtype)
-        out[: d * d] = (z.T @ (z @ self.R)).reshape(-1)
+        x, z = self._sampled()
+        out[: d * d] = self._product(z).reshape(-1)
         out[d * d : d * d + d] = (z * z).sum(0)
-        z_norm = z.norm(dim=1)
-        valid = z_norm > 1e-6 * x.norm(dim=1).clamp_min(1e-30)  # z = 0 for a batch of one
-        out[-3] = (x.norm(dim=1)[valid] / z_norm[valid]).sum()
-        out[-2] = valid.sum()
+        if self.rule == "normalised":
+            out[-3], out[-2] = self._gain_sums(x, z)
         out[-1] = x.shape[0]
         return out
+
+    def _coefficients(self, sq_sum: Tensor, gain_sum: float, valid: float,
+                      k: float) -> tuple[Tensor | float, float]:
+        """``(s, alpha)`` of ``R <- s R + alpha P`` for this rule (``c = sq_sum / k``)."""
+        lr = self.lr
+        if self.rule == "decorrelate":  # R - lr (C - diag C) R
+            return (1 + lr * sq_sum / k)[:, None], -lr / k
+        if self.rule == "whiten":  # R - lr [(1-kappa)(C - diag C) + kappa diag(C - 1)] R
+            c = sq_sum / k
+            rows = 1 + lr * (1 - self.kappa) * c - lr * self.kappa * (c - 1)
+            return rows[:, None], -lr * (1 - self.kappa) / k
+        if self.rule == "normalised":  # g (R - lr C R)
+            gain = gain_sum / valid if valid else 1.0
+            return gain, -lr * gain / k
+        return 1.0, lr / k  # foldiak: R + lr offdiag(C)
 
     @torch.no_grad()
     def apply_statistics(self, stats: Tensor) -> None:
@@ -207,27 +272,34 @@ class Decorrelator(nn.Module):
         k = float(stats[-1])
         if k == 0 or self.lr == 0:
             return
-        cr = stats[: d * d].reshape(d, d) / k
-        diag = stats[d * d : d * d + d] / k
-        if self.rule == "decorrelate":
-            step = cr - diag[:, None] * self.R
-        elif self.rule == "whiten":
-            step = (1 - self.kappa) * (cr - diag[:, None] * self.R) + (
-                self.kappa * (diag - 1)[:, None] * self.R
-            )
-        else:
-            valid = float(stats[-2])
-            gain = float(stats[-3]) / valid if valid else 1.0
-            self.R.add_(cr, alpha=-self.lr).mul_(gain)
-            self._check()
-            return
-        self.R.sub_(self.lr * step)
+        scale, alpha = self._coefficients(stats[d * d : d * d + d], float(stats[-3]),
+                                          float(stats[-2]), k)
+        self.R.mul_(scale).add_(stats[: d * d].reshape(d, d), alpha=alpha)
         self._check()
 
+    @torch.no_grad()
     def update(self) -> None:
-        """One local update of ``R`` from the recorded sub-sample (no-op without one)."""
-        if self._sample is not None:
-            self.apply_statistics(self.statistics())
+        """One local update of ``R`` from the recorded sub-sample (no-op without one).
+
+        Same maths as ``apply_statistics(statistics())`` without the flat buffer: for dense
+        layers ``Z^T (Z R)`` is accumulated straight into ``R``.
+        """
+        if self._sample is None:
+            return
+        x, z = self._sampled()
+        self._sample = None
+        if self.lr == 0:
+            return
+        gain_sum, valid = self._gain_sums(x, z) if self.rule == "normalised" else (0.0, 0.0)
+        scale, alpha = self._coefficients((z * z).sum(0), float(gain_sum), float(valid),
+                                          float(z.shape[0]))
+        if self.rule == "foldiak" or z.shape[0] > self.features:
+            product = self._product(z)
+            self.R.mul_(scale).add_(product, alpha=alpha)
+        else:
+            zr = z @ self.R
+            self.R.mul_(scale).addmm_(z.T, zr, alpha=alpha)
+        self._check()
 
     def _check(self) -> None:
         if not torch.isfinite(self.R.sum()):  # one reduction: NaN/Inf anywhere poisons the sum
@@ -243,7 +315,7 @@ class Decorrelator(nn.Module):
     def output_covariance(self, x: Tensor) -> Tensor:
         """Covariance ``E[z z^T]`` of the decorrelated outputs for inputs ``x`` (rows)."""
         rows = x.reshape(-1, self.features).to(self.R.dtype)
-        z = (rows - rows.mean(0) if self.center else rows) @ self.R.T
+        z = (rows - rows.mean(0) if self.center else rows) @ self.matrix().T
         return z.T @ z / rows.shape[0]
 
 
