@@ -1,4 +1,5 @@
-"""Under DDP (2 gloo processes on 127.0.0.1) every rank keeps the identical decorrelation R."""
+"""Under DDP (2 gloo processes on 127.0.0.1) every rank keeps the identical decorrelation R,
+and with node perturbation (gradients written outside autograd) identical weights too."""
 
 from __future__ import annotations
 
@@ -40,6 +41,33 @@ def _train(rank: int, sync: bool) -> dict[str, torch.Tensor]:
     return {k: v for k, v in model.state_dict().items() if "decorrelator" in k}
 
 
+def _train_np(rank: int, sync: bool) -> dict[str, torch.Tensor]:
+    """Node perturbation + decorrelation; NP's estimates never pass through DDP's hooks."""
+    import torch.nn.functional as F
+
+    from signalprop.learning.decorrelation_rule import decorrelation_step
+    from signalprop.learning.perturbation import NodePerturbation
+    from signalprop.nn.decorrelated_layers import decorrelate
+
+    torch.manual_seed(0)
+    model = decorrelate(nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3)),
+                        lr=1e-2, sample_fraction=0.5)
+    ddp = nn.parallel.DistributedDataParallel(model, broadcast_buffers=False)
+    opt = torch.optim.SGD(ddp.parameters(), lr=0.1)
+    rule = NodePerturbation(sigma=1e-3, sync=sync)
+    rule.attach(model)
+    data = torch.Generator().manual_seed(200 + rank)
+    torch.manual_seed(300 + rank)  # different noise per rank
+    for _ in range(STEPS):
+        x = torch.randn(16, 6, generator=data) * (1 + rank)
+        y = torch.randint(0, 3, (16,), generator=data)
+        opt.zero_grad()
+        rule.compute_gradients(ddp, x, y, F.cross_entropy)
+        opt.step()
+        decorrelation_step(model)
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
 def _worker(rank: int, world: int, port: int, out: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
@@ -47,6 +75,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     try:
         for sync in (True, False):
             torch.save(_train(rank, sync), f"{out}/rank{rank}-{sync}.pt")
+            torch.save(_train_np(rank, sync), f"{out}/np-rank{rank}-{sync}.pt")
     finally:
         dist.destroy_process_group()
 
@@ -59,12 +88,12 @@ def states(tmp_path_factory) -> dict[bool, list[dict]]:
     mp.set_forkserver_preload(["torch", "signalprop.nn.decorrelated_layers"])
     mp.start_processes(_worker, args=(2, _free_port(), str(out)), nprocs=2, join=True,
                        start_method="forkserver")
-    return {sync: [torch.load(out / f"rank{r}-{sync}.pt") for r in range(2)]
-            for sync in (True, False)}
+    return {(kind, sync): [torch.load(out / f"{kind}rank{r}-{sync}.pt") for r in range(2)]
+            for sync in (True, False) for kind in ("", "np-")}
 
 
 def test_ranks_keep_identical_r(states):
-    first, second = states[True]
+    first, second = states["", True]
     assert set(first) == set(second)
     for key in first:
         torch.testing.assert_close(first[key], second[key], rtol=0, atol=0)
@@ -72,5 +101,18 @@ def test_ranks_keep_identical_r(states):
 
 
 def test_without_sync_ranks_drift(states):
-    first, second = states[False]
+    first, second = states["", False]
     assert not torch.allclose(first["0.decorrelator.R"], second["0.decorrelator.R"])
+
+
+def test_node_perturbation_ranks_keep_identical_weights_and_r(states):
+    first, second = states["np-", True]
+    assert set(first) == set(second)
+    for key in first:
+        torch.testing.assert_close(first[key], second[key], rtol=0, atol=0, msg=key)
+    assert not torch.allclose(first["0.decorrelator.R"], torch.eye(6))
+
+
+def test_node_perturbation_without_sync_ranks_drift(states):
+    first, second = states["np-", False]
+    assert not torch.allclose(first["0.weight"], second["0.weight"])

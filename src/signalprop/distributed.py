@@ -1,7 +1,9 @@
 """Minimal helpers for torchrun / DistributedDataParallel runs (gloo on CPU, nccl on GPU).
 
 Local learning rules whose statistics are sums over samples (the decorrelation rule) call
-:func:`all_reduce_sum` so that every rank applies the same update and keeps identical state.
+:func:`all_reduce_sum` so that every rank applies the same update and keeps identical state;
+rules that write ``.grad`` outside autograd (node perturbation), which DDP's hooks never see,
+average their gradients with :func:`all_reduce_mean`.
 Outside an initialised process group every helper is a no-op.
 """
 
@@ -38,6 +40,13 @@ def all_reduce_sum(tensors: list[Tensor]) -> list[Tensor]:
         out.append(flat[offset : offset + t.numel()].reshape(t.shape))
         offset += t.numel()
     return out
+
+
+def all_reduce_mean(tensors: list[Tensor]) -> list[Tensor]:
+    """Average each tensor over all ranks (one collective): ``sum_r t_r / world_size``."""
+    if not is_distributed() or not tensors:
+        return tensors
+    return [t / world_size() for t in all_reduce_sum(tensors)]
 
 
 def init_from_env(device: torch.device | None = None) -> bool:

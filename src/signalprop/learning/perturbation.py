@@ -10,6 +10,10 @@ batch, clean, then again where every Linear/Conv2d output (pre-activation) gets
 (``z`` the layer's clean, decorrelated input; the same with ``z = 1`` for the bias). Its
 expectation is the true gradient to first order in ``sigma``. The trainer's optimiser (Adam in
 the paper) then applies it. For a conv layer the sum also runs over positions.
+
+The estimates are written to ``.grad`` outside ``loss.backward()``, so DDP does not all-reduce
+them: inside an initialised process group (``sync=True``) they are averaged over ranks here, so
+every rank applies the same step.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from torch import Tensor, nn
 from torch.func import vmap
 
 from signalprop.config import require_number
+from signalprop.distributed import all_reduce_mean, is_distributed
 from signalprop.errors import ConfigError
 from signalprop.learning.base import LearningRule, LossFn
 from signalprop.learning.feedback_alignment import feedback_layers
@@ -45,16 +50,18 @@ class NodePerturbation(LearningRule):
         sigma: noise standard deviation (Ahmad's code: 1e-6).
         float64: compute the clean/noisy forward pass in float64 to limit round-off in
             ``L~ - L`` (slower); the model is restored to its dtype afterwards.
+        sync: average the estimates over DDP ranks (no-op without a process group).
     """
 
     name = "np"
 
-    def __init__(self, sigma: float = 1e-6, float64: bool = False) -> None:
+    def __init__(self, sigma: float = 1e-6, float64: bool = False, sync: bool = True) -> None:
         require_number("NodePerturbation", "sigma", sigma, low=0.0, open_low=True)
         if not (math.isfinite(sigma) and sigma > 0):
             raise ConfigError(f"node perturbation sigma must be a finite number > 0, got {sigma!r}")
         self.sigma = float(sigma)
         self.float64 = bool(float64)
+        self.sync = bool(sync)
         self._layers: list[tuple[str, nn.Module]] = []
 
     def attach(self, model: nn.Module) -> None:
@@ -112,23 +119,34 @@ class NodePerturbation(LearningRule):
             delta = per_sample_loss(loss_fn, noisy.double(), targets) - per_sample_loss(
                 loss_fn, clean.double(), targets)
         scale = (delta / (self.sigma**2 * batch)).to(clean.dtype)
-        with torch.enable_grad(), batch_means_frozen(model):
-            for name, module in self._layers:
-                if name not in saved:
-                    continue
-                layer_input, noise = saved[name]
-                params = [p for p in module.parameters(recurse=False) if p.requires_grad]
-                if not params:
-                    continue
-                if self.float64:
-                    layer_input, noise = layer_input.to(params[0].dtype), noise.to(params[0].dtype)
-                activity = module(layer_input)
-                weight = scale.reshape(-1, *([1] * (noise.dim() - 1))) * noise
-                grads = torch.autograd.grad(activity, params, weight, allow_unused=True)
-                for p, g in zip(params, grads, strict=True):
-                    if g is not None:
-                        p.grad = g if p.grad is None else p.grad + g
+        params, grads = self._estimates(model, saved, scale)
+        if self.sync and is_distributed():  # same list, order and shapes on every rank
+            grads = all_reduce_mean([torch.zeros_like(p) if g is None else g
+                                     for p, g in zip(params, grads, strict=True)])
+        for p, g in zip(params, grads, strict=True):
+            if g is not None:
+                p.grad = g if p.grad is None else p.grad + g
         return loss, clean
 
+    def _estimates(self, model: nn.Module, saved: dict[str, tuple[Tensor, Tensor]],
+                   scale: Tensor) -> tuple[list[Tensor], list[Tensor | None]]:
+        """Every trainable parameter of the layers and its estimate (None when not perturbed)."""
+        params: list[Tensor] = []
+        grads: list[Tensor | None] = []
+        with torch.enable_grad(), batch_means_frozen(model):
+            for name, module in self._layers:
+                own = [p for p in module.parameters(recurse=False) if p.requires_grad]
+                found: tuple[Tensor | None, ...] = (None,) * len(own)
+                if own and name in saved:
+                    layer_input, noise = saved[name]
+                    if self.float64:
+                        layer_input, noise = layer_input.to(own[0].dtype), noise.to(own[0].dtype)
+                    activity = module(layer_input)
+                    weight = scale.reshape(-1, *([1] * (noise.dim() - 1))) * noise
+                    found = torch.autograd.grad(activity, own, weight, allow_unused=True)
+                params.extend(own)
+                grads.extend(found)
+        return params, grads
+
     def state_dict(self) -> dict[str, Any]:
-        return {"sigma": self.sigma, "float64": self.float64}
+        return {"sigma": self.sigma, "float64": self.float64, "sync": self.sync}
