@@ -146,3 +146,57 @@ def test_bptt_last_state_only_gradients_equal_autograd_loop(filt):
         grads.append([xi.grad] + [p.grad.clone() for p in rnn.parameters()])
     for a, b in zip(*grads, strict=True):
         assert torch.allclose(a, b, atol=1e-10)
+
+
+@pytest.mark.parametrize("filt", ["haar", "permutation"])
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_bptt_h_n_only_gradients_equal_autograd_loop(filt, activation):
+    """Reading only ``h_n`` sends no gradient to ``output`` (the fast path of the BPTT)."""
+    torch.manual_seed(1)
+    rnn = AdditiveFilterRNN(2, 6, beta=0.2, filter=filt, activation=activation).double()
+    x = torch.randn(3, 15, 2, dtype=torch.float64)
+    grads = []
+    for impl in ("bptt", "loop"):
+        rnn.impl = impl
+        rnn.zero_grad()
+        xi = x.clone().requires_grad_()
+        _, h_n = rnn(xi)
+        h_n.square().sum().backward()
+        grads.append([xi.grad] + [p.grad.clone() for p in rnn.parameters()])
+    for a, b in zip(*grads, strict=True):
+        assert torch.allclose(a, b, atol=1e-10)
+
+
+def test_bptt_second_backward_with_retain_graph_gives_the_same_gradients():
+    """Backward overwrites its activation buffer; a second backward must rebuild it."""
+    torch.manual_seed(2)
+    rnn = AdditiveFilterRNN(2, 5, beta=0.3).double()
+    x = torch.randn(4, 9, 2, dtype=torch.float64)
+    out, h_n = rnn(x)
+    loss = out.sum() + h_n.pow(3).sum()
+    first = torch.autograd.grad(loss, list(rnn.parameters()), retain_graph=True)
+    second = torch.autograd.grad(loss, list(rnn.parameters()))
+    for a, b in zip(first, second, strict=True):
+        assert torch.allclose(a, b, atol=1e-12)
+
+
+def test_no_grad_forward_equals_training_forward_and_reuses_buffers():
+    torch.manual_seed(3)
+    rnn = AdditiveFilterRNN(1, 8, beta=0.1)
+    x = torch.randn(2, 30, 1)
+    out, h_n = rnn(x)
+    with torch.no_grad():
+        out2, h_n2 = rnn(x)
+        out3, _ = rnn(x)  # takes the buffer the previous no-grad call gave back
+    assert torch.equal(out.detach(), out2) and torch.equal(h_n.detach(), h_n2)
+    assert torch.equal(out2, out3)
+
+
+def test_classifier_scale_multiplies_the_last_state():
+    torch.manual_seed(4)
+    rnn = AdditiveFilterRNN(1, 4, beta=0.5)
+    plain, scaled = LastStepClassifier(rnn, 4, 3), LastStepClassifier(rnn, 4, 3, scale=3.0)
+    scaled.head.load_state_dict(plain.head.state_dict())
+    x = torch.randn(2, 5, 1)
+    _, h_n = rnn(x)
+    assert torch.allclose(scaled(x), plain.head(3.0 * h_n[-1]))

@@ -41,71 +41,112 @@ FILTERS = ("haar", "permutation")
 IMPLS = ("bptt", "loop")
 
 
+_SPARE_BUFFERS: dict[tuple, Tensor] = {}  # free activation buffers, one per shape/dtype/device
+_MAX_SPARE = 4
+
+
+def _take_buffer(like: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """A ``(T, B, n)`` buffer, reusing one a finished backward gave back: a fresh 50 MB tensor
+    costs more in page faults than the GEMMs that fill it."""
+    spare = _SPARE_BUFFERS.pop((shape, like.dtype, like.device), None)
+    return spare if spare is not None else like.new_empty(shape)
+
+
+def _give_back(buffer: Tensor) -> None:
+    if len(_SPARE_BUFFERS) >= _MAX_SPARE:
+        _SPARE_BUFFERS.pop(next(iter(_SPARE_BUFFERS)))
+    _SPARE_BUFFERS[(tuple(buffer.shape), buffer.dtype, buffer.device)] = buffer
+
+
+def _run_recurrence(x: Tensor, h0: Tensor, weight_ih: Tensor, bias: Tensor | None,
+                    weight: Tensor, filt: Tensor, a: float, b: float,
+                    act: str) -> tuple[Tensor, Tensor]:
+    """States ``(T + 1, B, n)`` (``h_0`` first) and activation buffer ``(T, B, n)`` holding
+    ``sigmoid(2 z_t)`` for tanh (``tanh(z) = 2 sigmoid(2 z) - 1``) or ``relu(z_t)``."""
+    steps, batch, _ = x.shape
+    hidden = weight.shape[0]
+    tanh = act == "tanh"
+    k = 2.0 if tanh else 1.0
+    acts = _take_buffer(x, (steps, batch, hidden))
+    x2d, acts2d = x.reshape(steps * batch, -1), acts.view(-1, hidden)
+    if bias is None:
+        torch.mm(x2d, weight_ih.t() * k, out=acts2d)
+    else:
+        torch.addmm(bias, x2d, weight_ih.t(), beta=k, alpha=k, out=acts2d)
+    states = x.new_empty(steps + 1, batch, hidden)
+    states[0] = h0
+    permute = filt.dtype == torch.long
+    w_t = weight.t() * k
+    o_t = filt if permute else filt.t()
+    for p_t, h, h_t in zip(acts.unbind(0), states[:-1].unbind(0), states[1:].unbind(0),
+                           strict=True):
+        p_t.addmm_(h, w_t)
+        if tanh:  # h_t = a O h + b (2 s - 1)
+            p_t.sigmoid_()
+            if permute:
+                torch.index_select(h, 1, o_t, out=h_t)
+                h_t.mul_(a).add_(p_t, alpha=2.0 * b).sub_(b)
+            else:
+                torch.addmm(p_t, h, o_t, beta=2.0 * b, alpha=a, out=h_t).sub_(b)
+        else:
+            p_t.relu_()
+            if permute:  # O h is a gather, a O h + b p is one lerp (a = 1 - b)
+                torch.lerp(h.index_select(1, o_t), p_t, b, out=h_t)
+            else:
+                torch.addmm(p_t, h, o_t, beta=b, alpha=a, out=h_t)
+    return states, acts
+
+
 class _AdditiveFilterBPTT(torch.autograd.Function):
-    """States ``H[t] = h_t`` (time-major ``(T, B, n)``) from time-major inputs ``x``.
+    """States ``H[t] = h_t`` (time-major ``(T, B, n)``) and a copy of ``h_T`` from time-major
+    inputs ``x``.
 
     Forward: all input projections ``U x_t + c`` in one GEMM straight into the activation
-    buffer, then per step one in-place GEMM ``z_t += h_{t-1} W^T``, an in-place ``tanh_`` and
-    ``h_t = a h_{t-1} O^T + b p_t`` (one ``addmm``). Backward: per step one multiply and two
-    GEMMs, then ``dL/dW``, ``dL/dU``, ``dL/dc`` and ``dL/dx`` as single GEMMs over all steps.
+    buffer, then per step one in-place GEMM ``z_t += h_{t-1} W^T``, the activation and
+    ``h_t = a h_{t-1} O^T + b p_t`` (one ``addmm``). ``tanh`` is evaluated as
+    ``2 sigmoid(2 z) - 1`` (the factor 2 is folded into ``U``, ``c`` and ``W``): on CPU
+    ``sigmoid_`` is several times faster than ``tanh_``; the buffer keeps ``s = sigmoid(2 z)``.
+    Backward: per step one multiply and two GEMMs, then ``dL/dW``, ``dL/dU``, ``dL/dc`` and
+    ``dL/dx`` as single GEMMs over all steps. The slopes ``b tanh'(z) = 4 b s (1 - s)`` and then
+    ``dL/dz`` overwrite the activation buffer, so backward allocates no ``(T, B, n)`` tensor;
+    gradients of outputs that were not used arrive as ``None`` (no zero-filled buffer).
     ``filt`` is either the matrix ``O`` or, for a permutation filter ``O = I[perm]``, the index
     tensor ``perm`` (then ``O h`` is a gather and each step has one GEMM each way).
     """
 
     @staticmethod
     def forward(ctx, x, h0, weight_ih, bias, weight, filt, a, b, act):  # type: ignore[override]
-        steps, batch, _ = x.shape
-        hidden = weight.shape[0]
+        ctx.set_materialize_grads(False)
         with torch.no_grad():
-            x2d = x.reshape(steps * batch, -1)
-            acts = x.new_empty(steps, batch, hidden)
-            if bias is None:
-                torch.mm(x2d, weight_ih.t(), out=acts.view(-1, hidden))
-            else:
-                torch.addmm(bias, x2d, weight_ih.t(), out=acts.view(-1, hidden))
-            states = x.new_empty(steps + 1, batch, hidden)
-            states[0] = h0
-            permute = filt.dtype == torch.long
-            w_t, o_t = weight.t(), filt.t()
-            for p_t, h, h_t in zip(acts.unbind(0), states[:-1].unbind(0),
-                                   states[1:].unbind(0), strict=True):
-                p_t.addmm_(h, w_t)
-                if act == "tanh":
-                    p_t.tanh_()
-                else:
-                    p_t.relu_()
-                if permute:  # O = I[perm]: O h is a gather, a O h + b p is one lerp (a = 1 - b)
-                    torch.lerp(h.index_select(1, filt), p_t, b, out=h_t)
-                else:
-                    torch.addmm(p_t, h, o_t, beta=b, alpha=a, out=h_t)
-        ctx.save_for_backward(x, weight_ih, weight, filt, states, acts)
-        ctx.config = (a, b, act, bias is not None)
-        return states[1:]
+            states, acts = _run_recurrence(x, h0, weight_ih, bias, weight, filt, a, b, act)
+        ctx.save_for_backward(x, h0, weight_ih, bias, weight, filt, states)
+        ctx.acts = acts  # overwritten by backward; recomputed if backward runs again
+        ctx.config = (a, b, act)
+        return states[1:], states[-1].clone()
 
     @staticmethod
-    def backward(ctx, grad_states):  # type: ignore[override]
-        x, weight_ih, weight, filt, states, acts = ctx.saved_tensors
-        a, b, act, has_bias = ctx.config
-        steps, batch, hidden = acts.shape
+    def backward(ctx, grad_states, grad_last):  # type: ignore[override]
+        x, h0, weight_ih, bias, weight, filt, states = ctx.saved_tensors
+        a, b, act = ctx.config
+        acts, ctx.acts = ctx.acts, None
+        steps, batch, hidden = states[1:].shape
         with torch.no_grad():
-            if act == "tanh":  # b * tanh'(z) = b - b p^2, one pass
-                slopes = torch.addcmul(acts.new_full((), b), acts, acts, value=-b)
+            if acts is None:  # a second backward (retain_graph): rebuild the overwritten buffer
+                acts = _run_recurrence(x, h0, weight_ih, bias, weight, filt, a, b, act)[1]
+            if act == "tanh":  # b tanh'(z) = 4 b s (1 - s), in place
+                torch.addcmul(acts, acts, acts, value=-1.0, out=acts).mul_(4.0 * b)
             else:
-                slopes = (acts > 0).to(acts.dtype).mul_(b)
-            # common case: only the last state is used (the rest of the gradient is zero)
-            last_only = steps == 1 or not bool(grad_states[:-1].any())
-            if last_only:
-                direct = [grad_states[-1].contiguous()] * steps
-            else:
-                direct = grad_states.contiguous().unbind(0)
-            grad_z = torch.empty_like(acts)
+                acts.gt_(0).mul_(b)
+            direct = None if grad_states is None else grad_states.contiguous()
+            g = torch.zeros_like(states[0]) if grad_last is None else grad_last.clone()
+            if direct is not None:
+                g.add_(direct[-1])
             permute = filt.dtype == torch.long
             filt_a = torch.argsort(filt) if permute else filt * a
-            buffers = (torch.empty_like(states[0]), torch.empty_like(states[0]))
-            g = direct[steps - 1]
+            buffers = (torch.empty_like(g), torch.empty_like(g))
             for t in range(steps - 1, -1, -1):
-                gz = torch.mul(g, slopes[t], out=grad_z[t])
-                if t > 0 and not last_only:
+                gz = acts[t].mul_(g)  # dL/dz_t overwrites the slope
+                if t > 0 and direct is not None:
                     nxt = torch.addmm(direct[t - 1], gz, weight, out=buffers[t % 2])
                 else:
                     nxt = torch.mm(gz, weight, out=buffers[t % 2])
@@ -113,11 +154,12 @@ class _AdditiveFilterBPTT(torch.autograd.Function):
                     g = nxt.add_(g.index_select(1, filt_a), alpha=a)
                 else:
                     g = nxt.addmm_(g, filt_a)
-            gz2d = grad_z.view(-1, hidden)
+            gz2d = acts.view(-1, hidden)
             grad_weight = gz2d.t() @ states[:-1].reshape(-1, hidden)
             grad_ih = gz2d.t() @ x.reshape(steps * batch, -1)
-            grad_bias = gz2d.sum(0) if has_bias else None
+            grad_bias = gz2d.sum(0) if bias is not None else None
             grad_x = (gz2d @ weight_ih).view(x.shape)
+        _give_back(acts)
         return grad_x, g.clone(), grad_ih, grad_bias, grad_weight, None, None, None, None
 
 
@@ -244,17 +286,25 @@ class AdditiveFilterRNN(nn.Module):
                 raise ValueError(f"h0 must have shape (1, {batch}, {cell.hidden_size}), got "
                                  f"{tuple(h0.shape)}")
             h = h0[0]
-        if self.impl == "bptt":
-            filt = cell.filter if cell.permutation is None else cell.permutation
-            states = _AdditiveFilterBPTT.apply(time_major, h, cell.weight_ih, cell.bias,
-                                               cell.weight_hh, filt, cell.a, cell.b,
-                                               cell.activation)
+        filt = cell.filter if cell.permutation is None else cell.permutation
+        needs_grad = torch.is_grad_enabled() and any(
+            t.requires_grad for t in (input, h, *cell.parameters()))
+        if self.impl == "bptt" and not needs_grad:
+            states, acts = _run_recurrence(time_major, h, cell.weight_ih, cell.bias,
+                                           cell.weight_hh, filt, cell.a, cell.b, cell.activation)
+            _give_back(acts)
+            states, last = states[1:], states[-1]
+        elif self.impl == "bptt":
+            states, last = _AdditiveFilterBPTT.apply(time_major, h, cell.weight_ih, cell.bias,
+                                                     cell.weight_hh, filt, cell.a, cell.b,
+                                                     cell.activation)
         else:
             # all input projections U x_t + c in one matmul, time-major (T, B, H)
             u = nn.functional.linear(time_major, cell.weight_ih, cell.bias).contiguous()
             states = self._loop(u, h)
+            last = states[-1]
         output = states.transpose(0, 1) if self.batch_first else states
-        return output, states[-1].unsqueeze(0)
+        return output, last.unsqueeze(0)
 
     def _loop(self, u: Tensor, h: Tensor) -> Tensor:
         cell = self.cell
@@ -270,14 +320,27 @@ class AdditiveFilterRNN(nn.Module):
 
 
 class LastStepClassifier(nn.Module):
-    """A batch-first recurrent layer (anything returning ``(output, state)``, e.g.
-    :class:`AdditiveFilterRNN`, ``nn.RNN``, ``nn.LSTM``) and a linear head on the last state."""
+    """A batch-first recurrent layer (anything returning ``(output, h_n)`` or
+    ``(output, (h_n, c_n))``: :class:`AdditiveFilterRNN`, ``nn.RNN``, ``nn.LSTM``) and a linear
+    head on its last layer's final state: ``y = W_out (scale * h_T) + b_out``.
 
-    def __init__(self, rnn: nn.Module, hidden_size: int, out_features: int) -> None:
+    ``scale`` rescales the state before the head (the additive-filter state's natural scale is
+    ``b``, so reading ``h_T / b`` helps). Reading ``h_n`` rather than ``output[:, -1]`` leaves
+    the full output unused, which the hand-written BPTT turns into a cheaper backward.
+    """
+
+    def __init__(self, rnn: nn.Module, hidden_size: int, out_features: int,
+                 scale: float = 1.0) -> None:
         super().__init__()
         self.rnn = rnn
+        self.scale = float(scale)
         self.head = nn.Linear(hidden_size, out_features)
 
+    def extra_repr(self) -> str:
+        return f"scale={self.scale:.6g}"
+
     def forward(self, x: Tensor) -> Tensor:
-        output, _ = self.rnn(x)
-        return self.head(output[:, -1])
+        _, state = self.rnn(x)
+        h_n = state[0] if isinstance(state, tuple) else state
+        last = h_n[-1]
+        return self.head(last * self.scale if self.scale != 1.0 else last)
