@@ -130,7 +130,9 @@ def _flatten(data: dict, prefix: str = "") -> dict:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    """Run one experiment; under torchrun every rank joins the process group (DDP)."""
     from signalprop.device import resolve_device
+    from signalprop.distributed import is_main_process, process_group
     from signalprop.experiments.context import missing_requirements, run_experiment
     from signalprop.experiments.registry import get_experiment
     from signalprop.runs import latest_run_dir
@@ -148,11 +150,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if reason:
         print(f"skipped {exp.name}: {reason}", file=sys.stderr)
         return 0
-    run_dir = run_experiment(
-        exp, out=args.out, quick=args.quick, seed=args.seed, overrides=args.overrides,
-        device=device, resume=resume, progress=False if args.no_progress else None,
-    )
-    print(run_dir)
+    with process_group(device) as device:
+        run_dir = run_experiment(
+            exp, out=args.out, quick=args.quick, seed=args.seed, overrides=args.overrides,
+            device=device, resume=resume, progress=False if args.no_progress else None,
+        )
+        if is_main_process():
+            print(run_dir)
     return 0
 
 

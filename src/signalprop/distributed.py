@@ -10,10 +10,15 @@ Outside an initialised process group every helper is a no-op.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
+
+from signalprop.errors import ConfigError
 
 
 def is_distributed() -> bool:
@@ -60,3 +65,67 @@ def init_from_env(device: torch.device | None = None) -> bool:
         backend = "nccl" if device is not None and device.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend)
     return True
+
+
+def is_main_process() -> bool:
+    """True on rank 0, and in every process outside a multi-rank process group."""
+    return rank() == 0
+
+
+def local_rank() -> int:
+    """torchrun's LOCAL_RANK (0 when not set): the GPU index of this process on its node."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def barrier() -> None:
+    """Wait for every rank; a no-op outside a multi-rank process group."""
+    if is_distributed():
+        dist.barrier()
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """Rank ``src``'s picklable ``obj`` on every rank (``obj`` is returned unchanged alone)."""
+    if not is_distributed():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def launched_by_torchrun() -> bool:
+    """True when torchrun's environment (RANK and WORLD_SIZE) is present."""
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def rank_device(device: torch.device) -> torch.device:
+    """``cuda:LOCAL_RANK`` (made current) for a CUDA device under torchrun, else ``device``."""
+    if device.type != "cuda" or not launched_by_torchrun():
+        return device
+    index = local_rank()
+    if index >= torch.cuda.device_count():
+        raise ConfigError(
+            f"LOCAL_RANK={index} but only {torch.cuda.device_count()} GPUs are visible; start "
+            "torchrun with --nproc_per_node at most the number of GPUs, or use --device cpu"
+        )
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index)
+
+
+@contextmanager
+def process_group(device: torch.device) -> Iterator[torch.device]:
+    """Join torchrun's process group for the duration of the block; yields this rank's device.
+
+    Outside torchrun it yields ``device`` and does nothing. The group is destroyed on exit
+    only if this block created it.
+    """
+    if not launched_by_torchrun():
+        yield device
+        return
+    device = rank_device(device)
+    created = not dist.is_initialized()
+    init_from_env(device)
+    try:
+        yield device
+    finally:
+        if created and dist.is_initialized():
+            dist.destroy_process_group()

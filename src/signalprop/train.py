@@ -23,9 +23,10 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from signalprop import distributed
 from signalprop.config import non_negative, one_of, positive
 from signalprop.diagnostics.gradients import GradNormRecorder
-from signalprop.errors import CheckpointCorrupt, DivergenceError
+from signalprop.errors import CheckpointCorrupt, ConfigError, DivergenceError
 from signalprop.learning.base import LearningRule, LossFn, backprop
 from signalprop.storage import (
     MetricsLog,
@@ -239,6 +240,13 @@ def _warn(message: str) -> None:
 
 def _restore(run_dir: Path, device: torch.device) -> dict[str, Any] | None:
     """Newest checkpoint whose own checksum and metrics-prefix checksum both verify."""
+    return _restore_with_path(run_dir, device)[0]
+
+
+def _restore_with_path(
+    run_dir: Path, device: torch.device
+) -> tuple[dict[str, Any] | None, Path | None]:
+    """:func:`_restore` and the checkpoint file it used (truncates metrics to match it)."""
     metrics = run_dir / METRICS
     for path in (run_dir / CHECKPOINT, previous_checkpoint(run_dir / CHECKPOINT)):
         if not path.exists():
@@ -257,12 +265,117 @@ def _restore(run_dir: Path, device: torch.device) -> dict[str, Any] | None:
             continue
         with open(metrics, "r+b") as handle:
             handle.truncate(length)
-        return state
+        return state, path
     if metrics.exists() and metrics.stat().st_size:
         kept = metrics.with_name(f"{METRICS}.unrecoverable-{int(time.time())}")
         metrics.replace(kept)
         _warn(f"no usable checkpoint in {run_dir}; old metrics kept as {kept.name}, starting over")
-    return None
+    return None, None
+
+
+def _restore_shared(run_dir: Path, device: torch.device) -> dict[str, Any] | None:
+    """:func:`_restore` on rank 0; every other rank then loads the same checkpoint file."""
+    if not distributed.is_distributed():
+        return _restore(run_dir, device)
+    state, path = _restore_with_path(run_dir, device) if distributed.is_main_process() else (
+        None, None)
+    path = distributed.broadcast_object(None if path is None else str(path))
+    if not distributed.is_main_process() and path is not None:
+        state = load_checkpoint(Path(path), map_location=device)
+    distributed.barrier()  # nobody trains (and rank 0 saves nothing) until all have loaded
+    return state
+
+
+def _finished_result(result_path: Path) -> dict[str, Any] | None:
+    """The saved final metrics of a finished run (rank 0 reads, every rank gets them)."""
+    result = None
+    if distributed.is_main_process() and result_path.exists():
+        try:
+            result = json.loads(result_path.read_text())
+        except json.JSONDecodeError:
+            _warn(f"{result_path} is corrupt; recomputing from the checkpoint")
+    return distributed.broadcast_object(result)
+
+
+def _check_shards(n_samples: int, cfg: TrainConfig) -> None:
+    """Every rank must get at least one sample of every global batch it trains on."""
+    world = distributed.world_size()
+    steps = math.ceil(n_samples / cfg.batch_size)
+    if cfg.max_steps_per_epoch and cfg.max_steps_per_epoch < steps:
+        steps = cfg.max_steps_per_epoch
+    smallest = min(cfg.batch_size, n_samples - (steps - 1) * cfg.batch_size)
+    if smallest < world:
+        raise ConfigError(
+            f"a global batch of {smallest} samples (train.batch_size={cfg.batch_size}, "
+            f"{n_samples} training samples) cannot be split over {world} ranks; use fewer "
+            "ranks, or a train.batch_size whose last batch has at least one sample per rank"
+        )
+
+
+def _shard(tensors: tuple[Tensor, ...]) -> tuple[tuple[Tensor, ...], float]:
+    """This rank's contiguous slice of a global batch and its fraction of the samples."""
+    world, index = distributed.world_size(), distributed.rank()
+    parts = tuple(t.tensor_split(world)[index] for t in tensors)
+    return parts, parts[0].shape[0] / tensors[0].shape[0]
+
+
+def _global_loss(loss: Tensor, share: float) -> float:
+    """Sample-weighted mean of the ranks' losses: the loss of the whole global batch.
+
+    NaN/Inf on any rank makes it non-finite on every rank, so all stop together.
+    """
+    value = loss.detach().double().reshape(1) * share
+    return float(distributed.all_reduce_sum([value])[0])
+
+
+def _reduce_gradients(model: nn.Module, share: float) -> None:
+    """Sample-weighted average of ``.grad`` over ranks (for rules that compute gradients)."""
+    params = [p for p in model.parameters() if p.grad is not None]
+    reduced = distributed.all_reduce_sum([p.grad * share for p in params])
+    for param, grad in zip(params, reduced, strict=True):
+        param.grad = grad
+
+
+def _distributed_gradients(
+    net: nn.Module, model: nn.Module, computed: tuple[Tensor, Tensor] | None, inputs: Tensor,
+    targets: Tensor, loss_fn: LossFn, share: float,
+) -> float:
+    """Fill identical ``.grad`` on every rank; returns the global loss (non-finite: no grads).
+
+    Backprop runs through the DDP wrapper ``net``, whose hooks average the gradients; the
+    local loss is scaled by ``share * world`` so uneven shards weigh by their sample counts.
+    A rule's own gradients (``computed``) are averaged explicitly with the same weights.
+    """
+    if computed is None:
+        loss = loss_fn(net(inputs), targets)
+        value = _global_loss(loss, share)
+        if math.isfinite(value):  # decided on every rank alike: no rank waits in backward
+            (loss * (share * distributed.world_size())).backward()
+        return value
+    value = _global_loss(computed[0], share)
+    if math.isfinite(value):
+        _reduce_gradients(model, share)
+    return value
+
+
+def _wrap(model: nn.Module, device: torch.device) -> nn.Module:
+    """``model`` in DistributedDataParallel inside a multi-rank process group, else itself."""
+    if not distributed.is_distributed():
+        return model
+    ids = [device.index] if device.type == "cuda" and device.index is not None else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
+def _check_rules(rules: Sequence[LearningRule]) -> None:
+    """Reject rules whose local updates would let the ranks' weights drift apart."""
+    if not distributed.is_distributed():
+        return
+    for rule in rules:
+        if not getattr(rule, "ddp_safe", True):
+            raise ConfigError(
+                f"learning rule {type(rule).__name__} updates weights from each rank's own "
+                "samples and does not keep DDP ranks in sync; run it in a single process"
+            )
 
 
 def fit(
@@ -287,9 +400,17 @@ def fit(
     :class:`DivergenceError` on a NaN/Inf loss or gradient, leaving the last good checkpoint.
     """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    main = distributed.is_main_process()
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
     result_path = run_dir / RESULT
-    if result_path.exists():
+    if distributed.is_distributed():
+        finished = _finished_result(result_path)
+        if finished is not None:
+            return finished
+        _check_shards(len(train_data), cfg)  # type: ignore[arg-type]
+        _check_rules(rules)
+    elif result_path.exists():
         try:
             return json.loads(result_path.read_text())
         except json.JSONDecodeError:
@@ -306,7 +427,7 @@ def fit(
         steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
 
     start_epoch, step, wall = 0, 0, 0.0
-    state = _restore(run_dir, device)
+    state = _restore_shared(run_dir, device)
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -314,11 +435,12 @@ def fit(
             rule.load_state_dict(rule_state)
         start_epoch, step, wall = state["epoch"], state["step"], state["wall_s"]
         _set_rng_state(state["rng"])
+    net = _wrap(model, device)
 
     recorder = GradNormRecorder(model) if cfg.grad_norms else None
-    show = sys.stderr.isatty() if progress is None else progress
+    show = (sys.stderr.isatty() if progress is None else progress) and main
     last: dict[str, Any] = {}
-    log = MetricsLog(run_dir / METRICS)
+    log = MetricsLog(run_dir / METRICS) if main else None
     try:
         from tqdm.auto import tqdm
 
@@ -332,14 +454,20 @@ def fit(
             for index, (inputs, targets) in enumerate(batches.epoch(generator)):
                 if index >= steps_per_epoch:
                     break
+                if net is not model:
+                    (inputs, targets), share = _shard((inputs, targets))
                 optimizer.zero_grad(set_to_none=True)
                 computed = None
                 for rule in rules:
                     computed = rule.compute_gradients(model, inputs, targets, loss_fn)
                     if computed is not None:
                         break
-                loss, _ = computed or backprop(model, inputs, targets, loss_fn)
-                loss_value = float(loss.detach())
+                if net is model:
+                    loss, _ = computed or backprop(model, inputs, targets, loss_fn)
+                    loss_value = float(loss.detach())
+                else:
+                    loss_value = _distributed_gradients(net, model, computed, inputs, targets,
+                                                        loss_fn, share)
                 if not math.isfinite(loss_value):
                     where = first_nonfinite_module(model, inputs)
                     origin = f" (first non-finite output: {where})" if where else ""
@@ -365,7 +493,7 @@ def fit(
                     extra.update(rule.after_step(model))
                 step += 1
                 losses.append(loss_value)
-                if step % cfg.log_every == 0:
+                if log is not None and step % cfg.log_every == 0:
                     log.write({"kind": "step", "step": step, "epoch": epoch + 1,
                                "loss": loss_value, **extra})
                 bar.set_postfix(loss=f"{loss_value:.4f}")
@@ -377,13 +505,17 @@ def fit(
                 "train_loss": float(np.mean(losses)) if losses else float("nan"),
                 "lr": optimizer.param_groups[0]["lr"],
             }
-            if test_data is not None:
-                scores = evaluate(model, test_data, loss_fn, device, cfg.eval_batch_size, task)
-                record.update({f"test_{k}": v for k, v in scores.items()})
-            if on_epoch is not None:
-                record.update(on_epoch(model, epoch + 1))
+            if main:  # evaluation and callbacks (which may write files): rank 0 only
+                if test_data is not None:
+                    scores = evaluate(model, test_data, loss_fn, device, cfg.eval_batch_size,
+                                      task)
+                    record.update({f"test_{k}": v for k, v in scores.items()})
+                if on_epoch is not None:
+                    record.update(on_epoch(model, epoch + 1))
             if recorder is not None:
                 record["grad_norms"] = recorder.pop_means()
+            if log is None:
+                continue
             log.write(record)
             log.sync()
             save_checkpoint(run_dir / CHECKPOINT, {
@@ -395,14 +527,16 @@ def fit(
             })
             last = {k: v for k, v in record.items() if k not in ("kind", "grad_norms")}
     finally:
-        log.close()
+        if log is not None:
+            log.close()
         if recorder is not None:
             recorder.remove()
-    if not last:
-        epochs = epoch_records(run_dir)
-        last = {k: v for k, v in epochs[-1].items() if k not in ("kind", "grad_norms")}
-    atomic_write_json(result_path, last)
-    return last
+    if main:
+        if not last:
+            epochs = epoch_records(run_dir)
+            last = {k: v for k, v in epochs[-1].items() if k not in ("kind", "grad_norms")}
+        atomic_write_json(result_path, last)
+    return distributed.broadcast_object(last)  # rank 0's metrics, after its files are written
 
 
 def epoch_records(run_dir: Path) -> list[dict[str, Any]]:

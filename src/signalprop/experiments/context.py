@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from signalprop import config as config_lib
+from signalprop import distributed
 from signalprop.errors import ConfigError, DatasetMissing, SignalpropError
 from signalprop.experiments.registry import VERDICTS, Experiment
 from signalprop.learning.base import LearningRule, LossFn
@@ -28,7 +29,11 @@ from signalprop.train import TrainConfig, fit, seed_everything
 
 @dataclass
 class RunContext:
-    """What an experiment's ``run`` function gets: config, run directory, device and helpers."""
+    """What an experiment's ``run`` function gets: config, run directory, device and helpers.
+
+    Under torchrun every rank runs the experiment with the same run directory; only rank 0
+    (:attr:`is_main`) writes into it: :meth:`fit` and :meth:`write_json` take care of that.
+    """
 
     experiment: Experiment
     config: Any
@@ -39,8 +44,21 @@ class RunContext:
     progress: bool | None = None
     datasets_used: list[str] = field(default_factory=list)
 
+    @property
+    def is_main(self) -> bool:
+        """True on the rank that writes files (rank 0; always true without torchrun)."""
+        return distributed.is_main_process()
+
     def log(self, message: str) -> None:
-        print(f"[{self.experiment.name}] {message}", file=sys.stderr, flush=True)
+        if self.is_main:
+            print(f"[{self.experiment.name}] {message}", file=sys.stderr, flush=True)
+
+    def write_json(self, name: str, data: Any) -> Path:
+        """Atomically write ``<run_dir>/<name>`` as JSON (rank 0 only); returns the path."""
+        path = self.run_dir / name
+        if self.is_main:
+            atomic_write_json(path, data)
+        return path
 
     def load_data(self, name: str, fallback: str | None = None, **options: Any):
         """Load a dataset; when it is missing use ``fallback`` and say so in one line."""
@@ -84,8 +102,10 @@ class RunContext:
         return [self.seed + i for i in range(count)]
 
     def figure_path(self, name: str) -> Path:
+        """``<run_dir>/figures/<name>``; the folder is created on rank 0, which saves figures."""
         path = self.run_dir / "figures" / name
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if self.is_main:
+            path.parent.mkdir(parents=True, exist_ok=True)
         return path
 
 
@@ -159,20 +179,22 @@ def run_experiment(
         meta = saved.get("meta", {})
     else:
         cfg = resolve_config(experiment, quick, overrides or [])
-        run_dir = new_run_dir(out, experiment.name)
+        run_dir = _shared_run_dir(out, experiment.name)
         meta = run_metadata(device)
+        if distributed.is_distributed():
+            meta["world_size"] = distributed.world_size()
     quick_flag = " --quick" if quick else ""
     command = f"signalprop run {experiment.name}{quick_flag} --seed {seed}"
     if overrides:
         command += "".join(f" --set {o}" for o in overrides)
-    atomic_write_json(run_dir / "config.json", {
+    ctx = RunContext(experiment, cfg, run_dir, device, seed=seed, quick=quick, progress=progress)
+    ctx.write_json("config.json", {
         "experiment": experiment.name, "summary": experiment.summary, "paper": experiment.paper,
         "claim": "; ".join(c.text for c in experiment.claims) or experiment.summary,
         "quick": quick, "seed": seed, "overrides": list(overrides or []), "command": command,
         "config": config_lib.to_dict(cfg),
         "meta": meta,
     })
-    ctx = RunContext(experiment, cfg, run_dir, device, seed=seed, quick=quick, progress=progress)
     seed_everything(seed)
     started = time.perf_counter()
     summary = experiment.run(ctx)
@@ -181,5 +203,11 @@ def run_experiment(
         "datasets": ctx.datasets_used, **summary,
     }
     summary["claims"] = evaluate_claims(experiment, summary, command)
-    atomic_write_json(run_dir / "summary.json", summary)
+    ctx.write_json("summary.json", summary)
     return run_dir
+
+
+def _shared_run_dir(out: Path, experiment: str) -> Path:
+    """A new run directory, created by rank 0; every rank gets its path."""
+    path = new_run_dir(out, experiment) if distributed.is_main_process() else None
+    return Path(distributed.broadcast_object(None if path is None else str(path)))

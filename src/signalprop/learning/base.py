@@ -22,6 +22,9 @@ class LearningRule:
     """Base class: backprop with no local updates. Subclasses override what they change."""
 
     name = "bp"
+    #: False when :meth:`after_step` changes weights from this rank's samples alone, so that
+    #: DDP ranks would drift apart; ``fit`` then refuses to train it in a process group.
+    ddp_safe = True
 
     def attach(self, model: nn.Module) -> None:
         """Called once before training, with the model on its final device."""

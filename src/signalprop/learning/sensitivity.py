@@ -133,6 +133,7 @@ class SensitivityAdjustment(LearningRule):
     """
 
     name = "sal"
+    ddp_safe = False  # each rank's update comes from its own shard's inputs
 
     def __init__(
         self,
