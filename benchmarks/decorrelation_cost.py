@@ -2,7 +2,11 @@
 
 A step is forward + backward + Adam step (+ the R update for the decorrelated network, with
 the paper's 10% sub-sample). Plain and decorrelated steps are timed in interleaved rounds and
-the median per-step time is reported. Ratios are printed and written to JSON.
+the median per-step time is reported. The clock is this process's CPU time
+(``time.process_time``), so other jobs on a shared machine do not count; with ``--threads 1``
+it equals the single-threaded compute time. Ratios are printed and written to JSON, with the
+multiply-add count of each step (counted from the layers' shapes, forward and backward matmuls
+only), whose ratio is the floor a dense ``R`` sets on the time ratio.
 
     python benchmarks/decorrelation_cost.py [--quick] [--out FILE.json]
 """
@@ -22,7 +26,7 @@ from torch import nn
 
 from signalprop.experiments.decorrelation import ModelConfig, make_cnn, make_mlp
 from signalprop.learning.decorrelation_rule import decorrelation_step
-from signalprop.nn.decorrelated_layers import decorrelate
+from signalprop.nn.decorrelated_layers import DecorrelatedConv2d, DecorrelatedLinear, decorrelate
 
 TARGET_MLP = 1.3
 
@@ -39,11 +43,53 @@ def _step_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, decorrelated: b
     return step
 
 
+def _layer_shapes(model: nn.Module, x: torch.Tensor) -> list[tuple[nn.Module, int, int, bool]]:
+    """``(layer, rows, batch, input needs grad)`` for every Linear/Conv2d in one training forward;
+    ``rows`` counts the layer's input rows (conv: images x output positions)."""
+    seen: list[tuple[nn.Module, int, int, bool]] = []
+
+    def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        rows = output.numel() // output.shape[1] if output.dim() > 2 else output.shape[0]
+        seen.append((module, rows, args[0].shape[0], args[0].requires_grad))
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()
+               if isinstance(m, nn.Linear | nn.Conv2d)]
+    try:
+        model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return seen
+
+
+def multiply_adds(decor: nn.Module, x: torch.Tensor) -> dict[str, float]:
+    """Multiply-adds per step: the plain layers (forward, dW, dx where needed) and what a dense
+    ``R`` adds (applying it in the cheaper order, and the update from the sub-sample)."""
+    plain = apply = update = 0
+    for layer, rows, batch, input_grad in _layer_shapes(decor, x):
+        d = layer.weight[0].numel()
+        out = layer.weight.shape[0]
+        plain += rows * d * out * (2 + input_grad)
+        dec = layer.decorrelator
+        images = dec.sample_count(batch)
+        k = images * rows // batch  # conv: every position of the sampled images
+        if isinstance(layer, DecorrelatedLinear) and not layer.fused(
+                rows, input_grad, True, False, True):
+            apply += rows * d * d * (1 + input_grad)
+        else:
+            assert isinstance(layer, DecorrelatedLinear | DecorrelatedConv2d)
+            apply += 2 * out * d * d + k * d * d  # W R, dW R^T, z_s = R (x_s - mu)
+        update += 2 * k * d * d if k <= d else k * d * d + d**3
+        dec._sample = None
+    return {"plain_madds": plain, "apply_R_madds": apply, "update_R_madds": update,
+            "madds_ratio": (plain + apply + update) / plain}
+
+
 def _time(step, repeats: int) -> float:
-    start = time.perf_counter()
+    start = time.process_time()
     for _ in range(repeats):
         step()
-    return (time.perf_counter() - start) / repeats
+    return (time.process_time() - start) / repeats
 
 
 def compare(name: str, build, x: torch.Tensor, rounds: int, repeats: int) -> dict:
@@ -63,10 +109,21 @@ def compare(name: str, build, x: torch.Tensor, rounds: int, repeats: int) -> dic
     plain_s = statistics.median(times["plain"])
     decor_s = statistics.median(times["decorrelated"])
     row = {"network": name, "batch": x.shape[0], "plain_ms": 1e3 * plain_s,
-           "decorrelated_ms": 1e3 * decor_s, "ratio": decor_s / plain_s}
+           "decorrelated_ms": 1e3 * decor_s, "ratio": decor_s / plain_s,
+           **multiply_adds(decor, x)}
     print(f"{name:<40} batch {x.shape[0]:>5}  plain {row['plain_ms']:8.2f} ms  "
-          f"decorrelated {row['decorrelated_ms']:8.2f} ms  ratio {row['ratio']:.2f}x", flush=True)
+          f"decorrelated {row['decorrelated_ms']:8.2f} ms  ratio {row['ratio']:.2f}x  "
+          f"(multiply-adds {row['madds_ratio']:.2f}x)", flush=True)
     return row
+
+
+def _floor(row: dict) -> str:
+    """The multiply-add floor of one row, in words."""
+    return (f"floor: {row['network']}, batch {row['batch']}: the plain step is "
+            f"{row['plain_madds'] / 1e6:.0f}M multiply-adds; a dense R adds "
+            f"{row['apply_R_madds'] / 1e6:.0f}M to apply it (cheaper of W R and x R^T per layer) "
+            f"and {row['update_R_madds'] / 1e6:.0f}M for the update: {row['madds_ratio']:.2f}x the "
+            f"multiply-adds (the time ratio can differ by how fast each matmul shape runs)")
 
 
 def main() -> None:
@@ -98,11 +155,14 @@ def main() -> None:
     verdict = "met" if main_ratio < TARGET_MLP else "missed"
     print(f"target: decorrelated MLP step < {TARGET_MLP}x plain -> {verdict} "
           f"({main_ratio:.2f}x for {rows[0]['network']}, batch {rows[0]['batch']})")
+    floor = _floor(rows[0])
+    if verdict == "missed":
+        print(floor)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "benchmark": "decorrelation_cost", "quick": args.quick, "threads": args.threads,
-        "torch": torch.__version__, "machine": platform.machine(),
-        "target_mlp_ratio": TARGET_MLP, "mlp_target": verdict, "rows": rows,
+        "torch": torch.__version__, "machine": platform.machine(), "clock": "process CPU time",
+        "target_mlp_ratio": TARGET_MLP, "mlp_target": verdict, "floor": floor, "rows": rows,
         "command": "python benchmarks/decorrelation_cost.py",
         "ratios": {f"decorrelated/plain step, {r['network']}, batch {r['batch']}": r["ratio"]
                    for r in rows},

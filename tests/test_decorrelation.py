@@ -311,3 +311,19 @@ def test_decorrelated_conv_gradients_match_decorrelated_patches():
     out.backward(grad_out)
     torch.testing.assert_close(conv.weight.grad, weight.grad, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(x.grad, x2.grad, rtol=1e-5, atol=1e-5)
+
+
+def test_benchmark_counts_multiply_adds_of_the_chosen_order():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "benchmarks" / "decorrelation_cost.py"
+    spec = importlib.util.spec_from_file_location("decorrelation_cost", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    model = decorrelate(nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 2)))
+    counts = bench.multiply_adds(model, torch.randn(32, 8))  # k = 4 sampled rows
+    # layer 0 unfused (x R^T: 32*8^2), layer 1 fused (W R, dW R^T, z_s: 2*2*16^2 + 4*16^2)
+    assert counts["plain_madds"] == 32 * 8 * 16 * 2 + 32 * 16 * 2 * 3
+    assert counts["apply_R_madds"] == 32 * 8**2 + (2 * 2 + 4) * 16**2
+    assert counts["update_R_madds"] == 2 * 4 * 8**2 + 2 * 4 * 16**2
