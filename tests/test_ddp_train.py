@@ -1,11 +1,13 @@
 """torchrun-style DDP runs: 2 gloo ranks on 127.0.0.1, started with the environment torchrun sets.
 
-A 2-rank ``fit`` follows the single-process trajectory, only rank 0 writes the run directory,
-``signalprop run`` makes one run directory, and a NaN on one rank stops both ranks.
+A 2-rank ``fit`` follows the single-process trajectory (also when it resumes a checkpoint),
+only rank 0 writes the run directory, ``signalprop run`` makes one run directory, and a NaN on
+one rank stops both ranks.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -87,6 +89,9 @@ def _fit_worker(rank: int, out: Path) -> None:
     (out / f"rank{rank}.json").write_text(json.dumps(result, sort_keys=True))
     again = fit(_model(), train, test, CFG, out / "ddp", seed=3, progress=False)  # finished
     assert again == result
+    resumed = _model()  # both ranks continue the 1-epoch single-process run in "resume"
+    fit(resumed, train, test, CFG, out / "resume", seed=3, progress=False)
+    torch.save(resumed.state_dict(), out / f"resumed{rank}.pt")
     errors = []
     for cfg, rules in ((TrainConfig(epochs=1, batch_size=21), ()),  # last batch: 1 sample
                        (CFG, (SensitivityAdjustment(),))):
@@ -102,12 +107,16 @@ def test_two_ranks_follow_the_single_process_run(tmp_path):
     train, test = _data()
     single = _model()
     expected = fit(single, train, test, CFG, tmp_path / "single", seed=3, progress=False)
+    half = dataclasses.replace(CFG, epochs=1)
+    fit(_model(), train, test, half, tmp_path / "resume", seed=3, progress=False)
+    (tmp_path / "resume" / "result.json").unlink()  # as if stopped after epoch 1
     _launch(_fit_worker, tmp_path)
 
-    states = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
-    for key, value in single.state_dict().items():
-        torch.testing.assert_close(states[0][key], states[1][key], rtol=0, atol=0)
-        torch.testing.assert_close(states[0][key], value, rtol=0, atol=1e-5)
+    for name in ("rank", "resumed"):
+        states = [torch.load(tmp_path / f"{name}{r}.pt") for r in range(WORLD)]
+        for key, value in single.state_dict().items():
+            torch.testing.assert_close(states[0][key], states[1][key], rtol=0, atol=0)
+            torch.testing.assert_close(states[0][key], value, rtol=0, atol=1e-5)
     results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(WORLD)]
     assert results[0] == results[1]
     assert results[0]["test_acc"] == expected["test_acc"]  # rank 0 evaluates the whole test set
