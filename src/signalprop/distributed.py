@@ -5,6 +5,10 @@ Local learning rules whose statistics are sums over samples (the decorrelation r
 rules that write ``.grad`` outside autograd (node perturbation), which DDP's hooks never see,
 average their gradients with :func:`all_reduce_mean`.
 Outside an initialised process group every helper is a no-op.
+
+``signalprop run`` under torchrun enters :func:`process_group`; ``train.fit`` then shards each
+global batch, wraps the model in DDP and lets rank 0 (:func:`is_main_process`) write files,
+sharing paths and results with :func:`broadcast_object` (see docs/distributed.md).
 """
 
 from __future__ import annotations
