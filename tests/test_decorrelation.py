@@ -327,3 +327,24 @@ def test_benchmark_counts_multiply_adds_of_the_chosen_order():
     assert counts["plain_madds"] == 32 * 8 * 16 * 2 + 32 * 16 * 2 * 3
     assert counts["apply_R_madds"] == 32 * 8**2 + (2 * 2 + 4) * 16**2
     assert counts["update_R_madds"] == 2 * 4 * 8**2 + 2 * 4 * 16**2
+
+
+def test_decorrelated_conv_feedback_alignment_sends_centring_error_through_b():
+    from signalprop.learning.feedback_alignment import linear_with_feedback
+
+    torch.manual_seed(5)
+    conv = DecorrelatedConv2d(2, 3, 3, padding=1)
+    d = conv.patch_features
+    r = torch.eye(d) + 0.05 * torch.randn(d, d)
+    b = torch.randn(3, 2, 3, 3)
+    conv.decorrelator.R.copy_(r)
+    conv.register_buffer("feedback", b)
+    x = torch.randn(4, 2, 5, 5, requires_grad=True)
+    grad_out = torch.randn(4, 3, 5, 5)
+    conv(x).backward(grad_out)
+    x2 = x.detach().clone().requires_grad_()
+    patches = F.unfold(x2, 3, padding=1).transpose(1, 2).reshape(-1, d)
+    z = (patches - patches.mean(0)) @ r.T  # FA replaces only W: error goes through B, R^T, mu
+    out = linear_with_feedback(z, conv.weight.detach().reshape(3, -1), None, b.reshape(3, -1))
+    out.reshape(4, 25, 3).transpose(1, 2).reshape(4, 3, 5, 5).backward(grad_out)
+    torch.testing.assert_close(x.grad, x2.grad, rtol=1e-5, atol=1e-5)

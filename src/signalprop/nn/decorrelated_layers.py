@@ -25,6 +25,21 @@ from signalprop.nn.decorrelation import Decorrelator
 FUSE = ("auto", "always", "never")
 
 
+def centring_bias(bias: Tensor | None, weight: Tensor, feedback: Tensor | None,
+                  mu: Tensor) -> Tensor:
+    """``b - W_eff mu``, folding the centring of ``a = W_eff (x - mu) + b`` into the bias.
+
+    ``weight`` and ``feedback`` are ``(out, d)``. Under feedback alignment the error reaches ``mu``
+    through ``B_eff`` like the rest of the input gradient (value unchanged, ``dW`` unchanged).
+    """
+    if feedback is None:
+        shift = weight @ mu
+    else:
+        frozen = mu.detach()
+        shift = weight @ frozen + feedback @ (mu - frozen)
+    return -shift if bias is None else bias - shift
+
+
 class DecorrelatedLinear(nn.Linear):
     """``nn.Linear`` on decorrelated inputs. Extra args go to :class:`Decorrelator`.
 
@@ -65,7 +80,6 @@ class DecorrelatedLinear(nn.Linear):
         index = None
         if self.training and dec.recording:
             index = dec.sample_index(rows.shape[0], rows.device)
-        centred = x - mu
         feedback = getattr(self, "feedback", None)
         matrix = dec.matrix()
         grad = torch.is_grad_enabled()
@@ -73,11 +87,13 @@ class DecorrelatedLinear(nn.Linear):
                       feedback is not None, index is not None):
             if index is not None:
                 dec.record(rows[index], mu)
-            weight = self.weight @ matrix
+            weight = self.weight @ matrix  # a = x W_eff^T + (b - W_eff mu)
             if feedback is None:
-                return F.linear(centred, weight, self.bias)
-            return linear_with_feedback(centred, weight, self.bias, feedback @ matrix)
-        z = centred @ matrix.T
+                return F.linear(x, weight, centring_bias(self.bias, weight, None, mu))
+            feedback = feedback @ matrix
+            bias = centring_bias(self.bias, weight, feedback, mu)
+            return linear_with_feedback(x, weight, bias, feedback)
+        z = (x - mu) @ matrix.T
         if index is not None:
             dec.record(rows[index], mu, z.reshape(-1, self.in_features)[index])
         if feedback is None:
@@ -164,17 +180,18 @@ class DecorrelatedConv2d(nn.Conv2d):
             dec.record(self.patches(images.detach()), sample_mu)
         shape = self.weight.shape
         matrix = dec.matrix()
-        weight = (self.weight.reshape(shape[0], -1) @ matrix).reshape(shape)
+        weight = self.weight.reshape(shape[0], -1) @ matrix
+        feedback = getattr(self, "feedback", None)
+        if feedback is not None:
+            feedback = feedback.reshape(shape[0], -1) @ matrix
         bias = self.bias
         if mu is not None:
-            shift = weight.reshape(shape[0], -1) @ mu
-            bias = -shift if bias is None else bias - shift
-        feedback = getattr(self, "feedback", None)
+            bias = centring_bias(bias, weight, feedback, mu)
         if feedback is None:
-            return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation)
-        feedback = (feedback.reshape(shape[0], -1) @ matrix).reshape(shape)
-        return conv2d_with_feedback(x, weight, bias, feedback, self.stride, self.padding,
-                                    self.dilation)
+            return F.conv2d(x, weight.reshape(shape), bias, self.stride, self.padding,
+                            self.dilation)
+        return conv2d_with_feedback(x, weight.reshape(shape), bias, feedback.reshape(shape),
+                                    self.stride, self.padding, self.dilation)
 
     @torch.no_grad()
     def decorrelated_input(self, x: Tensor) -> Tensor:
