@@ -348,3 +348,14 @@ def test_decorrelated_conv_feedback_alignment_sends_centring_error_through_b():
     out = linear_with_feedback(z, conv.weight.detach().reshape(3, -1), None, b.reshape(3, -1))
     out.reshape(4, 25, 3).transpose(1, 2).reshape(4, 3, 5, 5).backward(grad_out)
     torch.testing.assert_close(x.grad, x2.grad, rtol=1e-5, atol=1e-5)
+
+
+def test_learning_config_builds_foldiak_layers_and_rejects_unknown_rules():
+    from signalprop.learning.registry import LearningConfig, build_rules
+
+    model = nn.Sequential(nn.Linear(D, 4), nn.Tanh(), nn.Linear(4, 2))
+    rules = build_rules(LearningConfig(rule="np", decorrelation="foldiak"), model)
+    assert [r.name for r in rules] == ["np", "decorrelation"]
+    assert model[0].decorrelator.rule == "foldiak"
+    with pytest.raises(ConfigError, match="decorrelation"):
+        LearningConfig(decorrelation="foldiak2")

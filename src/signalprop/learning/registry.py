@@ -50,7 +50,8 @@ def make_rule(name: str, model: nn.Module | None = None, **options: Any) -> Lear
 class LearningConfig:
     """``learning.*`` config: the gradient rule and the optional decorrelation in front of it.
 
-    ``decorrelation`` is ``none`` or a rule name (``normalised``, ``decorrelate``, ``whiten``).
+    ``decorrelation`` is ``none`` or a rule name (``normalised``, ``decorrelate``, ``whiten``,
+    ``foldiak``).
     """
 
     rule: str = "bp"
