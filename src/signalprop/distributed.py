@@ -130,6 +130,10 @@ def process_group(device: torch.device) -> Iterator[torch.device]:
     init_from_env(device)
     try:
         yield device
-    finally:
+    except BaseException:
         if created and dist.is_initialized():
             dist.destroy_process_group()
+        raise
+    if created and dist.is_initialized():
+        dist.barrier()  # no rank tears gloo down while another is still in its last collective
+        dist.destroy_process_group()
