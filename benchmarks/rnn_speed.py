@@ -49,12 +49,12 @@ def measure(steps: int, batch: int, h: int, repeats: int) -> dict[str, list[floa
     x = torch.randn(batch, steps, 1)
     y = torch.randint(0, 10, (batch,))
     models = {
-        "additive_filter_bptt": LastStepClassifier(AdditiveFilterRNN(1, h, impl="bptt"), h, 10),
-        "additive_filter_loop": LastStepClassifier(AdditiveFilterRNN(1, h, impl="loop"), h, 10),
+        "additive_filter_bptt": LastStepClassifier(AdditiveFilterRNN(1, h, impl="bptt"), 10),
+        "additive_filter_loop": LastStepClassifier(AdditiveFilterRNN(1, h, impl="loop"), 10),
         "additive_filter_perm_bptt": LastStepClassifier(
-            AdditiveFilterRNN(1, h, filter="permutation"), h, 10),
-        "torch_rnn": LastStepClassifier(nn.RNN(1, h, batch_first=True), h, 10),
-        "torch_lstm": LastStepClassifier(nn.LSTM(1, h, batch_first=True), h, 10),
+            AdditiveFilterRNN(1, h, filter="permutation"), 10),
+        "torch_rnn": LastStepClassifier(nn.RNN(1, h, batch_first=True), 10),
+        "torch_lstm": LastStepClassifier(nn.LSTM(1, h, batch_first=True), 10),
     }
     for model in models.values():  # warm-up
         step_time(model, x, y)

@@ -250,12 +250,12 @@ def filter_classifier(inputs: int, classes: int, length: int, m: RNNModel) -> La
     beta = m.beta if m.beta > 0 else min(1.0, m.beta_scale / length)
     rnn = AdditiveFilterRNN(inputs, m.hidden, beta=beta)
     scale = m.readout_scale or 1.0 / beta
-    return LastStepClassifier(rnn, m.hidden, classes, scale=scale)
+    return LastStepClassifier(rnn, classes, scale=scale)
 
 
 def baseline_classifier(kind: str, inputs: int, classes: int, hidden: int) -> LastStepClassifier:
     cls = nn.RNN if kind == "rnn" else nn.LSTM
-    return LastStepClassifier(cls(inputs, hidden, batch_first=True), hidden, classes)
+    return LastStepClassifier(cls(inputs, hidden, batch_first=True), classes)
 
 
 def _fit_or_diverge(ctx: RunContext, name: str, model: nn.Module, splits: Any,
@@ -406,7 +406,7 @@ def run_psmnist(ctx: RunContext) -> dict[str, Any]:
             torch.manual_seed(ctx.seed)
             if model_name == "filter":
                 rnn = AdditiveFilterRNN(inputs, m.hidden, beta=m.beta)
-                model = LastStepClassifier(rnn, m.hidden, splits.num_classes,
+                model = LastStepClassifier(rnn, splits.num_classes,
                                            scale=m.readout_scale or 1.0 / m.beta)
             else:
                 model = baseline_classifier(model_name, inputs, splits.num_classes, m.hidden)

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from signalprop.errors import ConfigError
+from signalprop.nn.readout import LastStepClassifier  # noqa: F401 - re-exported
 
 
 class ShiftedSigmoid(nn.Module):
@@ -126,20 +127,3 @@ class ElmanRNN(nn.Module):
     def extra_repr(self) -> str:
         return (f"{self.input_size}, {self.hidden_size}, nonlinearity={self.nonlinearity!r}, "
                 f"bias={self.bias}, batch_first={self.batch_first}, gain={self.gain}")
-
-
-class LastStepClassifier(nn.Module):
-    """An RNN (``nn.RNN`` or :class:`ElmanRNN`, batch-first) read out at its last step by a
-    linear layer: ``y = W_out h_T + b_out``, for sequence classification such as delayed recall.
-    """
-
-    def __init__(self, rnn: nn.Module, out_features: int) -> None:
-        super().__init__()
-        if not getattr(rnn, "batch_first", False):
-            raise ConfigError("LastStepClassifier needs a batch_first RNN")
-        self.rnn = rnn
-        self.head = nn.Linear(rnn.hidden_size, out_features)
-
-    def forward(self, x: Tensor) -> Tensor:
-        _, h_n = self.rnn(x)
-        return self.head(h_n[-1])

@@ -35,10 +35,13 @@ from signalprop.nn.orthogonal import (
     _check_positive,
     random_orthogonal,
 )
+from signalprop.nn.readout import LastStepClassifier
 
 RNN_ACTIVATIONS = ("tanh", "relu")
 FILTERS = ("haar", "permutation")
 IMPLS = ("bptt", "loop")
+
+__all__ = ["AdditiveFilterRNN", "AdditiveFilterRNNCell", "LastStepClassifier"]
 
 
 _SPARE_BUFFERS: dict[tuple, Tensor] = {}  # free activation buffers, one per shape/dtype/device
@@ -317,30 +320,3 @@ class AdditiveFilterRNN(nn.Module):
                           _act(cell.activation, mixed[:, hidden:] + u_t), alpha=cell.b)
             outs.append(h)
         return torch.stack(outs)
-
-
-class LastStepClassifier(nn.Module):
-    """A batch-first recurrent layer (anything returning ``(output, h_n)`` or
-    ``(output, (h_n, c_n))``: :class:`AdditiveFilterRNN`, ``nn.RNN``, ``nn.LSTM``) and a linear
-    head on its last layer's final state: ``y = W_out (scale * h_T) + b_out``.
-
-    ``scale`` rescales the state before the head (the additive-filter state's natural scale is
-    ``b``, so reading ``h_T / b`` helps). Reading ``h_n`` rather than ``output[:, -1]`` leaves
-    the full output unused, which the hand-written BPTT turns into a cheaper backward.
-    """
-
-    def __init__(self, rnn: nn.Module, hidden_size: int, out_features: int,
-                 scale: float = 1.0) -> None:
-        super().__init__()
-        self.rnn = rnn
-        self.scale = float(scale)
-        self.head = nn.Linear(hidden_size, out_features)
-
-    def extra_repr(self) -> str:
-        return f"scale={self.scale:.6g}"
-
-    def forward(self, x: Tensor) -> Tensor:
-        _, state = self.rnn(x)
-        h_n = state[0] if isinstance(state, tuple) else state
-        last = h_n[-1]
-        return self.head(last * self.scale if self.scale != 1.0 else last)
