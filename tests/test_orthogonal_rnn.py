@@ -186,3 +186,20 @@ def test_classifier_scale_multiplies_the_last_state():
     x = torch.randn(2, 5, 1)
     _, h_n = rnn(x)
     assert torch.allclose(scaled(x), plain.head(3.0 * h_n[-1]))
+
+
+def test_bptt_skips_gradients_nobody_asked_for():
+    torch.manual_seed(5)
+    rnn = AdditiveFilterRNN(2, 5, beta=0.3).double()
+    rnn.cell.weight_ih.requires_grad_(False)
+    x = torch.randn(3, 8, 2, dtype=torch.float64)  # no grad for the input either
+    grads = []
+    for impl in ("bptt", "loop"):
+        rnn.impl = impl
+        rnn.zero_grad()
+        _, h_n = rnn(x)
+        h_n.sum().backward()
+        assert rnn.cell.weight_ih.grad is None
+        grads.append([rnn.cell.weight_hh.grad.clone(), rnn.cell.bias.grad.clone()])
+    for a, b in zip(*grads, strict=True):
+        assert torch.allclose(a, b, atol=1e-10)

@@ -158,12 +158,14 @@ class _AdditiveFilterBPTT(torch.autograd.Function):
                 else:
                     g = nxt.addmm_(g, filt_a)
             gz2d = acts.view(-1, hidden)
-            grad_weight = gz2d.t() @ states[:-1].reshape(-1, hidden)
-            grad_ih = gz2d.t() @ x.reshape(steps * batch, -1)
-            grad_bias = gz2d.sum(0) if bias is not None else None
-            grad_x = (gz2d @ weight_ih).view(x.shape)
+            need = ctx.needs_input_grad
+            grad_weight = gz2d.t() @ states[:-1].reshape(-1, hidden) if need[4] else None
+            grad_ih = gz2d.t() @ x.reshape(steps * batch, -1) if need[2] else None
+            grad_bias = gz2d.sum(0) if bias is not None and need[3] else None
+            grad_x = (gz2d @ weight_ih).view(x.shape) if need[0] else None
         _give_back(acts)
-        return grad_x, g.clone(), grad_ih, grad_bias, grad_weight, None, None, None, None
+        grad_h0 = g.clone() if need[1] else None
+        return grad_x, grad_h0, grad_ih, grad_bias, grad_weight, None, None, None, None
 
 
 class AdditiveFilterRNNCell(nn.Module):
