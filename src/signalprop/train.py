@@ -23,10 +23,11 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from signalprop import ddp_training as ddp
 from signalprop import distributed
 from signalprop.config import non_negative, one_of, positive
 from signalprop.diagnostics.gradients import GradNormRecorder
-from signalprop.errors import CheckpointCorrupt, ConfigError, DivergenceError
+from signalprop.errors import CheckpointCorrupt, DivergenceError
 from signalprop.learning.base import LearningRule, LossFn, backprop
 from signalprop.storage import (
     MetricsLog,
@@ -297,87 +298,6 @@ def _finished_result(result_path: Path) -> dict[str, Any] | None:
     return distributed.broadcast_object(result)
 
 
-def _check_shards(n_samples: int, cfg: TrainConfig) -> None:
-    """Every rank must get at least one sample of every global batch it trains on."""
-    world = distributed.world_size()
-    steps = math.ceil(n_samples / cfg.batch_size)
-    if cfg.max_steps_per_epoch and cfg.max_steps_per_epoch < steps:
-        steps = cfg.max_steps_per_epoch
-    smallest = min(cfg.batch_size, n_samples - (steps - 1) * cfg.batch_size)
-    if smallest < world:
-        raise ConfigError(
-            f"a global batch of {smallest} samples (train.batch_size={cfg.batch_size}, "
-            f"{n_samples} training samples) cannot be split over {world} ranks; use fewer "
-            "ranks, or a train.batch_size whose last batch has at least one sample per rank"
-        )
-
-
-def _shard(tensors: tuple[Tensor, ...]) -> tuple[tuple[Tensor, ...], float]:
-    """This rank's contiguous slice of a global batch and its fraction of the samples."""
-    world, index = distributed.world_size(), distributed.rank()
-    parts = tuple(t.tensor_split(world)[index] for t in tensors)
-    return parts, parts[0].shape[0] / tensors[0].shape[0]
-
-
-def _global_loss(loss: Tensor, share: float) -> float:
-    """Sample-weighted mean of the ranks' losses: the loss of the whole global batch.
-
-    NaN/Inf on any rank makes it non-finite on every rank, so all stop together.
-    """
-    value = loss.detach().double().reshape(1) * share
-    return float(distributed.all_reduce_sum([value])[0])
-
-
-def _reduce_gradients(model: nn.Module, share: float) -> None:
-    """Sample-weighted average of ``.grad`` over ranks (for rules that compute gradients)."""
-    params = [p for p in model.parameters() if p.grad is not None]
-    reduced = distributed.all_reduce_sum([p.grad * share for p in params])
-    for param, grad in zip(params, reduced, strict=True):
-        param.grad = grad
-
-
-def _distributed_gradients(
-    net: nn.Module, model: nn.Module, computed: tuple[Tensor, Tensor] | None, inputs: Tensor,
-    targets: Tensor, loss_fn: LossFn, share: float,
-) -> float:
-    """Fill identical ``.grad`` on every rank; returns the global loss (non-finite: no grads).
-
-    Backprop runs through the DDP wrapper ``net``, whose hooks average the gradients; the
-    local loss is scaled by ``share * world`` so uneven shards weigh by their sample counts.
-    A rule's own gradients (``computed``) are averaged explicitly with the same weights.
-    """
-    if computed is None:
-        loss = loss_fn(net(inputs), targets)
-        value = _global_loss(loss, share)
-        if math.isfinite(value):  # decided on every rank alike: no rank waits in backward
-            (loss * (share * distributed.world_size())).backward()
-        return value
-    value = _global_loss(computed[0], share)
-    if math.isfinite(value):
-        _reduce_gradients(model, share)
-    return value
-
-
-def _wrap(model: nn.Module, device: torch.device) -> nn.Module:
-    """``model`` in DistributedDataParallel inside a multi-rank process group, else itself."""
-    if not distributed.is_distributed():
-        return model
-    ids = [device.index] if device.type == "cuda" and device.index is not None else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=ids)
-
-
-def _check_rules(rules: Sequence[LearningRule]) -> None:
-    """Reject rules whose local updates would let the ranks' weights drift apart."""
-    if not distributed.is_distributed():
-        return
-    for rule in rules:
-        if not getattr(rule, "ddp_safe", True):
-            raise ConfigError(
-                f"learning rule {type(rule).__name__} updates weights from each rank's own "
-                "samples and does not keep DDP ranks in sync; run it in a single process"
-            )
-
-
 def fit(
     model: nn.Module,
     train_data: Dataset,
@@ -408,8 +328,8 @@ def fit(
         finished = _finished_result(result_path)
         if finished is not None:
             return finished
-        _check_shards(len(train_data), cfg)  # type: ignore[arg-type]
-        _check_rules(rules)
+        ddp.check_shards(len(train_data), cfg)  # type: ignore[arg-type]
+        ddp.check_rules(rules)
     elif result_path.exists():
         try:
             return json.loads(result_path.read_text())
@@ -435,7 +355,7 @@ def fit(
             rule.load_state_dict(rule_state)
         start_epoch, step, wall = state["epoch"], state["step"], state["wall_s"]
         _set_rng_state(state["rng"])
-    net = _wrap(model, device)
+    net = ddp.wrap(model, device)
 
     recorder = GradNormRecorder(model) if cfg.grad_norms else None
     show = (sys.stderr.isatty() if progress is None else progress) and main
@@ -455,7 +375,7 @@ def fit(
                 if index >= steps_per_epoch:
                     break
                 if net is not model:
-                    (inputs, targets), share = _shard((inputs, targets))
+                    (inputs, targets), share = ddp.shard((inputs, targets))
                 optimizer.zero_grad(set_to_none=True)
                 computed = None
                 for rule in rules:
@@ -466,7 +386,7 @@ def fit(
                     loss, _ = computed or backprop(model, inputs, targets, loss_fn)
                     loss_value = float(loss.detach())
                 else:
-                    loss_value = _distributed_gradients(net, model, computed, inputs, targets,
+                    loss_value = ddp.distributed_gradients(net, model, computed, inputs, targets,
                                                         loss_fn, share)
                 if not math.isfinite(loss_value):
                     where = first_nonfinite_module(model, inputs)
