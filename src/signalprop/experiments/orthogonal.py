@@ -433,13 +433,19 @@ def run_psmnist(ctx: RunContext) -> dict[str, Any]:
     }
 
 
+def _lstm_note(results: dict[str, Any], dataset: str, epoch_key: str) -> str:
+    key = f"{dataset}_lstm_{epoch_key}"
+    return f"; LSTM {results[key]:.3f}" if key in results else ""
+
+
 def _psmnist_check(epoch_key: str, good: float, partly: float):
     def check(results: dict[str, Any]) -> tuple[str, str]:
         used = results["dataset"].split(", ")
         mnist = [d for d in used if d.startswith("mnist")]
         name = mnist[0] if mnist else used[0]
         parts = [f"{d} {results[f'{d}_filter_{epoch_key}']:.3f} "
-                 f"({results[f'{d}_filter_epochs']} epochs run)" for d in used]
+                 f"({results[f'{d}_filter_epochs']} epochs run{_lstm_note(results, d, epoch_key)})"
+                 for d in used]
         value = "filter RNN " + "; ".join(parts)
         acc = results[f"{name}_filter_{epoch_key}"]
         if not mnist:  # the claim is about MNIST; Fashion-MNIST is harder
