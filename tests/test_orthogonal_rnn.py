@@ -127,6 +127,16 @@ def test_bad_arguments():
         AdditiveFilterRNN(0, 4)
     with pytest.raises(ConfigError):
         AdditiveFilterRNN(1, 4, filter="householder")
+
+
+def test_cycle_filter_shifts_the_state_by_one():
+    cell = AdditiveFilterRNNCell(1, 5, beta=0.5, filter="cycle")
+    h = torch.arange(5.0).unsqueeze(0)
+    assert torch.equal(h @ cell.filter.t(), torch.tensor([[4.0, 0.0, 1.0, 2.0, 3.0]]))
+    rnn = AdditiveFilterRNN(1, 5, beta=0.5, filter="cycle").double()
+    x = torch.randn(2, 6, 1, dtype=torch.float64)
+    ref = _reference(rnn, x, torch.zeros(1, 2, 5, dtype=torch.float64))
+    assert torch.allclose(rnn(x)[0], ref, atol=1e-12)
     with pytest.raises(ValueError):
         AdditiveFilterRNN(1, 4)(torch.randn(2, 3, 1), torch.zeros(2, 4))
 

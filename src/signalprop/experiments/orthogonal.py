@@ -20,13 +20,13 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from signalprop.config import in_range, positive
+from signalprop.config import in_range, one_of, positive
 from signalprop.errors import ConfigError, DivergenceError
 from signalprop.experiments.common import at_least, at_most, curve, grad_norm_profile
 from signalprop.experiments.context import RunContext
 from signalprop.experiments.registry import Claim, Experiment, register
 from signalprop.nn.orthogonal import AdditiveFilterMLP, LayerGradNormTracker
-from signalprop.nn.orthogonal_rnn import AdditiveFilterRNN, LastStepClassifier
+from signalprop.nn.orthogonal_rnn import FILTERS, AdditiveFilterRNN, LastStepClassifier
 from signalprop.train import TrainConfig
 
 PAPER = "Ceni 2022, Random orthogonal additive filters, arXiv 2210.01245 (IEEE TNNLS 2025)"
@@ -226,10 +226,12 @@ class RNNModel:
     beta: float = 0.0
     readout_scale: float = 0.0  # 0: read h_T / b (the state's natural scale is b)
     baselines: tuple[str, ...] = ("rnn", "lstm")
+    filter: str = "haar"  # or "permutation", "cycle" (O h is a gather)
 
     def __post_init__(self) -> None:
         positive("model.hidden", self.hidden)
         positive("model.beta_scale", self.beta_scale)
+        one_of("model.filter", self.filter, FILTERS)
         in_range("model.beta", self.beta, 0.0, 1.0)
         if self.readout_scale < 0:
             raise ConfigError(f"model.readout_scale must be >= 0, got {self.readout_scale}")
@@ -248,7 +250,7 @@ class LongMemoryConfig:
 
 def filter_classifier(inputs: int, classes: int, length: int, m: RNNModel) -> LastStepClassifier:
     beta = m.beta if m.beta > 0 else min(1.0, m.beta_scale / length)
-    rnn = AdditiveFilterRNN(inputs, m.hidden, beta=beta)
+    rnn = AdditiveFilterRNN(inputs, m.hidden, beta=beta, filter=m.filter)
     scale = m.readout_scale or 1.0 / beta
     return LastStepClassifier(rnn, classes, scale=scale)
 
@@ -354,10 +356,12 @@ class PSMNISTModel:
     beta: float = 0.05
     readout_scale: float = 0.0
     baselines: tuple[str, ...] = ("lstm",)
+    filter: str = "haar"  # or "permutation", "cycle" (O h is a gather)
 
     def __post_init__(self) -> None:
         positive("model.hidden", self.hidden)
         in_range("model.beta", self.beta, 1e-12, 1.0)
+        one_of("model.filter", self.filter, FILTERS)
         for name in self.baselines:
             if name not in ("rnn", "lstm"):
                 raise ConfigError(f"model.baselines: unknown {name!r}; choose rnn, lstm")
@@ -405,7 +409,7 @@ def run_psmnist(ctx: RunContext) -> dict[str, Any]:
         for model_name in ("filter", *m.baselines):
             torch.manual_seed(ctx.seed)
             if model_name == "filter":
-                rnn = AdditiveFilterRNN(inputs, m.hidden, beta=m.beta)
+                rnn = AdditiveFilterRNN(inputs, m.hidden, beta=m.beta, filter=m.filter)
                 model = LastStepClassifier(rnn, splits.num_classes,
                                            scale=m.readout_scale or 1.0 / m.beta)
             else:

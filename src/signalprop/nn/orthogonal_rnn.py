@@ -38,7 +38,7 @@ from signalprop.nn.orthogonal import (
 from signalprop.nn.readout import LastStepClassifier
 
 RNN_ACTIVATIONS = ("tanh", "relu")
-FILTERS = ("haar", "permutation")
+FILTERS = ("haar", "permutation", "cycle")
 IMPLS = ("bptt", "loop")
 
 __all__ = ["AdditiveFilterRNN", "AdditiveFilterRNNCell", "LastStepClassifier"]
@@ -172,9 +172,10 @@ class AdditiveFilterRNNCell(nn.Module):
     """One step ``h' = a * O h + b * phi(W h + U x + c)``, ``a = 1 - b`` (arXiv 2210.01245).
 
     ``W ~ N(0, gain^2 / hidden)``, ``U ~ N(0, input_gain^2 / input_size)``, ``c = 0``; ``O`` is a
-    fixed Haar-random orthogonal buffer (QR with sign correction), or with
-    ``filter="permutation"`` a fixed random permutation matrix (cheaper: ``O h`` is a gather; the
-    author's later reservoir code offers a cyclic permutation as an option).
+    fixed Haar-random orthogonal buffer (QR with sign correction). Cheaper options, where
+    ``O h`` is a gather: ``filter="permutation"``, a fixed random permutation matrix, and
+    ``filter="cycle"``, the cyclic shift ``(O h)_i = h_{i-1}`` that the author's later reservoir
+    code offers.
     """
 
     def __init__(
@@ -211,7 +212,8 @@ class AdditiveFilterRNNCell(nn.Module):
             self.register_buffer("filter", random_orthogonal(hidden_size, generator=generator))
             self.permutation = None
         else:
-            perm = torch.randperm(hidden_size, generator=generator)
+            perm = (torch.randperm(hidden_size, generator=generator) if filter == "permutation"
+                    else torch.arange(hidden_size).roll(1))
             self.register_buffer("permutation", perm)
             self.register_buffer("filter", torch.eye(hidden_size)[perm])
         self.reset_parameters(generator)
