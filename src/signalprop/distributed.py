@@ -63,7 +63,7 @@ def init_from_env(device: torch.device | None = None) -> bool:
 
     Uses nccl for CUDA devices and gloo otherwise. Returns False when not launched by torchrun.
     """
-    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+    if not launched_by_torchrun():
         return False
     if not dist.is_initialized():
         backend = "nccl" if device is not None and device.type == "cuda" else "gloo"

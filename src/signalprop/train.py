@@ -239,15 +239,11 @@ def _warn(message: str) -> None:
     print(f"signalprop: warning: {message}", file=sys.stderr)
 
 
-def _restore(run_dir: Path, device: torch.device) -> dict[str, Any] | None:
-    """Newest checkpoint whose own checksum and metrics-prefix checksum both verify."""
-    return _restore_with_path(run_dir, device)[0]
-
-
-def _restore_with_path(
+def _restore(
     run_dir: Path, device: torch.device
 ) -> tuple[dict[str, Any] | None, Path | None]:
-    """:func:`_restore` and the checkpoint file it used (truncates metrics to match it)."""
+    """Newest checkpoint whose own checksum and metrics-prefix checksum both verify, and its
+    file (``metrics.jsonl`` is truncated to match it)."""
     metrics = run_dir / METRICS
     for path in (run_dir / CHECKPOINT, previous_checkpoint(run_dir / CHECKPOINT)):
         if not path.exists():
@@ -276,13 +272,11 @@ def _restore_with_path(
 
 def _restore_shared(run_dir: Path, device: torch.device) -> dict[str, Any] | None:
     """:func:`_restore` on rank 0; every other rank then loads the same checkpoint file."""
-    if not distributed.is_distributed():
-        return _restore(run_dir, device)
-    state, path = _restore_with_path(run_dir, device) if distributed.is_main_process() else (
-        None, None)
-    path = distributed.broadcast_object(None if path is None else str(path))
-    if not distributed.is_main_process() and path is not None:
-        state = load_checkpoint(Path(path), map_location=device)
+    main = distributed.is_main_process()
+    state, path = _restore(run_dir, device) if main else (None, None)
+    path = distributed.broadcast_object(path)
+    if not main and path is not None:
+        state = load_checkpoint(path, map_location=device)
     distributed.barrier()  # nobody trains (and rank 0 saves nothing) until all have loaded
     return state
 
@@ -324,17 +318,12 @@ def fit(
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
     result_path = run_dir / RESULT
+    finished = _finished_result(result_path)
+    if finished is not None:
+        return finished
     if distributed.is_distributed():
-        finished = _finished_result(result_path)
-        if finished is not None:
-            return finished
         ddp.check_shards(len(train_data), cfg)  # type: ignore[arg-type]
         ddp.check_rules(rules)
-    elif result_path.exists():
-        try:
-            return json.loads(result_path.read_text())
-        except json.JSONDecodeError:
-            _warn(f"{result_path} is corrupt; recomputing from the checkpoint")
     device = device or torch.device("cpu")
     loss_fn = loss_fn or default_loss(task)
     model.to(device)

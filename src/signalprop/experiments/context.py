@@ -209,5 +209,5 @@ def run_experiment(
 
 def _shared_run_dir(out: Path, experiment: str) -> Path:
     """A new run directory, created by rank 0; every rank gets its path."""
-    path = new_run_dir(out, experiment) if distributed.is_main_process() else None
-    return Path(distributed.broadcast_object(None if path is None else str(path)))
+    return distributed.broadcast_object(
+        new_run_dir(out, experiment) if distributed.is_main_process() else None)

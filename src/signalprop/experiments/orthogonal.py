@@ -219,6 +219,14 @@ class MemoryData:
             raise ConfigError(f"data.noise must be >= 0, got {self.noise}")
 
 
+def _check_rnn_choices(filter: str, baselines: tuple[str, ...]) -> None:
+    """``model.filter`` and ``model.baselines`` of the RNN experiments."""
+    one_of("model.filter", filter, FILTERS)
+    for name in baselines:
+        if name not in ("rnn", "lstm"):
+            raise ConfigError(f"model.baselines: unknown {name!r}; choose rnn, lstm")
+
+
 @dataclass(frozen=True)
 class RNNModel:
     hidden: int = 32
@@ -231,13 +239,10 @@ class RNNModel:
     def __post_init__(self) -> None:
         positive("model.hidden", self.hidden)
         positive("model.beta_scale", self.beta_scale)
-        one_of("model.filter", self.filter, FILTERS)
         in_range("model.beta", self.beta, 0.0, 1.0)
         if self.readout_scale < 0:
             raise ConfigError(f"model.readout_scale must be >= 0, got {self.readout_scale}")
-        for name in self.baselines:
-            if name not in ("rnn", "lstm"):
-                raise ConfigError(f"model.baselines: unknown {name!r}; choose rnn, lstm")
+        _check_rnn_choices(self.filter, self.baselines)
 
 
 @dataclass(frozen=True)
@@ -250,9 +255,14 @@ class LongMemoryConfig:
 
 def filter_classifier(inputs: int, classes: int, length: int, m: RNNModel) -> LastStepClassifier:
     beta = m.beta if m.beta > 0 else min(1.0, m.beta_scale / length)
-    rnn = AdditiveFilterRNN(inputs, m.hidden, beta=beta, filter=m.filter)
-    scale = m.readout_scale or 1.0 / beta
-    return LastStepClassifier(rnn, classes, scale=scale)
+    return _filter_model(inputs, classes, m.hidden, beta, m.filter, m.readout_scale)
+
+
+def _filter_model(inputs: int, classes: int, hidden: int, beta: float, filter: str,
+                  readout_scale: float) -> LastStepClassifier:
+    """Additive-filter RNN read out at ``h_T * readout_scale`` (0: ``h_T / b``)."""
+    rnn = AdditiveFilterRNN(inputs, hidden, beta=beta, filter=filter)
+    return LastStepClassifier(rnn, classes, scale=readout_scale or 1.0 / beta)
 
 
 def baseline_classifier(kind: str, inputs: int, classes: int, hidden: int) -> LastStepClassifier:
@@ -361,10 +371,7 @@ class PSMNISTModel:
     def __post_init__(self) -> None:
         positive("model.hidden", self.hidden)
         in_range("model.beta", self.beta, 1e-12, 1.0)
-        one_of("model.filter", self.filter, FILTERS)
-        for name in self.baselines:
-            if name not in ("rnn", "lstm"):
-                raise ConfigError(f"model.baselines: unknown {name!r}; choose rnn, lstm")
+        _check_rnn_choices(self.filter, self.baselines)
 
 
 @dataclass(frozen=True)
@@ -409,9 +416,8 @@ def run_psmnist(ctx: RunContext) -> dict[str, Any]:
         for model_name in ("filter", *m.baselines):
             torch.manual_seed(ctx.seed)
             if model_name == "filter":
-                rnn = AdditiveFilterRNN(inputs, m.hidden, beta=m.beta, filter=m.filter)
-                model = LastStepClassifier(rnn, splits.num_classes,
-                                           scale=m.readout_scale or 1.0 / m.beta)
+                model = _filter_model(inputs, splits.num_classes, m.hidden, m.beta, m.filter,
+                                      m.readout_scale)
             else:
                 model = baseline_classifier(model_name, inputs, splits.num_classes, m.hidden)
             sub = f"{splits.name}-{model_name}"
