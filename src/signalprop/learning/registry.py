@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import nn
 
-from signalprop.config import in_range, non_negative, one_of, positive
+from signalprop.config import in_range, non_negative, one_of, positive, require_int
 from signalprop.errors import ConfigError
 from signalprop.learning.base import LearningRule
 from signalprop.learning.decorrelation_rule import DecorrelationRule
@@ -51,7 +51,8 @@ class LearningConfig:
     """``learning.*`` config: the gradient rule and the optional decorrelation in front of it.
 
     ``decorrelation`` is ``none`` or a rule name (``normalised``, ``decorrelate``, ``whiten``,
-    ``foldiak``).
+    ``foldiak``). ``block_size`` 0 keeps ``R`` dense (the paper); ``b > 0`` makes it
+    block-diagonal with blocks of ``b`` features (cheaper, not in the paper).
     """
 
     rule: str = "bp"
@@ -61,6 +62,7 @@ class LearningConfig:
     sample_fraction: float = 0.1
     subsample: str = "first"
     max_samples: int = 0
+    block_size: int = 0
     feedback_scale: float = 1.0
     dfa_derivative: bool = True
     np_sigma: float = 1e-3
@@ -73,6 +75,7 @@ class LearningConfig:
         in_range("learning.sample_fraction", self.sample_fraction, 1e-9, 1.0)
         one_of("learning.subsample", self.subsample, SUBSAMPLING)
         non_negative("learning.max_samples", self.max_samples)
+        require_int("learning", "block_size", self.block_size, minimum=0)
         positive("learning.feedback_scale", self.feedback_scale)
         positive("learning.np_sigma", self.np_sigma)
 
@@ -91,6 +94,6 @@ def build_rules(cfg: LearningConfig, model: nn.Module, seed: int = 0) -> tuple[L
 
         decorrelate(model, rule=cfg.decorrelation, lr=cfg.decor_lr, kappa=cfg.kappa,
                     sample_fraction=cfg.sample_fraction, subsample=cfg.subsample,
-                    max_samples=cfg.max_samples or None)
+                    max_samples=cfg.max_samples or None, block_size=cfg.block_size or None)
         rules.append(DecorrelationRule())
     return tuple(rules)

@@ -81,21 +81,21 @@ class DecorrelatedLinear(nn.Linear):
         if self.training and dec.recording:
             index = dec.sample_index(rows.shape[0], rows.device)
         feedback = getattr(self, "feedback", None)
-        matrix = dec.matrix()
         grad = torch.is_grad_enabled()
         if self.fused(rows.shape[0], grad and x.requires_grad, grad and self.weight.requires_grad,
                       feedback is not None, index is not None):
             if index is not None:
                 dec.record(rows[index], mu)
-            weight = self.weight @ matrix  # a = x W_eff^T + (b - W_eff mu)
+            weight = dec.right_multiply(self.weight)  # a = x W_eff^T + (b - W_eff mu)
             if feedback is None:
                 return F.linear(x, weight, centring_bias(self.bias, weight, None, mu))
-            feedback = feedback @ matrix
+            feedback = dec.right_multiply(feedback)
             bias = centring_bias(self.bias, weight, feedback, mu)
             return linear_with_feedback(x, weight, bias, feedback)
-        z = (x - mu) @ matrix.T
+        z = dec.apply(rows - mu)
         if index is not None:
-            dec.record(rows[index], mu, z.reshape(-1, self.in_features)[index])
+            dec.record(rows[index], mu, z[index])
+        z = z.reshape(x.shape)
         if feedback is None:
             return F.linear(z, self.weight, self.bias)
         return linear_with_feedback(z, self.weight, self.bias, feedback)
@@ -107,7 +107,7 @@ class DecorrelatedLinear(nn.Linear):
         Fused: ``W R`` (``out``), ``dW = dW_eff R^T`` if ``W`` needs a gradient (``out``), ``B R``
         for feedback alignment (``out``) and the update sample's ``z_s = R (x_s - mu)`` (``k``).
         Unfused: ``(x - mu) R^T`` (``batch``), and ``dz R`` if the input needs a gradient
-        (``batch``).
+        (``batch``). A block-diagonal ``R`` scales both sides by ``block_size / d``.
         """
         if self.fuse != "auto":
             return self.fuse == "always"
@@ -122,7 +122,7 @@ class DecorrelatedLinear(nn.Linear):
         rows = x.reshape(-1, self.in_features)
         mu = rows.mean(0) if (self.decorrelator.center and self.training) else (
             self.decorrelator.running_mean if self.decorrelator.center else 0.0)
-        return ((rows - mu) @ self.decorrelator.matrix().T).reshape(x.shape)
+        return self.decorrelator.apply(rows - mu).reshape(x.shape)
 
 
 class DecorrelatedConv2d(nn.Conv2d):
@@ -179,11 +179,10 @@ class DecorrelatedConv2d(nn.Conv2d):
             sample_mu = mu if mu is not None else torch.zeros_like(dec.running_mean)
             dec.record(self.patches(images.detach()), sample_mu)
         shape = self.weight.shape
-        matrix = dec.matrix()
-        weight = self.weight.reshape(shape[0], -1) @ matrix
+        weight = dec.right_multiply(self.weight.reshape(shape[0], -1))
         feedback = getattr(self, "feedback", None)
         if feedback is not None:
-            feedback = feedback.reshape(shape[0], -1) @ matrix
+            feedback = dec.right_multiply(feedback.reshape(shape[0], -1))
         bias = self.bias
         if mu is not None:
             bias = centring_bias(bias, weight, feedback, mu)
@@ -199,7 +198,7 @@ class DecorrelatedConv2d(nn.Conv2d):
         rows = self.patches(x)
         dec = self.decorrelator
         mu = (rows.mean(0) if self.training else dec.running_mean) if dec.center else 0.0
-        return (rows - mu) @ dec.matrix().T
+        return dec.apply(rows - mu)
 
 
 def decorrelate(model: nn.Module, *, convolutions: bool = True, **options: Any) -> nn.Module:

@@ -33,6 +33,10 @@ Every rule is ``R <- s * R + alpha * P`` with a per-row (or scalar) ``s``, a sca
 ``R`` (``addmm_``). Every statistic is a sum over samples, so under DDP the sums are all-reduced
 and every rank applies the same update (:func:`signalprop.distributed.all_reduce_sum`). A
 non-finite ``R`` raises :class:`~signalprop.errors.DivergenceError` naming the layer.
+
+``block_size=b`` (not in the paper, whose ``R`` is dense) restricts ``R`` to diagonal blocks of
+``b`` consecutive features (:mod:`signalprop.nn.block_diagonal`): every rule then runs inside each
+block, and applying ``R`` costs ``B d b`` instead of ``B d^2``.
 """
 
 from __future__ import annotations
@@ -46,6 +50,13 @@ from torch import Tensor, nn
 
 from signalprop.config import require_number
 from signalprop.errors import ConfigError, DivergenceError
+from signalprop.nn.block_diagonal import (
+    apply_rows,
+    block_groups,
+    block_view,
+    right_multiply,
+    split_rows,
+)
 
 RULES = ("decorrelate", "whiten", "normalised", "foldiak")
 SUBSAMPLING = ("first", "random")
@@ -65,6 +76,8 @@ class Decorrelator(nn.Module):
         max_samples: cap on sampled rows (conv patches); None keeps all.
         center: subtract the batch mean in training and a running mean in eval.
         momentum: running-mean momentum.
+        block_size: None (dense ``R``, the paper) or ``b``: ``R`` is block-diagonal with blocks
+            of ``b`` consecutive features (the last takes the remainder); cost ``/ (d / b)``.
     """
 
     def __init__(
@@ -78,6 +91,7 @@ class Decorrelator(nn.Module):
         max_samples: int | None = None,
         center: bool = True,
         momentum: float = 0.1,
+        block_size: int | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -103,6 +117,10 @@ class Decorrelator(nn.Module):
             raise ConfigError(f"max_samples must be >= 1 or None, got {max_samples!r}")
         if not 0.0 <= momentum <= 1.0:
             raise ConfigError(f"decorrelation momentum must be in [0, 1], got {momentum!r}")
+        if block_size is not None and (isinstance(block_size, bool)
+                                       or not isinstance(block_size, int) or block_size < 1):
+            raise ConfigError(f"decorrelation block_size must be a positive integer or None "
+                              f"(dense R), got {block_size!r}")
         self.features = features
         self.rule = rule
         self.lr = float(lr)
@@ -112,6 +130,8 @@ class Decorrelator(nn.Module):
         self.max_samples = max_samples
         self.center = center
         self.momentum = float(momentum)
+        self.block_size = block_size if block_size is not None and block_size < features else None
+        self.groups = block_groups(features, self.block_size)
         self.recording = True
         self.layer_name = ""
         factory = {"device": device, "dtype": dtype}
@@ -131,6 +151,8 @@ class Decorrelator(nn.Module):
 
     def extra_repr(self) -> str:
         extra = f", kappa={self.kappa}" if self.rule == "whiten" else ""
+        if self.block_size is not None:
+            extra += f", block_size={self.block_size}"
         return (f"{self.features}, rule={self.rule!r}, lr={self.lr}{extra}, "
                 f"sample_fraction={self.sample_fraction}, center={self.center}")
 
@@ -143,12 +165,29 @@ class Decorrelator(nn.Module):
         if self._inverse is None or self._inverse[0] != key:
             try:
                 with torch.no_grad():
-                    self._inverse = (key, torch.linalg.inv(self.R))
+                    self._inverse = (key, self._block_inverse())
             except torch.linalg.LinAlgError:
                 raise DivergenceError(
                     f"Foldiak matrix R of layer {self.layer_name or 'decorrelator'!r} became "
                     f"singular (lr {self.lr}); lower the decorrelation lr") from None
         return self._inverse[1]
+
+    def _block_inverse(self) -> Tensor:
+        """``R^-1`` block by block (zeros off the blocks)."""
+        if self.block_size is None:
+            return torch.linalg.inv(self.R)
+        inverse = torch.zeros_like(self.R)
+        for g in self.groups:
+            block_view(inverse, g).copy_(torch.linalg.inv(block_view(self.R, g)))
+        return inverse
+
+    def apply(self, centred: Tensor) -> Tensor:
+        """``z = (x - mu) M^T`` for centred rows ``(n, d)``, using only ``M``'s blocks."""
+        return apply_rows(centred, self.matrix(), self.groups)
+
+    def right_multiply(self, weight: Tensor) -> Tensor:
+        """``W M`` for a weight ``(out, d)``: the fused weight ``W_eff``."""
+        return right_multiply(weight, self.matrix(), self.groups)
 
     def sample_count(self, batch: int) -> int:
         """Rows used for the update out of ``batch``: ``floor(fraction * batch) + 1``."""
@@ -194,7 +233,7 @@ class Decorrelator(nn.Module):
         """``z = (x - mu) R^T`` over the last dimension (records a sub-sample in training)."""
         rows = x.reshape(-1, self.features)
         mu = self.mean(rows)
-        z = (rows - mu) @ self.matrix().T
+        z = self.apply(rows - mu)
         if self.training and self.recording:
             index = self.sample_index(rows.shape[0], rows.device)
             self.record(rows[index], mu, z[index])
@@ -208,42 +247,67 @@ class Decorrelator(nn.Module):
         """The recorded raw rows ``x`` and their decorrelated values ``z`` (in ``R``'s dtype)."""
         assert self._sample is not None
         x, mu, z = self._sample
-        x = x.to(self.R.dtype)
+        dtype = self.R.dtype
+        if x.dtype != dtype:
+            x = x.to(dtype)
         if z is None:
-            z = (x - mu.to(self.R.dtype)) @ self.matrix().T
-        return x, z.to(self.R.dtype)
+            return x, self.apply(x - mu.to(dtype))
+        return x, z if z.dtype == dtype else z.to(dtype)
 
-    def _product(self, z: Tensor) -> Tensor:
-        """``P = Z^T Z R`` (``offdiag(Z^T Z)`` for Foldiak) in the cheaper order for ``k`` rows."""
-        if self.rule == "foldiak":
-            product = z.T @ z
-            product.diagonal().zero_()
-            return product
-        if z.shape[0] > self.features:  # k d^2 + d^3 < 2 k d^2
-            return (z.T @ z) @ self.R
-        return z.T @ (z @ self.R)
+    def _products(self, z: Tensor) -> list[Tensor]:
+        """Per block group, ``P = Z^T Z R`` (``offdiag(Z^T Z)`` for Foldiak) as ``(count, b, b)``,
+        in the cheaper order for ``k`` rows."""
+        products = []
+        for g in self.groups:
+            zb = split_rows(z, g)
+            if self.rule == "foldiak":
+                product = zb.transpose(1, 2) @ zb
+                product.diagonal(dim1=1, dim2=2).zero_()
+            elif z.shape[0] > g.size:  # k b^2 + b^3 < 2 k b^2
+                product = (zb.transpose(1, 2) @ zb) @ block_view(self.R, g)
+            else:
+                product = zb.transpose(1, 2) @ (zb @ block_view(self.R, g))
+            products.append(product)
+        return products
+
+    @property
+    def block_entries(self) -> int:
+        """Number of entries of ``R`` inside its blocks (``d^2`` when dense)."""
+        return sum(g.count * g.size * g.size for g in self.groups)
+
+    def _update_blocks(self, scale: Tensor | float, alpha: float,
+                       products: list[Tensor]) -> None:
+        """``R_b <- s R_b + alpha P_b`` in every block (row scales ``s`` split by block)."""
+        for g, product in zip(self.groups, products, strict=True):
+            blocks = block_view(self.R, g)
+            if isinstance(scale, Tensor) and scale.dim() > 0:
+                blocks.mul_(scale[g.start : g.stop].reshape(g.count, g.size, 1))
+            else:
+                blocks.mul_(scale)
+            blocks.add_(product, alpha=alpha)
 
     @staticmethod
     def _gain_sums(x: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
         """``sum ||x_n||/||z_n||`` and the count, over rows with ``z_n != 0``."""
         z_norm = z.norm(dim=1)
         x_norm = x.norm(dim=1)
-        valid = z_norm > 1e-6 * x_norm.clamp_min(1e-30)  # z = 0 for a centred batch of one
-        return (x_norm[valid] / z_norm[valid]).sum(), valid.sum()
+        valid = z_norm > 1e-6 * x_norm  # z = 0 for a centred batch of one
+        ratios = torch.where(valid, x_norm / z_norm, 0.0)
+        return ratios.sum(), valid.sum()
 
     @torch.no_grad()
     def statistics(self) -> Tensor:
-        """Flat sums ``[P, sum z^2, sum ||x||/||z||, #rows with z != 0, k]``.
+        """Flat sums ``[P (blocks), sum z^2, sum ||x||/||z||, #rows with z != 0, k]``.
 
         Zeros when nothing was recorded, so ranks without data still join the all-reduce.
         """
-        d = self.features
-        out = torch.zeros(d * d + d + 3, dtype=self.R.dtype, device=self.R.device)
+        d, size = self.features, self.block_entries
+        out = torch.zeros(size + d + 3, dtype=self.R.dtype, device=self.R.device)
         if self._sample is None:
             return out
         x, z = self._sampled()
-        out[: d * d] = self._product(z).reshape(-1)
-        out[d * d : d * d + d] = (z * z).sum(0)
+        out[:size] = torch.cat([p.reshape(-1) for p in self._products(z)])
+        out[size : size + d] = (z * z).sum(0)
         if self.rule == "normalised":
             out[-3], out[-2] = self._gain_sums(x, z)
         out[-1] = x.shape[0]
@@ -268,13 +332,18 @@ class Decorrelator(nn.Module):
     def apply_statistics(self, stats: Tensor) -> None:
         """Apply the rule from (possibly all-reduced) :meth:`statistics`."""
         self._sample = None
-        d = self.features
+        d, size = self.features, self.block_entries
         k = float(stats[-1])
         if k == 0 or self.lr == 0:
             return
-        scale, alpha = self._coefficients(stats[d * d : d * d + d], float(stats[-3]),
+        scale, alpha = self._coefficients(stats[size : size + d], float(stats[-3]),
                                           float(stats[-2]), k)
-        self.R.mul_(scale).add_(stats[: d * d].reshape(d, d), alpha=alpha)
+        products, start = [], 0
+        for g in self.groups:
+            n = g.count * g.size * g.size
+            products.append(stats[start : start + n].reshape(g.count, g.size, g.size))
+            start += n
+        self._update_blocks(scale, alpha, products)
         self._check()
 
     @torch.no_grad()
@@ -291,18 +360,31 @@ class Decorrelator(nn.Module):
         if self.lr == 0:
             return
         gain_sum, valid = self._gain_sums(x, z) if self.rule == "normalised" else (0.0, 0.0)
-        scale, alpha = self._coefficients((z * z).sum(0), float(gain_sum), float(valid),
+        sq_sum = (z * z).sum(0) if self.rule in ("decorrelate", "whiten") else z.new_zeros(0)
+        scale, alpha = self._coefficients(sq_sum, float(gain_sum), float(valid),
                                           float(z.shape[0]))
         if self.rule == "foldiak" or z.shape[0] > self.features:
-            product = self._product(z)
-            self.R.mul_(scale).add_(product, alpha=alpha)
-        else:
+            self._update_blocks(scale, alpha, self._products(z))
+        elif self.block_size is None:
             zr = z @ self.R
             self.R.mul_(scale).addmm_(z.T, zr, alpha=alpha)
+        else:  # R_b <- s R_b + alpha Z_b^T (Z_b R_b), accumulated into each block
+            for g in self.groups:
+                zb, blocks = split_rows(z, g), block_view(self.R, g)
+                zr = torch.bmm(zb, blocks)
+                if isinstance(scale, Tensor):
+                    blocks.mul_(scale[g.start : g.stop].reshape(g.count, g.size, 1))
+                else:
+                    blocks.mul_(scale)
+                blocks.baddbmm_(zb.transpose(1, 2), zr, alpha=alpha)
         self._check()
 
     def _check(self) -> None:
-        if not torch.isfinite(self.R.sum()):  # one reduction: NaN/Inf anywhere poisons the sum
+        if self.block_size is None:
+            total = self.R.sum()  # one reduction: NaN/Inf anywhere poisons the sum
+        else:  # only the blocks change
+            total = sum(block_view(self.R, g).sum() for g in self.groups)
+        if not torch.isfinite(total):
             name = self.layer_name or "decorrelator"
             raise DivergenceError(
                 f"decorrelation matrix R of layer {name!r} became NaN/Inf (rule {self.rule!r}, "
@@ -315,7 +397,7 @@ class Decorrelator(nn.Module):
     def output_covariance(self, x: Tensor) -> Tensor:
         """Covariance ``E[z z^T]`` of the decorrelated outputs for inputs ``x`` (rows)."""
         rows = x.reshape(-1, self.features).to(self.R.dtype)
-        z = (rows - rows.mean(0) if self.center else rows) @ self.matrix().T
+        z = self.apply(rows - rows.mean(0) if self.center else rows)
         return z.T @ z / rows.shape[0]
 
 

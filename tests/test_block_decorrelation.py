@@ -1,0 +1,194 @@
+"""Block-diagonal decorrelation (``block_size``): maths, rules, layers and config."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from signalprop.errors import ConfigError
+from signalprop.learning.registry import LearningConfig, build_rules
+from signalprop.nn.block_diagonal import apply_rows, block_groups, right_multiply
+from signalprop.nn.decorrelated_layers import DecorrelatedConv2d, DecorrelatedLinear
+from signalprop.nn.decorrelation import Decorrelator, correlation_error
+
+D, B = 14, 4  # three blocks of 4 and a remainder block of 2
+
+
+def _block_mask(d: int = D, b: int = B) -> torch.Tensor:
+    ids = torch.arange(d) // b
+    return ids[:, None] == ids[None, :]
+
+
+def _correlated(n: int, seed: int) -> torch.Tensor:
+    """Inputs whose features are correlated within each block (and a little across blocks)."""
+    g = torch.Generator().manual_seed(seed)
+    mix = torch.randn(D, D, generator=torch.Generator().manual_seed(0)) / D**0.5
+    mix = mix * (_block_mask() + 0.1 * ~_block_mask()) + 0.5 * torch.eye(D)
+    return torch.randn(n, D, generator=g) @ mix.T + 0.5
+
+
+def _random_block_matrix() -> torch.Tensor:
+    return (torch.eye(D) + 0.2 * torch.randn(D, D)) * _block_mask()
+
+
+def test_groups_cover_the_features_with_a_remainder_block():
+    assert block_groups(D, B) == ((0, 3, 4), (12, 1, 2))
+    assert block_groups(8, 4) == ((0, 2, 4),)
+    assert block_groups(8, None) == ((0, 1, 8),)
+    assert block_groups(8, 16) == ((0, 1, 8),)
+
+
+def test_block_products_equal_dense_products_with_a_block_diagonal_matrix():
+    torch.manual_seed(0)
+    m = _random_block_matrix()
+    rows, weight = torch.randn(9, D), torch.randn(5, D)
+    groups = block_groups(D, B)
+    torch.testing.assert_close(apply_rows(rows, m, groups), rows @ m.T)
+    torch.testing.assert_close(right_multiply(weight, m, groups), weight @ m)
+    noisy = m + 10.0 * ~_block_mask()  # entries off the blocks are never read
+    torch.testing.assert_close(apply_rows(rows, noisy, groups), rows @ m.T)
+
+
+def _train(rule: str, lr: float, steps: int = 600, **kw) -> Decorrelator:
+    dec = Decorrelator(D, rule=rule, lr=lr, sample_fraction=1.0, block_size=B, **kw)
+    for step in range(steps):
+        dec(_correlated(256, step + 1))
+        dec.update()
+    return dec
+
+
+def _within_block_error(cov: torch.Tensor) -> float:
+    return max(correlation_error(cov[s:s + B, s:s + B]) for s in range(0, D, B))
+
+
+@pytest.mark.parametrize("rule,lr", [("decorrelate", 0.05), ("whiten", 0.05),
+                                     ("normalised", 0.02), ("foldiak", 0.02)])
+def test_rules_decorrelate_within_blocks_and_keep_r_block_diagonal(rule, lr):
+    x = _correlated(20000, 0)
+    before = _within_block_error(torch.cov(x.T))
+    dec = _train(rule, lr)
+    after = _within_block_error(dec.output_covariance(x))
+    assert before > 0.1
+    assert after < 0.03
+    assert torch.count_nonzero(dec.R[~_block_mask()]) == 0
+    assert torch.count_nonzero(dec.matrix()[~_block_mask()]) == 0
+
+
+@pytest.mark.parametrize("rule", ["decorrelate", "whiten", "normalised", "foldiak"])
+def test_equal_blocks_without_remainder_stay_block_diagonal(rule):
+    dec = Decorrelator(12, rule=rule, lr=0.01, sample_fraction=0.1, block_size=4)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(3):  # k = 26 rows > block size, and k = 3 < block size
+        for batch in (256, 20):
+            dec(torch.randn(batch, 12, generator=g) @ torch.randn(12, 12, generator=g))
+            dec.update()
+    assert torch.count_nonzero(dec.R[~_block_mask(12, 4)]) == 0
+    assert not torch.equal(dec.R, torch.eye(12))
+
+
+def test_block_whitening_makes_covariance_identity_within_blocks():
+    dec = _train("whiten", 0.05, kappa=0.5)
+    cov = dec.output_covariance(_correlated(20000, 0))
+    assert ((cov - torch.eye(D)) * _block_mask()).abs().max() < 0.15
+
+
+@pytest.mark.parametrize("rule", ["decorrelate", "whiten", "normalised", "foldiak"])
+@pytest.mark.parametrize("batch", [3, 64])  # k below and above the block size
+def test_block_rule_equals_dense_rule_on_masked_statistics(rule, batch):
+    """One block step equals the dense step with C restricted to the blocks; the all-reduce
+    path (statistics/apply_statistics) gives the same R as the local update."""
+    r = torch.eye(D) + 0.1 * _random_block_matrix()
+    x = _correlated(batch, 7)
+    local, reduced = (Decorrelator(D, rule=rule, lr=0.05, sample_fraction=1.0, block_size=B)
+                      for _ in range(2))
+    for dec in (local, reduced):
+        dec.R.copy_(r)
+        dec(x)
+    z = (x - x.mean(0)) @ local.matrix().T
+    c = (z.T @ z / batch) * _block_mask()
+    local.update()
+    reduced.apply_statistics(reduced.statistics())
+    torch.testing.assert_close(local.R, reduced.R, rtol=1e-5, atol=1e-5)
+    if rule == "decorrelate":
+        expected = r - 0.05 * (c - torch.diag(c.diagonal())) @ r
+        torch.testing.assert_close(local.R, expected, rtol=1e-5, atol=1e-5)
+    if rule == "foldiak":
+        torch.testing.assert_close(local.R, r + 0.05 * (c - torch.diag(c.diagonal())))
+
+
+@pytest.mark.parametrize("feedback", [False, True])
+def test_block_linear_fused_and_unfused_agree_with_dense_computation(feedback):
+    torch.manual_seed(3)
+    layers = [DecorrelatedLinear(D, 5, fuse=f, block_size=B) for f in ("always", "never")]
+    layers[1].load_state_dict(layers[0].state_dict())
+    r, fb = _random_block_matrix(), torch.randn(5, D)
+    for layer in layers:
+        layer.decorrelator.R.copy_(r)
+        if feedback:
+            layer.register_buffer("feedback", fb.clone())
+    x = _correlated(32, 2)
+    grad_out = torch.randn(32, 5)
+    results = []
+    for layer in layers:
+        xi = x.clone().requires_grad_()
+        out = layer(xi)
+        out.backward(grad_out)
+        results.append((out, xi.grad, layer.weight.grad))
+    w = layers[0].weight.detach()
+    expected = (x - x.mean(0)) @ r.T @ w.T + layers[0].bias.detach()
+    for fused, unfused in zip(*results, strict=True):
+        torch.testing.assert_close(fused, unfused, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(results[0][0], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_block_conv_matches_block_decorrelated_patches():
+    torch.manual_seed(4)
+    conv = DecorrelatedConv2d(2, 3, 3, padding=1, block_size=5)  # d = 18: 3 blocks of 5 + 3
+    d = conv.patch_features
+    mask = _block_mask(d, 5)
+    r = (torch.eye(d) + 0.05 * torch.randn(d, d)) * mask
+    conv.decorrelator.R.copy_(r)
+    x = torch.randn(4, 2, 5, 5)
+    out = conv(x)
+    patches = conv.patches(x)
+    z = (patches - patches.mean(0)) @ r.T
+    ref = (z @ conv.weight.detach().reshape(3, -1).T + conv.bias.detach())
+    ref = ref.reshape(4, 25, 3).transpose(1, 2).reshape(4, 3, 5, 5)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(conv.decorrelated_input(x), z, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("value", [0, -3, 2.5, True, "4"])
+def test_bad_block_size_is_a_config_error(value):
+    with pytest.raises(ConfigError, match="block_size"):
+        Decorrelator(D, block_size=value)
+
+
+def test_learning_config_sets_block_size_and_zero_means_dense():
+    model = torch.nn.Sequential(torch.nn.Linear(D, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+    build_rules(LearningConfig(decorrelation="whiten", block_size=B), model)
+    assert model[0].decorrelator.block_size == B
+    assert model[2].decorrelator.block_size == B
+    assert "block_size=4" in repr(model[0])
+    dense = torch.nn.Sequential(torch.nn.Linear(D, 2))
+    build_rules(LearningConfig(decorrelation="whiten"), dense)
+    assert dense[0].decorrelator.block_size is None
+    with pytest.raises(ConfigError, match="block_size"):
+        LearningConfig(decorrelation="whiten", block_size=-1)
+
+
+def test_benchmark_counts_block_multiply_adds():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "benchmarks" / "decorrelation_cost.py"
+    spec = importlib.util.spec_from_file_location("decorrelation_cost", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2))
+    from signalprop.nn.decorrelated_layers import decorrelate
+
+    counts = bench.multiply_adds(decorrelate(model, block_size=4), torch.randn(32, 8))
+    # blocks of 4: layer 0 has 2 blocks (32 entries), layer 1 has 4 (64); k = 4 rows
+    assert counts["apply_R_madds"] == 32 * 32 + (2 * 2 + 4) * 64
+    assert counts["update_R_madds"] == 2 * 4 * 32 + 2 * 4 * 64
