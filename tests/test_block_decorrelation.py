@@ -192,3 +192,14 @@ def test_benchmark_counts_block_multiply_adds():
     # blocks of 4: layer 0 has 2 blocks (32 entries), layer 1 has 4 (64); k = 4 rows
     assert counts["apply_R_madds"] == 32 * 32 + (2 * 2 + 4) * 64
     assert counts["update_R_madds"] == 2 * 4 * 32 + 2 * 4 * 64
+
+
+@pytest.mark.parametrize("fuse", ["always", "never"])
+def test_block_layer_works_under_torch_func(fuse):
+    torch.manual_seed(5)
+    layer = DecorrelatedLinear(D, 3, block_size=B, fuse=fuse).eval()
+    r = _random_block_matrix()
+    layer.decorrelator.R.copy_(r)
+    x = torch.randn(D)
+    jac = torch.func.jacrev(lambda v: layer(v[None])[0])(x)
+    torch.testing.assert_close(jac, layer.weight.detach() @ r, rtol=1e-5, atol=1e-5)

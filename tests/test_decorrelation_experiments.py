@@ -40,3 +40,30 @@ def test_approximate_verdicts_follow_numbers():
                "fa_train_loss": 1.0, "fa+decor_train_loss": 0.3, "np_train_loss": 1.0,
                "np+decor_train_loss": 1.0}
     assert [c.check(results)[1] for c in exp.claims] == ["reproduced", "not reproduced"]
+
+
+def test_speedup_adds_block_diagonal_runs_to_table_and_results(tmp_path):
+    import json
+
+    from signalprop.experiments.context import run_experiment
+
+    run_dir = run_experiment(get_experiment("decorrelation-speedup"), out=tmp_path, quick=True,
+                             progress=False, overrides=[
+                                 "architectures=[mlp]", "data.n_train=300", "data.n_test=100",
+                                 "train.epochs=2", "block_sizes=[16]"])
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert [r[0] for r in summary["tables"]["speedup"]["rows"]] == ["mlp", "mlp, R blocks of 16"]
+    results = summary["results"]
+    assert {"mlp_epoch_speedup", "mlp_b16_epoch_speedup", "mlp_b16_step_time_ratio"} <= set(results)
+    model_dir = run_dir / "mlp-decor-b16-s0"
+    assert model_dir.is_dir()
+
+
+def test_speedup_rejects_bad_block_sizes():
+    import pytest
+
+    from signalprop.errors import ConfigError
+
+    exp = get_experiment("decorrelation-speedup")
+    with pytest.raises(ConfigError, match="block_sizes"):
+        apply_overrides(exp.make_config(), ["block_sizes=[0]"])
