@@ -203,3 +203,16 @@ def test_block_layer_works_under_torch_func(fuse):
     x = torch.randn(D)
     jac = torch.func.jacrev(lambda v: layer(v[None])[0])(x)
     torch.testing.assert_close(jac, layer.weight.detach() @ r, rtol=1e-5, atol=1e-5)
+
+
+def test_block_divergence_names_the_layer():
+    from signalprop.errors import DivergenceError
+    from signalprop.learning.decorrelation_rule import decorrelation_step
+    from signalprop.nn.decorrelated_layers import decorrelate
+
+    model = torch.nn.Sequential(torch.nn.Linear(D, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
+    decorrelate(model, rule="decorrelate", lr=1e6, sample_fraction=1.0, block_size=B)
+    with pytest.raises(DivergenceError, match=r"layer '0'"):
+        for _ in range(20):
+            model(_correlated(64, 1) * 100)
+            decorrelation_step(model)

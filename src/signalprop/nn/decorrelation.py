@@ -313,10 +313,12 @@ class Decorrelator(nn.Module):
         out[-1] = x.shape[0]
         return out
 
-    def _coefficients(self, sq_sum: Tensor, gain_sum: float, valid: float,
+    def _coefficients(self, sq_sum: Tensor | None, gain_sum: float, valid: float,
                       k: float) -> tuple[Tensor | float, float]:
         """``(s, alpha)`` of ``R <- s R + alpha P`` for this rule (``c = sq_sum / k``)."""
         lr = self.lr
+        if self.rule in ("decorrelate", "whiten"):
+            assert sq_sum is not None
         if self.rule == "decorrelate":  # R - lr (C - diag C) R
             return (1 + lr * sq_sum / k)[:, None], -lr / k
         if self.rule == "whiten":  # R - lr [(1-kappa)(C - diag C) + kappa diag(C - 1)] R
@@ -360,7 +362,7 @@ class Decorrelator(nn.Module):
         if self.lr == 0:
             return
         gain_sum, valid = self._gain_sums(x, z) if self.rule == "normalised" else (0.0, 0.0)
-        sq_sum = (z * z).sum(0) if self.rule in ("decorrelate", "whiten") else z.new_zeros(0)
+        sq_sum = (z * z).sum(0) if self.rule in ("decorrelate", "whiten") else None
         scale, alpha = self._coefficients(sq_sum, float(gain_sum), float(valid),
                                           float(z.shape[0]))
         if self.rule == "foldiak" or z.shape[0] > self.features:
@@ -368,29 +370,41 @@ class Decorrelator(nn.Module):
         elif self.block_size is None:
             zr = z @ self.R
             self.R.mul_(scale).addmm_(z.T, zr, alpha=alpha)
-        else:  # R_b <- s R_b + alpha Z_b^T (Z_b R_b), accumulated into each block
+        else:  # R_b <- s R_b + alpha Z_b^T (Z_b R_b) on a contiguous copy of the blocks
+            finite = True
             for g in self.groups:
-                zb, blocks = split_rows(z, g), block_view(self.R, g)
+                zb, view = split_rows(z, g), block_view(self.R, g)
+                blocks = view.contiguous()  # strided in-place batched products are 2-3x slower
                 zr = torch.bmm(zb, blocks)
                 if isinstance(scale, Tensor):
                     blocks.mul_(scale[g.start : g.stop].reshape(g.count, g.size, 1))
+                    blocks.baddbmm_(zb.transpose(1, 2), zr, alpha=alpha)
                 else:
-                    blocks.mul_(scale)
-                blocks.baddbmm_(zb.transpose(1, 2), zr, alpha=alpha)
+                    blocks = torch.baddbmm(blocks, zb.transpose(1, 2), zr, beta=scale,
+                                           alpha=alpha)
+                view.copy_(blocks)
+                finite = finite and bool(torch.isfinite(blocks.sum()))
+            if not finite:
+                self._diverged()
+            return
         self._check()
 
     def _check(self) -> None:
         if self.block_size is None:
             total = self.R.sum()  # one reduction: NaN/Inf anywhere poisons the sum
         else:  # only the blocks change
-            total = sum(block_view(self.R, g).sum() for g in self.groups)
+            sums = [block_view(self.R, g).sum() for g in self.groups]
+            total = sums[0] if len(sums) == 1 else torch.stack(sums).sum()
         if not torch.isfinite(total):
-            name = self.layer_name or "decorrelator"
-            raise DivergenceError(
-                f"decorrelation matrix R of layer {name!r} became NaN/Inf (rule {self.rule!r}, "
-                f"lr {self.lr}); lower the decorrelation lr (stability needs lr * largest "
-                "input-covariance eigenvalue < 1)"
-            )
+            self._diverged()
+
+    def _diverged(self) -> None:
+        name = self.layer_name or "decorrelator"
+        raise DivergenceError(
+            f"decorrelation matrix R of layer {name!r} became NaN/Inf (rule {self.rule!r}, "
+            f"lr {self.lr}); lower the decorrelation lr (stability needs lr * largest "
+            "input-covariance eigenvalue < 1)"
+        )
 
     # -- diagnostics -----------------------------------------------------------------------
     @torch.no_grad()
@@ -419,8 +433,10 @@ def decorrelators(model: nn.Module) -> Iterator[tuple[str, Decorrelator]]:
             owner = name.rsplit(".", 1)[0] if name.endswith("decorrelator") else name
             if owner == "decorrelator":
                 owner = ""
-            module.layer_name = owner or type(model).__name__
-            yield module.layer_name, module
+            owner = owner or type(model).__name__
+            if module.layer_name != owner:
+                module.layer_name = owner
+            yield owner, module
 
 
 @contextmanager
