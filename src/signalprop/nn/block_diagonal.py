@@ -40,10 +40,12 @@ def block_groups(features: int, block_size: int | None) -> tuple[BlockGroup, ...
     return tuple(groups)
 
 
-def block_view(matrix: Tensor, group: BlockGroup) -> Tensor:
-    """The group's diagonal blocks of a square ``matrix`` (any strides, e.g. a transpose) as a
-    ``(count, b, b)`` view."""
+def block_view(matrix: Tensor, group: BlockGroup, transpose: bool = False) -> Tensor:
+    """The group's diagonal blocks of a square ``matrix`` (any strides) as a ``(count, b, b)``
+    view; each block transposed when ``transpose``."""
     rows, cols = matrix.stride()
+    if transpose:
+        rows, cols = cols, rows
     b = group.size
     offset = matrix.storage_offset() + group.start * (rows + cols)
     return matrix.as_strided((group.count, b, b), (b * (rows + cols), rows, cols), offset)
@@ -57,14 +59,16 @@ def apply_rows(rows: Tensor, matrix: Tensor, groups: tuple[BlockGroup, ...]) -> 
         return rows @ matrix.T
     if not (rows.requires_grad or matrix.requires_grad):
         return _left_multiply_columns(matrix, rows.T, groups).T
-    n = rows.shape[0]
+    n, d = rows.shape
     parts = []
     for g in groups:
-        blocks = block_view(matrix, g)
+        blocks_t = block_view(matrix, g, transpose=True)
         if g.count == 1:
-            parts.append(rows[:, g.start : g.stop] @ blocks[0].T)
+            parts.append(rows[:, g.start : g.stop] @ blocks_t[0])
             continue
-        out = torch.bmm(split_rows(rows, g), blocks.transpose(1, 2))
+        seg = rows.view(n, g.count, g.size) if g.stop == d and g.start == 0 else rows[
+            :, g.start : g.stop].reshape(n, g.count, g.size)
+        out = torch.bmm(seg.transpose(0, 1), blocks_t)
         parts.append(out.transpose(0, 1).reshape(n, g.count * g.size))
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 

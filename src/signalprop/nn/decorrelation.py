@@ -209,10 +209,12 @@ class Decorrelator(nn.Module):
         if not self.training:
             return self.running_mean
         mu = rows.mean(0)
-        self._last_mean = mu.detach()
+        frozen = mu.detach()
+        self._last_mean = frozen
         if self.recording:
             with torch.no_grad():
-                self.running_mean.lerp_(mu.detach().to(self.running_mean.dtype), self.momentum)
+                self.running_mean.lerp_(frozen if frozen.dtype == self.running_mean.dtype
+                                        else frozen.to(self.running_mean.dtype), self.momentum)
         return mu
 
     def record(self, rows: Tensor, mu: Tensor, z: Tensor | None = None) -> None:
@@ -220,9 +222,13 @@ class Decorrelator(nn.Module):
         computed them, the rows' decorrelated values ``z`` (saves one product in the update)."""
         if not (self.training and self.recording):
             return
-        rows = rows.detach().reshape(-1, self.features)
+        rows = rows.detach()
+        if rows.dim() != 2:
+            rows = rows.reshape(-1, self.features)
         if z is not None:
-            z = z.detach().reshape(-1, self.features)
+            z = z.detach()
+            if z.dim() != 2:
+                z = z.reshape(-1, self.features)
         if self.max_samples is not None and rows.shape[0] > self.max_samples:
             keep = torch.randperm(rows.shape[0], device=rows.device)[: self.max_samples]
             rows = rows[keep]
@@ -287,13 +293,15 @@ class Decorrelator(nn.Module):
             blocks.add_(product, alpha=alpha)
 
     @staticmethod
-    def _gain_sums(x: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
-        """``sum ||x_n||/||z_n||`` and the count, over rows with ``z_n != 0``."""
-        z_norm = z.norm(dim=1)
-        x_norm = x.norm(dim=1)
-        valid = z_norm > 1e-6 * x_norm  # z = 0 for a centred batch of one
-        ratios = torch.where(valid, x_norm / z_norm, 0.0)
-        return ratios.sum(), valid.sum()
+    def _gain_sums(x: Tensor, z: Tensor) -> tuple[float, float]:
+        """``sum ||x_n||/||z_n||`` and the count, over rows with ``||z_n|| > 1e-6 ||x_n||``
+        (``z = 0`` for a centred batch of one)."""
+        ratios = x.norm(dim=1) / z.norm(dim=1)
+        total = float(ratios.sum())
+        if math.isfinite(total) and total < 1e6:  # then every ratio is below 1e6: all valid
+            return total, float(ratios.shape[0])
+        valid = ratios < 1e6  # inf and nan (z = 0) fail too
+        return float(ratios[valid].sum()), float(valid.sum())
 
     @torch.no_grad()
     def statistics(self) -> Tensor:
@@ -363,8 +371,7 @@ class Decorrelator(nn.Module):
             return
         gain_sum, valid = self._gain_sums(x, z) if self.rule == "normalised" else (0.0, 0.0)
         sq_sum = (z * z).sum(0) if self.rule in ("decorrelate", "whiten") else None
-        scale, alpha = self._coefficients(sq_sum, float(gain_sum), float(valid),
-                                          float(z.shape[0]))
+        scale, alpha = self._coefficients(sq_sum, gain_sum, valid, float(z.shape[0]))
         if self.rule == "foldiak" or z.shape[0] > self.features:
             self._update_blocks(scale, alpha, self._products(z))
         elif self.block_size is None:
@@ -383,7 +390,7 @@ class Decorrelator(nn.Module):
                     blocks = torch.baddbmm(blocks, zb.transpose(1, 2), zr, beta=scale,
                                            alpha=alpha)
                 view.copy_(blocks)
-                finite = finite and bool(torch.isfinite(blocks.sum()))
+                finite = finite and math.isfinite(float(blocks.sum()))
             if not finite:
                 self._diverged()
             return
