@@ -53,6 +53,32 @@ def test_reproduce_reuses_finished_runs(quick_run, capsys):
     assert "reused" in capsys.readouterr().err
 
 
+def test_reproduce_reruns_when_the_resolved_config_changed(quick_run):
+    """A finished run whose config differs from today's is not reused; a field its config.json
+    lacks counts as today's default."""
+    import dataclasses
+
+    from signalprop.experiments.context import resolve_config
+    from signalprop.reproduce import find_previous
+
+    out, _ = quick_run
+    exp = registry.get_experiment("deep-tanh-mlp")
+    cfg = resolve_config(exp, True, [])
+    run_dir = find_previous(out, "deep-tanh-mlp", True, 0, [])
+    assert find_previous(out, "deep-tanh-mlp", True, 0, [], cfg) == run_dir
+    changed = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, lr=cfg.train.lr * 2))
+    assert find_previous(out, "deep-tanh-mlp", True, 0, [], changed) is None
+    path = run_dir / "config.json"
+    original = path.read_text()
+    try:
+        saved = json.loads(original)
+        del saved["config"]["train"]["lr"]  # as if the field did not exist then
+        path.write_text(json.dumps(saved))
+        assert find_previous(out, "deep-tanh-mlp", True, 0, [], cfg) == run_dir
+    finally:
+        path.write_text(original)
+
+
 def test_reproduce_skips_missing_data_with_reason(tmp_path, capsys, monkeypatch):
     exp = registry.get_experiment("deep-tanh-mlp")
     fake = registry.Experiment(

@@ -1,8 +1,10 @@
 """``signalprop reproduce``: run every registered experiment, skip what cannot run, resume what
 already finished in the same output directory, then write the report.
 
-A finished run is recognised by its ``config.json`` (same experiment, quick flag, seed and
-overrides) and its ``summary.json``; an unfinished one is resumed from its checkpoints.
+A finished run is recognised by its ``config.json`` (same experiment, quick flag, seed,
+overrides and resolved config, so a changed default reruns it; a field the saved config lacks
+counts as today's default) and its ``summary.json``; an unfinished one is resumed from its
+checkpoints.
 """
 
 from __future__ import annotations
@@ -19,7 +21,11 @@ import torch
 
 from signalprop import config as config_lib
 from signalprop.errors import DivergenceError, SignalpropError
-from signalprop.experiments.context import missing_requirements, run_experiment
+from signalprop.experiments.context import (
+    missing_requirements,
+    resolve_config,
+    run_experiment,
+)
 from signalprop.experiments.registry import Experiment, all_experiments, get_experiment
 
 
@@ -52,10 +58,16 @@ def seed_overrides(experiment: Experiment, seeds: int | None) -> list[str]:
     return [f"{key}={seeds}" for key in keys]
 
 
+def _json(cfg: object) -> object:
+    return json.loads(json.dumps(config_lib.to_dict(cfg)))
+
+
 def find_previous(
-    out: Path, name: str, quick: bool, seed: int, overrides: list[str]
+    out: Path, name: str, quick: bool, seed: int, overrides: list[str],
+    config: object | None = None,
 ) -> Path | None:
-    """The newest run of ``name`` under ``out`` made with the same settings, if any."""
+    """The newest run of ``name`` under ``out`` made with the same settings (and, when given,
+    the same resolved ``config`` dataclass), if any."""
     base = out / name
     if not base.is_dir():
         return None
@@ -65,9 +77,21 @@ def find_previous(
         except (OSError, json.JSONDecodeError):
             continue
         if (saved.get("quick") == quick and saved.get("seed") == seed
-                and saved.get("overrides", []) == overrides):
+                and saved.get("overrides", []) == overrides
+                and (config is None or _same_config(config, saved.get("config")))):
             return run_dir
     return None
+
+
+def _same_config(config: object, saved: object) -> bool:
+    """Whether a saved ``config.json`` entry, read with today's defaults for the fields it
+    lacks, equals ``config``."""
+    if not isinstance(saved, dict):
+        return False
+    try:
+        return _json(config_lib.from_dict(config, saved)) == _json(config)
+    except (TypeError, ValueError, SignalpropError):
+        return False
 
 
 def run_one(name: str, out: Path, quick: bool, seed: int, seeds: int | None, device: str,
@@ -82,7 +106,8 @@ def run_one(name: str, out: Path, quick: bool, seed: int, seeds: int | None, dev
     if reason:
         return Outcome(name, "skipped", reason=reason)
     overrides = seed_overrides(experiment, seeds)
-    previous = find_previous(out, name, quick, seed, overrides)
+    config = resolve_config(experiment, quick, overrides)
+    previous = find_previous(out, name, quick, seed, overrides, config)
     if previous is not None and (previous / "summary.json").exists():
         return Outcome(name, "reused", previous)
     try:
