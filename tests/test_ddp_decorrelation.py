@@ -20,7 +20,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _train(rank: int, sync: bool) -> dict[str, torch.Tensor]:
+def _train(rank: int, sync: bool, block_size: int | None = None) -> dict[str, torch.Tensor]:
     from signalprop.learning.decorrelation_rule import decorrelation_step
     from signalprop.nn.decorrelated_layers import decorrelate
 
@@ -28,7 +28,7 @@ def _train(rank: int, sync: bool) -> dict[str, torch.Tensor]:
     model = decorrelate(
         nn.Sequential(nn.Conv2d(2, 3, 3), nn.Flatten(), nn.Linear(3 * 4 * 4, 5), nn.Tanh(),
                       nn.Linear(5, 2)),
-        lr=1e-2, sample_fraction=0.5)
+        lr=1e-2, sample_fraction=0.5, block_size=block_size)
     ddp = nn.parallel.DistributedDataParallel(model, broadcast_buffers=False)
     opt = torch.optim.SGD(ddp.parameters(), lr=0.1)
     data = torch.Generator().manual_seed(100 + rank)  # different data per rank
@@ -75,6 +75,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     try:
         for sync in (True, False):
             torch.save(_train(rank, sync), f"{out}/rank{rank}-{sync}.pt")
+            torch.save(_train(rank, sync, block_size=4), f"{out}/blk-rank{rank}-{sync}.pt")
             torch.save(_train_np(rank, sync), f"{out}/np-rank{rank}-{sync}.pt")
     finally:
         dist.destroy_process_group()
@@ -89,7 +90,7 @@ def states(tmp_path_factory) -> dict[bool, list[dict]]:
     mp.start_processes(_worker, args=(2, _free_port(), str(out)), nprocs=2, join=True,
                        start_method="forkserver")
     return {(kind, sync): [torch.load(out / f"{kind}rank{r}-{sync}.pt") for r in range(2)]
-            for sync in (True, False) for kind in ("", "np-")}
+            for sync in (True, False) for kind in ("", "np-", "blk-")}
 
 
 def test_ranks_keep_identical_r(states):
@@ -116,3 +117,15 @@ def test_node_perturbation_ranks_keep_identical_weights_and_r(states):
 def test_node_perturbation_without_sync_ranks_drift(states):
     first, second = states["np-", False]
     assert not torch.allclose(first["0.weight"], second["0.weight"])
+
+
+def test_block_diagonal_ranks_keep_identical_r(states):
+    first, second = states["blk-", True]
+    for key in first:
+        torch.testing.assert_close(first[key], second[key], rtol=0, atol=0, msg=key)
+    r = first["0.decorrelator.R"]  # conv patches: d = 18, blocks of 4 and a remainder of 2
+    ids = torch.arange(18) // 4
+    assert torch.count_nonzero(r[ids[:, None] != ids[None, :]]) == 0
+    assert not torch.allclose(r, torch.eye(18))
+    drift = states["blk-", False]
+    assert not torch.allclose(drift[0]["0.decorrelator.R"], drift[1]["0.decorrelator.R"])
