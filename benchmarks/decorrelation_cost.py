@@ -164,6 +164,7 @@ def main() -> None:
     rounds, repeats = (3, 3) if args.quick else (7, 5)
     mlp = ModelConfig(width=256, depth=3)
     wide = ModelConfig(width=1000, depth=4)
+    tiny = ModelConfig(width=32, depth=3)
     cnn = ModelConfig(width=256, channels=(8, 16))
     sizes = args.block_sizes
     block = sizes[0]
@@ -189,6 +190,11 @@ def main() -> None:
              torch.randn(256, 784), None),
             ("MLP 784-1000x4-10 (paper width)", lambda: make_mlp(784, 10, wide),
              torch.randn(256, 784), block),
+            # almost no arithmetic: the difference in ms is the per-step cost of the extra ops
+            ("MLP 64-32x3-10 (overhead probe)", lambda: make_mlp(64, 10, tiny),
+             torch.randn(32, 64), None),
+            ("MLP 64-32x3-10 (overhead probe)", lambda: make_mlp(64, 10, tiny),
+             torch.randn(32, 64), block),
         ]
     rows = [compare(name, build, x, rounds, repeats, b) for name, build, x, b in cases]
     verdicts = {}

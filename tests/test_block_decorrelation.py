@@ -45,8 +45,20 @@ def test_block_products_equal_dense_products_with_a_block_diagonal_matrix():
     groups = block_groups(D, B)
     torch.testing.assert_close(apply_rows(rows, m, groups), rows @ m.T)
     torch.testing.assert_close(right_multiply(weight, m, groups), weight @ m)
-    noisy = m + 10.0 * ~_block_mask()  # entries off the blocks are never read
-    torch.testing.assert_close(apply_rows(rows, noisy, groups), rows @ m.T)
+    big_rows, big_weight = torch.randn(20000, D), torch.randn(20000, D)  # past DENSE_MACS
+    torch.testing.assert_close(apply_rows(big_rows, m, groups), big_rows @ m.T)
+    torch.testing.assert_close(right_multiply(big_weight, m, groups), big_weight @ m)
+    grad_rows = big_rows.clone().requires_grad_()
+    apply_rows(grad_rows, m, groups).sum().backward()
+    torch.testing.assert_close(grad_rows.grad, torch.ones(20000, D) @ m)
+
+
+def test_loading_a_dense_r_keeps_only_the_blocks():
+    dense = Decorrelator(D)
+    dense.R.copy_(torch.randn(D, D))
+    blocked = Decorrelator(D, block_size=B)
+    blocked.load_state_dict(dense.state_dict())
+    torch.testing.assert_close(blocked.R, dense.R * _block_mask())
 
 
 def _train(rule: str, lr: float, steps: int = 600, **kw) -> Decorrelator:

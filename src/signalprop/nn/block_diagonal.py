@@ -7,6 +7,9 @@ are strided views of it (no copy), so updates made through them land in ``R``. A
 
 Not from Ahmad (arXiv 2407.10780), whose ``R`` is dense: a cheaper option whose cost falls by
 ``d / b``; each block decorrelates only the features inside it.
+
+The entries off the blocks must be zero (the decorrelator keeps them so): a product small enough
+that one dense matmul beats the per-block work (``DENSE_MACS``) is done densely.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor
+
+DENSE_MACS = 1 << 21  # below this many multiply-adds a dense matmul is cheaper than the blocks
 
 
 class BlockGroup(NamedTuple):
@@ -40,6 +45,16 @@ def block_groups(features: int, block_size: int | None) -> tuple[BlockGroup, ...
     return tuple(groups)
 
 
+def block_mask(features: int, groups: tuple[BlockGroup, ...]) -> Tensor:
+    """Boolean ``d x d`` mask of the diagonal blocks."""
+    ids = torch.empty(features, dtype=torch.long)
+    first = 0
+    for g in groups:
+        ids[g.start : g.stop] = torch.arange(first, first + g.count).repeat_interleave(g.size)
+        first += g.count
+    return ids[:, None] == ids[None, :]
+
+
 def block_view(matrix: Tensor, group: BlockGroup, transpose: bool = False) -> Tensor:
     """The group's diagonal blocks of a square ``matrix`` (any strides) as a ``(count, b, b)``
     view; each block transposed when ``transpose``."""
@@ -55,7 +70,8 @@ def apply_rows(rows: Tensor, matrix: Tensor, groups: tuple[BlockGroup, ...]) -> 
     """``rows M^T`` for a block-diagonal ``M`` (``rows`` is ``(n, d)``), as a row-major
     ``(n, d)`` tensor; differentiable in ``rows`` (and ``M``) with plain autograd and
     ``torch.func``. Each group is one ``bmm`` over ``(count, n, b)`` strided views."""
-    if len(groups) == 1 and groups[0].count == 1:
+    d = rows.shape[1]
+    if (len(groups) == 1 and groups[0].count == 1) or rows.shape[0] * d * d <= DENSE_MACS:
         return rows @ matrix.T
     if not (rows.requires_grad or matrix.requires_grad):
         return _left_multiply_columns(matrix, rows.T, groups).T
@@ -88,7 +104,8 @@ def _left_multiply_columns(matrix: Tensor, columns: Tensor,
 
 def right_multiply(weight: Tensor, matrix: Tensor, groups: tuple[BlockGroup, ...]) -> Tensor:
     """``W M`` for a block-diagonal ``M`` (``W`` is ``(out, d)``): ``W M = W (M^T)^T``."""
-    if len(groups) == 1 and groups[0].count == 1:
+    d = weight.shape[1]
+    if (len(groups) == 1 and groups[0].count == 1) or weight.shape[0] * d * d <= DENSE_MACS:
         return weight @ matrix
     return apply_rows(weight, matrix.T, groups)
 

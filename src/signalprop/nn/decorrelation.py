@@ -53,6 +53,7 @@ from signalprop.errors import ConfigError, DivergenceError
 from signalprop.nn.block_diagonal import (
     apply_rows,
     block_groups,
+    block_mask,
     block_view,
     right_multiply,
     split_rows,
@@ -148,6 +149,13 @@ class Decorrelator(nn.Module):
             self.R.copy_(torch.eye(self.features, dtype=self.R.dtype, device=self.R.device))
             self.running_mean.zero_()
         self._sample = None
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
+        """Loading keeps ``R`` block-diagonal: entries off the blocks are zeroed."""
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if self.block_size is not None:
+            with torch.no_grad():
+                self.R.mul_(block_mask(self.features, self.groups).to(self.R.dtype))
 
     def extra_repr(self) -> str:
         extra = f", kappa={self.kappa}" if self.rule == "whiten" else ""
