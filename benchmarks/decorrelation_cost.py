@@ -77,15 +77,15 @@ def multiply_adds(decor: nn.Module, x: torch.Tensor) -> dict[str, float]:
         out = layer.weight.shape[0]
         plain += rows * d * out * (2 + input_grad)
         dec = layer.decorrelator
-        entries = dec.block_entries
+        cost = dec.product_macs  # d^2 per row, or d b for blocks (small products: dense)
         images = dec.sample_count(batch)
         k = images * rows // batch  # conv: every position of the sampled images
         if isinstance(layer, DecorrelatedLinear) and not layer.fused(
                 rows, input_grad, True, False, True):
-            apply += rows * entries * (1 + input_grad)
+            apply += cost(rows) * (1 + input_grad)
         else:
             assert isinstance(layer, DecorrelatedLinear | DecorrelatedConv2d)
-            apply += 2 * out * entries + k * entries  # W R, dW R^T, z_s = R (x_s - mu)
+            apply += 2 * cost(out) + cost(k)  # W R, dW R^T, z_s = R (x_s - mu)
         for g in dec.groups:
             block = g.count * g.size * g.size
             update += 2 * k * block if k <= g.size else k * block + g.count * g.size**3

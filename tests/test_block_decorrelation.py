@@ -189,21 +189,34 @@ def test_learning_config_sets_block_size_and_zero_means_dense():
         LearningConfig(decorrelation="whiten", block_size=-1)
 
 
+def test_product_cost_counts_blocks_and_small_dense_products():
+    dec = Decorrelator(1024, block_size=16)  # 64 blocks
+    assert dec.block_entries == 1024 * 16
+    assert dec.product_macs(256) == 256 * 1024 * 16
+    assert dec.product_macs(1) == 1024**2  # small: one dense matmul
+    assert Decorrelator(1024).product_macs(256) == 256 * 1024**2
+
+
 def test_benchmark_counts_block_multiply_adds():
     import importlib.util
     from pathlib import Path
+
+    from signalprop.nn.decorrelated_layers import decorrelate
 
     path = Path(__file__).parents[1] / "benchmarks" / "decorrelation_cost.py"
     spec = importlib.util.spec_from_file_location("decorrelation_cost", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2))
-    from signalprop.nn.decorrelated_layers import decorrelate
-
-    counts = bench.multiply_adds(decorrelate(model, block_size=4), torch.randn(32, 8))
-    # blocks of 4: layer 0 has 2 blocks (32 entries), layer 1 has 4 (64); k = 4 rows
-    assert counts["apply_R_madds"] == 32 * 32 + (2 * 2 + 4) * 64
-    assert counts["update_R_madds"] == 2 * 4 * 32 + 2 * 4 * 64
+    model = torch.nn.Sequential(torch.nn.Linear(1024, 1024), torch.nn.Tanh(),
+                                torch.nn.Linear(1024, 2))
+    counts = bench.multiply_adds(decorrelate(model, block_size=16), torch.randn(64, 1024))
+    entries = 1024 * 16  # k = 7 sampled rows
+    # layer 0: x R^T over blocks (64 rows). Layer 1: fusing would cost W R and dW R^T as small
+    # dense products (2 * 2 * 1024^2) plus z_s (7 * entries), more than the unfused x R^T and
+    # dz R over blocks (2 * 64 * entries), so it stays unfused.
+    assert not model[2].fused(64, True, True, False, True)
+    assert counts["apply_R_madds"] == 64 * entries + 2 * 64 * entries
+    assert counts["update_R_madds"] == 2 * (2 * 7 * entries)
 
 
 @pytest.mark.parametrize("fuse", ["always", "never"])

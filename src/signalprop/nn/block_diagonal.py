@@ -73,8 +73,6 @@ def apply_rows(rows: Tensor, matrix: Tensor, groups: tuple[BlockGroup, ...]) -> 
     d = rows.shape[1]
     if (len(groups) == 1 and groups[0].count == 1) or rows.shape[0] * d * d <= DENSE_MACS:
         return rows @ matrix.T
-    if not (rows.requires_grad or matrix.requires_grad):
-        return _left_multiply_columns(matrix, rows.T, groups).T
     n, d = rows.shape
     parts = []
     for g in groups:
@@ -87,19 +85,6 @@ def apply_rows(rows: Tensor, matrix: Tensor, groups: tuple[BlockGroup, ...]) -> 
         out = torch.bmm(seg.transpose(0, 1), blocks_t)
         parts.append(out.transpose(0, 1).reshape(n, g.count * g.size))
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
-
-
-def _left_multiply_columns(matrix: Tensor, columns: Tensor,
-                           groups: tuple[BlockGroup, ...]) -> Tensor:
-    """``M C`` for ``C`` of shape ``(d, m)`` as one contiguous ``(d, m)`` tensor, whose
-    transpose is ``C^T M^T`` without a copy (``C = X^T`` is read in place). Used when no
-    gradient flows: a gradient through the transposed result would come back column-major."""
-    m = columns.shape[1]
-    out = columns.new_empty(columns.shape)
-    for g in groups:
-        slab = columns[g.start : g.stop].reshape(g.count, g.size, m)
-        torch.bmm(block_view(matrix, g), slab, out=out[g.start : g.stop].view(g.count, g.size, m))
-    return out
 
 
 def right_multiply(weight: Tensor, matrix: Tensor, groups: tuple[BlockGroup, ...]) -> Tensor:

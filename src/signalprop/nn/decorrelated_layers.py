@@ -102,19 +102,22 @@ class DecorrelatedLinear(nn.Linear):
 
     def fused(self, batch: int, input_grad: bool, weight_grad: bool, feedback: bool,
               recording: bool) -> bool:
-        """Whether to fuse ``W_eff = W R``: the cheaper option in units of ``d^2`` multiply-adds.
+        """Whether to fuse ``W_eff = W R``: the option with fewer multiply-adds.
 
-        Fused: ``W R`` (``out``), ``dW = dW_eff R^T`` if ``W`` needs a gradient (``out``), ``B R``
-        for feedback alignment (``out``) and the update sample's ``z_s = R (x_s - mu)`` (``k``).
-        Unfused: ``(x - mu) R^T`` (``batch``), and ``dz R`` if the input needs a gradient
-        (``batch``). A block-diagonal ``R`` scales both sides by ``block_size / d``.
+        Fused: ``W R`` (``out`` rows), ``dW = dW_eff R^T`` if ``W`` needs a gradient (``out``),
+        ``B R`` for feedback alignment (``out``) and the update sample's ``z_s = R (x_s - mu)``
+        (``k``). Unfused: ``(x - mu) R^T`` (``batch``), and ``dz R`` if the input needs a
+        gradient (``batch``). Each product of ``m`` rows costs
+        :meth:`Decorrelator.product_macs` (``m d^2``, or ``m d b`` for blocks of ``b`` unless
+        the product is small enough to be done densely).
         """
         if self.fuse != "auto":
             return self.fuse == "always"
-        fused = self.out_features * (1 + weight_grad + feedback)
+        cost = self.decorrelator.product_macs
+        fused = cost(self.out_features) * (1 + weight_grad + feedback)
         if recording:
-            fused += self.decorrelator.sample_count(batch)
-        return fused < batch * (2 if input_grad else 1)
+            fused += cost(self.decorrelator.sample_count(batch))
+        return fused < cost(batch) * (2 if input_grad else 1)
 
     @torch.no_grad()
     def decorrelated_input(self, x: Tensor) -> Tensor:

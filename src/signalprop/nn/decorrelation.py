@@ -51,6 +51,7 @@ from torch import Tensor, nn
 from signalprop.config import require_number
 from signalprop.errors import ConfigError, DivergenceError
 from signalprop.nn.block_diagonal import (
+    DENSE_MACS,
     apply_rows,
     block_groups,
     block_mask,
@@ -288,6 +289,15 @@ class Decorrelator(nn.Module):
     def block_entries(self) -> int:
         """Number of entries of ``R`` inside its blocks (``d^2`` when dense)."""
         return sum(g.count * g.size * g.size for g in self.groups)
+
+    def product_macs(self, rows: int) -> int:
+        """Multiply-adds of ``rows`` rows times ``R`` as :meth:`apply` does it: dense
+        (``rows d^2``) for a dense ``R`` or a small product, else ``rows`` times the block
+        entries."""
+        dense = rows * self.features**2
+        if self.block_size is None or dense <= DENSE_MACS:
+            return dense
+        return rows * self.block_entries
 
     def _update_blocks(self, scale: Tensor | float, alpha: float,
                        products: list[Tensor]) -> None:
