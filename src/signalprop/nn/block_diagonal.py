@@ -70,19 +70,16 @@ def apply_rows(rows: Tensor, matrix: Tensor, groups: tuple[BlockGroup, ...]) -> 
     """``rows M^T`` for a block-diagonal ``M`` (``rows`` is ``(n, d)``), as a row-major
     ``(n, d)`` tensor; differentiable in ``rows`` (and ``M``) with plain autograd and
     ``torch.func``. Each group is one ``bmm`` over ``(count, n, b)`` strided views."""
-    d = rows.shape[1]
-    if (len(groups) == 1 and groups[0].count == 1) or rows.shape[0] * d * d <= DENSE_MACS:
-        return rows @ matrix.T
     n, d = rows.shape
+    if (len(groups) == 1 and groups[0].count == 1) or n * d * d <= DENSE_MACS:
+        return rows @ matrix.T
     parts = []
     for g in groups:
         blocks_t = block_view(matrix, g, transpose=True)
         if g.count == 1:
             parts.append(rows[:, g.start : g.stop] @ blocks_t[0])
             continue
-        seg = rows.view(n, g.count, g.size) if g.stop == d and g.start == 0 else rows[
-            :, g.start : g.stop].reshape(n, g.count, g.size)
-        out = torch.bmm(seg.transpose(0, 1), blocks_t)
+        out = torch.bmm(split_rows(rows, g), blocks_t)
         parts.append(out.transpose(0, 1).reshape(n, g.count * g.size))
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
