@@ -128,29 +128,31 @@ def test_block_rule_equals_dense_rule_on_masked_statistics(rule, batch):
         torch.testing.assert_close(local.R, r + 0.05 * (c - torch.diag(c.diagonal())))
 
 
+def _outputs_and_gradients(layer, x, grad_out):
+    xi = x.clone().requires_grad_()
+    out = layer(xi)
+    out.backward(grad_out)
+    return out, xi.grad, layer.weight.grad
+
+
 @pytest.mark.parametrize("feedback", [False, True])
-def test_block_linear_fused_and_unfused_agree_with_dense_computation(feedback):
+@pytest.mark.parametrize("d,batch", [(D, 32), (500, 400)])  # small: dense matmuls; large: bmm
+def test_block_linear_fused_and_unfused_agree_with_dense_computation(feedback, d, batch):
     torch.manual_seed(3)
-    layers = [DecorrelatedLinear(D, 5, fuse=f, block_size=B) for f in ("always", "never")]
+    layers = [DecorrelatedLinear(d, 5, fuse=f, block_size=B) for f in ("always", "never")]
     layers[1].load_state_dict(layers[0].state_dict())
-    r, fb = _random_block_matrix(), torch.randn(5, D)
+    r = (torch.eye(d) + 0.2 * torch.randn(d, d)) * _block_mask(d, B)
     for layer in layers:
         layer.decorrelator.R.copy_(r)
         if feedback:
-            layer.register_buffer("feedback", fb.clone())
-    x = _correlated(32, 2)
-    grad_out = torch.randn(32, 5)
-    results = []
-    for layer in layers:
-        xi = x.clone().requires_grad_()
-        out = layer(xi)
-        out.backward(grad_out)
-        results.append((out, xi.grad, layer.weight.grad))
+            layer.register_buffer("feedback", torch.randn(5, d, generator=torch.Generator()))
+    x, grad_out = torch.randn(batch, d) + 0.5, torch.randn(batch, 5)
+    fused, unfused = (_outputs_and_gradients(layer, x, grad_out) for layer in layers)
     w = layers[0].weight.detach()
     expected = (x - x.mean(0)) @ r.T @ w.T + layers[0].bias.detach()
-    for fused, unfused in zip(*results, strict=True):
-        torch.testing.assert_close(fused, unfused, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(results[0][0], expected, rtol=1e-5, atol=1e-5)
+    for a, b in zip(fused, unfused, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(fused[0], expected, rtol=1e-4, atol=1e-4)
 
 
 def test_block_conv_matches_block_decorrelated_patches():
