@@ -46,6 +46,18 @@ def _load(name: str, seed: int, **options: Any) -> Any:
         return data.load("mnist1d", seed=seed)
 
 
+def _flat_input_model(cfg: Any, batch_size: int, seed: int,
+                      build: Callable[[int, int, Any], nn.Module],
+                      **load: Any) -> tuple[nn.Module, Batch]:
+    """``build(in_features, classes, cfg.model)`` on ``cfg.data.name`` and one batch of its
+    inputs flattened to rows (``load`` goes to the dataset loader)."""
+    splits = _load(cfg.data.name, seed, n_train=max(batch_size, 100), n_test=100, **load)
+    torch.manual_seed(seed)
+    model = build(math.prod(splits.input_shape), splits.num_classes, cfg.model)
+    x, y = _batch(splits, batch_size)
+    return model, (x.flatten(1), y)
+
+
 def _deep_tanh_mlp(cfg: Any, batch_size: int, seed: int) -> tuple[nn.Module, Batch]:
     from signalprop.nn.mlp import MLP
 
@@ -60,14 +72,11 @@ def _deep_tanh_mlp(cfg: Any, batch_size: int, seed: int) -> tuple[nn.Module, Bat
 def _orthogonal_deep_mlp(cfg: Any, batch_size: int, seed: int) -> tuple[nn.Module, Batch]:
     from signalprop.nn.orthogonal import AdditiveFilterMLP
 
-    splits = _load(cfg.data.name, seed, flatten=True, n_train=max(batch_size, 100), n_test=100)
-    torch.manual_seed(seed)
-    m = cfg.model
-    model = AdditiveFilterMLP(math.prod(splits.input_shape), m.width, m.depth,
-                              splits.num_classes, skip="orthogonal", beta_scale=m.beta_scale,
-                              segment=m.segment or None)
-    x, y = _batch(splits, batch_size)
-    return model, (x.flatten(1), y)
+    def build(features: int, classes: int, m: Any) -> nn.Module:
+        return AdditiveFilterMLP(features, m.width, m.depth, classes, skip="orthogonal",
+                                 beta_scale=m.beta_scale, segment=m.segment or None)
+
+    return _flat_input_model(cfg, batch_size, seed, build, flatten=True)
 
 
 def _orthogonal_long_memory(cfg: Any, batch_size: int, seed: int) -> tuple[nn.Module, Batch]:
@@ -84,28 +93,22 @@ def _orthogonal_long_memory(cfg: Any, batch_size: int, seed: int) -> tuple[nn.Mo
 def _gated_variants(cfg: Any, batch_size: int, seed: int) -> tuple[nn.Module, Batch]:
     from signalprop.nn.gated import gated_mlp
 
-    splits = _load(cfg.data.name, seed, flatten=True, n_train=max(batch_size, 100), n_test=100)
-    torch.manual_seed(seed)
-    m = cfg.model
-    variant = "dlgn" if "dlgn" in m.variants else m.variants[0]
-    if variant == "flnpf":
-        variant = "relu"
-    model = gated_mlp(variant, math.prod(splits.input_shape), m.width, m.depth,
-                      splits.num_classes)
-    x, y = _batch(splits, batch_size)
-    return model, (x.flatten(1), y)
+    def build(features: int, classes: int, m: Any) -> nn.Module:
+        variant = "dlgn" if "dlgn" in m.variants else m.variants[0]
+        if variant == "flnpf":
+            variant = "relu"
+        return gated_mlp(variant, features, m.width, m.depth, classes)
+
+    return _flat_input_model(cfg, batch_size, seed, build, flatten=True)
 
 
 def _sensitivity_deep_mlp(cfg: Any, batch_size: int, seed: int) -> tuple[nn.Module, Batch]:
     from signalprop.nn.mlp import MLP
 
-    splits = _load(cfg.data.name, seed, n_train=max(batch_size, 100), n_test=100)
-    torch.manual_seed(seed)
-    m = cfg.model
-    model = MLP(math.prod(splits.input_shape), m.width, m.depth, splits.num_classes,
-                m.activation, m.small_gain)
-    x, y = _batch(splits, batch_size)
-    return model, (x.flatten(1), y)
+    def build(features: int, classes: int, m: Any) -> nn.Module:
+        return MLP(features, m.width, m.depth, classes, m.activation, m.small_gain)
+
+    return _flat_input_model(cfg, batch_size, seed, build)
 
 
 def _sensitivity_lag(cfg: Any, batch_size: int, seed: int) -> tuple[nn.Module, Batch]:
