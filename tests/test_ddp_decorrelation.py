@@ -93,11 +93,17 @@ def states(tmp_path_factory) -> dict[bool, list[dict]]:
             for sync in (True, False) for kind in ("", "np-", "blk-")}
 
 
-def test_ranks_keep_identical_r(states):
-    first, second = states["", True]
+def _identical_ranks(states, kind: str) -> dict[str, torch.Tensor]:
+    """Rank 0's synced state after checking rank 1 holds exactly the same tensors."""
+    first, second = states[kind, True]
     assert set(first) == set(second)
     for key in first:
-        torch.testing.assert_close(first[key], second[key], rtol=0, atol=0)
+        torch.testing.assert_close(first[key], second[key], rtol=0, atol=0, msg=key)
+    return first
+
+
+def test_ranks_keep_identical_r(states):
+    first = _identical_ranks(states, "")
     assert not torch.allclose(first["4.decorrelator.R"], torch.eye(5))
 
 
@@ -107,10 +113,7 @@ def test_without_sync_ranks_drift(states):
 
 
 def test_node_perturbation_ranks_keep_identical_weights_and_r(states):
-    first, second = states["np-", True]
-    assert set(first) == set(second)
-    for key in first:
-        torch.testing.assert_close(first[key], second[key], rtol=0, atol=0, msg=key)
+    first = _identical_ranks(states, "np-")
     assert not torch.allclose(first["0.decorrelator.R"], torch.eye(6))
 
 
@@ -120,9 +123,7 @@ def test_node_perturbation_without_sync_ranks_drift(states):
 
 
 def test_block_diagonal_ranks_keep_identical_r(states):
-    first, second = states["blk-", True]
-    for key in first:
-        torch.testing.assert_close(first[key], second[key], rtol=0, atol=0, msg=key)
+    first = _identical_ranks(states, "blk-")
     r = first["0.decorrelator.R"]  # conv patches: d = 18, blocks of 4 and a remainder of 2
     ids = torch.arange(18) // 4
     assert torch.count_nonzero(r[ids[:, None] != ids[None, :]]) == 0
