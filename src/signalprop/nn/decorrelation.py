@@ -134,6 +134,8 @@ class Decorrelator(nn.Module):
         self.momentum = float(momentum)
         self.block_size = block_size if block_size is not None and block_size < features else None
         self.groups = block_groups(features, self.block_size)
+        # entries of R inside its blocks (d^2 when dense)
+        self.block_entries = sum(g.count * g.size * g.size for g in self.groups)
         self.recording = True
         self.layer_name = ""
         factory = {"device": device, "dtype": dtype}
@@ -222,8 +224,7 @@ class Decorrelator(nn.Module):
         self._last_mean = frozen
         if self.recording:
             with torch.no_grad():
-                self.running_mean.lerp_(frozen if frozen.dtype == self.running_mean.dtype
-                                        else frozen.to(self.running_mean.dtype), self.momentum)
+                self.running_mean.lerp_(frozen.to(self.running_mean.dtype), self.momentum)
         return mu
 
     def record(self, rows: Tensor, mu: Tensor, z: Tensor | None = None) -> None:
@@ -231,13 +232,9 @@ class Decorrelator(nn.Module):
         computed them, the rows' decorrelated values ``z`` (saves one product in the update)."""
         if not (self.training and self.recording):
             return
-        rows = rows.detach()
-        if rows.dim() != 2:
-            rows = rows.reshape(-1, self.features)
+        rows = rows.detach().reshape(-1, self.features)
         if z is not None:
-            z = z.detach()
-            if z.dim() != 2:
-                z = z.reshape(-1, self.features)
+            z = z.detach().reshape(-1, self.features)
         if self.max_samples is not None and rows.shape[0] > self.max_samples:
             keep = torch.randperm(rows.shape[0], device=rows.device)[: self.max_samples]
             rows = rows[keep]
@@ -284,11 +281,6 @@ class Decorrelator(nn.Module):
                 product = zb.transpose(1, 2) @ (zb @ block_view(self.R, g))
             products.append(product)
         return products
-
-    @property
-    def block_entries(self) -> int:
-        """Number of entries of ``R`` inside its blocks (``d^2`` when dense)."""
-        return sum(g.count * g.size * g.size for g in self.groups)
 
     def product_macs(self, rows: int) -> int:
         """Multiply-adds of ``rows`` rows times ``R`` as :meth:`apply` does it: dense
