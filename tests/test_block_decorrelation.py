@@ -7,7 +7,12 @@ import torch
 
 from signalprop.errors import ConfigError
 from signalprop.learning.registry import LearningConfig, build_rules
-from signalprop.nn.block_diagonal import apply_rows, block_groups, right_multiply
+from signalprop.nn.block_diagonal import (
+    BLOCK_MAC_COST,
+    apply_rows,
+    block_groups,
+    right_multiply,
+)
 from signalprop.nn.decorrelated_layers import DecorrelatedConv2d, DecorrelatedLinear
 from signalprop.nn.decorrelation import Decorrelator, correlation_error
 
@@ -197,6 +202,31 @@ def test_product_cost_counts_blocks_and_small_dense_products():
     assert dec.product_macs(256) == 256 * 1024 * 16
     assert dec.product_macs(1) == 1024**2  # small: one dense matmul
     assert Decorrelator(1024).product_macs(256) == 256 * 1024**2
+
+
+def test_fuse_choice_weighs_block_products_by_their_slower_rate():
+    dec = Decorrelator(256, block_size=16)
+    assert dec.product_cost(256) == BLOCK_MAC_COST * dec.product_macs(256)  # bmm over blocks
+    assert dec.product_cost(10) == dec.product_macs(10) == 10 * 256**2  # small: one dense mm
+    assert Decorrelator(256).product_cost(256) == 256 * 256**2
+    # the experiment MLP's classifier (256 -> 10, batch 256): W R and dW R^T are small dense
+    # products and z_s has 26 rows (3.0M); unfused, x R^T and dz R over blocks are 2.1M
+    # multiply-adds but 4.2M at the block rate, so the layer fuses; a 256-wide hidden layer
+    # (fused: 2 * 2.1M weighted + 1.7M) does not
+    assert DecorrelatedLinear(256, 10, block_size=16).fused(256, True, True, False, True)
+    assert not DecorrelatedLinear(256, 256, block_size=16).fused(256, True, True, False, True)
+
+
+def test_per_step_state_stays_out_of_the_state_dict():
+    layer = DecorrelatedLinear(D, 3, block_size=B)
+    keys = set(layer.state_dict())
+    layer(_correlated(8, 0))
+    dec = layer.decorrelator
+    assert dec.has_sample() and dec._last_mean is not None
+    assert set(layer.state_dict()) == keys == {"weight", "bias", "decorrelator.R",
+                                               "decorrelator.running_mean"}
+    dec.update()
+    assert not dec.has_sample()
 
 
 def test_benchmark_counts_block_multiply_adds():

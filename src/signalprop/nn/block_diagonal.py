@@ -20,6 +20,10 @@ import torch
 from torch import Tensor
 
 DENSE_MACS = 1 << 21  # below this many multiply-adds a dense matmul is cheaper than the blocks
+# time of one multiply-add in the per-block ``bmm`` relative to one in a dense matmul: blocks
+# of 16 ran at 23-27 GMAC/s against 54 GMAC/s for the dense products of the same layers (one
+# CPU core, batch 256, d = 256 and 784)
+BLOCK_MAC_COST = 2.0
 
 
 class BlockGroup(NamedTuple):

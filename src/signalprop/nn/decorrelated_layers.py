@@ -59,6 +59,7 @@ class DecorrelatedLinear(nn.Linear):
             raise ConfigError(f"fuse must be one of {list(FUSE)}, got {fuse!r}")
         self.fuse = fuse
         self.decorrelator = Decorrelator(in_features, device=device, dtype=dtype, **decorrelation)
+        self._fuse_choices: dict[tuple[int, bool, bool, bool, bool], bool] = {}
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, fuse={self.fuse!r}"
@@ -80,7 +81,7 @@ class DecorrelatedLinear(nn.Linear):
         index = None
         if self.training and dec.recording:
             index = dec.sample_index(rows.shape[0], rows.device)
-        feedback = getattr(self, "feedback", None)
+        feedback = self._buffers.get("feedback")  # set by feedback alignment
         grad = torch.is_grad_enabled()
         if self.fused(rows.shape[0], grad and x.requires_grad, grad and self.weight.requires_grad,
                       feedback is not None, index is not None):
@@ -108,12 +109,22 @@ class DecorrelatedLinear(nn.Linear):
         ``B R`` for feedback alignment (``out``) and the update sample's ``z_s = R (x_s - mu)``
         (``k``). Unfused: ``(x - mu) R^T`` (``batch``), and ``dz R`` if the input needs a
         gradient (``batch``). Each product of ``m`` rows costs
-        :meth:`Decorrelator.product_macs` (``m d^2``, or ``m d b`` for blocks of ``b`` unless
-        the product is small enough to be done densely).
+        :meth:`Decorrelator.product_cost` (``m d^2``, or ``m d b`` for blocks of ``b``, weighted
+        by their slower rate, unless the product is small enough to be done densely).
         """
         if self.fuse != "auto":
             return self.fuse == "always"
-        cost = self.decorrelator.product_macs
+        key = (batch, input_grad, weight_grad, feedback, recording)
+        choice = self._fuse_choices.get(key)
+        if choice is None:
+            choice = self._fewer_macs_fused(*key)
+            if len(self._fuse_choices) < 64:  # a few batch sizes per run
+                self._fuse_choices[key] = choice
+        return choice
+
+    def _fewer_macs_fused(self, batch: int, input_grad: bool, weight_grad: bool,
+                          feedback: bool, recording: bool) -> bool:
+        cost = self.decorrelator.product_cost
         fused = cost(self.out_features) * (1 + weight_grad + feedback)
         if recording:
             fused += cost(self.decorrelator.sample_count(batch))

@@ -51,6 +51,7 @@ from torch import Tensor, nn
 from signalprop.config import require_number
 from signalprop.errors import ConfigError, DivergenceError
 from signalprop.nn.block_diagonal import (
+    BLOCK_MAC_COST,
     DENSE_MACS,
     apply_rows,
     block_groups,
@@ -62,6 +63,9 @@ from signalprop.nn.block_diagonal import (
 
 RULES = ("decorrelate", "whiten", "normalised", "foldiak")
 SUBSAMPLING = ("first", "random")
+# attributes set every step; they are never Parameters, buffers or modules, so they skip
+# nn.Module.__setattr__'s bookkeeping (a few microseconds per set, several sets per layer)
+_TRANSIENT = frozenset({"_sample", "_last_mean", "_fixed_mean", "_inverse", "recording"})
 
 
 class Decorrelator(nn.Module):
@@ -147,6 +151,12 @@ class Decorrelator(nn.Module):
         self._inverse: tuple[tuple[int, int, torch.dtype], Tensor] | None = None
         self.reset_parameters()
 
+    def __setattr__(self, name: str, value: object) -> None:
+        if name in _TRANSIENT:
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
     def reset_parameters(self) -> None:
         with torch.no_grad():
             self.R.copy_(torch.eye(self.features, dtype=self.R.dtype, device=self.R.device))
@@ -223,8 +233,10 @@ class Decorrelator(nn.Module):
         frozen = mu.detach()
         self._last_mean = frozen
         if self.recording:
+            running = self.running_mean
             with torch.no_grad():
-                self.running_mean.lerp_(frozen.to(self.running_mean.dtype), self.momentum)
+                running.lerp_(frozen if frozen.dtype == running.dtype else
+                              frozen.to(running.dtype), self.momentum)
         return mu
 
     def record(self, rows: Tensor, mu: Tensor, z: Tensor | None = None) -> None:
@@ -291,6 +303,15 @@ class Decorrelator(nn.Module):
             return dense
         return rows * self.block_entries
 
+    def product_cost(self, rows: int) -> float:
+        """:meth:`product_macs` in dense-matmul multiply-add units: a block product's count is
+        weighted by ``BLOCK_MAC_COST`` (a batched small-block matmul runs slower per
+        multiply-add)."""
+        macs = self.product_macs(rows)
+        if self.block_size is None or macs == rows * self.features**2:
+            return float(macs)
+        return BLOCK_MAC_COST * macs
+
     def _update_blocks(self, scale: Tensor | float, alpha: float,
                        products: list[Tensor]) -> None:
         """``R_b <- s R_b + alpha P_b`` in every block (row scales ``s`` split by block), then
@@ -318,7 +339,8 @@ class Decorrelator(nn.Module):
     def _gain_sums(x: Tensor, z: Tensor) -> tuple[float, float]:
         """``sum ||x_n||/||z_n||`` and the count, over rows with ``||z_n|| > 1e-6 ||x_n||``
         (``z = 0`` for a centred batch of one)."""
-        ratios = x.norm(dim=1) / z.norm(dim=1)
+        norm = torch.linalg.vector_norm
+        ratios = norm(x, dim=1) / norm(z, dim=1)
         total = float(ratios.sum())
         if math.isfinite(total) and total < 1e6:  # then every ratio is below 1e6: all valid
             return total, float(ratios.shape[0])
@@ -393,13 +415,37 @@ class Decorrelator(nn.Module):
         gain_sum, valid = self._gain_sums(x, z) if self.rule == "normalised" else (0.0, 0.0)
         sq_sum = (z * z).sum(0) if self.rule in ("decorrelate", "whiten") else None
         scale, alpha = self._coefficients(sq_sum, gain_sum, valid, float(z.shape[0]))
-        if self.block_size is None and self.rule != "foldiak" and z.shape[0] <= self.features:
+        if self.rule == "foldiak":
+            self._update_blocks(scale, alpha, self._products(z))
+        elif self.block_size is None and z.shape[0] <= self.features:
             zr = z @ self.R  # dense: Z^T (Z R) accumulated straight into R
             self.R.mul_(scale).addmm_(z.T, zr, alpha=alpha)
             if not math.isfinite(float(self.R.sum())):
                 self._diverged()
         else:
-            self._update_blocks(scale, alpha, self._products(z))
+            self._update_in_place(z, scale, alpha)
+
+    def _update_in_place(self, z: Tensor, scale: Tensor | float, alpha: float) -> None:
+        """``R_b <- s R_b + alpha Z_b^T Z_b R_b`` per block group with one ``baddbmm`` that reads
+        the strided blocks of ``R`` and writes a new ``(count, b, b)`` tensor copied back."""
+        total = 0.0
+        for g in self.groups:
+            view = block_view(self.R, g)
+            zb = split_rows(z, g)
+            start = view
+            if isinstance(scale, Tensor) and scale.dim() > 0:
+                start = view * scale[g.start : g.stop].reshape(g.count, g.size, 1)
+                beta = 1.0
+            else:
+                beta = float(scale)
+            if z.shape[0] > g.size:  # (Z^T Z) R: k b^2 + b^3 < 2 k b^2
+                new = torch.baddbmm(start, zb.transpose(1, 2) @ zb, view, beta=beta, alpha=alpha)
+            else:
+                new = torch.baddbmm(start, zb.transpose(1, 2), zb @ view, beta=beta, alpha=alpha)
+            view.copy_(new)
+            total += float(new.sum())
+        if not math.isfinite(total):
+            self._diverged()
 
     def _diverged(self) -> None:
         name = self.layer_name or "decorrelator"
