@@ -204,6 +204,17 @@ def test_product_cost_counts_blocks_and_small_dense_products():
     assert Decorrelator(1024).product_macs(256) == 256 * 1024**2
 
 
+def _load_benchmark(name: str):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_fuse_choice_weighs_block_products_by_their_slower_rate():
     dec = Decorrelator(256, block_size=16)
     assert dec.product_cost(256) == BLOCK_MAC_COST * dec.product_macs(256)  # bmm over blocks
@@ -230,15 +241,9 @@ def test_per_step_state_stays_out_of_the_state_dict():
 
 
 def test_benchmark_counts_block_multiply_adds():
-    import importlib.util
-    from pathlib import Path
-
     from signalprop.nn.decorrelated_layers import decorrelate
 
-    path = Path(__file__).parents[1] / "benchmarks" / "decorrelation_cost.py"
-    spec = importlib.util.spec_from_file_location("decorrelation_cost", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _load_benchmark("decorrelation_cost")
     model = torch.nn.Sequential(torch.nn.Linear(1024, 1024), torch.nn.Tanh(),
                                 torch.nn.Linear(1024, 2))
     counts = bench.multiply_adds(decorrelate(model, block_size=16), torch.randn(64, 1024))
@@ -273,3 +278,24 @@ def test_block_divergence_names_the_layer():
         for _ in range(20):
             model(_correlated(64, 1) * 100)
             decorrelation_step(model)
+
+
+def test_before_after_benchmark_imports_another_revision_beside_this_one(tmp_path):
+    import importlib
+    import sys
+
+    ab = _load_benchmark("decorrelation_ab")
+    package = ab.extract_revision("HEAD", tmp_path)
+    assert "from signalprop." not in (package / "nn" / "decorrelated_layers.py").read_text()
+    sys.path.insert(0, str(tmp_path))
+    try:
+        layers = importlib.import_module("signalprop_base.nn.decorrelated_layers")
+        model = layers.decorrelate(torch.nn.Sequential(torch.nn.Linear(D, 2)), block_size=B)
+        assert type(model[0]).__module__ == "signalprop_base.nn.decorrelated_layers"
+        assert model(_correlated(5, 0)).shape == (5, 2)
+    finally:
+        sys.path.remove(str(tmp_path))
+        for name in [n for n in sys.modules if n.split(".")[0] == "signalprop_base"]:
+            del sys.modules[name]
+    with pytest.raises(SystemExit, match="cannot read revision 'no-such-rev'"):
+        ab.extract_revision("no-such-rev", tmp_path / "other")
