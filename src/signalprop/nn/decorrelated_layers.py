@@ -86,7 +86,7 @@ class DecorrelatedLinear(nn.Linear):
         if self.fused(rows.shape[0], grad and x.requires_grad, grad and self.weight.requires_grad,
                       feedback is not None, index is not None):
             if index is not None:
-                dec.record(rows[index], mu)
+                dec.record(rows.detach()[index], mu)  # detach first: no autograd node
             weight = dec.right_multiply(self.weight)  # a = x W_eff^T + (b - W_eff mu)
             if feedback is None:
                 return F.linear(x, weight, centring_bias(self.bias, weight, None, mu))
@@ -95,7 +95,7 @@ class DecorrelatedLinear(nn.Linear):
             return linear_with_feedback(x, weight, bias, feedback)
         z = dec.apply(rows - mu)
         if index is not None:
-            dec.record(rows[index], mu, z[index])
+            dec.record(rows.detach()[index], mu, z.detach()[index])
         z = z.reshape(x.shape)
         if feedback is None:
             return F.linear(z, self.weight, self.bias)

@@ -232,11 +232,10 @@ class Decorrelator(nn.Module):
         mu = rows.mean(0)
         frozen = mu.detach()
         self._last_mean = frozen
-        if self.recording:
+        if self.recording:  # both detached: the in-place update records no graph
             running = self.running_mean
-            with torch.no_grad():
-                running.lerp_(frozen if frozen.dtype == running.dtype else
-                              frozen.to(running.dtype), self.momentum)
+            running.lerp_(frozen if frozen.dtype == running.dtype else frozen.to(running.dtype),
+                          self.momentum)
         return mu
 
     def record(self, rows: Tensor, mu: Tensor, z: Tensor | None = None) -> None:
@@ -260,7 +259,7 @@ class Decorrelator(nn.Module):
         z = self.apply(rows - mu)
         if self.training and self.recording:
             index = self.sample_index(rows.shape[0], rows.device)
-            self.record(rows[index], mu, z[index])
+            self.record(rows.detach()[index], mu, z.detach()[index])
         return z.reshape(x.shape)
 
     # -- the local rule ----------------------------------------------------------------------
