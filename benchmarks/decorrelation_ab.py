@@ -20,17 +20,18 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import time
 from io import BytesIO
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from signalprop.experiments.decorrelation import ModelConfig, make_mlp
 from signalprop.learning.decorrelation_rule import decorrelation_step
 from signalprop.nn.decorrelated_layers import decorrelate
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling cost benchmark
+from decorrelation_cost import make_step, time_steps  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE_PACKAGE = "signalprop_base"
@@ -52,25 +53,6 @@ def extract_revision(revision: str, into: Path) -> Path:
     for path in package.rglob("*.py"):
         path.write_text(pattern.sub(BASE_PACKAGE, path.read_text()))
     return package
-
-
-def _step(model: nn.Module, update, x: torch.Tensor, y: torch.Tensor):
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), y).backward()
-        opt.step()
-        if update is not None:
-            update(model)
-    return step
-
-
-def _time(step, repeats: int) -> float:
-    start = time.process_time()
-    for _ in range(repeats):
-        step()
-    return (time.process_time() - start) / repeats
 
 
 def main() -> None:
@@ -99,18 +81,18 @@ def main() -> None:
             return make_mlp(784, 10, config)
 
         steps = {
-            "plain": _step(model(), None, x, y),
-            "base": _step(base_layers.decorrelate(model(), lr=1e-5, block_size=block),
-                          base_rule.decorrelation_step, x, y),
-            "current": _step(decorrelate(model(), lr=1e-5, block_size=block),
-                             decorrelation_step, x, y),
+            "plain": make_step(model(), x, y, None),
+            "base": make_step(base_layers.decorrelate(model(), lr=1e-5, block_size=block), x, y,
+                              base_rule.decorrelation_step),
+            "current": make_step(decorrelate(model(), lr=1e-5, block_size=block), x, y,
+                                 decorrelation_step),
         }
         for step in steps.values():
-            _time(step, 3)
+            time_steps(step, 3)
         times: dict[str, list[float]] = {key: [] for key in steps}
         for _ in range(args.rounds):
             for key, step in steps.items():
-                times[key].append(_time(step, args.repeats))
+                times[key].append(time_steps(step, args.repeats))
 
     def ratio(a: str, b: str) -> float:
         return statistics.median(p / q for p, q in zip(times[a], times[b], strict=True))

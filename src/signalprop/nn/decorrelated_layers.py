@@ -194,7 +194,7 @@ class DecorrelatedConv2d(nn.Conv2d):
             dec.record(self.patches(images.detach()), sample_mu)
         shape = self.weight.shape
         weight = dec.right_multiply(self.weight.reshape(shape[0], -1))
-        feedback = getattr(self, "feedback", None)
+        feedback = self._buffers.get("feedback")  # set by feedback alignment
         if feedback is not None:
             feedback = dec.right_multiply(feedback.reshape(shape[0], -1))
         bias = self.bias

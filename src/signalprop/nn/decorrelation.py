@@ -307,7 +307,7 @@ class Decorrelator(nn.Module):
         weighted by ``BLOCK_MAC_COST`` (a batched small-block matmul runs slower per
         multiply-add)."""
         macs = self.product_macs(rows)
-        if self.block_size is None or macs == rows * self.features**2:
+        if macs == rows * self.features**2:  # dense R, or a small product done densely
             return float(macs)
         return BLOCK_MAC_COST * macs
 
