@@ -200,7 +200,8 @@ def test_product_cost_counts_blocks_and_small_dense_products():
     dec = Decorrelator(1024, block_size=16)  # 64 blocks
     assert dec.block_entries == 1024 * 16
     assert dec.product_macs(256) == 256 * 1024 * 16
-    assert dec.product_macs(1) == 1024**2  # small: one dense matmul
+    assert dec.product_macs(1) == 1024 * 16  # 1M dense multiply-adds: blocks are cheaper
+    assert Decorrelator(512, block_size=16).product_macs(1) == 512**2  # small: one dense mm
     assert Decorrelator(1024).product_macs(256) == 256 * 1024**2
 
 
@@ -218,12 +219,13 @@ def _load_benchmark(name: str):
 def test_fuse_choice_weighs_block_products_by_their_slower_rate():
     dec = Decorrelator(256, block_size=16)
     assert dec.product_cost(256) == BLOCK_MAC_COST * dec.product_macs(256)  # bmm over blocks
-    assert dec.product_cost(10) == dec.product_macs(10) == 10 * 256**2  # small: one dense mm
+    assert dec.product_cost(2) == dec.product_macs(2) == 2 * 256**2  # small: one dense mm
+    assert dec.product_cost(10) == BLOCK_MAC_COST * 10 * 256 * 16  # 0.66M dense: blocks
     assert Decorrelator(256).product_cost(256) == 256 * 256**2
-    # the experiment MLP's classifier (256 -> 10, batch 256): W R and dW R^T are small dense
-    # products and z_s has 26 rows (3.0M); unfused, x R^T and dz R over blocks are 2.1M
-    # multiply-adds but 4.2M at the block rate, so the layer fuses; a 256-wide hidden layer
-    # (fused: 2 * 2.1M weighted + 1.7M) does not
+    # the experiment MLP's classifier (256 -> 10, batch 256): W R, dW R^T (10 rows each) and
+    # z_s (26 rows) cost 2 * 46 * 4096 = 0.38M weighted; unfused, x R^T and dz R over blocks are
+    # 2.1M multiply-adds but 4.2M at the block rate, so the layer fuses; a 256-wide hidden layer
+    # (fused: 2 * 538 * 4096 = 4.4M) does not
     assert DecorrelatedLinear(256, 10, block_size=16).fused(256, True, True, False, True)
     assert not DecorrelatedLinear(256, 256, block_size=16).fused(256, True, True, False, True)
 
@@ -248,11 +250,10 @@ def test_benchmark_counts_block_multiply_adds():
                                 torch.nn.Linear(1024, 2))
     counts = bench.multiply_adds(decorrelate(model, block_size=16), torch.randn(64, 1024))
     entries = 1024 * 16  # k = 7 sampled rows
-    # layer 0: x R^T over blocks (64 rows). Layer 1: fusing would cost W R and dW R^T as small
-    # dense products (2 * 2 * 1024^2) plus z_s (7 * entries), more than the unfused x R^T and
-    # dz R over blocks (2 * 64 * entries), so it stays unfused.
-    assert not model[2].fused(64, True, True, False, True)
-    assert counts["apply_R_madds"] == 64 * entries + 2 * 64 * entries
+    # layer 0: x R^T over blocks (64 rows). Layer 1 (1024 -> 2) fuses: W R and dW R^T (2 rows
+    # each) and z_s (7 rows) over blocks cost less than the unfused x R^T and dz R (2 * 64 rows)
+    assert model[2].fused(64, True, True, False, True)
+    assert counts["apply_R_madds"] == 64 * entries + (2 * 2 + 7) * entries
     assert counts["update_R_madds"] == 2 * (2 * 7 * entries)
 
 

@@ -19,7 +19,10 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-DENSE_MACS = 1 << 21  # below this many multiply-adds a dense matmul is cheaper than the blocks
+# up to this many multiply-adds (``n d^2``) one dense matmul beats the per-block ``bmm`` and its
+# copy (about 8-10 us of fixed cost): with blocks of 16 on one CPU core the crossover was
+# 0.26-0.43M (``benchmarks/block_crossover.py``); 10 rows of 256 took 19 us dense, 11 by blocks
+DENSE_MACS = 1 << 18
 # time of one multiply-add of a block product relative to one in a dense matmul: with blocks of
 # 16, ``apply_rows`` (the ``bmm`` and its copy back to row-major) ran at 23-27 GMAC/s against
 # 54 GMAC/s for the dense products of the same layers (one CPU core, batch 256, d = 256, 784)

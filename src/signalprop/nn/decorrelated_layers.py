@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from signalprop.config import require_int
 from signalprop.errors import ConfigError
 from signalprop.learning.feedback_alignment import conv2d_with_feedback, linear_with_feedback
-from signalprop.nn.decorrelation import Decorrelator
+from signalprop.nn.decorrelation import Decorrelator, centre
 
 FUSE = ("auto", "always", "never")
 
@@ -93,7 +93,7 @@ class DecorrelatedLinear(nn.Linear):
             feedback = dec.right_multiply(feedback)
             bias = centring_bias(self.bias, weight, feedback, mu)
             return linear_with_feedback(x, weight, bias, feedback)
-        z = dec.apply(rows - mu)
+        z = dec.apply(centre(rows, mu))
         if index is not None:
             dec.record(rows.detach()[index], mu, z.detach()[index])
         z = z.reshape(x.shape)
@@ -180,7 +180,7 @@ class DecorrelatedConv2d(nn.Conv2d):
             if dec._fixed_mean is not None:
                 mu = dec._fixed_mean.to(x.dtype)
             elif self.training:
-                mean_image = x.mean(0, keepdim=True)
+                mean_image = x.sum(0, keepdim=True) * (1.0 / x.shape[0])  # see Decorrelator.mean
                 mu = self.patches(mean_image).mean(0)
                 dec._last_mean = mu.detach()
                 if dec.recording:

@@ -68,6 +68,12 @@ SUBSAMPLING = ("first", "random")
 _TRANSIENT = frozenset({"_sample", "_last_mean", "_fixed_mean", "_inverse", "recording"})
 
 
+def centre(rows: Tensor, mu: Tensor) -> Tensor:
+    """``rows - mu``, written ``rows + (-mu)``: its backward sums the gradient once for ``mu``,
+    where ``sub``'s first negates a full ``(n, d)`` copy of it."""
+    return rows + mu.neg()
+
+
 class Decorrelator(nn.Module):
     """``z = R (x - mu)`` over the last dimension, with ``R`` updated by :meth:`update`.
 
@@ -229,7 +235,9 @@ class Decorrelator(nn.Module):
             return self._fixed_mean.to(rows.dtype)
         if not self.training:
             return self.running_mean
-        mu = rows.mean(0)
+        # sum * (1/n), not mean(): mean's backward writes a divided (n, d) copy of the gradient;
+        # sum's expands it as a view
+        mu = rows.sum(0) * (1.0 / rows.shape[0])
         frozen = mu.detach()
         self._last_mean = frozen
         if self.recording:  # both detached: the in-place update records no graph
@@ -256,7 +264,7 @@ class Decorrelator(nn.Module):
         """``z = (x - mu) R^T`` over the last dimension (records a sub-sample in training)."""
         rows = x.reshape(-1, self.features)
         mu = self.mean(rows)
-        z = self.apply(rows - mu)
+        z = self.apply(centre(rows, mu))
         if self.training and self.recording:
             index = self.sample_index(rows.shape[0], rows.device)
             self.record(rows.detach()[index], mu, z.detach()[index])
