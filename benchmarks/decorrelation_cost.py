@@ -2,14 +2,16 @@
 
 A step is forward + backward + Adam step (+ the R update for the decorrelated network, with
 the paper's 10% sub-sample). Plain and decorrelated steps are timed back to back in each of
-several rounds; the per-step times are medians over rounds and the ratio is the median of the
-per-round ratios. The clock is this process's CPU time
-(``time.process_time``), so other jobs on a shared machine do not count; with ``--threads 1``
-it equals the single-threaded compute time. Ratios are printed and written to JSON, with the
+``--rounds`` rounds (21) of ``--repeats`` steps (10); the per-step times are medians over rounds,
+the ratio is the median of the per-round ratios and its quartiles show their spread. The
+clock is this process's CPU time (``time.process_time``), so other jobs' CPU time does not
+count, though their load on shared caches and memory still can (the memory-bound block
+products suffer most); with ``--threads 1`` it equals the single-threaded compute time. Ratios are printed and written to JSON, with the
 multiply-add count of each step (counted from the layers' shapes, forward and backward matmuls
 only), whose ratio is the floor a dense ``R`` sets on the time ratio.
 
-    python benchmarks/decorrelation_cost.py [--quick] [--block-sizes 16,32,98] [--out FILE.json]
+    python benchmarks/decorrelation_cost.py [--quick] [--block-sizes 16,32,98] [--rounds 21]
+        [--repeats 10] [--out FILE.json]
 
 Each network is timed with the paper's dense ``R`` and with a block-diagonal ``R`` (blocks of
 ``b`` features, not in the paper), whose multiply-adds are ``d b`` instead of ``d^2``: the
@@ -126,16 +128,19 @@ def compare(name: str, build, x: torch.Tensor, rounds: int, repeats: int,
     decor_s = statistics.median(times["decorrelated"])
     # each round times both back to back: the median of the per-round ratios is less exposed
     # to the machine drifting between rounds than the ratio of the medians
-    ratio = statistics.median(d / p for d, p in zip(times["decorrelated"], times["plain"],
-                                                     strict=True))
+    ratios = [d / p for d, p in zip(times["decorrelated"], times["plain"], strict=True)]
+    ratio = statistics.median(ratios)
+    # the spread of the per-round ratios: a shared machine's load moves them by a few per cent
+    low, _, high = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else (ratio,) * 3
     if block_size is not None:
         name = f"{name}, R blocks of {block_size}"
     row = {"network": name, "batch": x.shape[0], "block_size": block_size,
            "plain_ms": 1e3 * plain_s, "decorrelated_ms": 1e3 * decor_s, "ratio": ratio,
+           "ratio_quartiles": [low, high],
            **multiply_adds(decor, x)}
     print(f"{name:<56} batch {x.shape[0]:>5}  plain {row['plain_ms']:8.2f} ms  "
-          f"decorrelated {row['decorrelated_ms']:8.2f} ms  ratio {row['ratio']:.2f}x  "
-          f"(multiply-adds {row['madds_ratio']:.2f}x)", flush=True)
+          f"decorrelated {row['decorrelated_ms']:8.2f} ms  ratio {row['ratio']:.2f}x "
+          f"[{low:.2f}-{high:.2f}]  (multiply-adds {row['madds_ratio']:.2f}x)", flush=True)
     return row
 
 
@@ -169,9 +174,18 @@ def main() -> None:
     parser.add_argument("--block-sizes", type=_sizes, default=BLOCK_SIZES,
                         help="comma-separated features per diagonal block of R (default "
                         "16,32,98)")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="timing rounds per network (default 21, 3 with --quick)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="steps per round (default 10, 3 with --quick)")
     args = parser.parse_args()
+    for option in ("threads", "rounds", "repeats"):
+        value = getattr(args, option)
+        if value is not None and value < 1:
+            parser.error(f"--{option} must be a positive integer, got {value}")
     torch.set_num_threads(args.threads)
-    rounds, repeats = (3, 3) if args.quick else (11, 5)
+    rounds = args.rounds or (3 if args.quick else 21)
+    repeats = args.repeats or (3 if args.quick else 10)
     mlp = ModelConfig(width=256, depth=3)
     wide = ModelConfig(width=1000, depth=4)
     tiny = ModelConfig(width=32, depth=3)
@@ -213,8 +227,10 @@ def main() -> None:
         kind = ("dense R (paper)" if row["block_size"] is None
                 else f"R blocks of {row['block_size']}")
         verdicts[kind] = verdict
+        low, high = row["ratio_quartiles"]
         print(f"target: decorrelated MLP step < {TARGET_MLP}x plain, {kind} -> {verdict} "
-              f"({row['ratio']:.2f}x, batch {row['batch']})")
+              f"({row['ratio']:.2f}x, per-round quartiles {low:.2f}-{high:.2f}, batch "
+              f"{row['batch']})")
     floor = _floor(rows[0])
     print(floor)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -222,7 +238,7 @@ def main() -> None:
         "benchmark": "decorrelation_cost", "quick": args.quick, "threads": args.threads,
         "torch": torch.__version__, "machine": platform.machine(), "clock": "process CPU time",
         "target_mlp_ratio": TARGET_MLP, "mlp_target": verdicts, "block_sizes": list(sizes),
-        "floor": floor, "rows": rows,
+        "rounds": rounds, "steps_per_round": repeats, "floor": floor, "rows": rows,
         "command": "python benchmarks/decorrelation_cost.py",
         "ratios": {f"decorrelated/plain step, {r['network']}, batch {r['batch']}": r["ratio"]
                    for r in rows},

@@ -300,3 +300,15 @@ def test_before_after_benchmark_imports_another_revision_beside_this_one(tmp_pat
             del sys.modules[name]
     with pytest.raises(SystemExit, match="cannot read revision 'no-such-rev'"):
         ab.extract_revision("no-such-rev", tmp_path / "other")
+
+
+def test_benchmark_reports_the_spread_of_per_round_ratios(monkeypatch):
+    bench = _load_benchmark("decorrelation_cost")
+    build = lambda: torch.nn.Sequential(torch.nn.Linear(D, 8), torch.nn.Tanh(),  # noqa: E731
+                                        torch.nn.Linear(8, 10))  # 10 classes, as the benchmark
+    row = bench.compare("tiny", build, torch.randn(16, D), rounds=4, repeats=1, block_size=B)
+    low, high = row["ratio_quartiles"]
+    assert 0 < low <= row["ratio"] <= high
+    monkeypatch.setattr("sys.argv", ["decorrelation_cost.py", "--rounds", "0"])
+    with pytest.raises(SystemExit):
+        bench.main()

@@ -347,7 +347,7 @@ class Decorrelator(nn.Module):
         """``sum ||x_n||/||z_n||`` and the count, over rows with ``||z_n|| > 1e-6 ||x_n||``
         (``z = 0`` for a centred batch of one)."""
         norm = torch.linalg.vector_norm
-        ratios = norm(x, dim=1) / norm(z, dim=1)
+        ratios = norm(x, dim=1).div_(norm(z, dim=1))
         total = float(ratios.sum())
         if math.isfinite(total) and total < 1e6:  # then every ratio is below 1e6: all valid
             return total, float(ratios.shape[0])
@@ -445,10 +445,11 @@ class Decorrelator(nn.Module):
                 beta = 1.0
             else:
                 beta = float(scale)
+            zt = zb.transpose(1, 2)
             if z.shape[0] > g.size:  # (Z^T Z) R: k b^2 + b^3 < 2 k b^2
-                new = torch.baddbmm(start, zb.transpose(1, 2) @ zb, view, beta=beta, alpha=alpha)
+                new = torch.baddbmm(start, torch.bmm(zt, zb), view, beta=beta, alpha=alpha)
             else:
-                new = torch.baddbmm(start, zb.transpose(1, 2), zb @ view, beta=beta, alpha=alpha)
+                new = torch.baddbmm(start, zt, torch.bmm(zb, view), beta=beta, alpha=alpha)
             view.copy_(new)
             total += float(new.sum())
         if not math.isfinite(total):
