@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import torch
 
 from signalprop.cli import main
 
@@ -55,6 +56,7 @@ def test_run_quick_then_report(capsys, tmp_path):
     config = json.loads((run / "config.json").read_text())
     assert config["config"]["model"]["depth"] == 6 and config["quick"] is True
     assert config["meta"]["torch"] and config["meta"]["device"] == "cpu"
+    assert config["meta"]["threads"] == torch.get_num_threads()
     summary = json.loads((run / "summary.json").read_text())
     assert summary["claims"][0]["verdict"] in ("reproduced", "partly", "not reproduced")
     assert summary["results"]["deep_depth"] == 6
