@@ -312,3 +312,20 @@ def test_benchmark_reports_the_spread_of_per_round_ratios(monkeypatch):
     monkeypatch.setattr("sys.argv", ["decorrelation_cost.py", "--rounds", "0"])
     with pytest.raises(SystemExit):
         bench.main()
+
+
+def test_crossover_benchmark_times_the_block_product_it_describes(monkeypatch, capsys):
+    bench = _load_benchmark("block_crossover")
+    dec = Decorrelator(40, block_size=B)
+    with torch.no_grad():
+        dec.R.add_(0.1 * torch.randn(40, 40) * _block_mask(40, B))
+    rows = torch.randn(5, 40)
+    torch.testing.assert_close(bench.by_blocks(rows, dec), rows @ dec.R.T)
+    monkeypatch.setattr(bench, "WIDTHS", (32,))
+    monkeypatch.setattr(bench, "ROWS", (1, 4))
+    monkeypatch.setattr("sys.argv", ["block_crossover.py", "--repeats", "1"])
+    bench.main()
+    assert "DENSE_MACS = " in capsys.readouterr().out
+    monkeypatch.setattr("sys.argv", ["block_crossover.py", "--repeats", "0"])
+    with pytest.raises(SystemExit):
+        bench.main()
