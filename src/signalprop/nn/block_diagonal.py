@@ -101,5 +101,6 @@ def right_multiply(weight: Tensor, matrix: Tensor, groups: tuple[BlockGroup, ...
 
 def split_rows(rows: Tensor, group: BlockGroup) -> Tensor:
     """``(n, d)`` rows restricted to the group, as ``(count, n, b)``."""
-    seg = rows[:, group.start : group.stop]
+    whole = group.start == 0 and group.stop == rows.shape[1]  # no slice op (nor autograd node)
+    seg = rows if whole else rows[:, group.start : group.stop]
     return seg.reshape(rows.shape[0], group.count, group.size).transpose(0, 1)

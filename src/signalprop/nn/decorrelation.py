@@ -68,6 +68,13 @@ SUBSAMPLING = ("first", "random")
 _TRANSIENT = frozenset({"_sample", "_last_mean", "_fixed_mean", "_inverse", "recording"})
 
 
+def _detached_rows(x: Tensor, features: int) -> Tensor:
+    """``x`` as detached ``(n, features)`` rows, without ops when it already is."""
+    if x.requires_grad:
+        x = x.detach()
+    return x if x.dim() == 2 and x.shape[1] == features else x.reshape(-1, features)
+
+
 def centre(rows: Tensor, mu: Tensor) -> Tensor:
     """``rows - mu``, written ``rows + (-mu)``: its backward sums the gradient once for ``mu``,
     where ``sub``'s first negates a full ``(n, d)`` copy of it."""
@@ -251,14 +258,16 @@ class Decorrelator(nn.Module):
         computed them, the rows' decorrelated values ``z`` (saves one product in the update)."""
         if not (self.training and self.recording):
             return
-        rows = rows.detach().reshape(-1, self.features)
+        # detach and reshape only where needed: each is an op dispatch, and callers usually pass
+        # detached (k, d) slices
+        rows = _detached_rows(rows, self.features)
         if z is not None:
-            z = z.detach().reshape(-1, self.features)
+            z = _detached_rows(z, self.features)
         if self.max_samples is not None and rows.shape[0] > self.max_samples:
             keep = torch.randperm(rows.shape[0], device=rows.device)[: self.max_samples]
             rows = rows[keep]
             z = z[keep] if z is not None else None
-        self._sample = (rows, mu.detach(), z)
+        self._sample = (rows, mu.detach() if mu.requires_grad else mu, z)
 
     def forward(self, x: Tensor) -> Tensor:
         """``z = (x - mu) R^T`` over the last dimension (records a sub-sample in training)."""
