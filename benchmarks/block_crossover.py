@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from signalprop.nn.block_diagonal import DENSE_MACS, block_view, split_rows
+from signalprop.nn.block_diagonal import DENSE_MACS, apply_rows
 from signalprop.nn.decorrelation import Decorrelator
 
 WIDTHS = (32, 64, 128, 256, 784)
@@ -24,10 +24,7 @@ ROWS = (1, 4, 10, 26, 64, 256)
 
 def by_blocks(rows: torch.Tensor, dec: Decorrelator) -> torch.Tensor:
     """``rows R^T`` over ``R``'s blocks, always (``apply_rows`` without its dense shortcut)."""
-    n = rows.shape[0]
-    parts = [torch.bmm(split_rows(rows, g), block_view(dec.R, g, transpose=True))
-             .transpose(0, 1).reshape(n, g.count * g.size) for g in dec.groups]
-    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+    return apply_rows(rows, dec.R, dec.groups, dense_macs=-1)
 
 
 def microseconds(fn, repeats: int) -> float:

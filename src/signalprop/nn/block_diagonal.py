@@ -73,12 +73,21 @@ def block_view(matrix: Tensor, group: BlockGroup, transpose: bool = False) -> Te
     return matrix.as_strided((group.count, b, b), (b * (rows + cols), rows, cols), offset)
 
 
-def apply_rows(rows: Tensor, matrix: Tensor, groups: tuple[BlockGroup, ...]) -> Tensor:
+def done_densely(rows: int, groups: tuple[BlockGroup, ...], dense_macs: int = DENSE_MACS) -> bool:
+    """Whether :func:`apply_rows` multiplies ``rows`` rows by one dense matmul: ``M`` is a single
+    block, or the dense product has at most ``dense_macs`` multiply-adds."""
+    d = groups[-1].stop
+    return (len(groups) == 1 and groups[0].count == 1) or rows * d * d <= dense_macs
+
+
+def apply_rows(rows: Tensor, matrix: Tensor, groups: tuple[BlockGroup, ...],
+               dense_macs: int = DENSE_MACS) -> Tensor:
     """``rows M^T`` for a block-diagonal ``M`` (``rows`` is ``(n, d)``), as a row-major
     ``(n, d)`` tensor; differentiable in ``rows`` (and ``M``) with plain autograd and
-    ``torch.func``. Each group is one ``bmm`` over ``(count, n, b)`` strided views."""
-    n, d = rows.shape
-    if (len(groups) == 1 and groups[0].count == 1) or n * d * d <= DENSE_MACS:
+    ``torch.func``. Each group is one ``bmm`` over ``(count, n, b)`` strided views, unless
+    :func:`done_densely` (``dense_macs=-1`` forces the blocks, for benchmarks)."""
+    n = rows.shape[0]
+    if done_densely(n, groups, dense_macs):
         return rows @ matrix.T
     parts = []
     for g in groups:
@@ -93,8 +102,7 @@ def apply_rows(rows: Tensor, matrix: Tensor, groups: tuple[BlockGroup, ...]) -> 
 
 def right_multiply(weight: Tensor, matrix: Tensor, groups: tuple[BlockGroup, ...]) -> Tensor:
     """``W M`` for a block-diagonal ``M`` (``W`` is ``(out, d)``): ``W M = W (M^T)^T``."""
-    d = weight.shape[1]
-    if (len(groups) == 1 and groups[0].count == 1) or weight.shape[0] * d * d <= DENSE_MACS:
+    if done_densely(weight.shape[0], groups):
         return weight @ matrix
     return apply_rows(weight, matrix.T, groups)
 

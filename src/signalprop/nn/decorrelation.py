@@ -52,11 +52,11 @@ from signalprop.config import require_number
 from signalprop.errors import ConfigError, DivergenceError
 from signalprop.nn.block_diagonal import (
     BLOCK_MAC_COST,
-    DENSE_MACS,
     apply_rows,
     block_groups,
     block_mask,
     block_view,
+    done_densely,
     right_multiply,
     split_rows,
 )
@@ -314,9 +314,8 @@ class Decorrelator(nn.Module):
         """Multiply-adds of ``rows`` rows times ``R`` as :meth:`apply` does it: dense
         (``rows d^2``) for a dense ``R`` or a small product, else ``rows`` times the block
         entries."""
-        dense = rows * self.features**2
-        if self.block_size is None or dense <= DENSE_MACS:
-            return dense
+        if done_densely(rows, self.groups):
+            return rows * self.features**2
         return rows * self.block_entries
 
     def product_cost(self, rows: int) -> float:
@@ -324,9 +323,7 @@ class Decorrelator(nn.Module):
         weighted by ``BLOCK_MAC_COST`` (a batched small-block matmul runs slower per
         multiply-add)."""
         macs = self.product_macs(rows)
-        if macs == rows * self.features**2:  # dense R, or a small product done densely
-            return float(macs)
-        return BLOCK_MAC_COST * macs
+        return float(macs) if done_densely(rows, self.groups) else BLOCK_MAC_COST * macs
 
     def _update_blocks(self, scale: Tensor | float, alpha: float,
                        products: list[Tensor]) -> None:
