@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from signalprop.diagnose.core import diagnose
-from signalprop.diagnose.jacobian import estimate_jacobian
 from signalprop.diagnose.remedies import BY_VERDICT, RECURRENT
+from signalprop.diagnostics.jacobian import estimate_jacobian
 from signalprop.nn.mlp import MLP
 from signalprop.nn.orthogonal import AdditiveFilterBlock
 

@@ -6,8 +6,8 @@ Works on any ``nn.Module`` without touching its code, only with hooks, a
 1. one forward pass with hooks (outputs, activation statistics, neuron sensitivities) and one
    reverse pass with ``torch.autograd.grad`` (parameter and layer-output gradients; ``.grad``
    is not touched);
-2. the Jacobian estimate on :data:`~signalprop.diagnose.jacobian.EXAMPLES` examples: at most
-   :data:`~signalprop.diagnose.jacobian.EXACT_SIDE` vectorised products when a side of ``J``
+2. the Jacobian estimate on :data:`~signalprop.diagnostics.jacobian.EXAMPLES` examples: at most
+   :data:`~signalprop.diagnostics.jacobian.EXACT_SIDE` vectorised products when a side of ``J``
    is small, else ``2 (POWER_STEPS + 1)`` Gram products on blocks of ``BLOCK`` vectors;
 3. per recurrent layer, one tangent propagation along one example's first
    :data:`~signalprop.diagnose.recurrent.MAX_STEPS` steps.
@@ -28,10 +28,10 @@ from torch import Tensor, nn
 
 from signalprop.diagnose import thresholds as th
 from signalprop.diagnose.capture import LayerRecord, Recorder, _first_tensor, layer_parameters
-from signalprop.diagnose.jacobian import EXAMPLES, estimate_jacobian
 from signalprop.diagnose.recurrent import is_recurrent, largest_exponent
 from signalprop.diagnose.remedies import remedies_for
 from signalprop.diagnose.report import Diagnosis, LayerDiagnosis, Suggestion
+from signalprop.diagnostics.jacobian import EXAMPLES, estimate_jacobian
 from signalprop.diagnostics.sensitivity import SensitiveLayer, SensitivityProbe
 from signalprop.errors import ConfigError, SignalpropError
 from signalprop.nn.elman import ElmanRNN
