@@ -7,12 +7,12 @@ import math
 import pytest
 import torch
 
+from signalprop.diagnostics.gradients import GradNormRecorder
 from signalprop.errors import ConfigError
 from signalprop.nn.orthogonal import (
     AdditiveFilterBlock,
     AdditiveFilterMLP,
     AdditiveFilterStack,
-    LayerGradNormTracker,
     _CheckpointedStack,
     random_orthogonal,
 )
@@ -101,24 +101,30 @@ def test_memory_stays_bounded_at_depth_2000():
     assert plain >= depth * per_state  # plain autograd keeps every layer
 
 
-def test_grad_norm_tracker_matches_direct_computation():
+def test_grad_norm_recorder_reports_each_stacked_layer():
     torch.manual_seed(0)
     model = AdditiveFilterMLP(5, 6, 1200, 3)
-    tracker = LayerGradNormTracker(model.stack, max_layers=500)
+    recorder = GradNormRecorder(model, max_layers=500)
     norms = []
     for _ in range(2):
         model.zero_grad(set_to_none=True)
         model(torch.randn(4, 5)).square().sum().backward()
+        recorder.record()
         g = model.stack
         norms.append(torch.sqrt(g.weight.grad.square().sum((1, 2)) + g.bias.grad.square().sum(1)))
     expected = (norms[0] + norms[1]) / 2
-    got = tracker.on_epoch(model, 1)["grad_norms"]
-    assert "layer 0" in got and "layer 1199" in got and 490 <= len(got) <= 502
-    for key, value in got.items():
-        assert value == pytest.approx(float(expected[int(key.split()[1])]), rel=1e-5)
+    got = recorder.pop_means()
+    keys = list(got)
+    assert keys[0] == "input" and keys[-1] == "head"  # forward order, first and last kept
+    stack = [k for k in keys if k.startswith("stack.")]
+    assert 490 <= len(stack) <= 502
+    indices = [int(k.split(".")[1]) for k in stack]
+    assert indices == sorted(indices) and indices[-1] >= 1195  # evenly spread over the depth
+    for key in stack:
+        assert got[key] == pytest.approx(float(expected[int(key.split(".")[1])]), rel=1e-5)
     assert torch.allclose(model.stack.layer_grad_norms(), norms[1])
-    assert tracker.pop() == {}
-    tracker.remove()
+    assert recorder.pop_means() == {}
+    recorder.remove()
 
 
 def test_beta_defaults_to_one_over_depth():

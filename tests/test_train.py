@@ -39,6 +39,21 @@ def test_fit_writes_metrics_checkpoint_and_result(tmp_path, blobs):
     assert (tmp_path / "checkpoint.pt").exists()
 
 
+def test_grad_norms_of_a_stacked_model_are_per_layer(tmp_path, blobs):
+    """Issue 21.8: the 1,000-layer additive-filter MLP logs one norm per stacked layer."""
+    from signalprop.nn.orthogonal import AdditiveFilterMLP
+
+    train, test = blobs
+    seed_everything(0)
+    model = AdditiveFilterMLP(8, 8, 1000, 3)
+    cfg = TrainConfig(epochs=1, batch_size=32, lr=1e-3, grad_norms=True, max_steps_per_epoch=2)
+    fit(model, train, test, cfg, tmp_path, seed=0)
+    epoch = next(r for r in read_jsonl(tmp_path / "metrics.jsonl") if r["kind"] == "epoch")
+    names = list(epoch["grad_norms"])
+    assert names == ["input", *(f"stack.{i}" for i in range(1000)), "head"]
+    assert all(v > 0 for v in epoch["grad_norms"].values())
+
+
 def test_resume_ends_like_an_uninterrupted_run(tmp_path, blobs):
     train, test = blobs
     full_model = make_model()

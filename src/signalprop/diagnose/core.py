@@ -31,6 +31,7 @@ from signalprop.diagnose.capture import LayerRecord, Recorder, _first_tensor, la
 from signalprop.diagnose.recurrent import is_recurrent, largest_exponent
 from signalprop.diagnose.remedies import remedies_for
 from signalprop.diagnose.report import Diagnosis, LayerDiagnosis, Suggestion
+from signalprop.diagnostics.gradients import stacked_depth, stacked_layer_norms
 from signalprop.diagnostics.jacobian import EXAMPLES, estimate_jacobian
 from signalprop.diagnostics.sensitivity import SensitiveLayer, SensitivityProbe
 from signalprop.errors import ConfigError, SignalpropError
@@ -138,6 +139,10 @@ def _layers(records: list[LayerRecord], grads: dict[int, Tensor], out_ref: float
         o_grads = [grads[id(o)] for o in rec.outputs if id(o) in grads]
         i_grads = [grads[id(i)] for i in rec.inputs if id(i) in grads]
         grad_norm, out_norm, in_norm = _norm(p_grads), _norm(o_grads), _norm(i_grads)
+        depth = stacked_depth(rec.module)
+        per_layer = None
+        if depth is not None and p_grads:
+            per_layer = stacked_layer_norms(depth, p_grads).tolist()
         gain = None
         if in_norm is not None and out_ref:
             gain = in_norm / out_ref
@@ -158,6 +163,7 @@ def _layers(records: list[LayerRecord], grads: dict[int, Tensor], out_ref: float
             dead_fraction=act.dead_fraction if act else None,
             sensitivity_mean=None if sens is None else float(sens.mean()),
             sensitivity_log_rms=log_rms, lyapunov=None, verdict="healthy",
+            layer_grad_norms=per_layer,
         )
         result.append(lay)
     return result

@@ -32,6 +32,8 @@ class LayerDiagnosis:
     lyapunov: float | None  # recurrent layers: largest exponent per step
     verdict: str
     reasons: list[str] = field(default_factory=list)
+    #: stacked modules (e.g. AdditiveFilterStack): ||dL/dtheta|| of each stacked layer, in order
+    layer_grad_norms: list[float] | None = None
 
 
 @dataclass

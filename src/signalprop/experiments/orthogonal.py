@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import resource
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,10 +23,10 @@ from torch.utils.data import TensorDataset
 
 from signalprop.config import in_range, one_of, positive
 from signalprop.errors import ConfigError, DivergenceError
-from signalprop.experiments.common import at_least, at_most, curve, grad_norm_profile
+from signalprop.experiments.common import at_least, at_most, curve, epoch_records
 from signalprop.experiments.context import RunContext
 from signalprop.experiments.registry import Claim, Experiment, register
-from signalprop.nn.orthogonal import AdditiveFilterMLP, LayerGradNormTracker
+from signalprop.nn.orthogonal import AdditiveFilterMLP
 from signalprop.nn.orthogonal_rnn import FILTERS, AdditiveFilterRNN, LastStepClassifier
 from signalprop.train import TrainConfig
 
@@ -81,7 +82,8 @@ class DeepMLPConfig:
     model: DeepModel = field(default_factory=DeepModel)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         # CPU budget (~17 min at depth 50,000); more steps: --set train.max_steps_per_epoch=50
-        epochs=2, batch_size=128, lr=1e-3, max_steps_per_epoch=10, eval_batch_size=500))
+        epochs=2, batch_size=128, lr=1e-3, max_steps_per_epoch=10, eval_batch_size=500,
+        grad_norms=True))
 
 
 def _deep_model(kind: str, in_features: int, classes: int, m: DeepModel) -> AdditiveFilterMLP:
@@ -106,16 +108,13 @@ def run_deep_mlp(ctx: RunContext) -> dict[str, Any]:
     for kind in cfg.model.models:
         torch.manual_seed(ctx.seed)
         model = _deep_model(kind, in_features, splits.num_classes, cfg.model)
-        tracker = LayerGradNormTracker(model.stack, max_layers=500)
         try:
-            final = ctx.fit(kind, model, splits, cfg.train, on_epoch=tracker.on_epoch)
+            final = ctx.fit(kind, model, splits, cfg.train)
             acc, status = final["test_acc"], "ok"
         except DivergenceError as exc:
             ctx.log(f"{kind}: diverged ({exc})")
             acc, status = 1 / splits.num_classes, "diverged"
-        finally:
-            tracker.remove()
-        profile = grad_norm_profile(ctx.run_dir / kind, epoch_index=0)
+        layers, profile = _stack_profile(ctx.run_dir / kind)
         spread: float | str = (max(profile) / max(min(profile), 1e-38)) if profile else "n/a"
         results[f"{kind}_test_acc"] = acc
         results[f"{kind}_status"] = status
@@ -124,8 +123,8 @@ def run_deep_mlp(ctx: RunContext) -> dict[str, Any]:
         results[f"peak_rss_gib_after_{kind}"] = peak_rss_gib()
         rows.append([kind, model.stack.a, model.stack.b, acc, spread, status])
         loss_lines[kind] = curve(ctx.run_dir / kind, "train_loss")
-        layers = tracker.layer_indices()
-        grad_lines[kind] = [[layers[i], g] for i, g in enumerate(profile) if g > 0]
+        grad_lines[kind] = [[layer, g] for layer, g in zip(layers, profile, strict=True)
+                            if g > 0]
     results["peak_rss_gib"] = peak_rss_gib()
     spectra = _jacobian_spectra(cfg.model, results)
     return {
@@ -146,6 +145,17 @@ def run_deep_mlp(ctx: RunContext) -> dict[str, Any]:
                 "lines": spectra},
         },
     }
+
+
+def _stack_profile(sub_run: Path) -> tuple[list[int], list[float]]:
+    """``(layer indices, norms)`` of the stack's layers (``stack.<l>`` entries of fit's
+    ``grad_norms``) in the first epoch that logged them."""
+    records = [r for r in epoch_records(sub_run) if r.get("grad_norms")]
+    if not records:
+        return [], []
+    pairs = [(int(key.split(".", 1)[1]), value) for key, value in records[0]["grad_norms"].items()
+             if key.startswith("stack.")]
+    return [i for i, _ in pairs], [v for _, v in pairs]
 
 
 def _jacobian_spectra(m: DeepModel, results: dict[str, Any]) -> dict[str, list[list[float]]]:
