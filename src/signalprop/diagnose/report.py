@@ -60,6 +60,36 @@ def _fmt(value: float | None, spec: str = ".3g") -> str:
     return format(value, spec)
 
 
+#: A stacked module lists all its layers up to this many, else the first and last
+#: ``STACK_ROWS // 2`` around one summary line.
+STACK_ROWS = 8
+
+
+def _stack_rows(lay: LayerDiagnosis, columns: int) -> list[tuple[str, ...] | str]:
+    """Rows of a stacked module's layers: only the name, ``stack layer`` and ``|dL/dW|``."""
+    norms = lay.layer_grad_norms
+    if not norms:
+        return []
+
+    def row(i: int) -> tuple[str, ...]:
+        return ("", f"{lay.name}.{i}", "stack layer", _fmt(norms[i])) + ("",) * (columns - 4)
+
+    if len(norms) <= STACK_ROWS:
+        return [row(i) for i in range(len(norms))]
+    end = STACK_ROWS // 2
+    middle = range(end, len(norms) - end)
+    values = [norms[i] for i in middle]
+    low = min(middle, key=lambda i: norms[i])
+    high = max(middle, key=lambda i: norms[i])
+    ordered = sorted(values)
+    summary = (f"    {lay.name}.{middle[0]} ... {lay.name}.{middle[-1]}: {len(middle)} stacked "
+               f"layers not listed; |dL/dW| median {_fmt(ordered[len(ordered) // 2])}, min "
+               f"{_fmt(norms[low])} ({lay.name}.{low}), max {_fmt(norms[high])} "
+               f"({lay.name}.{high})")
+    return ([row(i) for i in range(end)] + [summary]
+            + [row(i) for i in range(len(norms) - end, len(norms))])
+
+
 @dataclass
 class Diagnosis:
     """Per-layer measurements and verdicts, network-level numbers and suggested remedies."""
@@ -106,17 +136,13 @@ class Diagnosis:
 
     # -- text ------------------------------------------------------------------------------
     def table(self, max_rows: int = 40) -> str:
+        """The per-layer table. A stacked module's layers follow its row (all of them up to
+        :data:`STACK_ROWS`, else the first and last few around one summary line); with more
+        than ``max_rows`` rows, the middle ones are replaced by a line saying how many."""
         header = ("#", "layer", "type", "|dL/dW|", "gain", "act", "mean", "std", "sat",
                   "dead", "sens", "lyap", "verdict")
-        rows = []
-        layers = self.layers
-        if len(layers) > max_rows:
-            keep = max_rows // 2
-            layers = layers[:keep] + [None] + layers[-keep:]  # type: ignore[list-item]
-        for lay in layers:
-            if lay is None:
-                rows.append(("...",) + ("",) * (len(header) - 1))
-                continue
+        rows: list[tuple[str, ...] | str] = []
+        for lay in self.layers:
             rows.append((
                 str(lay.index), lay.name, lay.kind, _fmt(lay.grad_norm),
                 _fmt(lay.backward_gain), lay.activation or "-", _fmt(lay.act_mean, ".2g"),
@@ -124,17 +150,35 @@ class Diagnosis:
                 _fmt(lay.dead_fraction, ".0%"), _fmt(lay.sensitivity_mean, ".2f"),
                 _fmt(lay.lyapunov, ".3f"), lay.verdict,
             ))
-        widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+            rows += _stack_rows(lay, len(header))
+        if len(rows) > max_rows:
+            keep = max_rows // 2
+            elided = len(rows) - 2 * keep
+            rows = rows[:keep] + [f"... {elided} rows elided ..."] + rows[-keep:]
+        cells = [r for r in rows if isinstance(r, tuple)]
+        widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h)
                   for i, h in enumerate(header)]
         lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
-        lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-                  for r in rows]
+        for row in rows:
+            if isinstance(row, str):
+                lines.append(row)
+                continue
+            lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
         return "\n".join(lines)
+
+    @property
+    def depth(self) -> int:
+        """Layers counted one by one (a stacked module counts each of its layers)."""
+        return sum(len(lay.layer_grad_norms) if lay.layer_grad_norms else 1
+                   for lay in self.layers)
 
     def __str__(self) -> str:
         jac = self.jacobian
-        out = [f"signalprop diagnosis: {self.verdict} ({len(self.layers)} layers, batch "
-               f"{self.batch_size}, loss {self.loss:.4g} [{self.loss_kind}])", self.table()]
+        size = f"{len(self.layers)} layers"
+        if self.depth != len(self.layers):
+            size = f"{self.depth} layers in {len(self.layers)} modules"
+        out = [f"signalprop diagnosis: {self.verdict} ({size}, batch {self.batch_size}, loss "
+               f"{self.loss:.4g} [{self.loss_kind}])", self.table()]
         out.append(f"gradient norm first/last layer: {_fmt(self.grad_ratio_first_to_last)}; "
                    f"backward gain at the first layer: {_fmt(self.gain_first)}")
         if jac.get("sigma_max") is not None:
@@ -162,18 +206,24 @@ class Diagnosis:
         fig = Figure(figsize=(9, 3.6))
         FigureCanvasAgg(fig)
         ax_g, ax_s = fig.subplots(1, 2)
-        for key, label in (("grad_norm", "||dL/dW_l||"), ("input_grad_norm", "||dL/dx_l||")):
-            pts = [(lay.index, getattr(lay, key)) for lay in self.layers
-                   if getattr(lay, key) not in (None, 0.0)
-                   and math.isfinite(getattr(lay, key))]
+        position, grads, inputs, start = 0, [], [], {}
+        for lay in self.layers:  # a stacked module takes one position per layer
+            start[lay.name] = position
+            inputs.append((position, lay.input_grad_norm))
+            for value in lay.layer_grad_norms or [lay.grad_norm]:
+                grads.append((position, value))
+                position += 1
+        for pts, label in ((grads, "||dL/dW_l||"), (inputs, "||dL/dx_l||")):
+            pts = [(x, v) for x, v in pts if v not in (None, 0.0) and math.isfinite(v)]
             if pts:
-                ax_g.plot(*zip(*pts, strict=True), marker=".", label=label)
+                ax_g.plot(*zip(*pts, strict=True), marker="." if len(pts) < 200 else None,
+                          label=label)
         ax_g.set_yscale("log")
         ax_g.set_xlabel("layer (input to output)")
         ax_g.set_ylabel("gradient norm")
         ax_g.set_title(f"gradients ({self.verdict})")
         ax_g.legend(fontsize=8)
-        pts = [(lay.index, lay.sensitivity_mean) for lay in self.layers
+        pts = [(start[lay.name], lay.sensitivity_mean) for lay in self.layers
                if lay.sensitivity_mean is not None]
         if pts:
             ax_s.plot(*zip(*pts, strict=True), marker=".", color="C2")
