@@ -12,10 +12,11 @@ import torch
 from torch import nn
 
 from signalprop.diagnose.core import diagnose
-from signalprop.diagnose.remedies import BY_VERDICT, RECURRENT
+from signalprop.diagnose.remedies import BY_VERDICT, LOWER_LR, RECURRENT
 from signalprop.diagnostics.jacobian import estimate_jacobian
 from signalprop.nn.mlp import MLP
 from signalprop.nn.orthogonal import AdditiveFilterBlock
+from signalprop.train import TrainConfig
 
 
 def _classification_batch(n: int = 32, d: int = 16, classes: int = 4, seed: int = 0):
@@ -234,6 +235,9 @@ def test_remedy_code_lines_run():
                 continue
             exec(statement, names)  # imports and constructors must be real
     assert isinstance(names["model"], nn.Module)
+    names["cfg"] = TrainConfig(lr=1e-3)
+    exec(LOWER_LR.code, names)
+    assert names["cfg"].lr == pytest.approx(1e-4)
 
 
 class _Result:
@@ -275,6 +279,8 @@ def test_cli_on_a_factory_file_and_errors(tmp_path, capsys):
     assert (tmp_path / "d.png").exists()
     random_inputs = _cli(capsys, f"{path}:make_model", "--batch-size", "8")
     assert random_inputs.returncode == 0 and "batch 8" in random_inputs.stdout
+    assert ("it returned no batch, so the inputs are random N(0,1) of guessed shape (8, 5) "
+            "(in_features of its first Linear layer '0')") in random_inputs.stdout
     cases = {
         f"{path}:make_modle": "did you mean make_model",
         f"{tmp_path}/absent.py:make_model": "model file not found",

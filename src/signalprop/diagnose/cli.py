@@ -72,20 +72,33 @@ def load_factory_target(target: str) -> Any:
     return found
 
 
-def _random_batch(model: Any, batch_size: int) -> Any:
+def _random_batch(model: Any, batch_size: int) -> tuple[Any, str]:
+    """Random ``N(0, 1)`` inputs shaped for the model's first Linear or recurrent layer, and
+    how the shape was guessed."""
     import torch
     from torch import nn
 
     from signalprop.diagnose.recurrent import is_recurrent
 
-    for module in model.modules():
+    for name, module in model.named_modules():
         if isinstance(module, nn.Linear):
-            return torch.randn(batch_size, module.in_features)
+            shape = (batch_size, module.in_features)
+            why = f"in_features of its first Linear layer {name or 'model'!r}"
+            return torch.randn(shape), f"{_shape(shape)} ({why})"
         if is_recurrent(module):
             size = getattr(module, "input_size", None) or module.cell.input_size
-            return torch.randn(batch_size, 32, size)
+            shape = (batch_size, 32, size)
+            why = (f"batch, 32 time steps, input_size of its first recurrent layer "
+                   f"{name or 'model'!r}")
+            if not getattr(module, "batch_first", True):
+                why += f"; it is not batch_first, so it reads {batch_size} steps of 32 sequences"
+            return torch.randn(shape), f"{_shape(shape)} ({why})"
     raise SignalpropError("cannot infer the model's input shape (no Linear or RNN layer "
                           "first): return (model, batch) from the factory")
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return "(" + ", ".join(str(s) for s in shape) + ")"
 
 
 def model_from_factory(target: str, batch_size: int) -> tuple[Any, Any, str]:
@@ -97,7 +110,9 @@ def model_from_factory(target: str, batch_size: int) -> tuple[Any, Any, str]:
     except Exception as exc:
         raise SignalpropError(f"{target} raised {type(exc).__name__}: {exc}") from exc
     if isinstance(made, nn.Module):
-        return made, _random_batch(made, batch_size), f"{target} (random N(0,1) inputs)"
+        batch, guessed = _random_batch(made, batch_size)
+        return made, batch, (f"{target}; it returned no batch, so the inputs are random "
+                             f"N(0,1) of guessed shape {guessed}")
     if isinstance(made, tuple) and len(made) == 2 and isinstance(made[0], nn.Module):
         return made[0], made[1], target
     raise SignalpropError(f"{target} must return an nn.Module or (model, batch), got "

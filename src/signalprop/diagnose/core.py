@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from signalprop.diagnose import thresholds as th
 from signalprop.diagnose.capture import LayerRecord, Recorder, _first_tensor, layer_parameters
 from signalprop.diagnose.recurrent import is_recurrent, largest_exponent
-from signalprop.diagnose.remedies import remedies_for
+from signalprop.diagnose.remedies import LayerInfo, fitting_remedies
 from signalprop.diagnose.report import Diagnosis, LayerDiagnosis, Suggestion
 from signalprop.diagnostics.gradients import stacked_depth, stacked_layer_norms
 from signalprop.diagnostics.jacobian import EXAMPLES, estimate_jacobian
@@ -100,6 +100,18 @@ def _rnn_probe(model: nn.Module) -> SensitivityProbe | None:
     return SensitivityProbe(model, layers, max_rows=4096, training_only=False)
 
 
+def _no_sensitivity(module: nn.Module) -> str:
+    """Why a recurrent layer has no sensitivity ``s = f'(U) ||w||`` (arXiv 2012.13134)."""
+    if isinstance(module, nn.LSTM | nn.GRU):
+        unit = ("an LSTM unit h = o * tanh(c) is a product of gates" if isinstance(module, nn.LSTM)
+                else "a GRU unit is a gated mix of its state and a tanh neuron")
+        return (f"s = f'(U)||w|| is defined for a neuron o = f(w.x + theta), but {unit}, with "
+                "no single slope f'(U); its Lyapunov exponent (lyap) measures the growth of "
+                "gradients through time instead")
+    return ("sensitivity is measured for one-layer, unidirectional nn.RNN and ElmanRNN; "
+            "this layer is stacked, bidirectional or another recurrent module (see lyap)")
+
+
 def _layer_verdict(lay: LayerDiagnosis, finite: bool) -> tuple[str, list[str]]:
     found: list[tuple[str, str]] = []
     if lay.dead_fraction is not None and lay.dead_fraction >= th.DEAD_FRACTION:
@@ -153,6 +165,9 @@ def _layers(records: list[LayerRecord], grads: dict[int, Tensor], out_ref: float
             s = rnn_sens[rec.name].double()
             sens = s.mean(0)
             log_rms = 0.5 * float(s.pow(2).mean().clamp_min(1e-300).log())
+        note = None
+        if sens is None and is_recurrent(rec.module):
+            note = _no_sensitivity(rec.module)
         lay = LayerDiagnosis(
             index=index, name=rec.name, kind=rec.kind, grad_norm=grad_norm,
             output_grad_norm=out_norm, input_grad_norm=in_norm, backward_gain=gain,
@@ -163,7 +178,7 @@ def _layers(records: list[LayerRecord], grads: dict[int, Tensor], out_ref: float
             dead_fraction=act.dead_fraction if act else None,
             sensitivity_mean=None if sens is None else float(sens.mean()),
             sensitivity_log_rms=log_rms, lyapunov=None, verdict="healthy",
-            layer_grad_norms=per_layer,
+            layer_grad_norms=per_layer, sensitivity_note=note,
         )
         result.append(lay)
     return result
@@ -305,7 +320,7 @@ def _diagnose(model: nn.Module, inputs: Tensor, targets: Tensor | None, loss_fn:
     if ill:
         warnings.append(f"input-output Jacobian condition number {cond:.3g} > "
                         f"{th.JACOBIAN_ILL_CONDITIONED:g}")
-    suggestions = _suggestions(layers, records, overall, ill)
+    suggestions = _suggestions(model, layers, records, overall, ill)
     timings["total_s"] = sum(timings.values())
     return Diagnosis(
         layers=layers, verdict=overall, grad_ratio_first_to_last=ratio,
@@ -315,18 +330,21 @@ def _diagnose(model: nn.Module, inputs: Tensor, targets: Tensor | None, loss_fn:
     )
 
 
-def _suggestions(layers: list[LayerDiagnosis], records: list[LayerRecord], overall: str,
-                 ill: bool) -> list[Suggestion]:
-    recurrent = {rec.name for rec in records if is_recurrent(rec.module)}
+def _suggestions(model: nn.Module, layers: list[LayerDiagnosis], records: list[LayerRecord],
+                 overall: str, ill: bool) -> list[Suggestion]:
+    info = [LayerInfo(lay.index, lay.name, rec.module, lay.backward_gain, lay.verdict,
+                      is_recurrent(rec.module)) for lay, rec in zip(layers, records, strict=True)]
+    modules = dict(model.named_modules())
+    model_type = f"{type(model).__module__}.{type(model).__qualname__}"
     order = [overall] + [v for v in PRIORITY if v != overall]
     found = []
     for problem in order:
         names = [lay.name for lay in layers if lay.verdict == problem]
         if not names:
             continue
-        for remedy in remedies_for(problem, recurrent=bool(recurrent & set(names))):
+        for remedy in fitting_remedies(problem, info, modules, model_type):
             found.append(Suggestion(problem, names, remedy))
     if ill:
-        for remedy in remedies_for("ill-conditioned"):
+        for remedy in fitting_remedies("ill-conditioned", info, modules, model_type):
             found.append(Suggestion("ill-conditioned", ["input-output Jacobian"], remedy))
     return found

@@ -1,4 +1,11 @@
-"""The library's remedies for each problem, with the one-line code change that applies it."""
+"""Remedies for each problem, with the one-line code change that applies it.
+
+:func:`fitting_remedies` gives the ones that keep the user's model, with its layer names filled
+in (rescale those layers' initial weights, add normalisation after them, wrap its blocks in the
+additive filter, clip gradients, lower the learning rate, SAL as a learning rule); the
+library's architecture swaps (``BY_VERDICT``) follow only for the library's own ``MLP``, and
+the recurrent swaps (``RECURRENT``) for recurrent layers with the problem.
+"""
 
 from __future__ import annotations
 
@@ -87,8 +94,135 @@ RECURRENT: dict[str, tuple[Remedy, ...]] = {
 }
 
 
-def remedies_for(problem: str, recurrent: bool = False) -> tuple[Remedy, ...]:
-    """Remedies for a verdict ("vanishing", ...) or "ill-conditioned"; recurrent layers first
-    get the recurrent remedies."""
-    found = RECURRENT.get(problem, ()) if recurrent else ()
-    return tuple(dict.fromkeys(found + BY_VERDICT.get(problem, ())))
+# -- remedies that keep the user's model ------------------------------------------------------
+#: Up to this many layer names are written out in a remedy's code; longer runs are written as a
+#: slice of the diagnosis ``d.layers``.
+MAX_NAMES = 16
+LOWER_LR = Remedy(
+    "lower the learning rate",
+    "a 10x smaller step keeps updates bounded while gradients are large",
+    "import dataclasses; cfg = dataclasses.replace(cfg, lr=cfg.lr / 10)  "
+    "# signalprop run: --set train.lr=<lr / 10>",
+)
+#: The library's own fully connected baseline, whose architecture the library's models replace.
+LIBRARY_MLPS = ("signalprop.nn.mlp.MLP",)
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """What a remedy needs to know of one diagnosed layer."""
+
+    index: int
+    name: str
+    module: object  # the nn.Module
+    gain: float | None
+    verdict: str
+    recurrent: bool
+
+
+def _names_code(targets: list[LayerInfo]) -> str:
+    indices = [t.index for t in targets]
+    if len(targets) <= MAX_NAMES:
+        return repr([t.name for t in targets])
+    if indices == list(range(indices[0], indices[-1] + 1)):
+        return f"[lay.name for lay in d.layers[{indices[0]}:{indices[-1] + 1}]]"
+    return f"[d.layers[i].name for i in {indices!r}]"
+
+
+def _span(problem: str, layers: list[LayerInfo]) -> tuple[list[LayerInfo], float | None]:
+    """The layers that change the gradient in the problem's direction, from the first layer
+    with the problem to the output, and the weight factor that would undo their mean change.
+
+    The backward gain multiplies by ``q_l = r_l / r_{l+1}`` in layer ``l`` (``r`` after the last
+    layer is 1, the output). From the first affected layer on, the layers with ``q_l > 1``
+    (exploding) or ``q_l < 1`` (vanishing) are the cause; over the ``k`` layers from the first
+    affected to the last cause, the mean factor is ``(r_first / r_after)^(1/k)``, and a weight
+    scale of its inverse undoes it exactly in a chain of positively homogeneous layers (ReLU,
+    linear) and approximately otherwise.
+    """
+    first = next(i for i, lay in enumerate(layers) if lay.verdict == problem)
+    gains = [lay.gain for lay in layers] + [1.0]
+    causes = []
+    for i in range(first, len(layers)):
+        here, after = gains[i], gains[i + 1]
+        if here is None or after is None or after <= 0:
+            continue
+        ratio = here / after
+        if (ratio > 1) if problem == "exploding" else (ratio < 1):
+            causes.append(i)
+    if not causes:
+        return [], None
+    last = causes[-1]
+    span = [lay for lay in layers[first:last + 1] if hasattr(lay.module, "weight")]
+    start, end = gains[first], gains[last + 1]
+    if not span or start is None or end is None or start <= 0 or end <= 0:
+        return span, None
+    return span, (end / start) ** (1.0 / (last + 1 - first))
+
+
+def _blocks(targets: list[LayerInfo], modules: dict[str, object]) -> list[str]:
+    """Width-preserving blocks (the user's own module around each layer) to wrap in a filter."""
+    from torch import nn
+
+    from signalprop.diagnose.fixes import block_width
+
+    found: list[str] = []
+    for target in targets:
+        parent = target.name.rpartition(".")[0]
+        block = modules.get(parent)
+        containers = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+        if parent and block is not None and not isinstance(block, containers):
+            if block_width(block) is not None and parent not in found:  # type: ignore[arg-type]
+                found.append(parent)
+    return found
+
+
+def fitting_remedies(problem: str, layers: list[LayerInfo], modules: dict[str, object],
+                     model_type: str) -> tuple[Remedy, ...]:
+    """Remedies for ``problem`` that keep the model (rescale, normalise, wrap, clip, lr,
+    SAL), with the layer names filled in; the library's architecture swaps follow only for the
+    library's own MLP, recurrent swaps only for recurrent layers with the problem."""
+    from torch import nn
+
+    affected = [lay for lay in layers if lay.verdict == problem]
+    recurrent = any(lay.recurrent for lay in affected)
+    found: list[Remedy] = list(RECURRENT.get(problem, ())) if recurrent else []
+    if problem in ("exploding", "vanishing"):
+        span, factor = _span(problem, layers)
+        if span and factor is not None:
+            found.append(Remedy(
+                f"rescale the initial weights of {len(span)} layers by {factor:.2g}",
+                f"from {span[0].name} to {span[-1].name} each layer multiplies the gradient "
+                f"by {1 / factor:.3g} on average; scaling their weights by the inverse undoes "
+                "it (exactly for ReLU/linear chains); rerun diagnose to check",
+                f"from signalprop.diagnose.fixes import rescale; "
+                f"rescale(model, {_names_code(span)}, {factor:.2g})"))
+        blocks = _blocks(span, modules) if span else []
+        if blocks:
+            found.append(Remedy(
+                f"orthogonal additive filter around your {len(blocks)} blocks "
+                "(Ceni, arXiv 2210.01245)",
+                "h' = (1-b) O h + b block(h) with b = 1/blocks keeps each block's Jacobian "
+                "near an orthogonal matrix; the blocks stay as they are",
+                f"from signalprop.diagnose.fixes import add_additive_filter; "
+                f"add_additive_filter(model, {blocks!r})"))
+    else:
+        span = [lay for lay in affected if hasattr(lay.module, "weight")]
+    linear = [lay for lay in (span if problem == "exploding" else affected)
+              if isinstance(lay.module, nn.Linear | nn.modules.conv._ConvNd)]
+    if linear and problem in ("exploding", "saturated", "dead"):
+        found.append(Remedy(
+            f"add normalisation after {len(linear)} layers",
+            "LayerNorm (GroupNorm(1, C) after a conv) keeps each layer's output at zero mean "
+            "and unit scale, so activations neither blow up, saturate nor stay off",
+            f"from signalprop.diagnose.fixes import add_layer_norm; "
+            f"add_layer_norm(model, {_names_code(linear)})"))
+    if problem in ("vanishing", "saturated", "dead"):
+        found.append(SAL)
+    if problem == "exploding":
+        found += [CLIP, LOWER_LR]
+    if model_type in LIBRARY_MLPS:
+        found += BY_VERDICT.get(problem, ())
+    elif problem == "ill-conditioned":
+        found.append(DECORRELATION)
+    return tuple(dict.fromkeys(found))

@@ -34,6 +34,8 @@ class LayerDiagnosis:
     reasons: list[str] = field(default_factory=list)
     #: stacked modules (e.g. AdditiveFilterStack): ||dL/dtheta|| of each stacked layer, in order
     layer_grad_norms: list[float] | None = None
+    #: why a layer has no sensitivity value (e.g. an LSTM), shown under the table
+    sensitivity_note: str | None = None
 
 
 @dataclass
@@ -147,7 +149,8 @@ class Diagnosis:
                 str(lay.index), lay.name, lay.kind, _fmt(lay.grad_norm),
                 _fmt(lay.backward_gain), lay.activation or "-", _fmt(lay.act_mean, ".2g"),
                 _fmt(lay.act_std, ".2g"), _fmt(lay.saturated_fraction, ".0%"),
-                _fmt(lay.dead_fraction, ".0%"), _fmt(lay.sensitivity_mean, ".2f"),
+                _fmt(lay.dead_fraction, ".0%"),
+                "n/a" if lay.sensitivity_note else _fmt(lay.sensitivity_mean, ".2f"),
                 _fmt(lay.lyapunov, ".3f"), lay.verdict,
             ))
             rows += _stack_rows(lay, len(header))
@@ -179,8 +182,9 @@ class Diagnosis:
             size = f"{self.depth} layers in {len(self.layers)} modules"
         out = [f"signalprop diagnosis: {self.verdict} ({size}, batch {self.batch_size}, loss "
                f"{self.loss:.4g} [{self.loss_kind}])", self.table()]
-        out.append(f"gradient norm first/last layer: {_fmt(self.grad_ratio_first_to_last)}; "
-                   f"backward gain at the first layer: {_fmt(self.gain_first)}")
+        out += [f"sens n/a for {lay.name} ({lay.kind}): {lay.sensitivity_note}"
+                for lay in self.layers if lay.sensitivity_note]
+        out += self._gradient_lines()
         if jac.get("sigma_max") is not None:
             out.append(f"input-output Jacobian ({jac['method']}, {jac['examples']} examples, "
                        f"{jac['shape'][0]}x{jac['shape'][1]}): sigma_max "
@@ -196,6 +200,34 @@ class Diagnosis:
                 out.append(f"{problem} ({len(s.layers)}: {where}); remedies:")
             out.append(f"  - {s.remedy.name}: {s.remedy.why}\n      {s.remedy.code}")
         return "\n".join(out)
+
+    def _gradient_lines(self) -> list[str]:
+        """The first/last ratio and the first layer's gain, each saying what it measures, and
+        a note when the ratio seems to contradict the verdict."""
+        first, last = self.layers[0], self.layers[-1]
+        ratio, gain = self.grad_ratio_first_to_last, self.gain_first
+        lines = [f"gradient norm first/last layer: {_fmt(ratio)} (|dL/dW| of {first.name} over "
+                 f"{last.name}); backward gain at the first layer: {_fmt(gain)} (gradient "
+                 "reaching its input over the gradient at the output; verdicts use the gains)"]
+        if ratio is None or gain is None:
+            return lines
+        contradicts = ((self.verdict == "exploding" and ratio < 1)
+                       or (self.verdict == "vanishing" and ratio > 1))
+        if contradicts:
+            stds = [(lay.act_std, lay.name) for lay in self.layers if lay.act_std is not None
+                    and math.isfinite(lay.act_std)]
+            scale = ""
+            if stds:
+                low, high = min(stds), max(stds)
+                scale = (f" (layer outputs' std ranges from {_fmt(low[0])} at {low[1]} to "
+                         f"{_fmt(high[0])} at {high[1]})")
+            lines.append(
+                f"note: the ratio {_fmt(ratio)} {'<' if ratio < 1 else '>'} 1 does not "
+                f"contradict '{self.verdict}': |dL/dW_l| is the gradient at layer l's output "
+                f"times the size of its input{scale}, so it follows the activations' scale; "
+                f"the gradient itself reaches the first layer {_fmt(gain)}x as large as at "
+                "the output")
+        return lines
 
     # -- figure ----------------------------------------------------------------------------
     def plot(self, path: str | Path) -> Path:
