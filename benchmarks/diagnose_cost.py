@@ -1,7 +1,7 @@
 """Cost of ``signalprop.diagnose`` against one training step (forward, backward, Adam step).
 
-For each model the two are timed side by side in one process (after a warm-up call of each,
-median of ``--repeats``); the ratio diagnose / step is the number of training steps one
+For each model the two are timed alternately in one process (after a warm-up call of each,
+median of ``--repeats`` each); the ratio diagnose / step is the number of training steps one
 diagnosis costs. The first (cold) diagnose call, which includes torch.func's one-time set-up,
 is reported separately.
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import statistics
 import sys
@@ -45,13 +46,16 @@ def _models(quick: bool) -> dict[str, tuple[nn.Module, torch.Tensor, torch.Tenso
     }
 
 
-def _time(fn, repeats: int) -> float:
-    times = []
+def _time_pair(first, second, repeats: int) -> tuple[float, float]:
+    """Medians of ``repeats`` timings of each, taken alternately so that a change in the
+    machine's load during the run affects both alike."""
+    times: tuple[list[float], list[float]] = ([], [])
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for fn, out in ((first, times[0]), (second, times[1])):
+            start = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - start)
+    return statistics.median(times[0]), statistics.median(times[1])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/diagnose_cost.json"))
     args = parser.parse_args(argv)
-    repeats = args.repeats or (3 if args.quick else 5)
+    repeats = args.repeats or (3 if args.quick else 21)
+    load_before = os.getloadavg()
     ratios, details = {}, {}
     for name, (model, x, y) in _models(args.quick).items():
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -74,8 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         result = diagnose(model, (x, y))
         cold = time.perf_counter() - cold_start
         step()
-        t_step = _time(step, repeats)
-        t_diag = _time(lambda model=model, x=x, y=y: diagnose(model, (x, y)), repeats)
+        t_step, t_diag = _time_pair(
+            step, lambda model=model, x=x, y=y: diagnose(model, (x, y)), repeats)
         ratios[name] = t_diag / t_step
         details[name] = {"step_s": t_step, "diagnose_s": t_diag, "diagnose_cold_s": cold,
                          "phases_s": result.cost, "jacobian": result.jacobian["method"],
@@ -87,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "diagnose_cost",
         "machine": {"platform": platform.platform(), "python": platform.python_version(),
                     "torch": torch.__version__, "threads": torch.get_num_threads(),
-                    "device": "cpu"},
+                    "device": "cpu", "cpus": os.cpu_count(),
+                    "load_average_1min": {"before": load_before[0],
+                                          "after": os.getloadavg()[0]}},
         "command": " ".join(["python", *sys.argv]),
         "ratios": ratios,
         "details": details,
