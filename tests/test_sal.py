@@ -38,7 +38,7 @@ def test_sal_raises_low_sensitivity_and_leaves_high_alone():
     assert before[0] < 1 < before[1]
     w1 = layer[0].weight[1].detach().clone()
     b1 = layer[0].bias[1].detach().clone()
-    rule = SensitivityAdjustment(lr=0.05)
+    rule = SensitivityAdjustment(lr=0.05, beta=0.99)  # s_bar lags: neuron 0 stays gated
     rule.attach(layer)
     for _ in range(20):
         layer(x)
@@ -166,3 +166,33 @@ def test_rule_runs_inside_fit_logs_metrics_and_checkpoints_its_average(tmp_path,
     fresh.load_state_dict(rule.state_dict())
     torch.testing.assert_close(fresh.average.values["0"], rule.average.values["0"])
     assert fresh.average.beta == 0.9
+
+
+def _sal_alone_on_deep_tanh_mlp(rule: SensitivityAdjustment, steps: int = 250) -> list[float]:
+    """Mean sensitivity after each SAL step on a 100-layer tanh MLP started from gain 0.5."""
+    from signalprop.nn.mlp import MLP
+
+    torch.manual_seed(0)
+    model = MLP(16, 32, 100, 4, activation="tanh", gain=0.5)
+    rule.attach(model)
+    x = torch.randn(64, 16)
+    history = []
+    for _ in range(steps):
+        model(x)
+        history.append(rule.after_step(model)["sal_mean_s"])
+    rule.detach()
+    return history
+
+
+def test_default_sal_converges_to_the_target_without_overshoot_on_a_deep_net():
+    history = _sal_alone_on_deep_tanh_mlp(SensitivityAdjustment())
+    assert history[0] < 0.8  # it starts well below the target
+    assert max(history) <= 1.02  # and never goes more than 2% past it
+    assert history[-1] >= 0.98
+
+
+@pytest.mark.slow
+def test_a_slow_moving_average_overshoots_the_target():
+    """The counter-case of the test above: beta = 0.99 (the old default) lags and overshoots."""
+    history = _sal_alone_on_deep_tanh_mlp(SensitivityAdjustment(beta=0.99))
+    assert max(history) > 1.15

@@ -15,6 +15,7 @@ from signalprop.experiments.sensitivity import (
     _lag_sal,
     _lag_vs_tuned,
 )
+from signalprop.learning.sensitivity import SensitivityAdjustment
 
 NAMES = ("sensitivity-chaos", "sensitivity-deep-mlp", "sensitivity-lag")
 
@@ -53,21 +54,32 @@ def test_tiny_chaos_run_tracks_both_quantities(tmp_path):
         "reproduced", "partly", "not reproduced", "not checked"}
 
 
-def test_tiny_lag_and_deep_runs_complete(tmp_path):
+def test_tiny_lag_and_deep_runs_complete(tmp_path, monkeypatch):
     run_dir = run_experiment(get_experiment("sensitivity-lag"), out=tmp_path, quick=True,
                              overrides=["data.lag=5", "data.n_train=64", "data.n_test=32",
                                         "run.seeds=1", "train.epochs=1"])
     results = _summary(run_dir)["results"]
     assert 0.0 <= results["bptt-sal_success_rate"] <= 1.0
+    guards = []  # saturation_guard of every SAL rule the deep experiment builds
+    original_init = SensitivityAdjustment.__init__
+
+    def recording_init(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        guards.append(self.saturation_guard)
+
+    monkeypatch.setattr(SensitivityAdjustment, "__init__", recording_init)
     run_dir = run_experiment(get_experiment("sensitivity-deep-mlp"), out=tmp_path, quick=True,
                              overrides=["model.depth=4", "data.n_train=64", "data.n_test=32",
                                         "train.epochs=1", "model.width=8"])
     summary = _summary(run_dir)
     lines = summary["series"]["deep_grad_norm"]["lines"]
-    assert set(lines) == {f"{v}, {e}" for v in ("bp", "bp-tuned-gain", "bp-sal")
+    assert set(lines) == {f"{v}, {e}" for v in ("bp", "bp-tuned-gain", "bp-sal", "bp-sal-no-guard")
                           for e in ("epoch 1", "last epoch")}
     assert len(lines["bp, last epoch"]) == 5  # 4 hidden layers + head
     assert "bp-sal_log10_grad_first_over_last_epoch1" in summary["results"]
+    # The guard ablation trains its own model: a SAL run with the guard off.
+    assert "bp-sal-no-guard_test_acc" in summary["results"]
+    assert guards == [True, False]
 
 
 def test_verdicts_follow_the_numbers():

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import resource
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,13 @@ from signalprop.config import in_range, one_of, positive
 from signalprop.errors import ConfigError, DivergenceError
 from signalprop.experiments.common import at_least, at_most, curve, epoch_records
 from signalprop.experiments.context import RunContext
+from signalprop.experiments.orthogonal_controls import (
+    LogisticRegression,
+    RotationControl,
+    nonlinear_share,
+)
 from signalprop.experiments.registry import Claim, Experiment, register
+from signalprop.nn.mlp import MLP
 from signalprop.nn.orthogonal import AdditiveFilterMLP
 from signalprop.nn.orthogonal_rnn import FILTERS, AdditiveFilterRNN, LastStepClassifier
 from signalprop.train import TrainConfig
@@ -39,6 +46,9 @@ def peak_rss_gib() -> float:
 
 
 # ---------------------------------------------------------------- orthogonal-deep-mlp
+
+STACK_MODELS = ("filter", "plain", "residual")  # depth-L stacks, differing in the skip branch
+DEEP_MODELS = (*STACK_MODELS, "rotation", "shallow", "logistic")  # the last three: no depth
 
 
 @dataclass(frozen=True)
@@ -57,9 +67,10 @@ class DeepModel:
     width: int = 32
     depth: int = 50000
     beta_scale: float = 1.0  # b = beta_scale / depth for the filter net
-    residual_beta: float = 1.0  # residual net h + b * tanh(W h + c)
+    residual_beta: float = 0.0  # residual net h + b tanh(W h + c); 0: b = beta_scale / depth
     segment: int = 0  # 0: ceil(sqrt(depth))
-    models: tuple[str, ...] = ("filter", "plain", "residual")
+    models: tuple[str, ...] = DEEP_MODELS
+    shallow_depth: int = 1  # hidden layers of the shallow control MLP
     jacobian_depth: int = 1000  # depth of the (untrained) nets whose IOJ spectrum is measured
 
     def __post_init__(self) -> None:
@@ -67,70 +78,116 @@ class DeepModel:
         positive("model.depth", self.depth)
         positive("model.beta_scale", self.beta_scale)
         positive("model.jacobian_depth", self.jacobian_depth)
-        in_range("model.residual_beta", self.residual_beta, 1e-12, 1.0)
+        in_range("model.residual_beta", self.residual_beta, 0.0, 1.0)
+        positive("model.shallow_depth", self.shallow_depth)
         if self.segment < 0:
             raise ConfigError(f"model.segment must be >= 0, got {self.segment}")
         for name in self.models:
-            if name not in ("filter", "plain", "residual"):
+            if name not in DEEP_MODELS:
                 raise ConfigError(f"model.models: unknown model {name!r}; choose from "
-                                  "filter, plain, residual")
+                                  f"{', '.join(DEEP_MODELS)}")
 
 
 @dataclass(frozen=True)
 class DeepMLPConfig:
     data: MLPData = field(default_factory=MLPData)
     model: DeepModel = field(default_factory=DeepModel)
+    seeds: int = 3  # every model is trained on each seed; claims compare means by their SE
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        # CPU budget (~17 min at depth 50,000); more steps: --set train.max_steps_per_epoch=50
-        epochs=2, batch_size=128, lr=1e-3, max_steps_per_epoch=10, eval_batch_size=500,
+        # CPU budget (docs/methods/orthogonal.md); more: --set train.max_steps_per_epoch=50
+        epochs=2, batch_size=128, lr=1e-3, max_steps_per_epoch=15, eval_batch_size=500,
         grad_norms=True))
 
+    def __post_init__(self) -> None:
+        positive("seeds", self.seeds)
 
-def _deep_model(kind: str, in_features: int, classes: int, m: DeepModel) -> AdditiveFilterMLP:
+
+def _deep_model(kind: str, in_features: int, classes: int, m: DeepModel) -> nn.Module:
+    """One model of the comparison; the three controls without depth reuse the filter net's
+    seeded construction (``rotation``) or are built beside it (``shallow``, ``logistic``)."""
+    if kind == "logistic":
+        return LogisticRegression(in_features, classes)
+    if kind == "shallow":
+        return MLP(in_features, m.width, m.shallow_depth, classes, activation="tanh")
     options: dict[str, Any] = {"segment": m.segment or None}
-    if kind == "filter":
+    if kind in ("filter", "rotation"):
         options.update(skip="orthogonal", beta_scale=m.beta_scale)
     elif kind == "residual":
-        options.update(skip="identity", beta=m.residual_beta)
+        options.update(skip="identity", beta_scale=m.beta_scale, beta=m.residual_beta or None)
     else:
         options.update(skip="none")
-    return AdditiveFilterMLP(in_features, m.width, m.depth, classes, **options)
+    model = AdditiveFilterMLP(in_features, m.width, m.depth, classes, **options)
+    return RotationControl(model) if kind == "rotation" else model
+
+
+def _train_deep(ctx: RunContext, kind: str, seed: int, splits: Any, probe: torch.Tensor,
+                cfg: DeepMLPConfig) -> dict[str, Any]:
+    """Train one model of the comparison on one seed; its accuracy, gradient spread over layers
+    and nonlinear share (at init and trained) for the stacks."""
+    torch.manual_seed(seed)
+    model = _deep_model(kind, math.prod(splits.input_shape), splits.num_classes, cfg.model)
+    stack = model.stack if isinstance(model, AdditiveFilterMLP) else None
+    out: dict[str, Any] = {"name": kind if seed == ctx.seed else f"{kind}-seed{seed}"}
+    if stack is not None:
+        out.update(a=stack.a, b=stack.b, share_init=nonlinear_share(model, probe))
+    try:
+        final = ctx.fit(out["name"], model, splits, cfg.train, seed=seed)
+        out.update(acc=final["test_acc"], status="ok")
+    except DivergenceError as exc:
+        ctx.log(f"{out['name']}: diverged ({exc})")
+        out.update(acc=1 / splits.num_classes, status="diverged")
+    layers, profile = _stack_profile(ctx.run_dir / out["name"])
+    out["profile"], out["layers"] = profile, layers
+    out["spread"] = (max(profile) / max(min(profile), 1e-38)) if profile else "n/a"
+    if stack is not None:
+        out["share_final"] = nonlinear_share(model, probe.to(next(model.parameters()).device))
+    return out
 
 
 def run_deep_mlp(ctx: RunContext) -> dict[str, Any]:
     cfg: DeepMLPConfig = ctx.config
     splits = ctx.load_data(cfg.data.name, fallback="mnist1d", flatten=True,
                            n_train=cfg.data.n_train, n_test=cfg.data.n_test)
-    in_features = math.prod(splits.input_shape)
+    seeds = ctx.seeds(cfg.seeds)
     results: dict[str, Any] = {"dataset": splits.name, "depth": cfg.model.depth,
-                               "width": cfg.model.width, "chance": 1 / splits.num_classes}
+                               "width": cfg.model.width, "chance": 1 / splits.num_classes,
+                               "seeds": len(seeds)}
+    probe = splits.test.tensors[0][:256]  # inputs on which the nonlinear share is measured
     loss_lines, grad_lines, rows = {}, {}, []
     for kind in cfg.model.models:
-        torch.manual_seed(ctx.seed)
-        model = _deep_model(kind, in_features, splits.num_classes, cfg.model)
-        try:
-            final = ctx.fit(kind, model, splits, cfg.train)
-            acc, status = final["test_acc"], "ok"
-        except DivergenceError as exc:
-            ctx.log(f"{kind}: diverged ({exc})")
-            acc, status = 1 / splits.num_classes, "diverged"
-        layers, profile = _stack_profile(ctx.run_dir / kind)
-        spread: float | str = (max(profile) / max(min(profile), 1e-38)) if profile else "n/a"
-        results[f"{kind}_test_acc"] = acc
-        results[f"{kind}_status"] = status
-        results[f"{kind}_grad_spread"] = spread
-        results[f"{kind}_b"] = model.stack.b
+        runs = [_train_deep(ctx, kind, seed, splits, probe, cfg) for seed in seeds]
+        first = runs[0]
+        accs = [r["acc"] for r in runs]
+        results[f"{kind}_test_acc_seeds"] = accs
+        results[f"{kind}_test_acc"] = statistics.fmean(accs)
+        results[f"{kind}_test_acc_std"] = statistics.stdev(accs) if len(accs) > 1 else 0.0
+        results[f"{kind}_status"] = ",".join(sorted({r["status"] for r in runs}))
+        spreads = [r["spread"] for r in runs if r["spread"] != "n/a"]
+        results[f"{kind}_grad_spread"] = max(spreads) if spreads else "n/a"
         results[f"peak_rss_gib_after_{kind}"] = peak_rss_gib()
-        rows.append([kind, model.stack.a, model.stack.b, acc, spread, status])
-        loss_lines[kind] = curve(ctx.run_dir / kind, "train_loss")
-        grad_lines[kind] = [[layer, g] for layer, g in zip(layers, profile, strict=True)
-                            if g > 0]
+        shares = ("-", "-")
+        if "b" in first:
+            results[f"{kind}_b"] = first["b"]
+            for when in ("init", "final"):
+                results[f"{kind}_nonlinear_share_{when}"] = statistics.fmean(
+                    r[f"share_{when}"] for r in runs)
+            shares = (results[f"{kind}_nonlinear_share_init"],
+                      results[f"{kind}_nonlinear_share_final"])
+        rows.append([kind, first.get("a", "-"), first.get("b", "-"), results[f"{kind}_test_acc"],
+                     results[f"{kind}_test_acc_std"], results[f"{kind}_grad_spread"], *shares,
+                     results[f"{kind}_status"]])
+        loss_lines[kind] = curve(ctx.run_dir / first["name"], "train_loss")
+        if first["layers"]:
+            grad_lines[kind] = [[layer, g] for layer, g in
+                                zip(first["layers"], first["profile"], strict=True) if g > 0]
     results["peak_rss_gib"] = peak_rss_gib()
     spectra = _jacobian_spectra(cfg.model, results)
     return {
         "results": results,
         "tables": {"deep_mlp": {
-            "columns": ["model", "a", "b", "test_acc", "grad max/min over layers", "status"],
+            "columns": ["model", "a", "b", "test acc (mean over seeds)", "std over seeds",
+                        "grad max/min over layers (worst seed)", "nonlinear share at init",
+                        "nonlinear share trained", "status"],
             "rows": rows}},
         "series": {
             "loss": {"title": f"Training loss, depth {cfg.model.depth}", "xlabel": "epoch",
@@ -165,7 +222,7 @@ def _jacobian_spectra(m: DeepModel, results: dict[str, Any]) -> dict[str, list[l
     lines = {}
     small = DeepModel(width=m.width, depth=m.jacobian_depth, beta_scale=m.beta_scale,
                       residual_beta=m.residual_beta, models=m.models)
-    for kind in m.models:
+    for kind in (k for k in m.models if k in STACK_MODELS):
         torch.manual_seed(0)
         stack = _deep_model(kind, 1, 1, small).stack.double()
         stack.checkpoint = False
@@ -178,18 +235,40 @@ def _jacobian_spectra(m: DeepModel, results: dict[str, Any]) -> dict[str, list[l
     return lines
 
 
+def _beats(results: dict[str, Any], model: str, control: str) -> tuple[float, float]:
+    """Mean accuracy difference ``model - control`` over seeds and its standard error."""
+    n = results.get("seeds", 1)
+    diff = results[f"{model}_test_acc"] - results[f"{control}_test_acc"]
+    if n < 2:
+        return diff, math.inf  # one seed cannot separate the two
+    se = math.sqrt((results[f"{model}_test_acc_std"] ** 2
+                    + results[f"{control}_test_acc_std"] ** 2) / n)
+    return diff, se
+
+
 def _deep_learns(results: dict[str, Any]) -> tuple[str, str]:
+    """Reproduced: at 50,000 layers the filter net learns (mean test acc >= max(3x chance, 0.5)),
+    its per-layer gradient norms stay within 10x, and it beats every control without depth
+    (rotation net, logistic regression) by more than 2 standard errors of the difference.
+    Partly: it learns or its gradients stay flat, but depth did no measured work (or the net is
+    shallower than 50,000 layers). Not reproduced: neither."""
     acc, chance = results["filter_test_acc"], results["chance"]
     spread = results["filter_grad_spread"]
     shown = f"{spread:.3g}" if isinstance(spread, float | int) else str(spread)
-    value = (f"depth {results['depth']}: test acc {acc:.3f} (chance {chance:.2f}), gradient "
-             f"max/min over layers {shown}, peak RSS {results['peak_rss_gib']:.2f} GiB")
+    controls = [c for c in ("rotation", "logistic") if f"{c}_test_acc" in results]
+    margins = {c: _beats(results, "filter", c) for c in controls}
+    uses_depth = bool(controls) and all(d > 2 * se for d, se in margins.values())
+    versus = ", ".join(f"{c} {results[f'{c}_test_acc']:.3f}" for c in controls)
+    value = (f"depth {results['depth']}: test acc {acc:.3f} (chance {chance:.2f}; controls "
+             f"without depth: {versus or 'none run'}; n={results.get('seeds', 1)} seeds), "
+             f"gradient max/min over layers {shown}, peak RSS {results['peak_rss_gib']:.2f} GiB")
     learns = acc >= max(3 * chance, 0.5)
     flat = isinstance(spread, float | int) and spread <= 10.0
-    verdict = "reproduced" if learns and flat else "partly" if learns or flat else "not reproduced"
-    if results["depth"] < 50000 and verdict == "reproduced":
-        verdict = "partly"  # shallower than the paper's 50,000 layers
-    return value, verdict
+    if learns and flat and uses_depth and results["depth"] >= 50000:
+        return value, "reproduced"
+    if learns and not uses_depth:
+        value += "; trains, but depth not used: no better than a control without depth"
+    return value, "partly" if learns or flat else "not reproduced"
 
 
 register(Experiment(
@@ -198,7 +277,7 @@ register(Experiment(
     paper=PAPER,
     make_config=DeepMLPConfig,
     run=run_deep_mlp,
-    quick={"model.depth": 300, "model.jacobian_depth": 300, "data.n_train": 1000,
+    quick={"model.depth": 300, "model.jacobian_depth": 300, "data.n_train": 1000, "seeds": 2,
            "data.n_test": 500, "train.epochs": 2,
            "train.max_steps_per_epoch": 8, "train.batch_size": 64},
     claims=(Claim(

@@ -15,7 +15,7 @@ every such constant is a config field.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -41,7 +41,7 @@ class SALConfig:
     """Options of :class:`SensitivityAdjustment` (none confirmed from the paper's text)."""
 
     lr: float = 0.01
-    beta: float = 0.9
+    beta: float = 0.0
     target: float = 1.0
     objective: str = "s"
     gate: str = "below_target"
@@ -281,7 +281,8 @@ class DeepConfig:
     )
 
 
-DEEP_VARIANTS = ("bp", "bp-tuned-gain", "bp-sal")
+# "bp-sal-no-guard" is the ablation of the saturation guard (this library's extension).
+DEEP_VARIANTS = ("bp", "bp-tuned-gain", "bp-sal", "bp-sal-no-guard")
 GRAD_FLOOR = 1e-30
 
 
@@ -297,7 +298,8 @@ def run_deep(ctx: RunContext) -> dict[str, Any]:
         model = MLP(splits.input_shape[-1] if len(splits.input_shape) == 1
                     else math.prod(splits.input_shape), cfg.model.width, cfg.model.depth,
                     splits.num_classes, cfg.model.activation, gain)
-        rules = (cfg.sal.rule(),) if variant == "bp-sal" else ()
+        sal = cfg.sal if variant != "bp-sal-no-guard" else replace(cfg.sal, saturation_guard=False)
+        rules = (sal.rule(),) if variant.startswith("bp-sal") else ()
         final = ctx.fit(variant, model, splits, cfg.train, rules=rules)
         sub = ctx.run_dir / variant
         records = [r for r in epoch_records(sub) if r.get("grad_norms")]
@@ -317,7 +319,7 @@ def run_deep(ctx: RunContext) -> dict[str, Any]:
                                                 for i, g in enumerate(profile)]
         grad_lines[f"{variant}, epoch 1"] = [[i, max(g, GRAD_FLOOR)]
                                              for i, g in enumerate(first_profile)]
-        if rules:
+        if variant == "bp-sal":
             steps = [r for r in read_jsonl(sub / "metrics.jsonl") if r.get("kind") == "step"]
             sens_lines["log-RMS sensitivity (per layer mean)"] = [
                 [r["step"], r["sal_log_rms_s"]] for r in steps if "sal_log_rms_s" in r]

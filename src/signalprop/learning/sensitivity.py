@@ -21,9 +21,11 @@ finite in saturation (``-2 tanh(U)`` for tanh) and moves ``U`` back towards the 
 without growing ``||w||`` (the ``w/||w||^2`` term of ``d ln s/dw`` would deepen saturation).
 Once the slope recovers, the neuron returns to the plain SAL step.
 
-Constants the brief could not confirm from the paper are options: ``lr`` (eta), ``beta``
-(moving average), ``target``, ``objective`` ("s" as transcribed, or "log_s"), ``gate``
-("below_target" or "none").
+The guard is this library's extension, not the paper's; ``saturation_guard=False`` gives the
+paper's rule. Constants the brief could not confirm from the paper are options: ``lr`` (eta),
+``beta`` (moving average of the gate; default 0, the current batch, because a slow average lags
+and keeps pushing neurons past the target), ``target``, ``objective`` ("s" as transcribed, or
+"log_s"), ``gate`` ("below_target" or "none").
 """
 
 from __future__ import annotations
@@ -138,7 +140,7 @@ class SensitivityAdjustment(LearningRule):
     def __init__(
         self,
         lr: float = 0.01,
-        beta: float = 0.99,
+        beta: float = 0.0,
         target: float = 1.0,
         objective: str = "s",
         gate: str = "below_target",

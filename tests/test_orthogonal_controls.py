@@ -1,0 +1,81 @@
+"""Controls of orthogonal-deep-mlp: the rotation net, the nonlinear share, the claim's rule."""
+
+import pytest
+import torch
+
+from signalprop.errors import ConfigError
+from signalprop.experiments.context import resolve_config
+from signalprop.experiments.orthogonal import _deep_learns
+from signalprop.experiments.orthogonal_controls import (
+    RotationControl,
+    linear_part,
+    nonlinear_share,
+)
+from signalprop.experiments.registry import get_experiment
+from signalprop.nn.orthogonal import AdditiveFilterMLP
+
+
+def _zeroed(model: AdditiveFilterMLP) -> AdditiveFilterMLP:
+    with torch.no_grad():
+        model.stack.weight.zero_()
+        model.stack.bias.zero_()  # tanh(0) = 0: the nonlinear branch contributes nothing
+    return model
+
+
+@pytest.mark.parametrize("skip", ["orthogonal", "identity"])
+def test_linear_part_is_the_stack_without_its_nonlinear_branch(skip):
+    torch.manual_seed(0)
+    model = _zeroed(AdditiveFilterMLP(6, 8, 40, 3, skip=skip)).double()
+    h0 = torch.randn(5, 8, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(model.stack(h0), h0 @ linear_part(model.stack).t())
+
+
+def test_rotation_control_matches_the_filter_net_with_the_branch_removed():
+    torch.manual_seed(0)
+    net = AdditiveFilterMLP(6, 8, 50, 3).double()
+    control = RotationControl(net)
+    x = torch.randn(4, 6, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(control(x), _zeroed(net)(x))
+    assert not any(p is net.stack.weight for p in control.parameters())
+    assert {n for n, _ in control.named_parameters()} == {
+        "input.weight", "input.bias", "head.weight", "head.bias"}
+
+
+def test_nonlinear_share_is_zero_without_the_branch_and_one_for_a_plain_net():
+    torch.manual_seed(0)
+    x = torch.randn(16, 6)
+    filt = AdditiveFilterMLP(6, 8, 30, 3)
+    share = nonlinear_share(filt, x)
+    assert 0.0 < share < 1.0
+    assert nonlinear_share(_zeroed(filt), x) == pytest.approx(0.0, abs=1e-6)
+    assert nonlinear_share(AdditiveFilterMLP(6, 8, 30, 3, skip="none"), x) == pytest.approx(1.0)
+
+
+def _results(filter_acc, control_acc, std=0.01, seeds=3, depth=50000, spread=2.0):
+    results = {"depth": depth, "chance": 0.1, "seeds": seeds, "peak_rss_gib": 1.0,
+               "filter_test_acc": filter_acc, "filter_test_acc_std": std,
+               "filter_grad_spread": spread}
+    for control in ("rotation", "logistic"):
+        results[f"{control}_test_acc"] = control_acc
+        results[f"{control}_test_acc_std"] = std
+    return results
+
+
+def test_deep_claim_needs_the_deep_net_to_beat_the_controls_by_two_standard_errors():
+    assert _deep_learns(_results(0.80, 0.70))[1] == "reproduced"
+    # Learns, gradients flat, but no better than a control: depth not used.
+    value, verdict = _deep_learns(_results(0.80, 0.79))
+    assert verdict == "partly" and "depth not used" in value
+    # Within 2 SE (SE of the difference = 0.05 * sqrt(2/3) = 0.041): not separated.
+    assert _deep_learns(_results(0.80, 0.72, std=0.05))[1] == "partly"
+    assert _deep_learns(_results(0.80, 0.70, seeds=1))[1] == "partly"  # one seed cannot decide
+    assert _deep_learns(_results(0.80, 0.70, depth=5000))[1] == "partly"
+    assert _deep_learns(_results(0.12, 0.70, spread=1e6))[1] == "not reproduced"
+
+
+def test_unknown_deep_model_names_the_choices():
+    with pytest.raises(ConfigError, match="rotation, shallow, logistic"):
+        resolve_config(get_experiment("orthogonal-deep-mlp"), quick=True,
+                       overrides=["model.models=(filter,linear)"])
