@@ -51,6 +51,19 @@ class _Experiment:
     train: TrainConfig = TrainConfig()
 
 
+def test_docs_example_runs(tmp_path, capsys):
+    import re
+    from pathlib import Path
+
+    page = Path(__file__).resolve().parent.parent / "docs" / "training-options.md"
+    (code,) = re.findall(r"```python\n(.*?)```", page.read_text(), re.S)
+    code = code.replace('"runs/my-model"', repr(str(tmp_path / "run")))
+    exec(compile(code, "docs/training-options.md example", "exec"), {})
+    accuracy, lr = re.fullmatch(r"test accuracy (\S+), final lr (\S+)\n",
+                                capsys.readouterr().out).groups()
+    assert float(accuracy) > 0.9 and float(lr) == pytest.approx(1e-4)
+
+
 # -- config -----------------------------------------------------------------------------------
 
 def test_every_option_is_off_by_default():
@@ -184,6 +197,23 @@ def test_fp16_still_stops_on_a_truly_nonfinite_gradient(tmp_path, blobs):
     with pytest.raises(DivergenceError, match=r"gradient of 0\.weight became NaN/Inf at epoch 3, "
                        r"step 17;"):
         fit(model, train, test, cfg, tmp_path)
+
+
+def test_rules_computing_their_own_gradients_run_at_full_precision(tmp_path, blobs):
+    from signalprop.learning.feedback_alignment import FeedbackAlignment
+
+    train, test = blobs
+    results, seen = [], []
+    for amp in ("none", "fp16"):
+        model = make_model()
+        model[0].register_forward_hook(
+            lambda m, args, out: seen.append(out.dtype) if m.training else None)
+        fit(model, train, None, dataclasses.replace(CFG, amp=amp), tmp_path / amp,
+            rules=(FeedbackAlignment(),))
+        results.append([r for r in read_jsonl(tmp_path / amp / "metrics.jsonl")
+                        if r["kind"] == "step"])
+    assert set(seen) == {torch.float32}
+    assert [r["loss"] for r in results[0]] == [r["loss"] for r in results[1]]
 
 
 # -- gradient clipping ------------------------------------------------------------------------
