@@ -216,6 +216,23 @@ def test_rules_computing_their_own_gradients_run_at_full_precision(tmp_path, blo
     assert [r["loss"] for r in results[0]] == [r["loss"] for r in results[1]]
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_fp16_on_cuda_uses_the_cuda_scaler(tmp_path, blobs):
+    train, test = blobs
+    model = make_model()
+    seen: list[torch.dtype] = []
+    model[0].register_forward_hook(
+        lambda m, args, out: seen.append(out.dtype) if m.training else None)
+    cfg = dataclasses.replace(CFG, amp="fp16", grad_clip=0.5)
+    result = fit(model, train, test, cfg, tmp_path, device=torch.device("cuda"),
+                 loss_fn=_summed_loss)
+    assert set(seen) == {torch.float16}
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    epochs = [r for r in read_jsonl(tmp_path / "metrics.jsonl") if r["kind"] == "epoch"]
+    assert epochs[0]["amp_skipped_steps"] >= 1 and result["amp_scale"] < 2.0 ** 16
+    assert result["test_acc"] > 0.8
+
+
 # -- gradient clipping ------------------------------------------------------------------------
 
 def test_grad_clip_bounds_the_total_gradient_norm(tmp_path, blobs):
