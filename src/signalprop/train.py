@@ -48,7 +48,13 @@ RESULT = "result.json"
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation settings shared by every experiment."""
+    """Optimisation settings shared by every experiment.
+
+    ``grad_clip`` clips the total gradient norm (0 = off). The options ``amp``, ``compile``,
+    ``lr_schedule`` (with ``lr_min``, ``lr_step_epochs``, ``lr_gamma``) and ``log`` are
+    implemented in :mod:`signalprop.training_options` (docs/training-options.md); all are off
+    by default.
+    """
 
     epochs: int = 10
     batch_size: int = 128
