@@ -7,6 +7,7 @@ multi-rank run follows the single-process trajectory up to float rounding.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     import torch
 
     from signalprop.train import TrainConfig
+    from signalprop.training_options import MixedPrecision
 
 
 def check_shards(n_samples: int, cfg: TrainConfig) -> None:
@@ -64,19 +66,22 @@ def reduce_gradients(model: nn.Module, share: float) -> None:
 
 def distributed_gradients(
     net: nn.Module, model: nn.Module, computed: tuple[Tensor, Tensor] | None, inputs: Tensor,
-    targets: Tensor, loss_fn: LossFn, share: float,
+    targets: Tensor, loss_fn: LossFn, share: float, precision: MixedPrecision | None = None,
 ) -> float:
     """Fill identical ``.grad`` on every rank; returns the global loss (non-finite: no grads).
 
     Backprop runs through the DDP wrapper ``net``, whose hooks average the gradients; the
     local loss is scaled by ``share * world`` so uneven shards weigh by their sample counts.
     A rule's own gradients (``computed``) are averaged explicitly with the same weights.
+    ``precision`` runs the forward pass under autocast and scales the loss for fp16.
     """
     if computed is None:
-        loss = loss_fn(net(inputs), targets)
+        with precision.autocast() if precision is not None else contextlib.nullcontext():
+            loss = loss_fn(net(inputs), targets)
         value = global_loss(loss, share)
         if math.isfinite(value):  # decided on every rank alike: no rank waits in backward
-            (loss * (share * distributed.world_size())).backward()
+            weighted = loss * (share * distributed.world_size())
+            (precision.scale(weighted) if precision is not None else weighted).backward()
         return value
     value = global_loss(computed[0], share)
     if math.isfinite(value):

@@ -25,10 +25,11 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from signalprop import ddp_training as ddp
 from signalprop import distributed
+from signalprop import training_options as options
 from signalprop.config import non_negative, one_of, positive
 from signalprop.diagnostics.gradients import GradNormRecorder
 from signalprop.errors import CheckpointCorrupt, DivergenceError
-from signalprop.learning.base import LearningRule, LossFn, backprop
+from signalprop.learning.base import LearningRule, LossFn
 from signalprop.storage import (
     MetricsLog,
     atomic_write_json,
@@ -47,7 +48,13 @@ RESULT = "result.json"
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation settings shared by every experiment."""
+    """Optimisation settings shared by every experiment.
+
+    ``grad_clip`` clips the total gradient norm (0 = off). The options ``amp``, ``compile``,
+    ``lr_schedule`` (with ``lr_min``, ``lr_step_epochs``, ``lr_gamma``) and ``log`` are
+    implemented in :mod:`signalprop.training_options` (docs/training-options.md); all are off
+    by default.
+    """
 
     epochs: int = 10
     batch_size: int = 128
@@ -60,6 +67,13 @@ class TrainConfig:
     grad_norms: bool = False
     max_steps_per_epoch: int = 0
     eval_batch_size: int = 1000
+    amp: str = "none"
+    compile: bool = False
+    lr_schedule: str = "none"
+    lr_min: float = 0.0
+    lr_step_epochs: int = 1
+    lr_gamma: float = 0.1
+    log: str = "jsonl"
 
     def __post_init__(self) -> None:
         positive("train.epochs", self.epochs)
@@ -72,6 +86,7 @@ class TrainConfig:
         positive("train.log_every", self.log_every)
         non_negative("train.max_steps_per_epoch", self.max_steps_per_epoch)
         positive("train.eval_batch_size", self.eval_batch_size)
+        options.validate(self)
 
 
 def seed_everything(seed: int) -> None:
@@ -327,6 +342,9 @@ def fit(
     device = device or torch.device("cpu")
     loss_fn = loss_fn or default_loss(task)
     model.to(device)
+    precision = options.MixedPrecision(cfg.amp, device)
+    if cfg.log == "tensorboard":
+        options.tensorboard_writer()  # a missing package fails before anything is trained
     for rule in rules:
         rule.attach(model)
     optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg)
@@ -334,6 +352,7 @@ def fit(
     steps_per_epoch = len(batches)
     if cfg.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
+    scheduler = options.make_scheduler(optimizer, cfg, steps_per_epoch)
 
     start_epoch, step, wall = 0, 0, 0.0
     state = _restore_shared(run_dir, device)
@@ -342,14 +361,17 @@ def fit(
         optimizer.load_state_dict(state["optimizer"])
         for rule, rule_state in zip(rules, state["rules"], strict=True):
             rule.load_state_dict(rule_state)
+        options.load_option_states(state, scheduler, precision, run_dir / CHECKPOINT)
         start_epoch, step, wall = state["epoch"], state["step"], state["wall_s"]
         _set_rng_state(state["rng"])
-    net = ddp.wrap(model, device)
+    wrapped = ddp.wrap(model, device)
+    sharded = wrapped is not model  # DistributedDataParallel across ranks
+    net = options.compiled(wrapped, cfg.compile)
 
     recorder = GradNormRecorder(model) if cfg.grad_norms else None
     show = (sys.stderr.isatty() if progress is None else progress) and main
     last: dict[str, Any] = {}
-    log = MetricsLog(run_dir / METRICS) if main else None
+    log = options.open_metrics(MetricsLog(run_dir / METRICS), cfg, run_dir, step) if main else None
     try:
         from tqdm.auto import tqdm
 
@@ -358,12 +380,13 @@ def fit(
             started = time.perf_counter()
             generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
             losses: list[float] = []
+            skipped = 0
             bar = tqdm(total=steps_per_epoch, disable=not show, leave=False,
                        desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}".strip())
             for index, (inputs, targets) in enumerate(batches.epoch(generator)):
                 if index >= steps_per_epoch:
                     break
-                if net is not model:
+                if sharded:
                     (inputs, targets), share = ddp.shard((inputs, targets))
                 optimizer.zero_grad(set_to_none=True)
                 computed = None
@@ -371,38 +394,45 @@ def fit(
                     computed = rule.compute_gradients(model, inputs, targets, loss_fn)
                     if computed is not None:
                         break
-                if net is model:
-                    loss, _ = computed or backprop(model, inputs, targets, loss_fn)
+                if not sharded:
+                    loss, _ = computed or precision.backprop(net, inputs, targets, loss_fn)
                     loss_value = float(loss.detach())
                 else:
                     loss_value = ddp.distributed_gradients(net, model, computed, inputs, targets,
-                                                        loss_fn, share)
+                                                        loss_fn, share, precision)
                 if not math.isfinite(loss_value):
-                    where = first_nonfinite_module(model, inputs)
+                    with precision.autocast():
+                        where = first_nonfinite_module(model, inputs)
                     origin = f" (first non-finite output: {where})" if where else ""
                     raise DivergenceError(
                         f"loss became {loss_value} at epoch {epoch + 1}, step {step + 1}{origin}; "
                         f"the last good checkpoint is kept in {run_dir}. Lower train.lr or add "
                         "train.grad_clip and rerun with --resume"
                     )
+                scaled = computed is None  # rules' own gradients are neither autocast nor scaled
+                precision.unscale(optimizer, scaled)
                 bad = _nonfinite_grad_layer(model)
-                if bad is not None:
+                if bad is not None and not precision.overflow_is_skipped(scaled):
                     raise DivergenceError(
                         f"gradient of {bad} became NaN/Inf at epoch {epoch + 1}, step {step + 1}; "
                         f"the last good checkpoint is kept in {run_dir}. Lower train.lr or add "
                         "train.grad_clip"
                     )
-                if recorder is not None:
+                if recorder is not None and bad is None:
                     recorder.record()
-                if cfg.grad_clip:
-                    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                optimizer.step()
+                if bad is None:
+                    options.clip_gradients(model, cfg.grad_clip)
+                skipped += not precision.step(optimizer, scaled)
+                step_lr = optimizer.param_groups[0]["lr"]
+                options.step_scheduler(scheduler)
                 extra: dict[str, float] = {}
                 for rule in rules:
                     extra.update(rule.after_step(model))
                 step += 1
                 losses.append(loss_value)
                 if log is not None and step % cfg.log_every == 0:
+                    if scheduler is not None:
+                        extra["lr"] = step_lr
                     log.write({"kind": "step", "step": step, "epoch": epoch + 1,
                                "loss": loss_value, **extra})
                 bar.set_postfix(loss=f"{loss_value:.4f}")
@@ -414,10 +444,13 @@ def fit(
                 "train_loss": float(np.mean(losses)) if losses else float("nan"),
                 "lr": optimizer.param_groups[0]["lr"],
             }
+            if precision.scaler is not None:
+                record.update(amp_skipped_steps=skipped, amp_scale=precision.scaler.get_scale())
             if main:  # evaluation and callbacks (which may write files): rank 0 only
                 if test_data is not None:
-                    scores = evaluate(model, test_data, loss_fn, device, cfg.eval_batch_size,
-                                      task)
+                    with precision.autocast():
+                        scores = evaluate(model, test_data, loss_fn, device,
+                                          cfg.eval_batch_size, task)
                     record.update({f"test_{k}": v for k, v in scores.items()})
                 if on_epoch is not None:
                     record.update(on_epoch(model, epoch + 1))
@@ -433,6 +466,7 @@ def fit(
                 "step": step, "wall_s": wall, "rng": _rng_state(),
                 "metrics_bytes": log.tell(),
                 "metrics_sha256": sha256_prefix(run_dir / METRICS, log.tell()),
+                **options.option_states(scheduler, precision),
             })
             last = {k: v for k, v in record.items() if k not in ("kind", "grad_norms")}
     finally:
