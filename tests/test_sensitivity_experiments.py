@@ -41,8 +41,10 @@ def test_tiny_chaos_run_tracks_both_quantities(tmp_path):
     assert len(summary["series"]["sal_trace"]["lines"]["lambda_max"]) == 4
     rows = summary["tables"]["lyapunov_vs_gain"]["rows"]
     assert [r[0] for r in rows] == [0.3, 2.0] and rows[0][1] < rows[1][1]
-    assert {c["verdict"] for c in summary["claims"]} <= {
-        "reproduced", "partly", "not reproduced", "not checked"}
+    exp_claims = get_experiment("sensitivity-chaos").claims
+    for claim, row in zip(exp_claims, summary["claims"], strict=True):
+        assert (row["our_value"], row["verdict"]) == claim.check(results)  # from the numbers
+        assert row["rule_version"] == claim.rule_version
 
 
 def test_tiny_lag_and_deep_runs_complete(tmp_path):
@@ -50,7 +52,11 @@ def test_tiny_lag_and_deep_runs_complete(tmp_path):
                              overrides=["data.lag=5", "data.n_train=64", "data.n_test=32",
                                         "run.seeds=1", "train.epochs=1"])
     results = _summary(run_dir)["results"]
-    assert 0.0 <= results["bptt-sal_success_rate"] <= 1.0
+    for variant in ("bptt", "bptt-tuned-radius", "bptt-sal"):
+        accs = results[f"{variant}_mean_test_acc_per_seed"]
+        result = json.loads((run_dir / variant / "seed0" / "result.json").read_text())
+        assert accs == [result["test_acc"]]
+        assert results[f"{variant}_success_rate"] == float(accs[0] >= 0.95)
     run_dir = run_experiment(get_experiment("sensitivity-deep-mlp"), out=tmp_path, quick=True,
                              overrides=["model.depth=4", "data.n_train=64", "data.n_test=32",
                                         "train.epochs=1", "model.width=8"])
@@ -60,6 +66,7 @@ def test_tiny_lag_and_deep_runs_complete(tmp_path):
                           for e in ("epoch 1", "last epoch")}
     assert len(lines["bp, last epoch"]) == 5  # 4 hidden layers + head
     assert "bp-sal_log10_grad_first_over_last_epoch1" in summary["results"]
+    assert summary["results"]["seeds"] == 1 and (run_dir / "bp-sal" / "seed0").is_dir()
 
 
 @pytest.mark.slow

@@ -1,7 +1,7 @@
 """The one training loop: seeded, resumable, checksummed, with per-step and per-epoch metrics.
 
 ``fit`` trains a model in a run directory. It writes ``metrics.jsonl`` (``kind`` = ``step`` or
-``epoch``), a checkpoint after every epoch and ``result.json`` when done. Called again on the
+``epoch``; step 1, the untrained model's loss, is always logged), a checkpoint after every epoch and ``result.json`` when done. Called again on the
 same directory it resumes from the last good checkpoint (or returns the finished result), and
 ends with exactly the metrics an uninterrupted run would have produced.
 """
@@ -402,7 +402,7 @@ def fit(
                     extra.update(rule.after_step(model))
                 step += 1
                 losses.append(loss_value)
-                if log is not None and step % cfg.log_every == 0:
+                if log is not None and (step % cfg.log_every == 0 or step == 1):
                     log.write({"kind": "step", "step": step, "epoch": epoch + 1,
                                "loss": loss_value, **extra})
                 bar.set_postfix(loss=f"{loss_value:.4f}")
