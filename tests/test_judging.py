@@ -158,3 +158,14 @@ def test_flnpf_share_without_a_gap_has_no_nan():
     (1.62, "mlp: 1.62x less wall-clock")])
 def test_wall_clock_wording(mean, text):
     assert decorrelation.wall_text("mlp", Side((mean,)), 2.0).startswith(text)
+
+
+@pytest.mark.parametrize("diverged", [None, math.nan])  # today's runs store None; older nan
+def test_a_diverged_model_reads_diverged_not_nan(diverged):
+    memory, baselines = get_experiment("orthogonal-long-memory").claims
+    results = {"filter_test_acc": diverged, "rnn_test_acc": diverged, "lstm_test_acc": 0.5,
+               "T": 10000}
+    text, verdict = memory.check(results)
+    assert text == "T=10000: filter RNN acc diverged (rnn diverged, lstm 0.500)"
+    assert verdict == "not reproduced"
+    assert baselines.check(results) == ("rnn diverged, lstm 0.500", "reproduced")

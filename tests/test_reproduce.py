@@ -182,3 +182,5 @@ def test_quick_suite_end_to_end(tmp_path):
         assert row["verdict"] == "not checked" or "indicative" in row["label"], row
         assert not re.search(r"\bnan\b", row["our_value"].lower()), row
     assert (tmp_path / "report" / "index.html").stat().st_size > 10_000
+    readme = (tmp_path / "report" / "README.md").read_text()
+    assert not re.search(r"\bnan\b", readme, re.IGNORECASE)  # no NaN reaches the report

@@ -248,7 +248,8 @@ def _speedup_verdict(sides: dict[str, Side], good: float, partly: float) -> str:
 
 def _check_epochs(results: dict[str, Any]) -> tuple[str, str]:
     sides = _speedups(results, "epoch_speedup")
-    text = ", ".join(f"{a}: {s.mean:.2f}x fewer epochs (± {s.std:.2f}, n={s.n})"
+    text = ", ".join(f"{a}: {s.mean:.2f}x fewer epochs (± {s.std:.2f}, n={s.n})" if s.mean > 0
+                     else f"{a}: never reached plain's final loss (n={s.n})"
                      for a, s in sides.items())
     return text, _speedup_verdict(sides, 1.5, 1.1)
 

@@ -274,12 +274,21 @@ def baseline_classifier(kind: str, inputs: int, classes: int, hidden: int) -> La
 
 
 def _fit_or_diverge(ctx: RunContext, name: str, model: nn.Module, splits: Any,
-                    train: TrainConfig) -> float:
+                    train: TrainConfig) -> float | None:
+    """The test accuracy, or None (shown as "diverged") when training diverged."""
     try:
         return ctx.fit(name, model, splits, train)["test_acc"]
     except DivergenceError as exc:
         ctx.log(f"{name}: diverged ({exc})")
-        return float("nan")
+        return None
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, int | float) and math.isfinite(x)
+
+
+def _acc_text(x: Any) -> str:
+    return f"{x:.3f}" if _finite(x) else "diverged"
 
 
 def run_long_memory(ctx: RunContext) -> dict[str, Any]:
@@ -310,10 +319,11 @@ def run_long_memory(ctx: RunContext) -> dict[str, Any]:
 
 def _memory_solved(results: dict[str, Any]) -> tuple[str, str]:
     acc = results["filter_test_acc"]
-    others = ", ".join(f"{k} {results[f'{k}_test_acc']:.3f}" for k in ("rnn", "lstm")
+    others = ", ".join(f"{k} {_acc_text(results[f'{k}_test_acc'])}" for k in ("rnn", "lstm")
                        if f"{k}_test_acc" in results)
-    value = f"T={results['T']}: filter RNN acc {acc:.3f}" + (f" ({others})" if others else "")
-    verdict = at_least(acc if math.isfinite(acc) else 0.0, 0.99, 0.75)
+    value = f"T={results['T']}: filter RNN acc {_acc_text(acc)}" + (
+        f" ({others})" if others else "")
+    verdict = at_least(acc if _finite(acc) else 0.0, 0.99, 0.75)
     if results["T"] < 10000 and verdict == "reproduced":
         verdict = "partly"  # solved, but at a shorter distance than the paper's
     return value, verdict
@@ -323,8 +333,8 @@ def _baselines_fail(results: dict[str, Any]) -> tuple[str, str]:
     accs = {k: results[f"{k}_test_acc"] for k in ("rnn", "lstm") if f"{k}_test_acc" in results}
     if not accs:
         return "no baselines run", "not checked"
-    worst_case = max(a if math.isfinite(a) else 0.5 for a in accs.values())
-    value = ", ".join(f"{k} {a:.3f}" for k, a in accs.items())
+    worst_case = max(a if _finite(a) else 0.5 for a in accs.values())
+    value = ", ".join(f"{k} {_acc_text(a)}" for k, a in accs.items())
     return value, at_most(worst_case, 0.6, 0.75)
 
 
@@ -434,8 +444,8 @@ def run_psmnist(ctx: RunContext) -> dict[str, Any]:
             sub = f"{splits.name}-{model_name}"
             _fit_or_diverge(ctx, sub, model, splits, cfg.train)
             accs = curve(ctx.run_dir / sub, "test_acc")
-            first = accs[0][1] if accs else float("nan")
-            last = accs[-1][1] if accs else float("nan")
+            first = accs[0][1] if accs else None
+            last = accs[-1][1] if accs else None
             key = f"{splits.name}_{model_name}"
             results[f"{key}_acc_epoch1"] = first
             results[f"{key}_acc_final"] = last
@@ -456,7 +466,7 @@ def run_psmnist(ctx: RunContext) -> dict[str, Any]:
 
 def _lstm_note(results: dict[str, Any], dataset: str, epoch_key: str) -> str:
     key = f"{dataset}_lstm_{epoch_key}"
-    return f"; LSTM {results[key]:.3f}" if key in results else ""
+    return f"; LSTM {_acc_text(results[key])}" if key in results else ""
 
 
 def _psmnist_check(epoch_key: str, good: float, partly: float):
@@ -464,11 +474,12 @@ def _psmnist_check(epoch_key: str, good: float, partly: float):
         used = results["dataset"].split(", ")
         mnist = [d for d in used if d.startswith("mnist")]
         name = mnist[0] if mnist else used[0]
-        parts = [f"{d} {results[f'{d}_filter_{epoch_key}']:.3f} "
+        parts = [f"{d} {_acc_text(results[f'{d}_filter_{epoch_key}'])} "
                  f"({results[f'{d}_filter_epochs']} epochs run{_lstm_note(results, d, epoch_key)})"
                  for d in used]
         value = "filter RNN " + "; ".join(parts)
         acc = results[f"{name}_filter_{epoch_key}"]
+        acc = acc if _finite(acc) else 0.0
         if not mnist:  # the claim is about MNIST; Fashion-MNIST is harder
             return value + "; MNIST not available", "not checked"
         return value, at_least(acc, good, partly)
