@@ -107,6 +107,7 @@ def test_report_keeps_the_stored_verdict_and_shows_todays_when_the_rule_changed(
     assert row["rule_version"] == 1 and row["change"] == "rule changed since the run"
     assert row["label"].startswith("reproduced on Fashion-MNIST")
     assert row["now"].startswith("partly on Fashion-MNIST") and "rule v2" in row["now"]
+    assert row["rule_now"].startswith("v2: ReLU net's")
     same = [{**now, "our_value": "as stored"}]
     (row,) = merge_claims(same, [now])
     assert "now" not in row and row["our_value"] == "as stored"

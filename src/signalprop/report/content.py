@@ -85,10 +85,15 @@ def verdict_text(c: dict[str, Any]) -> str:
 
 
 def rule_text(c: dict[str, Any]) -> str:
+    """The rule that judged the run (and today's, when it changed since)."""
     rule, version = c.get("rule"), c.get("rule_version")
     if not rule:
-        return MISSING if version is None else f"v{version}"
-    return f"v{version}: {rule}" if version is not None else str(rule)
+        text = MISSING if version is None else f"v{version} (see docs/rules.md)"
+    else:
+        text = f"v{version}: {rule}" if version is not None else str(rule)
+    if c.get("rule_now"):
+        text += f"\ntoday {c['rule_now']}"
+    return text
 
 
 def data_text(c: dict[str, Any]) -> str:

@@ -29,7 +29,7 @@ ROOT_SUBRUN = "(run)"
 
 VERDICTS = ("reproduced", "partly", "not reproduced", "not checked")
 CLAIM_FIELDS = ("claim", "source", "paper_value", "our_value", "dataset", "paper_data", "verdict",
-                "label", "rule", "rule_version", "seeds", "now", "change", "command")
+                "label", "rule", "rule_version", "rule_now", "seeds", "now", "change", "command")
 
 _DIR_TIMESTAMP = re.compile(r"(\d{8})-(\d{6})")
 
@@ -374,6 +374,8 @@ def merge_claims(stored: Any, current: list[dict] | None) -> Any:
             row["now"] = f"{now['label']} (rule v{now['rule_version']}: {now['our_value']})"
             row["change"] = ("rule changed since the run" if version != now["rule_version"]
                              else "judged differently today (run-health or data checks)")
+            if version != now["rule_version"]:
+                row["rule_now"] = f"v{now['rule_version']}: {now['rule']}"
         else:
             row["label"] = old.get("label") or now["label"]
         rows.append(row)
