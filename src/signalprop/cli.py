@@ -117,6 +117,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
         print(f"{exp.name:28s} {exp.summary}")
         for claim in exp.claims:
             print(f"{'':28s}   claim: {claim.text} [{claim.source}]")
+            print(f"{'':28s}   rule v{claim.rule_version}: {claim.rule}")
     return 0
 
 
