@@ -18,6 +18,8 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/signalprop reproduce --quick --out $(OUT)
+	@echo "Quick verdicts are indicative (small runs, 1-2 seeds). The full results, on >= 3 seeds"
+	@echo "where seeds matter, are in docs/results/README.md; how verdicts are reached: docs/rules.md"
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -18,6 +18,7 @@ def run_cli(capsys, *argv):
 def test_list_shows_experiments_and_claims(capsys):
     code, out, _ = run_cli(capsys, "list")
     assert code == 0 and "deep-tanh-mlp" in out and "claim:" in out
+    assert "rule v2: ReLU net's ν_end/ν_0 over seeds" in out  # gated-kernel's rule, versioned
 
 
 def test_list_config_keys(capsys):
@@ -58,7 +59,12 @@ def test_run_quick_then_report(capsys, tmp_path):
     assert config["meta"]["torch"] and config["meta"]["device"] == "cpu"
     assert config["meta"]["threads"] == torch.get_num_threads()
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["claims"][0]["verdict"] in ("reproduced", "partly", "not reproduced")
+    ratio = summary["results"]["deep_grad_ratio_last_to_first"]
+    expected = "reproduced" if ratio >= 100 else "partly" if ratio >= 10 else "not reproduced"
+    claim = summary["claims"][0]
+    assert claim["verdict"] == expected and claim["rule_version"] == 1
+    assert claim["label"].startswith(expected) and claim["label"].endswith(
+        "indicative (quick run)")
     assert summary["results"]["deep_depth"] == 6
     code, out, err = run_cli(capsys, "report", str(run), "--out", str(tmp_path / "report"))
     assert code == 0, err

@@ -23,25 +23,6 @@ def test_cnn_handles_images_and_1d_inputs():
     assert make_mlp(40, 10, cfg)(torch.randn(2, 40)).shape == (2, 10)
 
 
-def test_speedup_verdicts_follow_numbers():
-    exp = get_experiment("decorrelation-speedup")
-    fast = {"archs": "mlp,cnn", "mlp_epoch_speedup": 2.0, "cnn_epoch_speedup": 1.6,
-            "mlp_wall_speedup": 1.5, "cnn_wall_speedup": 1.3, "mlp_step_time_ratio": 1.2,
-            "cnn_step_time_ratio": 1.1}
-    assert [c.check(fast)[1] for c in exp.claims] == ["reproduced", "reproduced"]
-    slow = {**fast, "cnn_epoch_speedup": 1.0, "mlp_wall_speedup": 0.5}
-    assert [c.check(slow)[1] for c in exp.claims] == ["not reproduced", "not reproduced"]
-
-
-def test_approximate_verdicts_follow_numbers():
-    exp = get_experiment("decorrelation-approximate")
-    results = {"bp_test_acc": 0.85, "fa_test_acc": 0.5, "fa+decor_test_acc": 0.83,
-               "np_test_acc": 0.5, "np+decor_test_acc": 0.5, "bp_train_loss": 0.2,
-               "fa_train_loss": 1.0, "fa+decor_train_loss": 0.3, "np_train_loss": 1.0,
-               "np+decor_train_loss": 1.0}
-    assert [c.check(results)[1] for c in exp.claims] == ["reproduced", "not reproduced"]
-
-
 def test_speedup_adds_block_diagonal_runs_to_table_and_results(tmp_path):
     import json
 

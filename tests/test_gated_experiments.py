@@ -45,7 +45,7 @@ def test_validation_hook_keeps_the_best_state_across_a_resume(tmp_path):
     (tmp_path / "metrics.jsonl").write_text(
         json.dumps({"kind": "epoch", "epoch": 1, "val_acc": 1.01}) + "\n")
     record = gated._validation_hook(val, best, tmp_path)(model, 2)
-    assert 0.0 <= record["val_acc"] <= 1.0
+    assert (record["val_acc"], record["val_loss"]) == gated._accuracy(model, val)
     assert "marker" in torch.load(best)  # an earlier epoch was better: not overwritten
     fresh = tmp_path / "fresh"
     fresh.mkdir()
@@ -67,59 +67,6 @@ def test_squared_loss_is_half_sum_of_squares():
     assert float(gated.squared_loss(out, torch.tensor([0, 1]))) == pytest.approx(0.25)
 
 
-def _variant_results(**means):
-    res = {}
-    for v, m in means.items():
-        res[f"{v}_test_acc_mean"], res[f"{v}_test_acc_std"] = m, 0.2
-    return res
-
-
-def test_variants_verdicts_follow_the_numbers():
-    good = _variant_results(**{"frnpf-ii": 85.0, "frnpf-di": 85.2, "flnpf": 88.0, "dlnpf": 88.5,
-                               "relu": 88.4})
-    assert gated._learnt_beats_random(good)[1] == "reproduced"
-    assert gated._gates_hold_the_information(good)[1] == "reproduced"
-    small = _variant_results(**{"frnpf-ii": 85.0, "frnpf-di": 85.2, "flnpf": 85.6,
-                                "dlnpf": 86.0, "relu": 88.4})
-    assert gated._learnt_beats_random(small)[1] == "partly"
-    assert gated._gates_hold_the_information(small)[1] == "not reproduced"
-    worse = _variant_results(**{"frnpf-ii": 85.0, "frnpf-di": 85.2, "flnpf": 84.0,
-                                "dlnpf": 88.0, "relu": 88.4})
-    assert gated._learnt_beats_random(worse)[1] == "not reproduced"
-
-
-def _depth_results(acc, off, dev):
-    depths = [1, 4, 16]
-    res = {"depths": "1,4,16"}
-    for d, a, o, v in zip(depths, acc, off, dev, strict=True):
-        res.update({f"depth_{d}_mean_train_acc": a, f"depth_{d}_off_diagonal": o,
-                    f"depth_{d}_deviation": v})
-    return res
-
-
-def test_depth_verdicts_follow_the_numbers():
-    check = gated._depth_helps_then_hurts
-    assert check(_depth_results([0.5, 0.7, 0.6], [1, 1, 1], [1, 1, 1]))[1] == "reproduced"
-    assert check(_depth_results([0.5, 0.505, 0.5], [1, 1, 1], [1, 1, 1]))[1] == "partly"
-    assert check(_depth_results([0.5, 0.6, 0.7], [1, 1, 1], [1, 1, 1]))[1] == "partly"
-    assert check(_depth_results([0.7, 0.6, 0.5], [1, 1, 1], [1, 1, 1]))[1] == "not reproduced"
-    mech = gated._kernel_mechanism
-    assert mech(_depth_results([0, 0, 0], [0.3, 0.1, 0.01], [0.2, 0.4, 0.8]))[1] == "reproduced"
-    assert mech(_depth_results([0, 0, 0], [0.3, 0.1, 0.01], [0.8, 0.4, 0.2]))[1] == "partly"
-    assert mech(_depth_results([0, 0, 0], [0.01, 0.1, 0.3], [0.8, 0.4, 0.2]))[1] == (
-        "not reproduced")
-
-
-def test_alignment_verdict_follows_the_numbers():
-    def res(ratio):
-        return {"relu_alignment_ratio_mean": ratio, "relu_alignment_ratio_std": 0.04,
-                "frnpf-di_alignment_ratio_mean": 1.0, "seeds": 4}
-    assert gated._alignment_improves(res(0.9))[1] == "reproduced"
-    assert gated._alignment_improves(res(0.97))[1] == "partly"
-    assert gated._alignment_improves(res(0.99))[1] == "not reproduced"
-    assert gated._alignment_improves(res(1.01))[1] == "not reproduced"
-
-
 def test_bad_config_values_raise():
     with pytest.raises(ConfigError):
         gated.VariantsModel(variants=("galu",))
@@ -139,7 +86,12 @@ def test_gated_variants_tiny_end_to_end(tmp_path):
     summary = json.loads((run_dir / "summary.json").read_text())
     rows = summary["tables"]["variants"]["rows"]
     assert [r[0] for r in rows] == ["relu", "frnpf-ii", "frnpf-di", "flnpf", "dlnpf", "dlgn"]
-    assert all(c["verdict"] != "not checked" for c in summary["claims"])
+    for claim in summary["claims"]:
+        if summary["fallbacks"]:  # no Fashion-MNIST here: MNIST-1D stood in, nothing judged
+            assert claim["verdict"] == "not checked" and "fallback MNIST-1D" in claim["our_value"]
+        else:  # judged (the runs trained), on data named as not the paper's
+            assert claim["verdict"] != "not checked", claim
+            assert "on Fashion-MNIST (paper: MNIST); indicative (1 seed)" in claim["label"]
     # the FLNPF run's gates are the ReLU run's best-validation gates
     assert (run_dir / "relu_s0" / gated.BEST_STATE).exists()
 

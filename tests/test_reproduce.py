@@ -145,7 +145,7 @@ def test_report_renders_in_headless_chromium(quick_run, tmp_path):
     assert tables >= 3 and empty == 0
 
 
-def test_report_rejudges_claims_with_current_rules(quick_run, tmp_path):
+def test_report_shows_the_stored_verdict_and_todays_when_the_rule_changed(quick_run, tmp_path):
     from signalprop.report import build_report
 
     out, _ = quick_run
@@ -153,10 +153,19 @@ def test_report_rejudges_claims_with_current_rules(quick_run, tmp_path):
     copy = tmp_path / "runs" / "deep-tanh-mlp" / run.name
     shutil.copytree(run, copy)
     summary = json.loads((copy / "summary.json").read_text())
-    summary["claims"][0].update(our_value="stale number", verdict="partly")
+    today = summary["claims"][0]
+    assert today["rule_version"] == 1 and today["verdict"] == "reproduced"
+    summary["claims"][0].update(our_value="stored number", verdict="partly", label="partly",
+                                rule_version=0)
     (copy / "summary.json").write_text(json.dumps(summary))
-    index = build_report([copy], tmp_path / "report")
-    assert "stale number" not in (index.parent / "README.md").read_text()
+    readme = (build_report([copy], tmp_path / "report").parent / "README.md").read_text()
+    row = next(line for line in readme.splitlines() if "stored number" in line)
+    assert "partly (rule v0)<br>rule changed since the run; today: reproduced" in row
+    copied = tmp_path / "report" / "runs" / "deep-tanh-mlp" / run.name
+    assert json.loads((copied / "summary.json").read_text())["claims"][0]["verdict"] == "partly"
+    assert (copied / "config.json").is_file() and (copied / "deep" / "metrics.jsonl").is_file()
+    assert not list(copied.rglob("*.pt"))  # no checkpoints
+    assert f"(runs/deep-tanh-mlp/{run.name}/)" in row
 
 
 def test_quick_suite_end_to_end(tmp_path):
@@ -167,5 +176,11 @@ def test_quick_suite_end_to_end(tmp_path):
     ran = {c["experiment"] for c in data["claims"]}
     expected = {e.name for e in registry.all_experiments() if e.claims}
     assert ran == expected
-    assert all(c["verdict"] in registry.VERDICTS for c in data["claims"])
+    claims = {c.text: c for e in registry.all_experiments() for c in e.claims}
+    for row in data["claims"]:  # every quick verdict is labelled, versioned and nan-free
+        assert row["rule_version"] == claims[row["claim"]].rule_version
+        assert row["verdict"] == "not checked" or "indicative" in row["label"], row
+        assert not re.search(r"\bnan\b", row["our_value"].lower()), row
     assert (tmp_path / "report" / "index.html").stat().st_size > 10_000
+    readme = (tmp_path / "report" / "README.md").read_text()
+    assert not re.search(r"\bnan\b", readme, re.IGNORECASE)  # no NaN reaches the report

@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_repro.add_argument("--only", metavar="PATTERN", help="glob on experiment names")
     p_repro.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
     p_repro.add_argument("--seeds", type=int, default=None, metavar="N",
-                         help="seeds per experiment, for experiments that use several")
+                         help="seeds per experiment, for experiments that use several "
+                              "(default: --full raises each below 3 to 3)")
     p_repro.add_argument("--jobs", type=int, default=1, metavar="N",
                          help="experiments run in parallel (default 1)")
     p_repro.add_argument("--out", type=Path, default=Path("runs"))
@@ -116,6 +117,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
         print(f"{exp.name:28s} {exp.summary}")
         for claim in exp.claims:
             print(f"{'':28s}   claim: {claim.text} [{claim.source}]")
+            print(f"{'':28s}   rule v{claim.rule_version}: {claim.rule}")
     return 0
 
 

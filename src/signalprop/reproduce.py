@@ -47,15 +47,31 @@ def select(only: str | None) -> list[Experiment]:
     return chosen
 
 
-def seed_overrides(experiment: Experiment, seeds: int | None) -> list[str]:
-    """``--set <group>.seeds=N`` for every ``seeds`` field in the experiment's config."""
-    if seeds is None:
-        return []
-    if seeds < 1:
+def seed_overrides(experiment: Experiment, seeds: int | None, quick: bool = False) -> list[str]:
+    """``<group>.seeds=N`` for every ``seeds`` field in the experiment's config.
+
+    ``--seeds N`` sets them all to N. Without it a full run raises each one below
+    :data:`~signalprop.experiments.judging.MIN_SEEDS` to that minimum, so claims comparing
+    stochastic outcomes are decided on enough seeds; a quick run keeps its own (its verdicts are
+    labelled indicative).
+    """
+    from signalprop.experiments.judging import MIN_SEEDS
+
+    if seeds is not None and seeds < 1:
         raise SignalpropError(f"--seeds must be >= 1, got {seeds}")
-    keys = [k for k in config_lib.field_names(experiment.make_config())
-            if k.split(".")[-1] == "seeds"]
-    return [f"{key}={seeds}" for key in keys]
+    cfg = resolve_config(experiment, quick, [])
+    keys = [k for k in config_lib.field_names(cfg) if k.split(".")[-1] == "seeds"]
+    if seeds is not None:
+        return [f"{key}={seeds}" for key in keys]
+    if quick:
+        return []
+    return [f"{key}={MIN_SEEDS}" for key in keys if _value(cfg, key) < MIN_SEEDS]
+
+
+def _value(cfg: object, dotted: str) -> int:
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return int(cfg)  # type: ignore[call-overload]
 
 
 def _json(cfg: object) -> object:
@@ -105,7 +121,7 @@ def run_one(name: str, out: Path, quick: bool, seed: int, seeds: int | None, dev
     reason = missing_requirements(experiment)
     if reason:
         return Outcome(name, "skipped", reason=reason)
-    overrides = seed_overrides(experiment, seeds)
+    overrides = seed_overrides(experiment, seeds, quick)
     config = resolve_config(experiment, quick, overrides)
     previous = find_previous(out, name, quick, seed, overrides, config)
     if previous is not None and (previous / "summary.json").exists():
@@ -129,7 +145,7 @@ def reproduce(
         raise SignalpropError(f"--jobs must be >= 1, got {jobs}")
     names = [e.name for e in select(only)]
     for name in names:
-        seed_overrides(get_experiment(name), seeds)  # validate before starting anything
+        seed_overrides(get_experiment(name), seeds, quick)  # validate before starting anything
     args = [(name, out, quick, seed, seeds, device) for name in names]
     if jobs == 1:
         outcomes = []

@@ -97,5 +97,9 @@ register(Experiment(
         source="Glorot & Bengio 2010, Sec. 4.2",
         paper_value="gradients shrink towards the input layer",
         check=_vanishing,
+        rule="last/first layer gradient norm ratio in the first epoch: reproduced >= 100, "
+             "partly >= 10, else not reproduced",
+        paper_data="Shapeset-3x2, MNIST, CIFAR-10", same_data=("mnist",),
+        learns=("shallow",),
     ),),
 ))

@@ -20,7 +20,7 @@ from torch import nn
 from signalprop import config as config_lib
 from signalprop import distributed
 from signalprop.errors import ConfigError, DatasetMissing, SignalpropError
-from signalprop.experiments.registry import VERDICTS, Experiment
+from signalprop.experiments.registry import Experiment
 from signalprop.learning.base import LearningRule, LossFn
 from signalprop.runs import new_run_dir, run_metadata
 from signalprop.storage import atomic_write_json
@@ -43,6 +43,7 @@ class RunContext:
     quick: bool = False
     progress: bool | None = None
     datasets_used: list[str] = field(default_factory=list)
+    fallbacks: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def is_main(self) -> bool:
@@ -70,6 +71,7 @@ class RunContext:
             if fallback is None:
                 raise
             self.log(f"{name} not available ({exc}); using {fallback} instead")
+            self.fallbacks.append({"wanted": name, "used": fallback, "reason": str(exc)})
             accepted = data.options_of(fallback)
             splits = data.load(fallback, seed=self.seed,
                                **{k: v for k, v in options.items() if k in accepted})
@@ -128,24 +130,17 @@ def missing_requirements(experiment: Experiment) -> str | None:
     return None
 
 
-def evaluate_claims(experiment: Experiment, summary: dict[str, Any], command: str) -> list[dict]:
-    """Judge each of the experiment's claims from ``summary["results"]`` by its own rule."""
-    results = summary.get("results", {})
-    rows = []
-    for claim in experiment.claims:
-        try:
-            ours, verdict = claim.check(results)
-        except (KeyError, TypeError, ValueError) as exc:
-            ours, verdict = f"missing ({exc})", "not checked"
-        if verdict not in VERDICTS:
-            raise ValueError(f"claim check returned unknown verdict {verdict!r}")
-        rows.append({
-            "claim": claim.text, "source": claim.source, "paper_value": claim.paper_value,
-            "our_value": ours, "verdict": verdict,
-            "dataset": results.get("dataset", ", ".join(summary.get("datasets", []))),
-            "command": command,
-        })
-    return rows
+def evaluate_claims(experiment: Experiment, summary: dict[str, Any], command: str, *,
+                    quick: bool = False, health: dict | None = None,
+                    config: dict | None = None) -> list[dict]:
+    """Judge each of the experiment's claims from ``summary`` by its own rule, after the
+    checks every claim shares (run health, data, seeds: see :mod:`signalprop.experiments.judging`).
+    """
+    from signalprop.experiments.judging import judge
+
+    health = summary.get("health", {}) if health is None else health
+    return [judge(claim, summary, command=command, quick=quick, health=health, config=config)
+            for claim in experiment.claims]
 
 
 def run_experiment(
@@ -200,9 +195,13 @@ def run_experiment(
     summary = experiment.run(ctx)
     summary = {
         "experiment": experiment.name, "wall_s": time.perf_counter() - started,
-        "datasets": ctx.datasets_used, **summary,
+        "quick": quick, "datasets": ctx.datasets_used, "fallbacks": ctx.fallbacks, **summary,
     }
-    summary["claims"] = evaluate_claims(experiment, summary, command)
+    if ctx.is_main:
+        from signalprop.experiments.judging import subrun_health
+
+        summary["health"] = subrun_health(run_dir)
+    summary["claims"] = evaluate_claims(experiment, summary, command, quick=quick)
     ctx.write_json("summary.json", summary)
     return run_dir
 

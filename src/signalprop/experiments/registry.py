@@ -26,12 +26,24 @@ class Claim:
     """A published claim and the rule that judges it from an experiment's ``results``.
 
     ``check(results)`` returns ``(our_value, verdict)`` with verdict one of :data:`VERDICTS`.
+    ``rule`` states that check in one line and ``rule_version`` counts its changes (each one
+    recorded in docs/rules.md); a run stores the version that judged it. ``paper_data`` names
+    the paper's data and ``same_data`` lists our dataset names that are that data (a verdict on
+    other data says so). ``stochastic`` claims compare trained models' outcomes and are decided
+    on several seeds; ``learns`` are globs of sub-runs that must have trained (finite loss,
+    below its initial value) for the claim to be judged at all.
     """
 
     text: str
     source: str
     paper_value: str
     check: Callable[[dict[str, Any]], tuple[str, str]]
+    rule: str = ""
+    rule_version: int = 1
+    paper_data: str = "not stated"
+    same_data: tuple[str, ...] = ()
+    stochastic: bool = False
+    learns: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

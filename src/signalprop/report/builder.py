@@ -25,6 +25,8 @@ from signalprop.storage import atomic_write_bytes
 
 MANIFEST = ".signalprop-report.json"
 FIGURES_DIR = "figures"
+RUNS_DIR = "runs"
+RUN_FILES = ("config.json", "summary.json", "result.json", "metrics.jsonl")  #: no checkpoints
 README = "README.md"
 INDEX = "index.html"
 
@@ -40,8 +42,11 @@ def build_report(
     Each entry of ``run_dirs`` is a run directory (``runs/<experiment>/<timestamp>``) or a
     directory containing run directories at any depth (``runs/``, ``runs/<experiment>/``).
     Runs are only read. ``out_dir`` receives ``README.md`` (figures by relative path),
-    ``index.html`` (self-contained) and ``figures/*.png``. ``benchmarks`` are benchmark JSON
-    files or directories of them; their ratios get a table of their own.
+    ``index.html`` (self-contained), ``figures/*.png`` and ``runs/<experiment>/<run id>/``:
+    a copy of each run's ``config.json``, ``summary.json`` and every sub-run's ``result.json``
+    and ``metrics.jsonl`` (no checkpoints), which each claim row links to, so the table can be
+    re-derived without rerunning. ``benchmarks`` are benchmark JSON files or directories of
+    them; their ratios get a table of their own.
     """
     if isinstance(run_dirs, (str, os.PathLike)):
         run_dirs = [run_dirs]
@@ -67,6 +72,13 @@ def build_report(
         used.add(prefix)
         sections.append(RunSection(run, f"run-{i}-{prefix}", run_figures(run, prefix)))
 
+    run_files: dict[str, bytes] = {}
+    for run in runs:
+        folder = f"{RUNS_DIR}/{slug(run.experiment, 60)}/{slug(run.run_id, 60)}"
+        run_files.update(_run_copies(run.path, folder))
+        for claim in run.claims:
+            claim["files"] = folder + "/"
+
     generated = datetime.now().astimezone().isoformat(sep=" ", timespec="seconds")
     bench = benchmark_table(load_benchmarks([Path(b) for b in benchmarks]))
     files: dict[str, bytes] = {
@@ -77,6 +89,7 @@ def build_report(
     for sec in sections:
         for fig in sec.figures:
             files[f"{FIGURES_DIR}/{fig.filename}"] = fig.png
+    files.update(run_files)
 
     previous = _read_manifest(out)
     _check_ownership(out, files, previous)
@@ -94,11 +107,30 @@ def build_report(
     return out / INDEX
 
 
+def _run_copies(run_dir: Path, folder: str) -> dict[str, bytes]:
+    """``{report-relative path: bytes}`` of a run's files worth keeping (:data:`RUN_FILES`)."""
+    out: dict[str, bytes] = {}
+    for dirpath, dirnames, filenames in os.walk(run_dir):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != FIGURES_DIR)
+        here = Path(dirpath)
+        for name in sorted(set(filenames) & set(RUN_FILES)):
+            rel = (here / name).relative_to(run_dir).as_posix()
+            if not _is_safe_rel(f"{folder}/{rel}"):
+                continue
+            try:
+                out[f"{folder}/{rel}"] = (here / name).read_bytes()
+            except OSError:
+                continue
+    return out
+
+
 def _is_safe_rel(rel: str) -> bool:
     parts = Path(rel).parts
     return (
         rel in (README, INDEX)
         or (len(parts) == 2 and parts[0] == FIGURES_DIR and rel.endswith(".png"))
+        or (len(parts) >= 4 and parts[0] == RUNS_DIR and parts[-1] in RUN_FILES
+            and not any(p in ("", ".", "..") or p.startswith(".") for p in parts))
     )
 
 

@@ -10,8 +10,10 @@ from signalprop.report._fmt import MISSING, fmt_float, fmt_seconds, fmt_value
 from signalprop.report.figures import FigureImage, grad_norm_profiles
 from signalprop.report.runs_reader import RunRecord
 
-CLAIM_COLUMNS = ["claim", "source", "paper", "ours", "dataset", "verdict", "command"]
+CLAIM_COLUMNS = ["claim", "source", "paper", "ours", "data: ours (paper's)", "verdict", "rule",
+                 "run files", "command"]
 CLAIM_CODE_COLUMNS = {"command"}
+CLAIM_LINK_COLUMNS = {"run files"}
 
 
 @dataclass
@@ -19,6 +21,7 @@ class Table:
     columns: list[str]
     rows: list[list[str]]
     code_columns: set[str] = field(default_factory=set)  #: rendered as inline code
+    link_columns: set[str] = field(default_factory=set)  #: relative paths, rendered as links
 
 
 @dataclass
@@ -70,19 +73,48 @@ def info_rows(run: RunRecord) -> list[tuple[str, str, bool]]:
     return [r for r in rows if r[1]]
 
 
+def verdict_text(c: dict[str, Any]) -> str:
+    """The stored verdict (with its data and seed labels) and, when today's rule or judging
+    differs, today's verdict and why."""
+    text = str(c.get("label") or c.get("verdict") or MISSING)
+    if c.get("rule_version") is not None:
+        text += f" (rule v{c['rule_version']})"
+    if c.get("now"):
+        text += f"\n{c.get('change') or 'changed since the run'}; today: {c['now']}"
+    return text
+
+
+def rule_text(c: dict[str, Any]) -> str:
+    """The rule that judged the run (and today's, when it changed since)."""
+    rule, version = c.get("rule"), c.get("rule_version")
+    if not rule:
+        text = MISSING if version is None else f"v{version} (see docs/rules.md)"
+    else:
+        text = f"v{version}: {rule}" if version is not None else str(rule)
+    if c.get("rule_now"):
+        text += f"\ntoday {c['rule_now']}"
+    return text
+
+
+def data_text(c: dict[str, Any]) -> str:
+    ours = MISSING if c.get("dataset") in (None, "") else fmt_value(c["dataset"])
+    return f"{ours} ({c['paper_data']})" if c.get("paper_data") else ours
+
+
 def claim_cells(c: dict[str, Any]) -> list[str]:
     def t(key: str) -> str:
         v = c.get(key)
         return MISSING if v in (None, "") else fmt_value(v)
 
-    return [t("claim"), t("source"), t("paper_value"), t("our_value"), t("dataset"),
-            t("verdict"), t("command")]
+    return [t("claim"), t("source"), t("paper_value"), t("our_value"), data_text(c),
+            verdict_text(c), rule_text(c), t("files"), t("command")]
 
 
 def claims_table(run: RunRecord) -> Table | None:
     if not run.claims:
         return None
-    return Table(list(CLAIM_COLUMNS), [claim_cells(c) for c in run.claims], CLAIM_CODE_COLUMNS)
+    return Table(list(CLAIM_COLUMNS), [claim_cells(c) for c in run.claims], CLAIM_CODE_COLUMNS,
+                 CLAIM_LINK_COLUMNS)
 
 
 def all_claims_table(sections: list[RunSection]) -> Table:
@@ -95,9 +127,9 @@ def all_claims_table(sections: list[RunSection]) -> Table:
             rows.append([sec.label] + claim_cells(c))
         if not run.claims and not run.complete and run.claim:
             rows.append([sec.label, run.claim, run.paper or MISSING, MISSING,
-                         "(run incomplete)", MISSING, "not checked",
+                         "(run incomplete)", MISSING, "not checked", MISSING, MISSING,
                          run.command or MISSING])
-    return Table(["run"] + CLAIM_COLUMNS, rows, CLAIM_CODE_COLUMNS)
+    return Table(["run"] + CLAIM_COLUMNS, rows, CLAIM_CODE_COLUMNS, CLAIM_LINK_COLUMNS)
 
 
 def results_table(run: RunRecord) -> Table | None:

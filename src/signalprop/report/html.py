@@ -30,7 +30,7 @@ pre{background:#f6f8fa;padding:.8em;overflow-x:auto;font-size:.85em}
 figure{margin:1em 0;display:inline-block;vertical-align:top;max-width:100%}
 figure img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{font-size:.85em;color:#57606a;max-width:700px}
-.verdict{padding:.1em .5em;border-radius:1em;font-weight:600;white-space:nowrap}
+.verdict{padding:.1em .5em;border-radius:1em;font-weight:600}
 .v-reproduced{background:#dafbe1;color:#116329}
 .v-partly{background:#fff8c5;color:#7d4e00}
 .v-not-reproduced{background:#ffebe9;color:#a40e26}
@@ -41,10 +41,16 @@ figcaption{font-size:.85em;color:#57606a;max-width:700px}
 """
 
 
-def _cell_html(text: str, code: bool, verdict: bool) -> str:
+def _cell_html(text: str, code: bool, verdict: bool, link: bool = False) -> str:
     if verdict and text != content.MISSING:
-        cls = "v-" + "-".join(text.lower().split())
-        return f'<span class="verdict {escape(cls)}">{escape(text)}</span>'
+        base = next((v for v in ("not reproduced", "not checked", "reproduced", "partly")
+                     if text.startswith(v)), "not checked")
+        cls = "v-" + "-".join(base.split())
+        head, _, rest = text.partition("\n")
+        more = f"<br>{escape(rest)}" if rest else ""
+        return f'<span class="verdict {escape(cls)}">{escape(head)}</span>{more}'
+    if link and text and text != content.MISSING:
+        return f'<a href="{escape(text)}">{escape(text)}</a>'
     if code and text and text != content.MISSING:
         return f"<code>{escape(text)}</code>"
     return escape(text).replace("\n", "<br>")
@@ -57,9 +63,9 @@ def render_table(table: Table) -> str:
         cells = []
         for i, v in enumerate(row):
             col = table.columns[i] if i < len(table.columns) else ""
-            cells.append(
-                f"<td>{_cell_html(v, col in table.code_columns, col == 'verdict')}</td>"
-            )
+            html = _cell_html(v, col in table.code_columns, col == "verdict",
+                              col in table.link_columns)
+            cells.append(f"<td>{html}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 

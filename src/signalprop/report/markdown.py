@@ -26,6 +26,12 @@ def _code_cell(text: str) -> str:
     return "`" + text.replace("|", "\\|") + "`"
 
 
+def _link_cell(path: str) -> str:
+    if not path or path == content.MISSING or any(ch in path for ch in "()[]| \n"):
+        return _cell(path)
+    return f"[{path}]({path})"
+
+
 def _text(text: str) -> str:
     """Escape free text for a Markdown paragraph or heading."""
     text = _escape(text)
@@ -40,7 +46,9 @@ def render_table(table: Table) -> list[str]:
              "|" + "|".join("---" for _ in cols) + "|"]
     for row in table.rows:
         cells = [
-            _code_cell(v) if i < len(cols) and cols[i] in table.code_columns else _cell(v)
+            _code_cell(v) if i < len(cols) and cols[i] in table.code_columns
+            else _link_cell(v) if i < len(cols) and cols[i] in table.link_columns
+            else _cell(v)
             for i, v in enumerate(row)
         ]
         lines.append("| " + " | ".join(cells) + " |")

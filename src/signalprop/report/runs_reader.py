@@ -28,7 +28,8 @@ FIGURES = "figures"
 ROOT_SUBRUN = "(run)"
 
 VERDICTS = ("reproduced", "partly", "not reproduced", "not checked")
-CLAIM_FIELDS = ("claim", "source", "paper_value", "our_value", "dataset", "verdict", "command")
+CLAIM_FIELDS = ("claim", "source", "paper_value", "our_value", "dataset", "paper_data", "verdict",
+                "label", "rule", "rule_version", "rule_now", "seeds", "now", "change", "command")
 
 _DIR_TIMESTAMP = re.compile(r"(\d{8})-(\d{6})")
 
@@ -318,26 +319,76 @@ def _read_metrics(path: Path, sub: SubRun) -> None:
         )
 
 
-def _current_claims(experiment: str, summary: dict[str, Any], command: str) -> list | None:
-    """Claims judged by the registered experiment's current rules (None if not registered).
-
-    Verdicts are re-computed from the stored results, so a report never shows a verdict from
-    an older rule than the code that makes it.
-    """
+def _current_claims(rec: RunRecord, summary: dict[str, Any]) -> list | None:
+    """Claims judged by the registered experiment's current rules (None if not registered)."""
     from signalprop.errors import ConfigError
     from signalprop.experiments.context import evaluate_claims
+    from signalprop.experiments.judging import subrun_health
     from signalprop.experiments.registry import get_experiment
 
     try:
-        exp = get_experiment(experiment)
+        exp = get_experiment(rec.experiment)
     except ConfigError:
         return None
     if not exp.claims or not isinstance(summary.get("results"), dict):
         return None
+    command = rec.command
     stored = summary.get("claims")
     if isinstance(stored, list) and stored and isinstance(stored[0], dict):
         command = stored[0].get("command") or command
-    return evaluate_claims(exp, summary, command)
+    health = summary.get("health")
+    if not isinstance(health, dict):
+        health = subrun_health(rec.path)
+    quick = summary.get("quick", rec.quick)
+    return evaluate_claims(exp, summary, command, quick=bool(quick), health=health,
+                           config=rec.config)
+
+
+def merge_claims(stored: Any, current: list[dict] | None) -> Any:
+    """The stored verdicts, each beside today's when today's rule or judging differs.
+
+    A stored row without ``rule_version`` was judged before rules were versioned: version 1.
+    Where the version differs the row's ``change`` says "rule changed since the run"; where only
+    the verdict differs (the same rule, newer run-health or data checks) it says "judged
+    differently today". ``now`` holds today's label in both cases.
+    """
+    if current is None:
+        return stored
+    if not isinstance(stored, list):
+        return current
+    by_text = {c.get("claim"): c for c in stored if isinstance(c, dict)}
+    rows = []
+    for i, now in enumerate(current):
+        old = by_text.get(now["claim"])
+        if old is None and i < len(stored) and isinstance(stored[i], dict):
+            old = stored[i]  # the claim's wording changed since the run
+        if old is None:
+            rows.append(now)
+            continue
+        version = old.get("rule_version", 1)
+        row = {**now, "verdict": old.get("verdict"), "our_value": old.get("our_value"),
+               "rule_version": version, "rule": old.get("rule", now["rule"] if
+                                                         version == now["rule_version"] else "")}
+        if version != now["rule_version"] or old.get("verdict") != now["verdict"]:
+            row["label"] = old.get("label") or _relabel(old.get("verdict"), now)
+            row["now"] = f"{now['label']} (rule v{now['rule_version']}: {now['our_value']})"
+            row["change"] = ("rule changed since the run" if version != now["rule_version"]
+                             else "judged differently today (run-health or data checks)")
+            if version != now["rule_version"]:
+                row["rule_now"] = f"v{now['rule_version']}: {now['rule']}"
+        else:
+            row["label"] = old.get("label") or now["label"]
+        rows.append(row)
+    return rows
+
+
+def _relabel(verdict: Any, now: dict) -> str:
+    """A stored verdict from before labels were stored, with today's provenance."""
+    label = str(now.get("label", ""))
+    base = str(now.get("verdict", ""))
+    if base != "not checked" and label.startswith(base):
+        return f"{verdict}{label[len(base):]}"
+    return str(verdict)
 
 
 def _read_summary(rec: RunRecord, summary: dict[str, Any]) -> None:
@@ -364,9 +415,7 @@ def _read_summary(rec: RunRecord, summary: dict[str, Any]) -> None:
     elif tables is not None:
         notes.append("summary.json: 'tables' is not an object; ignored")
 
-    claims = _current_claims(rec.experiment, summary, rec.command)
-    if claims is None:
-        claims = summary.get("claims")
+    claims = merge_claims(summary.get("claims"), _current_claims(rec, summary))
     if isinstance(claims, list):
         for c in claims:
             if isinstance(c, dict):

@@ -1,0 +1,200 @@
+"""Results under which each registered claim holds, half-holds and fails.
+
+``CASES["<experiment>#<claim index>"]`` maps each of "reproduced", "partly" and
+"not reproduced" to a ``results`` dict that the claim's rule must judge that way.
+tests/test_claim_rules.py checks every registered claim against its entry, so a claim added
+without cases fails the suite.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+R, P, N = "reproduced", "partly", "not reproduced"
+
+
+def _seeds(values: list[float]) -> dict[str, Any]:
+    return {"values": values}
+
+
+def _approx(rule: str, decor: list[float]) -> dict[str, Any]:
+    plain = [0.50, 0.51, 0.49]
+    return {"seeds": 3, "bp_test_acc": 0.85, f"{rule}_test_acc_per_seed": plain,
+            f"{rule}_test_acc": sum(plain) / 3, f"{rule}+decor_test_acc_per_seed": decor,
+            f"{rule}+decor_test_acc": sum(decor) / 3, "bp_train_loss": 0.2,
+            f"{rule}_train_loss": 1.0, f"{rule}+decor_train_loss": 0.4}
+
+
+def _speedup(key: str, values: list[float]) -> dict[str, Any]:
+    out: dict[str, Any] = {"archs": "mlp,cnn", "seeds": 3, "mlp_step_time_ratio": 1.3,
+                           "cnn_step_time_ratio": 1.2}
+    for arch in ("mlp", "cnn"):
+        out[f"{arch}_{key}_per_seed"] = values
+        out[f"{arch}_{key}"] = sum(values) / len(values)
+    return out
+
+
+def _depth_speed(d1: list[float], d4: list[float], d16: list[float]) -> dict[str, Any]:
+    return {"depths": "1,4,16", "seeds": 3,
+            **{f"depth_{d}_mean_train_loss_per_seed": v
+               for d, v in ((1, d1), (4, d4), (16, d16))}}
+
+
+def _depth_kernel(off: list[float], cond: list[float], dev: list[float]) -> dict[str, Any]:
+    out: dict[str, Any] = {"depths": "1,2,4,8"}
+    for d, o, c, v in zip((1, 2, 4, 8), off, cond, dev, strict=True):
+        out.update({f"depth_{d}_off_diagonal": o, f"depth_{d}_condition": c,
+                    f"depth_{d}_deviation": v})
+    return out
+
+
+def _alignment(ratio: float, std: float) -> dict[str, Any]:
+    return {"relu_alignment_ratio_mean": ratio, "relu_alignment_ratio_std": std,
+            "frnpf-di_alignment_ratio_mean": 1.0, "seeds": 5}
+
+
+def _variants(**means: float) -> dict[str, Any]:
+    out: dict[str, Any] = {"seeds": 3}
+    for v, m in means.items():
+        out[f"{v}_test_acc_mean"], out[f"{v}_test_acc_std"] = m, 0.2
+    return out
+
+
+def _deep(acc: float, spread: float, control: float = 0.4) -> dict[str, Any]:
+    results = {"chance": 0.1, "filter_grad_spread": spread, "depth": 50000, "peak_rss_gib": 2.0,
+               "seeds": 3}
+    for model, mean in (("filter", acc), ("rotation", control), ("logistic", control)):
+        results[f"{model}_test_acc_per_seed"] = [mean - 0.01, mean, mean + 0.01]
+        results[f"{model}_test_acc"] = mean
+    return results
+
+
+def _memory(filter_acc: float, baseline: float) -> dict[str, Any]:
+    return {"filter_test_acc": filter_acc, "rnn_test_acc": baseline, "lstm_test_acc": baseline,
+            "T": 10000}
+
+
+def _psmnist(key: str, acc: float) -> dict[str, Any]:
+    return {"dataset": "mnist-permuted", f"mnist-permuted_filter_{key}": acc,
+            "mnist-permuted_filter_epochs": 10}
+
+
+_CHAOS = {"initial_lambda_max": -2.0, "final_lambda_max": -0.02, "points_below_edge": 10,
+          "mean_abs_gap_below_edge": 0.05}
+
+
+def _grad(sal: float) -> dict[str, Any]:
+    return {"bp_log10_grad_first_over_last": -20.0,
+            "bp-tuned-gain_log10_grad_first_over_last": -10.0,
+            "bp-sal_log10_grad_first_over_last": sal}
+
+
+def _deep_sal(sal: list[float], other: list[float], other_key: str = "bp") -> dict[str, Any]:
+    return {"seeds": 3, "bp-sal_test_acc_per_seed": sal, "bp-sal_test_acc": sum(sal) / 3,
+            f"{other_key}_test_acc_per_seed": other, f"{other_key}_test_acc": sum(other) / 3,
+            "bp-sal_loss_drop": 0.3, "bp_loss_drop": 0.0}
+
+
+def _lag(sal_rate: float, sal: list[float], other: list[float],
+         other_key: str = "bptt") -> dict[str, Any]:
+    out = {"lag": 300, "seeds": len(sal), "bptt-sal_success_rate": sal_rate,
+           "bptt_success_rate": 0.0, "bptt-tuned-radius_success_rate": 0.6,
+           "bptt-sal_mean_test_acc_per_seed": sal, f"{other_key}_mean_test_acc_per_seed": other}
+    return out
+
+
+def _images(mlp_wins: bool, cnn_wins: bool) -> dict[str, Any]:
+    out = {}
+    for arch, wins in (("mlp", mlp_wins), ("cnn", cnn_wins)):
+        out.update({f"{arch}_target_train_loss": 0.3 if wins else 0.5,
+                    f"{arch}_weight_train_loss": 0.4, f"{arch}_target_test_acc": 0.8,
+                    f"{arch}_weight_test_acc": 0.8})
+    return out
+
+
+_SPIRALS = {"target_success_rate": 1.0, "weight_success_rate": 0.5,
+            "target_median_epochs": 40, "weight_median_epochs": 300, "seeds": 10}
+
+CASES: dict[str, dict[str, dict[str, Any]]] = {
+    "decorrelation-approximate#0": {R: _approx("fa", [0.83, 0.84, 0.82]),
+                                    P: _approx("fa", [0.60, 0.61, 0.59]),
+                                    N: _approx("fa", [0.50, 0.52, 0.48])},
+    "decorrelation-approximate#1": {R: _approx("np", [0.83, 0.84, 0.82]),
+                                    P: _approx("np", [0.60, 0.61, 0.59]),
+                                    N: _approx("np", [0.50, 0.52, 0.48])},
+    "decorrelation-speedup#0": {R: _speedup("epoch_speedup", [2.0, 2.1, 1.9]),
+                                P: _speedup("epoch_speedup", [1.2, 1.3, 1.25]),
+                                N: _speedup("epoch_speedup", [0.9, 1.0, 0.95])},
+    "decorrelation-speedup#1": {R: _speedup("wall_speedup", [1.5, 1.6, 1.4]),
+                                P: _speedup("wall_speedup", [1.05, 1.1, 1.08]),
+                                N: _speedup("wall_speedup", [0.5, 0.45, 0.48])},
+    "deep-tanh-mlp#0": {R: {"deep_grad_ratio_last_to_first": 1000.0},
+                        P: {"deep_grad_ratio_last_to_first": 50.0},
+                        N: {"deep_grad_ratio_last_to_first": 2.0}},
+    "gated-depth#0": {R: _depth_speed([1.0, 1.02, 0.98], [0.5, 0.52, 0.48], [0.9, 0.92, 0.88]),
+                      P: _depth_speed([1.0, 1.02, 0.98], [0.5, 0.52, 0.48], [0.52, 0.5, 0.54]),
+                      N: _depth_speed([0.3, 0.32, 0.28], [0.5, 0.52, 0.48], [0.9, 0.92, 0.88])},
+    "gated-depth#1": {
+        R: _depth_kernel([0.3, 0.15, 0.0375, 0.0023], [100, 50, 10, 2], [0.1, 0.2, 0.4, 0.8]),
+        P: _depth_kernel([0.3, 0.15, 0.0375, 0.0023], [100, 50, 10, 2], [0.8, 0.4, 0.3, 0.1]),
+        N: _depth_kernel([0.3, 0.05, 0.05, 0.049], [100, 120, 110, 130], [0.8, 0.4, 0.3, 0.1]),
+    },
+    "gated-kernel#0": {R: _alignment(0.7, 0.05), P: _alignment(0.9, 0.02),
+                       N: _alignment(0.97, 0.08)},
+    "gated-variants#0": {
+        R: _variants(**{"frnpf-ii": 85.0, "frnpf-di": 85.2, "flnpf": 88.0, "dlnpf": 88.5}),
+        P: _variants(**{"frnpf-ii": 85.0, "frnpf-di": 85.2, "flnpf": 85.6, "dlnpf": 86.0}),
+        N: _variants(**{"frnpf-ii": 85.0, "frnpf-di": 85.2, "flnpf": 84.0, "dlnpf": 88.0}),
+    },
+    "gated-variants#1": {
+        R: _variants(**{"frnpf-ii": 85.0, "frnpf-di": 85.2, "flnpf": 88.0, "relu": 88.4}),
+        P: _variants(**{"frnpf-ii": 85.0, "frnpf-di": 85.2, "flnpf": 86.5, "relu": 88.4}),
+        N: _variants(**{"frnpf-ii": 85.0, "frnpf-di": 85.2, "flnpf": 85.6, "relu": 88.4}),
+    },
+    "orthogonal-deep-mlp#0": {R: _deep(0.6, 2.0), P: _deep(0.6, 2.0, control=0.6),
+                              N: _deep(0.1, 50.0)},
+    "orthogonal-long-memory#0": {R: _memory(1.0, 0.5), P: _memory(0.8, 0.5),
+                                 N: _memory(0.5, 0.5)},
+    "orthogonal-long-memory#1": {R: _memory(1.0, 0.5), P: _memory(1.0, 0.7),
+                                 N: _memory(1.0, 0.9)},
+    "orthogonal-psmnist#0": {R: _psmnist("acc_epoch1", 0.95), P: _psmnist("acc_epoch1", 0.9),
+                             N: _psmnist("acc_epoch1", 0.5)},
+    "orthogonal-psmnist#1": {R: _psmnist("acc_final", 0.985), P: _psmnist("acc_final", 0.95),
+                             N: _psmnist("acc_final", 0.5)},
+    "sensitivity-chaos#0": {R: _CHAOS, P: {**_CHAOS, "mean_abs_gap_below_edge": 0.2},
+                            N: {**_CHAOS, "mean_abs_gap_below_edge": 0.5}},
+    "sensitivity-chaos#1": {R: _CHAOS, P: {**_CHAOS, "final_lambda_max": -0.2},
+                            N: {**_CHAOS, "final_lambda_max": -0.8}},
+    "sensitivity-deep-mlp#0": {R: _grad(-1.0), P: _grad(-3.0), N: _grad(-9.0)},
+    "sensitivity-deep-mlp#1": {R: _deep_sal([0.3, 0.31, 0.29], [0.1, 0.11, 0.09]),
+                               P: _deep_sal([0.15, 0.16, 0.14], [0.1, 0.11, 0.09]),
+                               N: _deep_sal([0.1, 0.12, 0.08], [0.1, 0.11, 0.09])},
+    "sensitivity-deep-mlp#2": {
+        R: _deep_sal([0.3, 0.31, 0.29], [0.2, 0.21, 0.19], "bp-tuned-gain"),
+        P: _deep_sal([0.21, 0.25, 0.17], [0.2, 0.21, 0.19], "bp-tuned-gain"),
+        N: _deep_sal([0.15, 0.16, 0.14], [0.2, 0.21, 0.19], "bp-tuned-gain"),
+    },
+    "sensitivity-lag#0": {
+        R: _lag(1.0, [1.0, 1.0, 1.0, 0.99, 1.0], [0.5, 0.52, 0.49, 0.5, 0.51]),
+        P: _lag(0.4, [1.0, 1.0, 0.6, 0.55, 0.6], [0.5, 0.52, 0.49, 0.5, 0.51]),
+        N: _lag(0.0, [0.5, 0.52, 0.49, 0.5, 0.51], [0.5, 0.52, 0.49, 0.5, 0.51]),
+    },
+    "sensitivity-lag#1": {
+        R: _lag(1.0, [1.0, 1.0, 1.0, 0.99, 1.0], [0.5, 0.6, 0.7, 0.5, 0.6], "bptt-tuned-radius"),
+        P: _lag(0.6, [1.0, 1.0, 0.6, 0.6, 1.0], [1.0, 0.6, 1.0, 0.6, 0.9], "bptt-tuned-radius"),
+        # the committed full run's pattern: SAL 0.80 success against the tuned radius's 1.00
+        N: _lag(0.8, [1.0, 1.0, 1.0, 1.0, 0.55], [1.0, 1.0, 1.0, 1.0, 1.0], "bptt-tuned-radius"),
+    },
+    "target-space-images#0": {R: _images(True, True), P: _images(True, False),
+                              N: _images(False, False)},
+    "target-space-recall#0": {
+        R: {"target_largest_delay": 30, "weight_largest_delay": 0},
+        P: {"target_largest_delay": 10, "weight_largest_delay": 10},
+        N: {"target_largest_delay": 0, "weight_largest_delay": 10},
+    },
+    "target-space-spirals#0": {
+        R: _SPIRALS,
+        P: {**_SPIRALS, "target_median_epochs": 500},
+        N: {**_SPIRALS, "target_success_rate": 0.4, "target_median_epochs": 500},
+    },
+}
