@@ -3,7 +3,11 @@
 ``fit`` trains a model in a run directory. It writes ``metrics.jsonl`` (``kind`` = ``step`` or
 ``epoch``), a checkpoint after every epoch and ``result.json`` when done. Called again on the
 same directory it resumes from the last good checkpoint (or returns the finished result), and
-ends with exactly the metrics an uninterrupted run would have produced.
+ends with exactly the metrics an uninterrupted run would have produced. On a finished
+directory it loads the final weights (and learning-rule state) into the model it was given
+before returning the saved result; :func:`signalprop.load_run` does the same without ``fit``.
+Resuming with a different ``lr`` rescales the optimiser's learning rate from the checkpoint on,
+and a larger ``epochs`` continues a finished run.
 """
 
 from __future__ import annotations
@@ -219,9 +223,41 @@ def _nonfinite_grad_layer(model: nn.Module) -> str | None:
     return None
 
 
+@torch.no_grad()
+def first_nonfinite_parameter(model: nn.Module) -> str | None:
+    """Name of the first parameter (in registration order) holding NaN/Inf, if any."""
+    for name, param in model.named_parameters():
+        if not torch.isfinite(param).all():
+            return name
+    return None
+
+
+def _diverged(problem: str, run_dir: Path, epochs_done: int, lr: float, model: nn.Module,
+              inputs: Tensor | None) -> DivergenceError:
+    """The error for a NaN/Inf: where it appeared, and only true statements about what is kept
+    (``epochs_done`` epochs were checkpointed in this directory; 0 means none)."""
+    where = []
+    parameter = first_nonfinite_parameter(model)
+    if parameter is not None:
+        where.append(f"first non-finite parameter: {parameter}")
+    module = first_nonfinite_module(model, inputs) if inputs is not None else None
+    if module is not None:
+        where.append(f"first non-finite output: {module}")
+    located = f" ({'; '.join(where)})" if where else ""
+    checkpoint = run_dir / CHECKPOINT if epochs_done else None
+    kept = (f"the last good checkpoint (epoch {epochs_done}) is {checkpoint}" if checkpoint
+            else "no checkpoint was written (it diverged before its first epoch ended)")
+    return DivergenceError(
+        f"{problem}{located}; {kept}. Lower the learning rate (lr={lr:g}) or clip gradients "
+        "(grad_clip)", run_dir=run_dir, checkpoint=checkpoint, lr=lr)
+
+
 def _rng_state() -> dict[str, Any]:
+    """RNG states as tensors and plain data, so the checkpoint loads with weights_only."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    numpy_state = (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached)
     state = {"torch": torch.get_rng_state(), "python": random.getstate(),
-             "numpy": np.random.get_state()}
+             "numpy": numpy_state}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -230,7 +266,9 @@ def _rng_state() -> dict[str, Any]:
 def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    kind, keys, *rest = state["numpy"]
+    keys = keys.numpy() if isinstance(keys, Tensor) else keys
+    np.random.set_state((kind, keys.astype(np.uint32), *rest))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -245,7 +283,8 @@ def _restore(
     """Newest checkpoint whose own checksum and metrics-prefix checksum both verify, and its
     file (``metrics.jsonl`` is truncated to match it)."""
     metrics = run_dir / METRICS
-    for path in (run_dir / CHECKPOINT, previous_checkpoint(run_dir / CHECKPOINT)):
+    candidates = (run_dir / CHECKPOINT, previous_checkpoint(run_dir / CHECKPOINT))
+    for path in candidates:
         if not path.exists():
             continue
         try:
@@ -266,7 +305,9 @@ def _restore(
     if metrics.exists() and metrics.stat().st_size:
         kept = metrics.with_name(f"{METRICS}.unrecoverable-{int(time.time())}")
         metrics.replace(kept)
-        _warn(f"no usable checkpoint in {run_dir}; old metrics kept as {kept.name}, starting over")
+        why = ("no usable checkpoint" if any(p.exists() for p in candidates) else
+               "no checkpoint (the run stopped before its first epoch ended)")
+        _warn(f"{why} in {run_dir}; old metrics kept as {kept.name}, starting over")
     return None, None
 
 
@@ -318,13 +359,15 @@ def fit(
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
     result_path = run_dir / RESULT
+    device = device or torch.device("cpu")
     finished = _finished_result(result_path)
-    if finished is not None:
+    if finished is not None and finished.get("epoch", cfg.epochs) >= cfg.epochs:
+        model.to(device)
+        load_final_state(run_dir, model, rules, device, finished)
         return finished
     if distributed.is_distributed():
         ddp.check_shards(len(train_data), cfg)  # type: ignore[arg-type]
         ddp.check_rules(rules)
-    device = device or torch.device("cpu")
     loss_fn = loss_fn or default_loss(task)
     model.to(device)
     for rule in rules:
@@ -344,6 +387,7 @@ def fit(
             rule.load_state_dict(rule_state)
         start_epoch, step, wall = state["epoch"], state["step"], state["wall_s"]
         _set_rng_state(state["rng"])
+        _apply_lr(optimizer, state.get("lr"), cfg.lr)
     net = ddp.wrap(model, device)
 
     recorder = GradNormRecorder(model) if cfg.grad_norms else None
@@ -378,20 +422,14 @@ def fit(
                     loss_value = ddp.distributed_gradients(net, model, computed, inputs, targets,
                                                         loss_fn, share)
                 if not math.isfinite(loss_value):
-                    where = first_nonfinite_module(model, inputs)
-                    origin = f" (first non-finite output: {where})" if where else ""
-                    raise DivergenceError(
-                        f"loss became {loss_value} at epoch {epoch + 1}, step {step + 1}{origin}; "
-                        f"the last good checkpoint is kept in {run_dir}. Lower train.lr or add "
-                        "train.grad_clip and rerun with --resume"
-                    )
+                    raise _diverged(
+                        f"loss became {loss_value} at epoch {epoch + 1}, step {step + 1}",
+                        run_dir, epoch, cfg.lr, model, inputs)
                 bad = _nonfinite_grad_layer(model)
                 if bad is not None:
-                    raise DivergenceError(
-                        f"gradient of {bad} became NaN/Inf at epoch {epoch + 1}, step {step + 1}; "
-                        f"the last good checkpoint is kept in {run_dir}. Lower train.lr or add "
-                        "train.grad_clip"
-                    )
+                    raise _diverged(
+                        f"gradient of {bad} became NaN/Inf at epoch {epoch + 1}, step {step + 1}",
+                        run_dir, epoch, cfg.lr, model, None)
                 if recorder is not None:
                     recorder.record()
                 if cfg.grad_clip:
@@ -430,7 +468,7 @@ def fit(
             save_checkpoint(run_dir / CHECKPOINT, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "rules": [rule.state_dict() for rule in rules], "epoch": epoch + 1,
-                "step": step, "wall_s": wall, "rng": _rng_state(),
+                "step": step, "wall_s": wall, "rng": _rng_state(), "lr": cfg.lr,
                 "metrics_bytes": log.tell(),
                 "metrics_sha256": sha256_prefix(run_dir / METRICS, log.tell()),
             })
@@ -446,6 +484,33 @@ def fit(
             last = {k: v for k, v in epochs[-1].items() if k not in ("kind", "grad_norms")}
         atomic_write_json(result_path, last)
     return distributed.broadcast_object(last)  # rank 0's metrics, after its files are written
+
+
+def _apply_lr(optimizer: torch.optim.Optimizer, saved: float | None, lr: float) -> None:
+    """After resuming with a different configured ``lr``, rescale every group's learning rate
+    by ``lr / saved`` (old checkpoints, which lack ``saved``, get ``lr`` itself)."""
+    if saved == lr:
+        return
+    for group in optimizer.param_groups:
+        group["lr"] = group["lr"] * lr / saved if saved else lr
+
+
+def load_final_state(run_dir: Path, model: nn.Module, rules: Sequence[LearningRule],
+                     device: torch.device, finished: dict[str, Any]) -> None:
+    """Load a finished run's final checkpoint into ``model`` (and ``rules``); the checkpoint
+    must hold the epoch that ``result.json`` reports."""
+    from signalprop.restore import load_run
+
+    try:
+        info = load_run(run_dir, model, rules=rules, map_location=device)
+    except CheckpointCorrupt as exc:
+        raise CheckpointCorrupt(
+            f"{exc}; the run finished but its final weights cannot be loaded: delete "
+            f"{run_dir / RESULT} to retrain from the previous checkpoint") from None
+    if "epoch" in finished and info["epoch"] != finished["epoch"]:
+        raise CheckpointCorrupt(
+            f"{run_dir / CHECKPOINT} holds epoch {info['epoch']} but {run_dir / RESULT} reports "
+            f"epoch {finished['epoch']}: delete {RESULT} to retrain from the checkpoint")
 
 
 def epoch_records(run_dir: Path) -> list[dict[str, Any]]:
