@@ -232,6 +232,12 @@ def first_nonfinite_parameter(model: nn.Module) -> str | None:
     return None
 
 
+@torch.no_grad()
+def _largest_parameter(model: nn.Module) -> tuple[str, float]:
+    sizes = [(name, float(p.abs().max())) for name, p in model.named_parameters() if p.numel()]
+    return max(sizes, key=lambda item: item[1], default=("-", 0.0))
+
+
 def _diverged(problem: str, run_dir: Path, epochs_done: int, lr: float, model: nn.Module,
               inputs: Tensor | None) -> DivergenceError:
     """The error for a NaN/Inf: where it appeared, and only true statements about what is kept
@@ -243,7 +249,11 @@ def _diverged(problem: str, run_dir: Path, epochs_done: int, lr: float, model: n
     module = first_nonfinite_module(model, inputs) if inputs is not None else None
     if module is not None:
         where.append(f"first non-finite output: {module}")
-    located = f" ({'; '.join(where)})" if where else ""
+    if not where:
+        name, size = _largest_parameter(model)
+        where.append(f"every parameter and layer output is finite; the largest is {name}, "
+                     f"max |value| {size:.3g}")
+    located = f" ({'; '.join(where)})"
     checkpoint = run_dir / CHECKPOINT if epochs_done else None
     kept = (f"the last good checkpoint (epoch {epochs_done}) is {checkpoint}" if checkpoint
             else "no checkpoint was written (it diverged before its first epoch ended)")

@@ -19,7 +19,7 @@ from torch import nn
 
 from signalprop import config as config_lib
 from signalprop import distributed
-from signalprop.errors import ConfigError, DatasetMissing, SignalpropError
+from signalprop.errors import ConfigError, DatasetMissing, DivergenceError, SignalpropError
 from signalprop.experiments.registry import VERDICTS, Experiment
 from signalprop.learning.base import LearningRule, LossFn
 from signalprop.runs import new_run_dir, run_metadata
@@ -158,8 +158,17 @@ def run_experiment(
     device: torch.device | None = None,
     resume: Path | None = None,
     progress: bool | None = None,
+    resume_overrides: list[str] | None = None,
 ) -> Path:
-    """Run ``experiment`` in a new run directory (or resume ``resume``); return the directory."""
+    """Run ``experiment`` in a new run directory (or resume ``resume``); return the directory.
+
+    ``resume_overrides`` (``--resume DIR --set ...``) may change only the training settings
+    listed in :mod:`signalprop.experiments.resuming`; they are recorded in ``config.json``. A new
+    run that fails before its first training step (e.g. a data error) leaves no directory
+    behind, so ``--resume`` cannot pick it.
+    """
+    from signalprop.experiments import resuming
+
     device = device or torch.device("cpu")
     if resume is not None:
         resume = Path(resume)
@@ -177,6 +186,9 @@ def run_experiment(
         quick, seed, run_dir = saved.get("quick", False), saved.get("seed", 0), resume
         overrides = saved.get("overrides", [])
         meta = saved.get("meta", {})
+        if resume_overrides:
+            cfg = resuming.apply_resume_overrides(cfg, resume_overrides, resume,
+                                                  (resume / "summary.json").exists())
     else:
         cfg = resolve_config(experiment, quick, overrides or [])
         run_dir = _shared_run_dir(out, experiment.name)
@@ -188,16 +200,29 @@ def run_experiment(
     if overrides:
         command += "".join(f" --set {o}" for o in overrides)
     ctx = RunContext(experiment, cfg, run_dir, device, seed=seed, quick=quick, progress=progress)
-    ctx.write_json("config.json", {
+    record = {
         "experiment": experiment.name, "summary": experiment.summary, "paper": experiment.paper,
         "claim": "; ".join(c.text for c in experiment.claims) or experiment.summary,
         "quick": quick, "seed": seed, "overrides": list(overrides or []), "command": command,
         "config": config_lib.to_dict(cfg),
         "meta": meta,
-    })
+    }
+    if resume is not None and saved.get("resumed"):
+        record["resumed"] = saved["resumed"]
+    if resume is not None and resume_overrides:
+        record = resuming.record_resume(record, resume_overrides, cfg)
+    ctx.write_json("config.json", record)
     seed_everything(seed)
     started = time.perf_counter()
-    summary = experiment.run(ctx)
+    try:
+        summary = experiment.run(ctx)
+    except DivergenceError as exc:
+        exc.experiment_dir = run_dir
+        raise
+    except Exception:
+        if resume is None and ctx.is_main:
+            _remove_if_untrained(run_dir)
+        raise
     summary = {
         "experiment": experiment.name, "wall_s": time.perf_counter() - started,
         "datasets": ctx.datasets_used, **summary,
@@ -205,6 +230,17 @@ def run_experiment(
     summary["claims"] = evaluate_claims(experiment, summary, command)
     ctx.write_json("summary.json", summary)
     return run_dir
+
+
+def _remove_if_untrained(run_dir: Path) -> None:
+    """Delete a new run directory that holds no training output (no checkpoint, no metrics)."""
+    import shutil
+
+    trained = any(p.name.startswith("checkpoint.pt") or (p.name == "metrics.jsonl"
+                                                         and p.stat().st_size)
+                  for p in run_dir.rglob("*") if p.is_file())
+    if not trained and not (run_dir / "summary.json").exists():
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _shared_run_dir(out: Path, experiment: str) -> Path:
