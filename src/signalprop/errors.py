@@ -19,7 +19,11 @@ class DatasetMissing(SignalpropError, FileNotFoundError):
 
 
 class DatasetCorrupt(SignalpropError):
-    """A dataset file exists but fails its checksum or format check."""
+    """A dataset file exists but fails its checksum or format check; ``path`` names it."""
+
+    def __init__(self, message: str, *, path: object = None) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class CheckpointCorrupt(SignalpropError):

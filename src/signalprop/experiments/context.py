@@ -19,12 +19,34 @@ from torch import nn
 
 from signalprop import config as config_lib
 from signalprop import distributed
-from signalprop.errors import ConfigError, DatasetMissing, DivergenceError, SignalpropError
+from signalprop.errors import (
+    ConfigError,
+    DatasetCorrupt,
+    DatasetMissing,
+    DivergenceError,
+    SignalpropError,
+)
 from signalprop.experiments.registry import VERDICTS, Experiment
 from signalprop.learning.base import LearningRule, LossFn
 from signalprop.runs import new_run_dir, run_metadata
 from signalprop.storage import atomic_write_json
 from signalprop.train import TrainConfig, fit, seed_everything
+
+_NOTED: set[str] = set()
+
+
+def unavailable_reason(name: str, exc: Exception) -> str:
+    """A short reason why dataset ``name`` cannot be used: not found, incomplete (naming the
+    folder and the missing files) or corrupt (naming the file)."""
+    from signalprop.data.paths import DISPLAY_NAMES, short_missing
+
+    display = DISPLAY_NAMES.get(name, name)
+    if isinstance(exc, DatasetCorrupt) and getattr(exc, "path", None) is not None:
+        return f"{display} file {exc.path} is corrupt (delete it and reinstall it)"
+    if isinstance(exc, DatasetMissing) and name in DISPLAY_NAMES:
+        return short_missing(name)
+    text = str(exc)
+    return f"{display} unavailable ({text if len(text) <= 120 else text[:117] + '...'})"
 
 
 @dataclass
@@ -53,6 +75,14 @@ class RunContext:
         if self.is_main:
             print(f"[{self.experiment.name}] {message}", file=sys.stderr, flush=True)
 
+    def note_once(self, message: str) -> None:
+        """Log ``message`` unless this process already has (e.g. a dataset fallback that
+        every experiment of ``reproduce`` would repeat)."""
+        if message not in _NOTED:
+            _NOTED.add(message)
+            if self.is_main:
+                print(f"signalprop: {message}", file=sys.stderr, flush=True)
+
     def write_json(self, name: str, data: Any) -> Path:
         """Atomically write ``<run_dir>/<name>`` as JSON (rank 0 only); returns the path."""
         path = self.run_dir / name
@@ -66,10 +96,10 @@ class RunContext:
 
         try:
             splits = data.load(name, seed=self.seed, **options)
-        except DatasetMissing as exc:
+        except (DatasetMissing, DatasetCorrupt) as exc:
             if fallback is None:
                 raise
-            self.log(f"{name} not available ({exc}); using {fallback} instead")
+            self.note_once(f"{unavailable_reason(name, exc)}; using {fallback} instead")
             accepted = data.options_of(fallback)
             splits = data.load(fallback, seed=self.seed,
                                **{k: v for k, v in options.items() if k in accepted})
