@@ -18,6 +18,9 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/signalprop reproduce --quick --out $(OUT)
+	@echo "The demo ran the quick versions (small sizes; MNIST-1D where Fashion-MNIST is absent),"
+	@echo "so its verdicts are indicative. The full-size results are in docs/results/README.md"
+	@echo "(one page: docs/results/index.html). To use the commands: source $(VENV)/bin/activate"
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
