@@ -439,7 +439,7 @@ def fit(
                 if bad is not None:
                     raise _diverged(
                         f"gradient of {bad} became NaN/Inf at epoch {epoch + 1}, step {step + 1}",
-                        run_dir, epoch, cfg.lr, model, None)
+                        run_dir, epoch, cfg.lr, model, inputs)
                 if recorder is not None:
                     recorder.record()
                 if cfg.grad_clip:
