@@ -86,3 +86,19 @@ def load_run(
     result = json.loads(result_path.read_text()) if result_path.exists() else None
     return {"epoch": state["epoch"], "step": state["step"], "checkpoint": path,
             "finished": result is not None, "result": result}
+
+
+def load_final_state(run_dir: Path, model: nn.Module, rules: Sequence[LearningRule],
+                     device: torch.device, finished: dict[str, Any]) -> None:
+    """Load a finished run's final checkpoint into ``model`` (and ``rules``); the checkpoint
+    must hold the epoch that ``result.json`` reports."""
+    try:
+        info = load_run(run_dir, model, rules=rules, map_location=device)
+    except CheckpointCorrupt as exc:
+        raise CheckpointCorrupt(
+            f"{exc}; the run finished but its final weights cannot be loaded: delete "
+            f"{run_dir / RESULT} to retrain from the previous checkpoint") from None
+    if "epoch" in finished and info["epoch"] != finished["epoch"]:
+        raise CheckpointCorrupt(
+            f"{run_dir / CHECKPOINT} holds epoch {info['epoch']} but {run_dir / RESULT} reports "
+            f"epoch {finished['epoch']}: delete {RESULT} to retrain from the checkpoint")

@@ -31,7 +31,8 @@ from signalprop import ddp_training as ddp
 from signalprop import distributed
 from signalprop.config import non_negative, one_of, positive
 from signalprop.diagnostics.gradients import GradNormRecorder
-from signalprop.errors import CheckpointCorrupt, DivergenceError
+from signalprop.divergence import diverged
+from signalprop.errors import CheckpointCorrupt
 from signalprop.learning.base import LearningRule, LossFn, backprop
 from signalprop.storage import (
     MetricsLog,
@@ -223,45 +224,6 @@ def _nonfinite_grad_layer(model: nn.Module) -> str | None:
     return None
 
 
-@torch.no_grad()
-def first_nonfinite_parameter(model: nn.Module) -> str | None:
-    """Name of the first parameter (in registration order) holding NaN/Inf, if any."""
-    for name, param in model.named_parameters():
-        if not torch.isfinite(param).all():
-            return name
-    return None
-
-
-@torch.no_grad()
-def _largest_parameter(model: nn.Module) -> tuple[str, float]:
-    sizes = [(name, float(p.abs().max())) for name, p in model.named_parameters() if p.numel()]
-    return max(sizes, key=lambda item: item[1], default=("-", 0.0))
-
-
-def _diverged(problem: str, run_dir: Path, epochs_done: int, lr: float, model: nn.Module,
-              inputs: Tensor | None) -> DivergenceError:
-    """The error for a NaN/Inf: where it appeared, and only true statements about what is kept
-    (``epochs_done`` epochs were checkpointed in this directory; 0 means none)."""
-    where = []
-    parameter = first_nonfinite_parameter(model)
-    if parameter is not None:
-        where.append(f"first non-finite parameter: {parameter}")
-    module = first_nonfinite_module(model, inputs) if inputs is not None else None
-    if module is not None:
-        where.append(f"first non-finite output: {module}")
-    if not where:
-        name, size = _largest_parameter(model)
-        where.append(f"every parameter and layer output is finite; the largest is {name}, "
-                     f"max |value| {size:.3g}")
-    located = f" ({'; '.join(where)})"
-    checkpoint = run_dir / CHECKPOINT if epochs_done else None
-    kept = (f"the last good checkpoint (epoch {epochs_done}) is {checkpoint}" if checkpoint
-            else "no checkpoint was written (it diverged before its first epoch ended)")
-    return DivergenceError(
-        f"{problem}{located}; {kept}. Lower the learning rate (lr={lr:g}) or clip gradients "
-        "(grad_clip)", run_dir=run_dir, checkpoint=checkpoint, lr=lr)
-
-
 def _rng_state() -> dict[str, Any]:
     """RNG states as tensors and plain data, so the checkpoint loads with weights_only."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()
@@ -372,6 +334,8 @@ def fit(
     device = device or torch.device("cpu")
     finished = _finished_result(result_path)
     if finished is not None and finished.get("epoch", cfg.epochs) >= cfg.epochs:
+        from signalprop.restore import load_final_state
+
         model.to(device)
         load_final_state(run_dir, model, rules, device, finished)
         return finished
@@ -432,12 +396,12 @@ def fit(
                     loss_value = ddp.distributed_gradients(net, model, computed, inputs, targets,
                                                         loss_fn, share)
                 if not math.isfinite(loss_value):
-                    raise _diverged(
+                    raise diverged(
                         f"loss became {loss_value} at epoch {epoch + 1}, step {step + 1}",
                         run_dir, epoch, cfg.lr, model, inputs)
                 bad = _nonfinite_grad_layer(model)
                 if bad is not None:
-                    raise _diverged(
+                    raise diverged(
                         f"gradient of {bad} became NaN/Inf at epoch {epoch + 1}, step {step + 1}",
                         run_dir, epoch, cfg.lr, model, inputs)
                 if recorder is not None:
@@ -503,24 +467,6 @@ def _apply_lr(optimizer: torch.optim.Optimizer, saved: float | None, lr: float) 
         return
     for group in optimizer.param_groups:
         group["lr"] = group["lr"] * lr / saved if saved else lr
-
-
-def load_final_state(run_dir: Path, model: nn.Module, rules: Sequence[LearningRule],
-                     device: torch.device, finished: dict[str, Any]) -> None:
-    """Load a finished run's final checkpoint into ``model`` (and ``rules``); the checkpoint
-    must hold the epoch that ``result.json`` reports."""
-    from signalprop.restore import load_run
-
-    try:
-        info = load_run(run_dir, model, rules=rules, map_location=device)
-    except CheckpointCorrupt as exc:
-        raise CheckpointCorrupt(
-            f"{exc}; the run finished but its final weights cannot be loaded: delete "
-            f"{run_dir / RESULT} to retrain from the previous checkpoint") from None
-    if "epoch" in finished and info["epoch"] != finished["epoch"]:
-        raise CheckpointCorrupt(
-            f"{run_dir / CHECKPOINT} holds epoch {info['epoch']} but {run_dir / RESULT} reports "
-            f"epoch {finished['epoch']}: delete {RESULT} to retrain from the checkpoint")
 
 
 def epoch_records(run_dir: Path) -> list[dict[str, Any]]:
