@@ -18,8 +18,10 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/signalprop reproduce --quick --out $(OUT)
-	@echo "Quick verdicts are indicative (small runs, 1-2 seeds). The full results, on >= 3 seeds"
-	@echo "where seeds matter, are in docs/results/README.md; how verdicts are reached: docs/rules.md"
+	@echo "The demo ran the quick versions (small sizes, 1-2 seeds; MNIST-1D where Fashion-MNIST is"
+	@echo "absent), so its verdicts are indicative. The full results, on >= 3 seeds where seeds matter,"
+	@echo "are in docs/results/README.md (one page: docs/results/index.html); how verdicts are reached:"
+	@echo "docs/rules.md. To use the commands: source $(VENV)/bin/activate"
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

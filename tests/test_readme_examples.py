@@ -17,10 +17,14 @@ DIAGNOSE_OUTPUT = re.search(
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
 def test_readme_example_runs(index, tmp_path, capsys):
     code = BLOCKS[index].replace("epochs=5", "epochs=1")
-    code = code.replace('"runs/my-model"', repr(str(tmp_path / "run")))
+    code = re.sub(r'"runs/([\w-]+)"', lambda m: repr(str(tmp_path / m.group(1))), code)
     exec(compile(code, f"README.md example {index + 1}", "exec"), {})
     out = capsys.readouterr().out
-    assert "signalprop diagnosis:" in out
+    if "load_run(" in code:  # the restored model scores what fit reported
+        words = out.split()
+        assert words[words.index("test_acc") + 1] == words[words.index("restored") + 1]
+    else:
+        assert "signalprop diagnosis:" in out
 
 
 def _columns(text: str) -> list[list[str]]:
@@ -42,3 +46,41 @@ def test_readme_diagnose_output_is_real(capsys):
     layer_rows = [r for r in _columns(actual) if len(r) == 2]
     assert layer_rows == [r for r in _columns(shown) if len(r) == 2]
     assert actual.strip().splitlines()[-1] == shown.strip().splitlines()[-1]
+
+
+def _readme_commands() -> list[str]:
+    """Every shell command in the README's bash blocks and inline code, comments removed."""
+    text = README.read_text()
+    lines = [line.split("#")[0].strip() for block in re.findall(r"```bash\n(.*?)```", text, re.S)
+             for line in block.splitlines()]
+    prose = re.sub(r"```.*?```", "", text, flags=re.S)
+    spans = [a or b for a, b in re.findall(r"``(.+?)``|`([^`]+)`", prose, re.S)]
+    inline = [" ".join(span.split()) for span in spans  # not names such as `signalprop run`
+              if re.match(r"(signalprop|torchrun|make|source) ", span.strip())
+              and (len(span.split()) > 2 or not span.startswith("signalprop"))
+              and not span.split()[-1].startswith("-")]
+    return [c for c in lines + inline if c]
+
+
+def test_readme_shell_commands_parse_and_need_the_activated_venv():
+    from signalprop.cli import build_parser
+
+    text = README.read_text()
+    assert text.index("source .venv/bin/activate") < text.index("signalprop run")
+    targets = re.findall(r"^(\w+):", (README.parent / "Makefile").read_text(), re.M)
+    commands = _readme_commands()
+    assert any(c.startswith("torchrun") for c in commands)
+    for command in commands:
+        words = command.split()
+        if words[0] == "make":
+            assert words[1] in targets, command
+            continue
+        if words[0] == "torchrun":
+            start = next(i for i, w in enumerate(words) if "signalprop" in w)
+            words = words[start:]
+        if words[0] != "signalprop":
+            continue
+        try:
+            build_parser().parse_args(words[1:])
+        except SystemExit as exc:
+            raise AssertionError(f"README command does not parse: {command}") from exc

@@ -153,10 +153,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"skipped {exp.name}: {reason}", file=sys.stderr)
         return 0
     with process_group(device) as device:
-        run_dir = run_experiment(
-            exp, out=args.out, quick=args.quick, seed=args.seed, overrides=args.overrides,
-            device=device, resume=resume, progress=False if args.no_progress else None,
-        )
+        if resume is not None and is_main_process():
+            print(f"resuming {resume}", file=sys.stderr)
+        try:
+            run_dir = run_experiment(
+                exp, out=args.out, quick=args.quick, seed=args.seed,
+                overrides=None if resume else args.overrides, device=device, resume=resume,
+                progress=False if args.no_progress else None,
+                resume_overrides=args.overrides if resume else None,
+            )
+        except DivergenceError as exc:
+            from signalprop.experiments.resuming import rerun_advice
+
+            raise DivergenceError(f"{exc}{rerun_advice(exp, exc)}") from None
         if is_main_process():
             print(run_dir)
     return 0

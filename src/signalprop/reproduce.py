@@ -12,8 +12,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
-import sys
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from signalprop.experiments.context import (
     run_experiment,
 )
 from signalprop.experiments.registry import Experiment, all_experiments, get_experiment
+from signalprop.reproduce_progress import Progress
 
 
 @dataclass(frozen=True)
@@ -147,23 +147,21 @@ def reproduce(
     for name in names:
         seed_overrides(get_experiment(name), seeds, quick)  # validate before starting anything
     args = [(name, out, quick, seed, seeds, device) for name in names]
-    if jobs == 1:
-        outcomes = []
-        for arg in args:
-            print(f"reproduce: {arg[0]}{' (quick)' if quick else ''} ...", file=sys.stderr)
-            outcomes.append(run_one(*arg))
-            _say(outcomes[-1])
-        return outcomes
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(run_one, *arg, threads) for arg in args]
-        outcomes = []
-        for future in futures:
-            outcomes.append(future.result())
-            _say(outcomes[-1])
-    return outcomes
-
-
-def _say(outcome: Outcome) -> None:
-    detail = outcome.reason or str(outcome.run_dir)
-    print(f"reproduce: {outcome.name}: {outcome.status} ({detail})", file=sys.stderr)
+    progress = Progress(len(names), quick)
+    try:
+        if jobs == 1:
+            outcomes = []
+            for index, arg in enumerate(args, 1):
+                progress.start(arg[0], index)
+                outcomes.append(run_one(*arg))
+                progress.end(outcomes[-1])
+            return outcomes
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            futures = {pool.submit(run_one, *arg, threads): arg[0] for arg in args}
+            progress.note(f"{len(names)} experiments, {jobs} at a time")
+            for future in as_completed(futures):
+                progress.end(future.result())
+            return [future.result() for future in futures]
+    finally:
+        progress.close()

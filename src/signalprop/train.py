@@ -4,7 +4,11 @@
 ``epoch``; step 1, the untrained model's loss, is always logged), a checkpoint after every
 epoch and ``result.json`` when done. Called again on the same directory it resumes from the
 last good checkpoint (or returns the finished result), and ends with exactly the metrics an
-uninterrupted run would have produced.
+uninterrupted run would have produced. On a finished directory it loads the final weights (and
+learning-rule state) into the model it was given before returning the saved result;
+:func:`signalprop.load_run` does the same without ``fit``. Resuming with a different ``lr``
+rescales the optimiser's learning rate (and a schedule's base rates) from the checkpoint on, and
+a larger ``epochs`` continues a finished run.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ from signalprop import distributed
 from signalprop import training_options as options
 from signalprop.config import non_negative, one_of, positive
 from signalprop.diagnostics.gradients import GradNormRecorder
-from signalprop.errors import CheckpointCorrupt, DivergenceError
+from signalprop.divergence import diverged
+from signalprop.errors import CheckpointCorrupt
 from signalprop.learning.base import LearningRule, LossFn
 from signalprop.storage import (
     MetricsLog,
@@ -236,8 +241,11 @@ def _nonfinite_grad_layer(model: nn.Module) -> str | None:
 
 
 def _rng_state() -> dict[str, Any]:
+    """RNG states as tensors and plain data, so the checkpoint loads with weights_only."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    numpy_state = (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached)
     state = {"torch": torch.get_rng_state(), "python": random.getstate(),
-             "numpy": np.random.get_state()}
+             "numpy": numpy_state}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -246,7 +254,9 @@ def _rng_state() -> dict[str, Any]:
 def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    kind, keys, *rest = state["numpy"]
+    keys = keys.numpy() if isinstance(keys, Tensor) else keys
+    np.random.set_state((kind, keys.astype(np.uint32), *rest))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -261,7 +271,8 @@ def _restore(
     """Newest checkpoint whose own checksum and metrics-prefix checksum both verify, and its
     file (``metrics.jsonl`` is truncated to match it)."""
     metrics = run_dir / METRICS
-    for path in (run_dir / CHECKPOINT, previous_checkpoint(run_dir / CHECKPOINT)):
+    candidates = (run_dir / CHECKPOINT, previous_checkpoint(run_dir / CHECKPOINT))
+    for path in candidates:
         if not path.exists():
             continue
         try:
@@ -282,7 +293,9 @@ def _restore(
     if metrics.exists() and metrics.stat().st_size:
         kept = metrics.with_name(f"{METRICS}.unrecoverable-{int(time.time())}")
         metrics.replace(kept)
-        _warn(f"no usable checkpoint in {run_dir}; old metrics kept as {kept.name}, starting over")
+        why = ("no usable checkpoint" if any(p.exists() for p in candidates) else
+               "no checkpoint (the run stopped before its first epoch ended)")
+        _warn(f"{why} in {run_dir}; old metrics kept as {kept.name}, starting over")
     return None, None
 
 
@@ -334,13 +347,17 @@ def fit(
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
     result_path = run_dir / RESULT
+    device = device or torch.device("cpu")
     finished = _finished_result(result_path)
-    if finished is not None:
+    if finished is not None and finished.get("epoch", cfg.epochs) >= cfg.epochs:
+        from signalprop.restore import load_final_state
+
+        model.to(device)
+        load_final_state(run_dir, model, rules, device, finished)
         return finished
     if distributed.is_distributed():
         ddp.check_shards(len(train_data), cfg)  # type: ignore[arg-type]
         ddp.check_rules(rules)
-    device = device or torch.device("cpu")
     loss_fn = loss_fn or default_loss(task)
     model.to(device)
     precision = options.MixedPrecision(cfg.amp, device)
@@ -365,6 +382,7 @@ def fit(
         options.load_option_states(state, scheduler, precision, run_dir / CHECKPOINT)
         start_epoch, step, wall = state["epoch"], state["step"], state["wall_s"]
         _set_rng_state(state["rng"])
+        _apply_lr(optimizer, scheduler, state.get("lr"), cfg.lr)
     wrapped = ddp.wrap(model, device)
     sharded = wrapped is not model  # DistributedDataParallel across ranks
     net = options.compiled(wrapped, cfg.compile)
@@ -403,22 +421,17 @@ def fit(
                                                         loss_fn, share, precision)
                 if not math.isfinite(loss_value):
                     with precision.autocast():
-                        where = first_nonfinite_module(model, inputs)
-                    origin = f" (first non-finite output: {where})" if where else ""
-                    raise DivergenceError(
-                        f"loss became {loss_value} at epoch {epoch + 1}, step {step + 1}{origin}; "
-                        f"the last good checkpoint is kept in {run_dir}. Lower train.lr or add "
-                        "train.grad_clip and rerun with --resume"
-                    )
+                        raise diverged(
+                            f"loss became {loss_value} at epoch {epoch + 1}, step {step + 1}",
+                            run_dir, epoch, cfg.lr, model, inputs)
                 scaled = computed is None  # rules' own gradients are neither autocast nor scaled
                 precision.unscale(optimizer, scaled)
                 bad = _nonfinite_grad_layer(model)
                 if bad is not None and not precision.overflow_is_skipped(scaled):
-                    raise DivergenceError(
-                        f"gradient of {bad} became NaN/Inf at epoch {epoch + 1}, step {step + 1}; "
-                        f"the last good checkpoint is kept in {run_dir}. Lower train.lr or add "
-                        "train.grad_clip"
-                    )
+                    with precision.autocast():
+                        raise diverged(
+                            f"gradient of {bad} became NaN/Inf at epoch {epoch + 1}, "
+                            f"step {step + 1}", run_dir, epoch, cfg.lr, model, inputs)
                 if recorder is not None and bad is None:
                     recorder.record()
                 if bad is None:
@@ -464,7 +477,7 @@ def fit(
             save_checkpoint(run_dir / CHECKPOINT, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "rules": [rule.state_dict() for rule in rules], "epoch": epoch + 1,
-                "step": step, "wall_s": wall, "rng": _rng_state(),
+                "step": step, "wall_s": wall, "rng": _rng_state(), "lr": cfg.lr,
                 "metrics_bytes": log.tell(),
                 "metrics_sha256": sha256_prefix(run_dir / METRICS, log.tell()),
                 **options.option_states(scheduler, precision),
@@ -481,6 +494,19 @@ def fit(
             last = {k: v for k, v in epochs[-1].items() if k not in ("kind", "grad_norms")}
         atomic_write_json(result_path, last)
     return distributed.broadcast_object(last)  # rank 0's metrics, after its files are written
+
+
+def _apply_lr(optimizer: torch.optim.Optimizer, scheduler: Any, saved: float | None,
+              lr: float) -> None:
+    """After resuming with a different configured ``lr``, rescale every group's learning rate
+    (and a schedule's base rates) by ``lr / saved``; old checkpoints, which lack ``saved``, get
+    ``lr`` itself."""
+    if saved == lr:
+        return
+    for group in optimizer.param_groups:
+        group["lr"] = group["lr"] * lr / saved if saved else lr
+    if scheduler is not None:
+        scheduler.base_lrs = [base * lr / saved if saved else lr for base in scheduler.base_lrs]
 
 
 def epoch_records(run_dir: Path) -> list[dict[str, Any]]:

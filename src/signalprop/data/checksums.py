@@ -114,7 +114,8 @@ def check(path: Path, file_bytes: bytes, payload: bytes | None, expected: Expect
             return False  # only the .gz is pinned; structure was already validated
         raise DatasetCorrupt(
             f"{path} fails its checksum: expected {expected.describe()}; "
-            "the file is truncated or corrupt: delete it and reinstall or re-download it"
+            "the file is truncated or corrupt: delete it and reinstall or re-download it",
+            path=path,
         )
     _verified.add(_key(path, expected))
     return True
@@ -133,7 +134,7 @@ def check_sha256(path: Path, sha256: str) -> None:
     if sha256_file(path) != sha256:
         raise DatasetCorrupt(
             f"{path} fails its checksum: expected sha256 {sha256}; the file is truncated or "
-            "corrupt: delete it and reinstall or re-download it"
+            "corrupt: delete it and reinstall or re-download it", path=path
         )
     _verified_files.add(key)
 

@@ -47,7 +47,7 @@ def _corrupt(path: Path, problem: str, expected: Expected | None) -> DatasetCorr
     hint = f"; expected {expected.describe()}" if expected else ""
     return DatasetCorrupt(
         f"{path} is not a valid IDX file: {problem}{hint}; "
-        "delete it and reinstall or re-download it"
+        "delete it and reinstall or re-download it", path=path
     )
 
 

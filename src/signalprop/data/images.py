@@ -23,14 +23,15 @@ def _validate(source: str, x: np.ndarray, y: np.ndarray, split: str) -> None:
     if x.ndim != 3 or x.shape[1:] != (28, 28) or x.dtype != np.uint8:
         raise DatasetCorrupt(
             f"{source}: {split} images have shape {x.shape} dtype {x.dtype}, expected "
-            "(N, 28, 28) uint8; delete the file and reinstall or re-download it"
+            "(N, 28, 28) uint8; delete the file and reinstall or re-download it", path=source
         )
     if y.shape != (x.shape[0],) or not np.issubdtype(y.dtype, np.integer) or (
         y.size and (y.min() < 0 or y.max() > 9)
     ):
         raise DatasetCorrupt(
             f"{source}: {split} labels have shape {y.shape} dtype {y.dtype}, expected "
-            f"({x.shape[0]},) integers in 0..9; delete the file and reinstall or re-download it"
+            f"({x.shape[0]},) integers in 0..9; delete the file and reinstall or re-download it",
+            path=source,
         )
 
 
@@ -42,7 +43,7 @@ def _read_keras(path: Path) -> Arrays:
     except (OSError, KeyError, ValueError) as e:
         raise DatasetCorrupt(
             f"{path} is not a Keras MNIST archive with x_train, y_train, x_test, y_test ({e}); "
-            "delete it and re-download it"
+            "delete it and re-download it", path=path
         ) from e
 
 

@@ -89,6 +89,23 @@ def locate(name: str) -> Found | None:
     return None
 
 
+SHORT_HINTS = {"fashion-mnist": "`make data` installs it",
+               "mnist": "signalprop.data.download('mnist') fetches it"}
+
+
+def short_missing(name: str) -> str:
+    """A short line for a missing dataset: a folder holding only some of its files is named
+    with the files it lacks; the full search list is in :func:`missing_message`."""
+    display = DISPLAY_NAMES[name]
+    for directory in search_paths(name):
+        present = [s for s in FILES if (directory / f"{s}.gz").is_file()
+                   or (directory / s).is_file()]
+        if present and len(present) < len(FILES):
+            lacking = ", ".join(s for s in FILES if s not in present)
+            return f"{display} incomplete in {directory} (missing {lacking})"
+    return f"{display} not found ({SHORT_HINTS[name]})"
+
+
 def missing_message(name: str) -> str:
     """One line: what was not found, where we looked, and how to fix it."""
     looked = [str(p) for p in search_paths(name)]

@@ -19,12 +19,34 @@ from torch import nn
 
 from signalprop import config as config_lib
 from signalprop import distributed
-from signalprop.errors import ConfigError, DatasetMissing, SignalpropError
+from signalprop.errors import (
+    ConfigError,
+    DatasetCorrupt,
+    DatasetMissing,
+    DivergenceError,
+    SignalpropError,
+)
 from signalprop.experiments.registry import Experiment
 from signalprop.learning.base import LearningRule, LossFn
 from signalprop.runs import new_run_dir, run_metadata
 from signalprop.storage import atomic_write_json
 from signalprop.train import TrainConfig, fit, seed_everything
+
+_NOTED: set[str] = set()
+
+
+def unavailable_reason(name: str, exc: Exception) -> str:
+    """A short reason why dataset ``name`` cannot be used: not found, incomplete (naming the
+    folder and the missing files) or corrupt (naming the file)."""
+    from signalprop.data.paths import DISPLAY_NAMES, short_missing
+
+    display = DISPLAY_NAMES.get(name, name)
+    if isinstance(exc, DatasetCorrupt) and getattr(exc, "path", None) is not None:
+        return f"{display} file {exc.path} is corrupt (delete it and reinstall it)"
+    if isinstance(exc, DatasetMissing) and name in DISPLAY_NAMES:
+        return short_missing(name)
+    text = str(exc)
+    return f"{display} unavailable ({text if len(text) <= 120 else text[:117] + '...'})"
 
 
 @dataclass
@@ -54,6 +76,14 @@ class RunContext:
         if self.is_main:
             print(f"[{self.experiment.name}] {message}", file=sys.stderr, flush=True)
 
+    def note_once(self, message: str) -> None:
+        """Log ``message`` unless this process already has (e.g. a dataset fallback that
+        every experiment of ``reproduce`` would repeat)."""
+        if message not in _NOTED:
+            _NOTED.add(message)
+            if self.is_main:
+                print(f"signalprop: {message}", file=sys.stderr, flush=True)
+
     def write_json(self, name: str, data: Any) -> Path:
         """Atomically write ``<run_dir>/<name>`` as JSON (rank 0 only); returns the path."""
         path = self.run_dir / name
@@ -67,10 +97,10 @@ class RunContext:
 
         try:
             splits = data.load(name, seed=self.seed, **options)
-        except DatasetMissing as exc:
+        except (DatasetMissing, DatasetCorrupt) as exc:
             if fallback is None:
                 raise
-            self.log(f"{name} not available ({exc}); using {fallback} instead")
+            self.note_once(f"{unavailable_reason(name, exc)}; using {fallback} instead")
             self.fallbacks.append({"wanted": name, "used": fallback, "reason": str(exc)})
             accepted = data.options_of(fallback)
             splits = data.load(fallback, seed=self.seed,
@@ -153,8 +183,17 @@ def run_experiment(
     device: torch.device | None = None,
     resume: Path | None = None,
     progress: bool | None = None,
+    resume_overrides: list[str] | None = None,
 ) -> Path:
-    """Run ``experiment`` in a new run directory (or resume ``resume``); return the directory."""
+    """Run ``experiment`` in a new run directory (or resume ``resume``); return the directory.
+
+    ``resume_overrides`` (``--resume DIR --set ...``) may change only the training settings
+    listed in :mod:`signalprop.experiments.resuming`; they are recorded in ``config.json``. A new
+    run that fails before its first training step (e.g. a data error) leaves no directory
+    behind, so ``--resume`` cannot pick it.
+    """
+    from signalprop.experiments import resuming
+
     device = device or torch.device("cpu")
     if resume is not None:
         resume = Path(resume)
@@ -172,6 +211,9 @@ def run_experiment(
         quick, seed, run_dir = saved.get("quick", False), saved.get("seed", 0), resume
         overrides = saved.get("overrides", [])
         meta = saved.get("meta", {})
+        if resume_overrides:
+            cfg = resuming.apply_resume_overrides(cfg, resume_overrides, resume,
+                                                  (resume / "summary.json").exists())
     else:
         cfg = resolve_config(experiment, quick, overrides or [])
         run_dir = _shared_run_dir(out, experiment.name)
@@ -183,16 +225,29 @@ def run_experiment(
     if overrides:
         command += "".join(f" --set {o}" for o in overrides)
     ctx = RunContext(experiment, cfg, run_dir, device, seed=seed, quick=quick, progress=progress)
-    ctx.write_json("config.json", {
+    record = {
         "experiment": experiment.name, "summary": experiment.summary, "paper": experiment.paper,
         "claim": "; ".join(c.text for c in experiment.claims) or experiment.summary,
         "quick": quick, "seed": seed, "overrides": list(overrides or []), "command": command,
         "config": config_lib.to_dict(cfg),
         "meta": meta,
-    })
+    }
+    if resume is not None and saved.get("resumed"):
+        record["resumed"] = saved["resumed"]
+    if resume is not None and resume_overrides:
+        record = resuming.record_resume(record, resume_overrides, cfg)
+    ctx.write_json("config.json", record)
     seed_everything(seed)
     started = time.perf_counter()
-    summary = experiment.run(ctx)
+    try:
+        summary = experiment.run(ctx)
+    except DivergenceError as exc:
+        exc.experiment_dir = run_dir
+        raise
+    except Exception:
+        if resume is None and ctx.is_main:
+            _remove_if_untrained(run_dir)
+        raise
     summary = {
         "experiment": experiment.name, "wall_s": time.perf_counter() - started,
         "quick": quick, "datasets": ctx.datasets_used, "fallbacks": ctx.fallbacks, **summary,
@@ -204,6 +259,17 @@ def run_experiment(
     summary["claims"] = evaluate_claims(experiment, summary, command, quick=quick)
     ctx.write_json("summary.json", summary)
     return run_dir
+
+
+def _remove_if_untrained(run_dir: Path) -> None:
+    """Delete a new run directory that holds no training output (no checkpoint, no metrics)."""
+    import shutil
+
+    trained = any(p.name.startswith("checkpoint.pt") or (p.name == "metrics.jsonl"
+                                                         and p.stat().st_size)
+                  for p in run_dir.rglob("*") if p.is_file())
+    if not trained and not (run_dir / "summary.json").exists():
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _shared_run_dir(out: Path, experiment: str) -> Path:

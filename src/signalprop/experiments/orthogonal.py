@@ -500,6 +500,7 @@ def _as_sequence(splits: Any) -> Any:
 
 def run_psmnist(ctx: RunContext) -> dict[str, Any]:
     from signalprop import data
+    from signalprop.data.paths import short_missing
 
     cfg: PSMNISTConfig = ctx.config
     m = cfg.model
@@ -507,9 +508,9 @@ def run_psmnist(ctx: RunContext) -> dict[str, Any]:
     rows, lines = [], {}
     used: list[str] = []
     for index, name in enumerate(cfg.data.names):
-        available, reason = data.is_available(name)
+        available, _ = data.is_available(name)
         if not available and index > 0:
-            ctx.log(f"skipping {name}: {reason}")
+            ctx.note_once(f"{short_missing(name)}; {ctx.experiment.name} skips it")
             continue
         splits = _as_sequence(ctx.load_data(
             name, fallback="mnist1d", sequential="permuted", perm_seed=cfg.data.perm_seed,
