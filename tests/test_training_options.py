@@ -318,6 +318,23 @@ def test_resume_restores_schedule_and_loss_scale(tmp_path, blobs):
         assert torch.equal(a, b)
 
 
+def test_resuming_with_a_lower_lr_scales_the_schedule_too(tmp_path, blobs):
+    """--resume --set train.lr=...: the cosine schedule continues from the new base rate."""
+    train, test = blobs
+    cfg = dataclasses.replace(CFG, lr_schedule="cosine")
+    fit(make_model(), train, test, cfg, tmp_path / "full", seed=4)
+    with pytest.raises(Interrupt):
+        fit(make_model(), train, test, cfg, tmp_path / "cut", seed=4, on_epoch=_stop_at_two)
+    fit(make_model(), train, test, dataclasses.replace(cfg, lr=cfg.lr / 4), tmp_path / "cut",
+        seed=4)
+    rates = {path: [r["lr"] for r in read_jsonl(tmp_path / path / "metrics.jsonl")
+                    if r.get("kind") == "step" and r["step"] > 2 * STEPS]
+             for path in ("full", "cut")}
+    assert rates["full"] and len(rates["full"]) == len(rates["cut"])
+    for full, cut in zip(rates["full"], rates["cut"], strict=True):
+        assert cut == pytest.approx(full / 4)
+
+
 def test_resuming_a_run_without_schedule_state_under_a_schedule_is_refused(tmp_path, blobs):
     train, test = blobs
     with pytest.raises(Interrupt):
