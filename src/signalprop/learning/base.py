@@ -29,6 +29,10 @@ class LearningRule:
     def attach(self, model: nn.Module) -> None:
         """Called once before training, with the model on its final device."""
 
+    def detach(self) -> None:
+        """Undo :meth:`attach`'s side effects on the model (hooks); ``fit`` calls it when
+        training ends, also on an error. Safe to call twice or before ``attach``."""
+
     def compute_gradients(
         self, model: nn.Module, inputs: Tensor, targets: Tensor, loss_fn: LossFn
     ) -> tuple[Tensor, Tensor] | None:

@@ -19,8 +19,8 @@ from torch import Tensor, nn
 
 from signalprop.config import require_int
 from signalprop.errors import ConfigError
-from signalprop.learning.feedback_alignment import conv2d_with_feedback, linear_with_feedback
 from signalprop.nn.decorrelation import Decorrelator, centre
+from signalprop.nn.feedback import conv2d_with_feedback, linear_with_feedback
 
 FUSE = ("auto", "always", "never")
 
