@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from signalprop.config import require_int, require_number
 from signalprop.errors import ConfigError
+from signalprop.nn.precision import autocast_off, float32_inputs, only_grad_transforms
 
 SKIPS = ("orthogonal", "identity", "none")
 STACK_ACTIVATIONS = ("tanh", "relu", "identity")
@@ -87,6 +88,11 @@ def _layer(h: Tensor, weight: Tensor, bias: Tensor, filt: Tensor | None, a: floa
     return p * b if b != 1.0 else p, p
 
 
+_TRANSFORM_ERROR = ("the checkpointed additive-filter stack's backward is hand-written and does "
+                    "not support {transform}; the module uses plain autograd under it, so call "
+                    "AdditiveFilterStack rather than _CheckpointedStack.apply")
+
+
 class _CheckpointedStack(torch.autograd.Function):
     """``h_L`` of the stacked layers; saves every ``segment``-th state and recomputes the rest.
 
@@ -97,7 +103,7 @@ class _CheckpointedStack(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, h0, weight, bias, filt, a, b, skip, act, segment):  # type: ignore[override]
+    def forward(h0, weight, bias, filt, a, b, skip, act, segment):  # type: ignore[override]
         depth = weight.shape[0]
         checkpoints = []
         h = h0
@@ -106,13 +112,23 @@ class _CheckpointedStack(torch.autograd.Function):
                 if layer % segment == 0:
                     checkpoints.append(h)
                 h, _ = _layer(h, weight[layer], bias[layer], filt, a, b, skip, act)
-        ctx.save_for_backward(torch.stack(checkpoints), weight, bias,
-                              filt if filt is not None else torch.empty(0))
-        ctx.config = (a, b, skip, act, segment, filt is not None)
-        return h
+        return h, torch.stack(checkpoints)
 
     @staticmethod
-    def backward(ctx, grad_out):  # type: ignore[override]
+    def setup_context(ctx, inputs, output):  # type: ignore[override]
+        h0, weight, bias, filt, a, b, skip, act, segment = inputs
+        ctx.mark_non_differentiable(output[1])
+        ctx.save_for_backward(output[1], weight, bias,
+                              filt if filt is not None else torch.empty(0))
+        ctx.config = (a, b, skip, act, segment, filt is not None)
+        ctx.device_type = h0.device.type
+
+    @staticmethod
+    def vmap(info, in_dims, *args):  # type: ignore[override]
+        raise ConfigError(_TRANSFORM_ERROR.format(transform="torch.func.vmap"))
+
+    @staticmethod
+    def backward(ctx, grad_out, grad_checkpoints):  # type: ignore[override]
         checkpoints, weight, bias, filt = ctx.saved_tensors
         a, b, skip, act, segment, has_filt = ctx.config
         filt = filt if has_filt else None
@@ -120,7 +136,7 @@ class _CheckpointedStack(torch.autograd.Function):
         grad_w = torch.empty_like(weight)
         grad_c = torch.empty_like(bias)
         g = grad_out.contiguous()
-        with torch.no_grad():
+        with torch.no_grad(), autocast_off(ctx.device_type):
             for index in range(checkpoints.shape[0] - 1, -1, -1):
                 start = index * segment
                 stop = min(start + segment, depth)
@@ -216,12 +232,22 @@ class AdditiveFilterStack(nn.Module):
                 f"checkpoint={self.checkpoint}")
 
     def forward(self, h: Tensor) -> Tensor:
-        if self.checkpoint and torch.is_grad_enabled():
-            return _CheckpointedStack.apply(h, self.weight, self.bias, self.filter, self.a,
-                                            self.b, self.skip, self.activation, self.segment)
+        """``h_L`` from ``h_0``; float32 under autocast (see :mod:`signalprop.nn.precision`)."""
+        device_type = h.device.type
+        if torch.is_autocast_enabled(device_type):
+            h, weight, bias, filt = float32_inputs(device_type, h, self.weight, self.bias,
+                                                   self.filter)
+            with autocast_off(device_type):
+                return self._stack(h, weight, bias, filt)
+        return self._stack(h, self.weight, self.bias, self.filter)
+
+    def _stack(self, h: Tensor, weight: Tensor, bias: Tensor, filt: Tensor | None) -> Tensor:
+        if self.checkpoint and torch.is_grad_enabled() and only_grad_transforms():
+            return _CheckpointedStack.apply(h, weight, bias, filt, self.a, self.b, self.skip,
+                                            self.activation, self.segment)[0]
         for layer in range(self.depth):
-            h, _ = _layer(h, self.weight[layer], self.bias[layer], self.filter, self.a, self.b,
-                          self.skip, self.activation)
+            h, _ = _layer(h, weight[layer], bias[layer], filt, self.a, self.b, self.skip,
+                          self.activation)
         return h
 
     @torch.no_grad()

@@ -65,7 +65,10 @@ def functorch_transforms() -> tuple[str, ...]:
 
 def only_grad_transforms() -> bool:
     """True when no transform other than ``torch.func.grad``/``vjp`` (reverse mode) is active:
-    the hand-written backward passes compose with those, not with ``vmap`` or ``jvp``."""
+    the hand-written backward passes compose with those, not with ``vmap`` or ``jvp``. Always
+    True while ``torch.compile`` traces (Dynamo cannot read the transform stack)."""
+    if torch.compiler.is_compiling():
+        return True
     return all(name == "grad" for name in functorch_transforms())
 
 
