@@ -75,3 +75,11 @@ def only_grad_transforms() -> bool:
 def solve_dtype(dtype: torch.dtype) -> torch.dtype:
     """The dtype a factorisation runs in: float32 for half precisions (no bf16/fp16 kernels)."""
     return torch.float32 if dtype in LOW_PRECISION else dtype
+
+
+def under_transform() -> bool:
+    """True inside a ``torch.func`` transform (``grad``, ``vmap``, ``jvp``, ...), where modules
+    must not mutate captured state; False while ``torch.compile`` traces."""
+    if torch.compiler.is_compiling():
+        return False
+    return torch._C._functorch.peek_interpreter_stack() is not None
