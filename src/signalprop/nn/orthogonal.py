@@ -189,6 +189,8 @@ class AdditiveFilterStack(nn.Module):
         segment: int | None = None,
         checkpoint: bool = True,
         generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         self.width = require_int("AdditiveFilterStack", "width", width)
@@ -213,10 +215,12 @@ class AdditiveFilterStack(nn.Module):
             segment = max(1, math.ceil(math.sqrt(depth)))
         self.segment = require_int("AdditiveFilterStack", "segment", segment)
         self.checkpoint = bool(checkpoint)
-        self.weight = nn.Parameter(torch.empty(depth, width, width))
-        self.bias = nn.Parameter(torch.empty(depth, width))
+        factory = {"device": device, "dtype": dtype}
+        self.weight = nn.Parameter(torch.empty(depth, width, width, **factory))
+        self.bias = nn.Parameter(torch.empty(depth, width, **factory))
         if skip == "orthogonal":
-            self.register_buffer("filter", random_orthogonal(width, generator=generator))
+            self.register_buffer("filter", random_orthogonal(width, generator=generator,
+                                                             **factory))
         else:
             self.filter = None
         self.reset_parameters(generator)
@@ -279,15 +283,19 @@ class AdditiveFilterMLP(nn.Module):
         width: int,
         depth: int,
         out_features: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
         **stack_options: object,
     ) -> None:
         super().__init__()
         require_int("AdditiveFilterMLP", "in_features", in_features)
         require_int("AdditiveFilterMLP", "out_features", out_features)
         require_int("AdditiveFilterMLP", "width", width)
-        self.input = nn.Linear(in_features, width)
-        self.stack = AdditiveFilterStack(width, depth, **stack_options)  # type: ignore[arg-type]
-        self.head = nn.Linear(width, out_features)
+        factory = {"device": device, "dtype": dtype}
+        self.input = nn.Linear(in_features, width, **factory)
+        self.stack = AdditiveFilterStack(width, depth, **factory,
+                                         **stack_options)  # type: ignore[arg-type]
+        self.head = nn.Linear(width, out_features, **factory)
 
     def reset_parameters(self) -> None:
         self.input.reset_parameters()
@@ -309,7 +317,9 @@ class AdditiveFilterBlock(nn.Module):
     """One layer ``h' = a * O h + b * phi(W h + c)``, ``a = 1 - b``, as a plain module."""
 
     def __init__(self, width: int, beta: float = 0.1, activation: str = "tanh",
-                 gain: float = 1.0, generator: torch.Generator | None = None) -> None:
+                 gain: float = 1.0, generator: torch.Generator | None = None,
+                 device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None) -> None:
         super().__init__()
         self.width = require_int("AdditiveFilterBlock", "width", width)
         self.b = _check_beta("AdditiveFilterBlock", beta)
@@ -319,8 +329,9 @@ class AdditiveFilterBlock(nn.Module):
                               f"{STACK_ACTIVATIONS}, got {activation!r}")
         self.activation = activation
         self.gain = _check_positive("AdditiveFilterBlock", "gain", gain)
-        self.linear = nn.Linear(width, width)
-        self.register_buffer("filter", random_orthogonal(width, generator=generator))
+        self.linear = nn.Linear(width, width, device=device, dtype=dtype)
+        self.register_buffer("filter", random_orthogonal(width, generator=generator,
+                                                         device=device, dtype=dtype))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

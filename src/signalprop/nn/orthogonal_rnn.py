@@ -207,6 +207,8 @@ class AdditiveFilterRNNCell(nn.Module):
         input_gain: float = 1.0,
         generator: torch.Generator | None = None,
         filter: str = "haar",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         if filter not in FILTERS:
@@ -223,17 +225,19 @@ class AdditiveFilterRNNCell(nn.Module):
         self.activation = activation
         self.gain = _check_positive("AdditiveFilterRNNCell", "gain", gain)
         self.input_gain = _check_positive("AdditiveFilterRNNCell", "input_gain", input_gain)
-        self.weight_ih = nn.Parameter(torch.empty(hidden_size, input_size))
-        self.weight_hh = nn.Parameter(torch.empty(hidden_size, hidden_size))
-        self.bias = nn.Parameter(torch.empty(hidden_size)) if bias else None
+        factory = {"device": device, "dtype": dtype}
+        self.weight_ih = nn.Parameter(torch.empty(hidden_size, input_size, **factory))
+        self.weight_hh = nn.Parameter(torch.empty(hidden_size, hidden_size, **factory))
+        self.bias = nn.Parameter(torch.empty(hidden_size, **factory)) if bias else None
         if filter == "haar":
-            self.register_buffer("filter", random_orthogonal(hidden_size, generator=generator))
+            self.register_buffer("filter", random_orthogonal(hidden_size, generator=generator,
+                                                             **factory))
             self.permutation = None
         else:
             perm = (torch.randperm(hidden_size, generator=generator) if filter == "permutation"
                     else torch.arange(hidden_size).roll(1))
-            self.register_buffer("permutation", perm)
-            self.register_buffer("filter", torch.eye(hidden_size)[perm])
+            self.register_buffer("permutation", perm.to(device))
+            self.register_buffer("filter", torch.eye(hidden_size, dtype=dtype)[perm].to(device))
         self.reset_parameters(generator)
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
@@ -289,12 +293,15 @@ class AdditiveFilterRNN(nn.Module):
         impl: str = "bptt",
         generator: torch.Generator | None = None,
         filter: str = "haar",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         if impl not in IMPLS:
             raise ConfigError(f"AdditiveFilterRNN impl must be one of {IMPLS}, got {impl!r}")
         self.cell = AdditiveFilterRNNCell(input_size, hidden_size, beta, activation, bias, gain,
-                                          input_gain, generator, filter)
+                                          input_gain, generator, filter, device=device,
+                                          dtype=dtype)
         self.batch_first = bool(batch_first)
         self.impl = impl
 
