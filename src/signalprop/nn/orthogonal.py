@@ -305,6 +305,9 @@ class AdditiveFilterMLP(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.stack(self.input(x.flatten(1))))
 
+    def extra_repr(self) -> str:
+        return "y = head(stack(input(x.flatten(1))))"
+
 
 def additive_filter_mlp(
     in_features: int, width: int, depth: int, out_features: int, **options: object
@@ -342,7 +345,18 @@ class AdditiveFilterBlock(nn.Module):
         return f"width={self.width}, a={self.a:.6g}, b={self.b:.6g}, activation={self.activation!r}"
 
     def forward(self, h: Tensor) -> Tensor:
-        return self.a * h @ self.filter.t() + self.b * _act(self.activation, self.linear(h))
+        """``h'`` from ``h``; float32 under autocast (see :mod:`signalprop.nn.precision`)."""
+        device_type = h.device.type
+        weight, bias, filt = self.linear.weight, self.linear.bias, self.filter
+        if torch.is_autocast_enabled(device_type):
+            h, weight, bias, filt = float32_inputs(device_type, h, weight, bias, filt)
+            with autocast_off(device_type):
+                return self._step(h, weight, bias, filt)
+        return self._step(h, weight, bias, filt)
+
+    def _step(self, h: Tensor, weight: Tensor, bias: Tensor, filt: Tensor) -> Tensor:
+        z = nn.functional.linear(h, weight, bias)
+        return self.a * h @ filt.t() + self.b * _act(self.activation, z)
 
 
 class LayerGradNormTracker:

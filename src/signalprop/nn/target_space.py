@@ -452,6 +452,9 @@ class ShortcutMLP(nn.Module):
             features.append(self.activation(z))
         raise AssertionError("unreachable")
 
+    def extra_repr(self) -> str:
+        return f"shortcuts={self.shortcuts}, activation={self.activation_name!r}"
+
 
 def _fan_ins(in_features: int, width: int, depth: int, shortcuts: bool) -> list[int]:
     if shortcuts:
