@@ -1,7 +1,8 @@
 """Every public module of ``signalprop.nn`` follows the ``torch.nn`` conventions (issue 19).
 
 One test, parametrised over the registry (:mod:`signalprop.nn.registry`) and the checks below:
-finite gradients, ``torch.func.grad`` equal to autograd, bfloat16 autocast with the documented
+finite gradients, ``torch.func.grad`` equal to autograd, ``vmap`` equal to a loop over the batch,
+``jvp`` equal to a central difference, bfloat16 autocast with the documented
 output dtype, ``torch.compile`` equal to eager (slow: compiling takes seconds per module),
 state_dict / deepcopy / pickle round trips, ``device=``/``dtype=`` factory arguments and
 construction on the meta device, and an ``extra_repr``.
@@ -64,6 +65,38 @@ def check_func_grad_matches_autograd(spec: ModuleSpec) -> None:
     torch.testing.assert_close(by_func[1], x_auto.grad)
     for name, p in _trainable(model).items():
         torch.testing.assert_close(by_func[0][name], p.grad, msg=f"dL/d{name} differs")
+
+
+def check_vmap_matches_loop(spec: ModuleSpec) -> None:
+    model = _build(spec).eval()
+    x = spec.example()
+
+    def one(sample):
+        return output_tensor(model(sample))
+
+    if not spec.vmap:  # a documented torch limitation (torch.nn.RNN has no batching rule)
+        with pytest.raises(RuntimeError):
+            torch.func.vmap(one)(x.unsqueeze(1))
+        return
+    with torch.no_grad():
+        looped = torch.stack([one(x[i:i + 1]) for i in range(x.shape[0])])
+        torch.testing.assert_close(torch.func.vmap(one)(x.unsqueeze(1)), looped)
+
+
+def check_jvp_matches_finite_difference(spec: ModuleSpec) -> None:
+    model = _build(spec, dtype=torch.float64).eval()
+    x = spec.example(dtype=torch.float64)
+    direction = torch.randn(x.shape, generator=torch.Generator().manual_seed(2),
+                            dtype=torch.float64)
+
+    def f(inputs):
+        return output_tensor(model(inputs))
+
+    _, tangent = torch.func.jvp(f, (x,), (direction,))
+    eps = 1e-6
+    with torch.no_grad():
+        central = (f(x + eps * direction) - f(x - eps * direction)) / (2 * eps)
+    torch.testing.assert_close(tangent, central, rtol=1e-5, atol=1e-7)
 
 
 def check_bf16_autocast(spec: ModuleSpec) -> None:
@@ -146,6 +179,8 @@ def check_extra_repr(spec: ModuleSpec) -> None:
 CHECKS = {
     "finite_gradients": check_finite_gradients,
     "func_grad": check_func_grad_matches_autograd,
+    "vmap": check_vmap_matches_loop,
+    "jvp": check_jvp_matches_finite_difference,
     "bf16_autocast": check_bf16_autocast,
     "compile": check_compile_matches_eager,
     "serialisation": check_serialisation,

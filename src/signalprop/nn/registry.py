@@ -50,6 +50,7 @@ class ModuleSpec:
     example: Factory  # example(device=None, dtype=None) -> Tensor
     autocast_dtype: torch.dtype  # output dtype under CPU bfloat16 autocast
     fullgraph: bool = False  # torch.compile(fullgraph=True) traces it without a graph break
+    vmap: bool = True  # torch.func.vmap over the batch works (False: torch.nn.RNN has no rule)
 
 
 def _data(*shape: int) -> Factory:
@@ -136,7 +137,7 @@ MODULES: dict[str, ModuleSpec] = {
         _data(2, 5, 2), BF16),
     "TargetSpaceElmanRNN": ModuleSpec(TargetSpaceElmanRNN,
                                       lambda **f: TargetSpaceElmanRNN(2, 4, 2, **f),
-                                      _data(2, 5, 2), BF16),
+                                      _data(2, 5, 2), BF16, vmap=False),
 }
 
 #: Public nn.Module classes of ``signalprop.nn`` that are not standalone modules, and why.
