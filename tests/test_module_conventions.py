@@ -117,12 +117,13 @@ def check_compile_matches_eager(spec: ModuleSpec) -> None:
     eager = _build(spec)
     compiled_model = copy.deepcopy(eager)
     compiled = torch.compile(compiled_model, fullgraph=spec.fullgraph)
-    x = spec.example()
-    out_eager, out_compiled = eager(x), compiled(x)
+    x_eager, x_compiled = spec.example().requires_grad_(), spec.example().requires_grad_()
+    out_eager, out_compiled = eager(x_eager), compiled(x_compiled)
     torch.testing.assert_close(output_tensor(out_compiled), output_tensor(out_eager),
                                rtol=1e-4, atol=1e-5)
     _loss(out_eager).backward()
     _loss(out_compiled).backward()
+    torch.testing.assert_close(x_compiled.grad, x_eager.grad, rtol=1e-4, atol=1e-5)
     grads = dict(compiled_model.named_parameters())
     for name, p in _trainable(eager).items():
         torch.testing.assert_close(grads[name].grad, p.grad, rtol=1e-4, atol=1e-5,
