@@ -173,7 +173,9 @@ class AdditiveFilterStack(nn.Module):
     net ``h + b phi(.)`` with ``a = 1``) or ``"none"`` (a plain MLP ``b phi(.)``, ``b = 1``).
     ``beta=None`` sets ``b = beta_scale / depth`` (depth-independent Jacobian bounds); a number
     fixes it. ``W_l ~ N(0, gain^2 / n)``, ``c_l = 0``. ``segment`` is the recomputation segment
-    (default ``ceil(sqrt(depth))``); ``checkpoint=False`` uses plain autograd (for torch.func).
+    (default ``ceil(sqrt(depth))``); ``checkpoint=False`` uses plain autograd, as the module does
+    by itself under ``torch.func.vmap`` and ``jvp`` (docs/modules.md). ``device``/``dtype`` as
+    for ``torch.nn`` modules.
     """
 
     def __init__(

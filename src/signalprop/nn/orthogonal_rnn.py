@@ -17,7 +17,9 @@ a multiply per step)::
     dL/dW = sum_t g_z,t^T h_{t-1} (one matmul over all steps);  dL/d(U x_t + c) = g_z,t.
 
 ``impl="loop"`` is the lean autograd version (time-major, ``unbind(0)``, ``O`` and ``W`` fused in
-one ``h @ [a O^T, W^T]``), kept as a reference and for ``torch.func``.
+one ``h @ [a O^T, W^T]``), kept as a reference; ``impl="bptt"`` runs it by itself under
+``torch.func.vmap`` and ``jvp`` (the Function serves autograd and ``torch.func.grad``; see
+docs/modules.md).
 """
 
 from __future__ import annotations
