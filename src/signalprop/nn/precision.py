@@ -67,7 +67,7 @@ def only_grad_transforms() -> bool:
     """True when no transform other than ``torch.func.grad``/``vjp`` (reverse mode) is active:
     the hand-written backward passes compose with those, not with ``vmap`` or ``jvp``. Always
     True while ``torch.compile`` traces (Dynamo cannot read the transform stack)."""
-    if torch.compiler.is_compiling():
+    if torch.compiler.is_compiling() or torch._C._functorch.peek_interpreter_stack() is None:
         return True
     return all(name == "grad" for name in functorch_transforms())
 
