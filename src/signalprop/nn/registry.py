@@ -72,6 +72,16 @@ def _target_cnn(device: Any = None, dtype: Any = None) -> nn.Module:
                                  device=device, dtype=dtype)
 
 
+def _with_feedback(layer: nn.Module) -> nn.Module:
+    """``layer`` with a fixed random feedback buffer ``B`` (what feedback alignment attaches):
+    its input gradient goes through ``B R`` (:mod:`signalprop.nn.feedback`)."""
+    weight = layer.weight
+    g = torch.Generator().manual_seed(2)
+    feedback = torch.randn(weight.shape, generator=g, dtype=weight.dtype).to(weight.device)
+    layer.register_buffer("feedback", feedback)
+    return layer
+
+
 MODULES: dict[str, ModuleSpec] = {
     "MLP": ModuleSpec(MLP, lambda **f: MLP(4, 6, 2, 3, **f), _data(5, 4), BF16, True),
     "ElmanRNN": ModuleSpec(ElmanRNN, lambda **f: ElmanRNN(2, 5, **f), _data(3, 4, 2), BF16,
@@ -109,6 +119,13 @@ MODULES: dict[str, ModuleSpec] = {
                                      lambda **f: DecorrelatedLinear(4, 3, **f), _data(6, 4), BF16),
     "DecorrelatedConv2d": ModuleSpec(
         DecorrelatedConv2d, lambda **f: DecorrelatedConv2d(2, 3, 3, padding=1, **f),
+        _data(2, 2, 5, 5), BF16),
+    "DecorrelatedLinear-feedback": ModuleSpec(
+        DecorrelatedLinear, lambda **f: _with_feedback(DecorrelatedLinear(4, 3, **f)),
+        _data(6, 4), BF16),
+    "DecorrelatedConv2d-feedback": ModuleSpec(
+        DecorrelatedConv2d,
+        lambda **f: _with_feedback(DecorrelatedConv2d(2, 3, 3, padding=1, **f)),
         _data(2, 2, 5, 5), BF16),
     "Gate": ModuleSpec(Gate, lambda **f: Gate("soft"), _data(4, 5), F32, True),
     "ShiftedSigmoid": ModuleSpec(ShiftedSigmoid, lambda **f: ShiftedSigmoid(), _data(4, 5), F32,
