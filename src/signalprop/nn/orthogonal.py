@@ -349,15 +349,19 @@ class AdditiveFilterBlock(nn.Module):
     def forward(self, h: Tensor) -> Tensor:
         """``h'`` from ``h``; float32 under autocast (see :mod:`signalprop.nn.precision`)."""
         device_type = h.device.type
-        weight, bias, filt = self.linear.weight, self.linear.bias, self.filter
         if torch.is_autocast_enabled(device_type):
-            h, weight, bias, filt = float32_inputs(device_type, h, weight, bias, filt)
+            h, filt = float32_inputs(device_type, h, self.filter)
             with autocast_off(device_type):
-                return self._step(h, weight, bias, filt)
-        return self._step(h, weight, bias, filt)
+                return self._step(h, filt, float32=True)
+        return self._step(h, self.filter)
 
-    def _step(self, h: Tensor, weight: Tensor, bias: Tensor, filt: Tensor) -> Tensor:
-        z = nn.functional.linear(h, weight, bias)
+    def _step(self, h: Tensor, filt: Tensor, float32: bool = False) -> Tensor:
+        linear = self.linear  # called as a module where dtypes allow, so its hooks see it
+        if not float32 or linear.weight.dtype == torch.float32:
+            z = linear(h)
+        else:  # a half-precision block under autocast: float32 copies of its weights
+            bias = None if linear.bias is None else linear.bias.float()
+            z = nn.functional.linear(h, linear.weight.float(), bias)
         return self.a * h @ filt.t() + self.b * _act(self.activation, z)
 
 
