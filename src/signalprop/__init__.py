@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("signalprop")
+except PackageNotFoundError:  # run from a source tree that was never installed
+    __version__ = "0+unknown"
 
 from signalprop.diagnose.core import Diagnosis, diagnose  # noqa: E402
 from signalprop.restore import load_run  # noqa: E402

@@ -11,14 +11,16 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from signalprop.errors import CheckpointCorrupt, ConfigError, SignalpropError
-from signalprop.learning.base import LearningRule
 from signalprop.storage import load_checkpoint
+
+if TYPE_CHECKING:  # nn, which the package imports, must not import learning
+    from signalprop.learning.base import LearningRule
 
 CHECKPOINT = "checkpoint.pt"
 RESULT = "result.json"

@@ -488,6 +488,8 @@ def fit(
             log.close()
         if recorder is not None:
             recorder.remove()
+        for rule in rules:
+            rule.detach()
     if main:
         if not last:
             epochs = epoch_records(run_dir)

@@ -4,7 +4,8 @@ A rule may replace how gradients are computed (feedback alignment, node perturba
 returning ``(loss, output)`` from :meth:`LearningRule.compute_gradients`, and may run a local,
 non-gradient update after the optimiser step (decorrelation, sensitivity adjustment) in
 :meth:`LearningRule.after_step`. The trainer uses the first rule that computes gradients, or
-plain backprop when none does, and calls every rule's ``after_step``.
+plain backprop when none does, and calls every rule's ``after_step``; when training ends, also
+on an error, it calls every rule's ``detach`` to remove what ``attach`` hooked into the model.
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ class LearningRule:
 
     def attach(self, model: nn.Module) -> None:
         """Called once before training, with the model on its final device."""
+
+    def detach(self) -> None:
+        """Undo :meth:`attach`'s side effects on the model (hooks); ``fit`` calls it when
+        training ends, also on an error. Safe to call twice or before ``attach``."""
 
     def compute_gradients(
         self, model: nn.Module, inputs: Tensor, targets: Tensor, loss_fn: LossFn

@@ -2,9 +2,10 @@
 
 FA (Lillicrap et al. 2016, arXiv 1411.0247): the backward pass sends the error through a fixed
 random matrix ``B`` of W's shape instead of ``W^T``: ``delta_in = delta B`` while the weight
-gradient stays ``delta z^T``. Implemented as custom autograd Functions for Linear and Conv2d;
-a decorrelated layer passes its error through the exact ``R^T`` (Ahmad, arXiv 2407.10780), so
-the feedback it uses is ``B R``.
+gradient stays ``delta z^T``. The custom autograd Functions for Linear and Conv2d live in
+:mod:`signalprop.nn.feedback` (so that ``nn`` needs nothing from ``learning``); a decorrelated
+layer passes its error through the exact ``R^T`` (Ahmad, arXiv 2407.10780), so the feedback it
+uses is ``B R``.
 
 DFA (Nokland 2016, arXiv 1609.01596): every hidden layer gets the output error ``e = dL/dy``
 through its own fixed random matrix: ``delta_l = (B_l e) * f'(a_l)``. With
@@ -19,72 +20,17 @@ import types
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from signalprop.config import require_number
 from signalprop.errors import ConfigError
 from signalprop.learning.base import LearningRule, LossFn
-
-
-class LinearFeedback(torch.autograd.Function):
-    """``y = x W^T + b`` whose backward gives ``dx = dy B`` (B fixed), ``dW = dy^T x``."""
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, feedback: Tensor):
-        ctx.save_for_backward(x, feedback)
-        ctx.has_bias = bias is not None
-        return F.linear(x, weight, bias)
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor):
-        x, feedback = ctx.saved_tensors
-        grad_x = grad @ feedback.to(grad.dtype) if ctx.needs_input_grad[0] else None
-        flat_grad = grad.reshape(-1, grad.shape[-1])
-        grad_w = flat_grad.T @ x.reshape(-1, x.shape[-1]) if ctx.needs_input_grad[1] else None
-        grad_b = flat_grad.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
-        return grad_x, grad_w, grad_b, None
-
-
-class Conv2dFeedback(torch.autograd.Function):
-    """2-D convolution whose input gradient uses the fixed kernel ``B`` instead of ``W``."""
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, feedback: Tensor,
-                stride: Any, padding: Any, dilation: Any, groups: int):
-        ctx.save_for_backward(x, feedback)
-        ctx.conf = (stride, padding, dilation, groups, weight.shape, bias is not None)
-        return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor):
-        x, feedback = ctx.saved_tensors
-        stride, padding, dilation, groups, w_shape, has_bias = ctx.conf
-        grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[0]:
-            grad_x = torch.nn.grad.conv2d_input(
-                x.shape, feedback.to(grad.dtype), grad, stride, padding, dilation, groups)
-        if ctx.needs_input_grad[1]:
-            grad_w = torch.nn.grad.conv2d_weight(
-                x, w_shape, grad, stride, padding, dilation, groups)
-        if has_bias and ctx.needs_input_grad[2]:
-            grad_b = grad.sum((0, 2, 3))
-        return grad_x, grad_w, grad_b, None, None, None, None, None
-
-
-def linear_with_feedback(x: Tensor, weight: Tensor, bias: Tensor | None,
-                         feedback: Tensor) -> Tensor:
-    """Functional FA linear map (see :class:`LinearFeedback`)."""
-    return LinearFeedback.apply(x, weight, bias, feedback)
-
-
-def conv2d_with_feedback(x: Tensor, weight: Tensor, bias: Tensor | None, feedback: Tensor,
-                         stride: Any = 1, padding: Any = 0, dilation: Any = 1,
-                         groups: int = 1) -> Tensor:
-    """Functional FA convolution (see :class:`Conv2dFeedback`)."""
-    if isinstance(padding, str):
-        raise ConfigError("feedback alignment supports numeric conv padding only")
-    return Conv2dFeedback.apply(x, weight, bias, feedback, stride, padding, dilation, groups)
+from signalprop.nn.feedback import (  # noqa: F401 - re-exported
+    Conv2dFeedback,
+    LinearFeedback,
+    conv2d_with_feedback,
+    linear_with_feedback,
+)
 
 
 def _fa_linear_forward(self: nn.Linear, x: Tensor) -> Tensor:
@@ -165,9 +111,13 @@ class _Inject(torch.autograd.Function):
     """Identity forward; backward replaces the incoming gradient with ``e B^T`` (DFA)."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, holder: dict, key: str):
-        ctx.holder, ctx.key, ctx.shape = holder, key, x.shape
+    def forward(x: Tensor, holder: dict, key: str) -> Tensor:
         return x.view_as(x)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
+        x, holder, key = inputs
+        ctx.holder, ctx.key, ctx.shape = holder, key, x.shape
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor):
@@ -175,6 +125,11 @@ class _Inject(torch.autograd.Function):
         matrix = ctx.holder["matrix"](ctx.key, math.prod(ctx.shape[1:]), error)
         direct = error @ matrix.T
         return direct.reshape(ctx.shape), None, None
+
+    @staticmethod
+    def vmap(info: Any, in_dims: tuple, *args: Any) -> Any:
+        raise ConfigError("direct feedback alignment cannot run under torch.func.vmap: its "
+                          "error reaches the layers through a side channel, not a tensor")
 
 
 class DirectFeedbackAlignment(LearningRule):
@@ -200,8 +155,7 @@ class DirectFeedbackAlignment(LearningRule):
         self._handles: list[Any] = []
 
     def attach(self, model: nn.Module) -> None:
-        for handle in self._handles:
-            handle.remove()
+        self.detach()
         layers = feedback_layers(model)
         if len(layers) < 2:
             raise ConfigError("direct feedback alignment needs at least two Linear/Conv2d layers")
@@ -213,6 +167,12 @@ class DirectFeedbackAlignment(LearningRule):
                 hook = module.register_forward_hook(self._make_hook(name))
             self._handles.append(hook)
         self._active = False
+
+    def detach(self) -> None:
+        """Remove the injection hooks from the model."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
 
     def _matrix(self, key: str, numel: int, error: Tensor) -> Tensor:
         """``B_l`` (numel x n_out), drawn on first use from a seed fixed by the layer name."""

@@ -69,6 +69,10 @@ class NodePerturbation(LearningRule):
         if not self._layers:
             raise ConfigError("node perturbation needs a model with Linear or Conv2d layers")
 
+    def detach(self) -> None:
+        """Forget the model's layers."""
+        self._layers = []
+
     def compute_gradients(self, model: nn.Module, inputs: Tensor, targets: Tensor,
                           loss_fn: LossFn) -> tuple[Tensor, Tensor]:
         if not self._layers:

@@ -19,8 +19,9 @@ from torch import Tensor, nn
 
 from signalprop.config import require_int
 from signalprop.errors import ConfigError
-from signalprop.learning.feedback_alignment import conv2d_with_feedback, linear_with_feedback
 from signalprop.nn.decorrelation import Decorrelator, centre
+from signalprop.nn.feedback import conv2d_with_feedback, linear_with_feedback
+from signalprop.nn.precision import under_transform
 
 FUSE = ("auto", "always", "never")
 
@@ -79,7 +80,7 @@ class DecorrelatedLinear(nn.Linear):
         rows = x.reshape(-1, self.in_features)
         mu = dec.mean(rows)
         index = None
-        if self.training and dec.recording:
+        if dec.updating():
             index = dec.sample_index(rows.shape[0], rows.device)
         feedback = self._buffers.get("feedback")  # set by feedback alignment
         grad = torch.is_grad_enabled()
@@ -182,13 +183,15 @@ class DecorrelatedConv2d(nn.Conv2d):
             elif self.training:
                 mean_image = x.sum(0, keepdim=True) * (1.0 / x.shape[0])  # see Decorrelator.mean
                 mu = self.patches(mean_image).mean(0)
-                dec._last_mean = mu.detach()
-                if dec.recording:
-                    with torch.no_grad():
-                        dec.running_mean.lerp_(mu.detach(), dec.momentum)
+                if not under_transform():  # a torch.func transform must stay pure
+                    dec._last_mean = mu.detach()
+                    if dec.recording:
+                        with torch.no_grad():
+                            dec.running_mean.lerp_(mu.detach().to(dec.running_mean.dtype),
+                                                   dec.momentum)
             else:
                 mu = dec.running_mean
-        if self.training and dec.recording:
+        if dec.updating():
             images = x[dec.sample_index(x.shape[0], x.device)]
             sample_mu = mu if mu is not None else torch.zeros_like(dec.running_mean)
             dec.record(self.patches(images.detach()), sample_mu)

@@ -60,6 +60,7 @@ from signalprop.nn.block_diagonal import (
     right_multiply,
     split_rows,
 )
+from signalprop.nn.precision import under_transform
 
 RULES = ("decorrelate", "whiten", "normalised", "foldiak")
 SUBSAMPLING = ("first", "random")
@@ -195,6 +196,8 @@ class Decorrelator(nn.Module):
         """The forward map ``M`` in ``z = M (x - mu)``: ``R``, or the cached ``R^-1`` (Foldiak)."""
         if self.rule != "foldiak":
             return self.R
+        if under_transform():  # R may be a transform's tensor: no cache, no data_ptr
+            return self._block_inverse()
         key = (self.R._version, self.R.data_ptr(), self.R.dtype)
         if self._inverse is None or self._inverse[0] != key:
             try:
@@ -245,6 +248,8 @@ class Decorrelator(nn.Module):
         # sum * (1/n), not mean(): mean's backward writes a divided (n, d) copy of the gradient;
         # sum's expands it as a view
         mu = rows.sum(0) * (1.0 / rows.shape[0])
+        if under_transform():  # a torch.func transform must stay pure: no state update
+            return mu
         frozen = mu.detach()
         self._last_mean = frozen
         if self.recording:  # both detached: the in-place update records no graph
@@ -253,10 +258,15 @@ class Decorrelator(nn.Module):
                           self.momentum)
         return mu
 
+    def updating(self) -> bool:
+        """Whether this forward pass updates state (running mean, update sample): in training,
+        while recording, and never inside a ``torch.func`` transform, which must stay pure."""
+        return self.training and self.recording and not under_transform()
+
     def record(self, rows: Tensor, mu: Tensor, z: Tensor | None = None) -> None:
         """Keep ``rows`` (raw inputs, one per row), the batch mean and, when the forward pass
         computed them, the rows' decorrelated values ``z`` (saves one product in the update)."""
-        if not (self.training and self.recording):
+        if not self.updating():
             return
         # detach and reshape only where needed: each is an op dispatch, and callers usually pass
         # detached (k, d) slices
@@ -274,7 +284,7 @@ class Decorrelator(nn.Module):
         rows = x.reshape(-1, self.features)
         mu = self.mean(rows)
         z = self.apply(centre(rows, mu))
-        if self.training and self.recording:
+        if self.updating():
             index = self.sample_index(rows.shape[0], rows.device)
             self.record(rows.detach()[index], mu, z.detach()[index])
         return z.reshape(x.shape)

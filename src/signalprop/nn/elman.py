@@ -26,6 +26,9 @@ class ShiftedSigmoid(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return torch.sigmoid(x) - 0.5
 
+    def extra_repr(self) -> str:
+        return "f(x) = sigmoid(x) - 0.5"
+
 
 def shifted_sigmoid(x: Tensor) -> Tensor:
     """Functional form of :class:`ShiftedSigmoid`."""

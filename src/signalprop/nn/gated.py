@@ -291,21 +291,25 @@ class GatedMLP(GatedNetwork):
         out_features: int,
         *,
         bias: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
         **options: Any,
     ) -> None:
         super().__init__(**options)
+        factory = {"device": device, "dtype": dtype}
         for name, value in (("in_features", in_features), ("width", width), ("depth", depth),
                             ("out_features", out_features)):
             _check_positive_int("GatedMLP", name, value)
         self.in_features, self.width, self.depth = in_features, width, depth
         self.out_features, self.bias = out_features, bias
         sizes = [in_features] + [width] * depth
-        self.value_layers = nn.ModuleList(
-            nn.Linear(a, b, bias=bias) for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+        self.value_layers = nn.ModuleList(nn.Linear(a, b, bias=bias, **factory)
+                                          for a, b in zip(sizes[:-1], sizes[1:], strict=True))
         self.feature_layers = nn.ModuleList(
-            nn.Linear(a, b, bias=bias) for a, b in zip(sizes[:-1], sizes[1:], strict=True)
+            nn.Linear(a, b, bias=bias, **factory)
+            for a, b in zip(sizes[:-1], sizes[1:], strict=True)
         ) if self.gating == "separate" else nn.ModuleList()
-        self.head = nn.Linear(width, out_features, bias=bias)
+        self.head = nn.Linear(width, out_features, bias=bias, **factory)
         self.reset_parameters()
 
     def _prepare(self, x: Tensor) -> Tensor:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import torch
 from torch import nn
 
 from signalprop.errors import ConfigError
@@ -33,9 +34,12 @@ class GatedConvNet(GatedNetwork):
         dense: Sequence[int] = (256, 256),
         kernel_size: int = 3,
         bias: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
         **options: Any,
     ) -> None:
         super().__init__(**options)
+        factory = {"device": device, "dtype": dtype}
         _check_positive_int("GatedConvNet", "in_channels", in_channels)
         _check_positive_int("GatedConvNet", "out_features", out_features)
         _check_positive_int("GatedConvNet", "kernel_size", kernel_size)
@@ -54,15 +58,16 @@ class GatedConvNet(GatedNetwork):
             layers: list[nn.Module] = []
             sizes = (in_channels, *channels)
             for a, b in zip(sizes[:-1], sizes[1:], strict=True):
-                layers.append(nn.Conv2d(a, b, kernel_size, padding=kernel_size // 2, bias=bias))
+                layers.append(nn.Conv2d(a, b, kernel_size, padding=kernel_size // 2, bias=bias,
+                                        **factory))
             sizes = (channels[-1], *dense)
             for a, b in zip(sizes[:-1], sizes[1:], strict=True):
-                layers.append(nn.Linear(a, b, bias=bias))
+                layers.append(nn.Linear(a, b, bias=bias, **factory))
             return nn.ModuleList(layers)
 
         self.value_layers = build()
         self.feature_layers = build() if self.gating == "separate" else nn.ModuleList()
-        self.head = nn.Linear((channels + dense)[-1], out_features, bias=bias)
+        self.head = nn.Linear((channels + dense)[-1], out_features, bias=bias, **factory)
         self.pool_after = len(channels) - 1
         self.reset_parameters()
 

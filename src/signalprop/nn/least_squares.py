@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from signalprop.errors import ConfigError, DivergenceError
+from signalprop.nn.precision import autocast_off, solve_dtype
 
 #: ridge used once lambda = 0 fails (relative to the mean diagonal of the Gram matrix)
 _FALLBACK_RELATIVE_RIDGE = 1e-6
@@ -80,7 +81,8 @@ def ridge_solve(
     "primal" (d x d), "dual" (n x n) or "auto" (the smaller). On a failed factorisation the
     ridge is multiplied by 10 up to ``retries`` times, then QR is tried; a :class:`DivergenceError`
     naming ``layer`` is raised if all fail. If ``report`` is a list a :class:`SolveReport` is
-    appended to it.
+    appended to it. Half-precision inputs are solved in float32 with autocast off and the
+    weights cast back (no bf16/fp16 Cholesky kernels; see :mod:`signalprop.nn.precision`).
     """
     if ridge < 0:
         raise ConfigError(f"ridge must be >= 0, got {ridge!r}")
@@ -91,6 +93,18 @@ def ridge_solve(
             f"{layer}: design {tuple(design.shape)} and targets {tuple(targets.shape)} must be "
             "2-D with the same number of rows"
         )
+    out_dtype = torch.promote_types(design.dtype, targets.dtype)
+    if design.device.type == "meta":  # shapes only (construction under torch.device("meta"))
+        return design.new_empty(design.shape[1], targets.shape[1], dtype=out_dtype)
+    work_dtype = solve_dtype(out_dtype)
+    with autocast_off(design.device.type):
+        solution = _solve(design.to(work_dtype), targets.to(work_dtype), ridge, layer, retries,
+                          form, report)
+    return solution.to(out_dtype)
+
+
+def _solve(design: Tensor, targets: Tensor, ridge: float, layer: str, retries: int, form: str,
+           report: list[SolveReport] | None) -> Tensor:
     if not bool(torch.isfinite(design).all()) or not bool(torch.isfinite(targets).all()):
         bad = "inputs on the target minibatch" if not bool(torch.isfinite(design).all()) else (
             "targets")

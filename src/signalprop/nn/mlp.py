@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import Tensor, nn
 
 from signalprop.config import require_int
@@ -37,6 +38,8 @@ class MLP(nn.Module):
         out_features: int,
         activation: str = "tanh",
         gain: float = 1.0,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         for name, value in (("in_features", in_features), ("width", width), ("depth", depth),
@@ -45,13 +48,14 @@ class MLP(nn.Module):
         if not (isinstance(gain, int | float) and math.isfinite(gain) and gain > 0):
             raise ConfigError(f"MLP gain must be a finite number > 0, got {gain!r}")
         self.gain = float(gain)
+        factory = {"device": device, "dtype": dtype}
         layers: list[nn.Module] = []
         features = in_features
         for _ in range(depth):
-            layers += [nn.Linear(features, width), make_activation(activation)]
+            layers += [nn.Linear(features, width, **factory), make_activation(activation)]
             features = width
         self.hidden = nn.Sequential(*layers)
-        self.head = nn.Linear(features, out_features)
+        self.head = nn.Linear(features, out_features, **factory)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -62,3 +66,6 @@ class MLP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.hidden(x.flatten(1)))
+
+    def extra_repr(self) -> str:
+        return f"gain={self.gain:g}"

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from signalprop.config import require_int, require_number
 from signalprop.errors import ConfigError
+from signalprop.nn.precision import autocast_off, float32_inputs, only_grad_transforms
 
 SKIPS = ("orthogonal", "identity", "none")
 STACK_ACTIVATIONS = ("tanh", "relu", "identity")
@@ -87,6 +88,11 @@ def _layer(h: Tensor, weight: Tensor, bias: Tensor, filt: Tensor | None, a: floa
     return p * b if b != 1.0 else p, p
 
 
+_TRANSFORM_ERROR = ("the checkpointed additive-filter stack's backward is hand-written and does "
+                    "not support {transform}; the module uses plain autograd under it, so call "
+                    "AdditiveFilterStack rather than _CheckpointedStack.apply")
+
+
 class _CheckpointedStack(torch.autograd.Function):
     """``h_L`` of the stacked layers; saves every ``segment``-th state and recomputes the rest.
 
@@ -97,7 +103,7 @@ class _CheckpointedStack(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, h0, weight, bias, filt, a, b, skip, act, segment):  # type: ignore[override]
+    def forward(h0, weight, bias, filt, a, b, skip, act, segment):  # type: ignore[override]
         depth = weight.shape[0]
         checkpoints = []
         h = h0
@@ -106,13 +112,23 @@ class _CheckpointedStack(torch.autograd.Function):
                 if layer % segment == 0:
                     checkpoints.append(h)
                 h, _ = _layer(h, weight[layer], bias[layer], filt, a, b, skip, act)
-        ctx.save_for_backward(torch.stack(checkpoints), weight, bias,
-                              filt if filt is not None else torch.empty(0))
-        ctx.config = (a, b, skip, act, segment, filt is not None)
-        return h
+        return h, torch.stack(checkpoints)
 
     @staticmethod
-    def backward(ctx, grad_out):  # type: ignore[override]
+    def setup_context(ctx, inputs, output):  # type: ignore[override]
+        h0, weight, bias, filt, a, b, skip, act, segment = inputs
+        ctx.mark_non_differentiable(output[1])
+        ctx.save_for_backward(output[1], weight, bias,
+                              filt if filt is not None else torch.empty(0))
+        ctx.config = (a, b, skip, act, segment, filt is not None)
+        ctx.device_type = h0.device.type
+
+    @staticmethod
+    def vmap(info, in_dims, *args):  # type: ignore[override]
+        raise ConfigError(_TRANSFORM_ERROR.format(transform="torch.func.vmap"))
+
+    @staticmethod
+    def backward(ctx, grad_out, grad_checkpoints):  # type: ignore[override]
         checkpoints, weight, bias, filt = ctx.saved_tensors
         a, b, skip, act, segment, has_filt = ctx.config
         filt = filt if has_filt else None
@@ -120,7 +136,7 @@ class _CheckpointedStack(torch.autograd.Function):
         grad_w = torch.empty_like(weight)
         grad_c = torch.empty_like(bias)
         g = grad_out.contiguous()
-        with torch.no_grad():
+        with torch.no_grad(), autocast_off(ctx.device_type):
             for index in range(checkpoints.shape[0] - 1, -1, -1):
                 start = index * segment
                 stop = min(start + segment, depth)
@@ -157,7 +173,9 @@ class AdditiveFilterStack(nn.Module):
     net ``h + b phi(.)`` with ``a = 1``) or ``"none"`` (a plain MLP ``b phi(.)``, ``b = 1``).
     ``beta=None`` sets ``b = beta_scale / depth`` (depth-independent Jacobian bounds); a number
     fixes it. ``W_l ~ N(0, gain^2 / n)``, ``c_l = 0``. ``segment`` is the recomputation segment
-    (default ``ceil(sqrt(depth))``); ``checkpoint=False`` uses plain autograd (for torch.func).
+    (default ``ceil(sqrt(depth))``); ``checkpoint=False`` uses plain autograd, as the module does
+    by itself under ``torch.func.vmap`` and ``jvp`` (docs/modules.md). ``device``/``dtype`` as
+    for ``torch.nn`` modules.
     """
 
     def __init__(
@@ -173,6 +191,8 @@ class AdditiveFilterStack(nn.Module):
         segment: int | None = None,
         checkpoint: bool = True,
         generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         self.width = require_int("AdditiveFilterStack", "width", width)
@@ -197,10 +217,12 @@ class AdditiveFilterStack(nn.Module):
             segment = max(1, math.ceil(math.sqrt(depth)))
         self.segment = require_int("AdditiveFilterStack", "segment", segment)
         self.checkpoint = bool(checkpoint)
-        self.weight = nn.Parameter(torch.empty(depth, width, width))
-        self.bias = nn.Parameter(torch.empty(depth, width))
+        factory = {"device": device, "dtype": dtype}
+        self.weight = nn.Parameter(torch.empty(depth, width, width, **factory))
+        self.bias = nn.Parameter(torch.empty(depth, width, **factory))
         if skip == "orthogonal":
-            self.register_buffer("filter", random_orthogonal(width, generator=generator))
+            self.register_buffer("filter", random_orthogonal(width, generator=generator,
+                                                             **factory))
         else:
             self.filter = None
         self.reset_parameters(generator)
@@ -216,12 +238,22 @@ class AdditiveFilterStack(nn.Module):
                 f"checkpoint={self.checkpoint}")
 
     def forward(self, h: Tensor) -> Tensor:
-        if self.checkpoint and torch.is_grad_enabled():
-            return _CheckpointedStack.apply(h, self.weight, self.bias, self.filter, self.a,
-                                            self.b, self.skip, self.activation, self.segment)
+        """``h_L`` from ``h_0``; float32 under autocast (see :mod:`signalprop.nn.precision`)."""
+        device_type = h.device.type
+        if torch.is_autocast_enabled(device_type):
+            h, weight, bias, filt = float32_inputs(device_type, h, self.weight, self.bias,
+                                                   self.filter)
+            with autocast_off(device_type):
+                return self._stack(h, weight, bias, filt)
+        return self._stack(h, self.weight, self.bias, self.filter)
+
+    def _stack(self, h: Tensor, weight: Tensor, bias: Tensor, filt: Tensor | None) -> Tensor:
+        if self.checkpoint and torch.is_grad_enabled() and only_grad_transforms():
+            return _CheckpointedStack.apply(h, weight, bias, filt, self.a, self.b, self.skip,
+                                            self.activation, self.segment)[0]
         for layer in range(self.depth):
-            h, _ = _layer(h, self.weight[layer], self.bias[layer], self.filter, self.a, self.b,
-                          self.skip, self.activation)
+            h, _ = _layer(h, weight[layer], bias[layer], filt, self.a, self.b, self.skip,
+                          self.activation)
         return h
 
     @torch.no_grad()
@@ -253,15 +285,19 @@ class AdditiveFilterMLP(nn.Module):
         width: int,
         depth: int,
         out_features: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
         **stack_options: object,
     ) -> None:
         super().__init__()
         require_int("AdditiveFilterMLP", "in_features", in_features)
         require_int("AdditiveFilterMLP", "out_features", out_features)
         require_int("AdditiveFilterMLP", "width", width)
-        self.input = nn.Linear(in_features, width)
-        self.stack = AdditiveFilterStack(width, depth, **stack_options)  # type: ignore[arg-type]
-        self.head = nn.Linear(width, out_features)
+        factory = {"device": device, "dtype": dtype}
+        self.input = nn.Linear(in_features, width, **factory)
+        self.stack = AdditiveFilterStack(width, depth, **factory,
+                                         **stack_options)  # type: ignore[arg-type]
+        self.head = nn.Linear(width, out_features, **factory)
 
     def reset_parameters(self) -> None:
         self.input.reset_parameters()
@@ -270,6 +306,9 @@ class AdditiveFilterMLP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.stack(self.input(x.flatten(1))))
+
+    def extra_repr(self) -> str:
+        return "y = head(stack(input(x.flatten(1))))"
 
 
 def additive_filter_mlp(
@@ -283,7 +322,9 @@ class AdditiveFilterBlock(nn.Module):
     """One layer ``h' = a * O h + b * phi(W h + c)``, ``a = 1 - b``, as a plain module."""
 
     def __init__(self, width: int, beta: float = 0.1, activation: str = "tanh",
-                 gain: float = 1.0, generator: torch.Generator | None = None) -> None:
+                 gain: float = 1.0, generator: torch.Generator | None = None,
+                 device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None) -> None:
         super().__init__()
         self.width = require_int("AdditiveFilterBlock", "width", width)
         self.b = _check_beta("AdditiveFilterBlock", beta)
@@ -293,8 +334,9 @@ class AdditiveFilterBlock(nn.Module):
                               f"{STACK_ACTIVATIONS}, got {activation!r}")
         self.activation = activation
         self.gain = _check_positive("AdditiveFilterBlock", "gain", gain)
-        self.linear = nn.Linear(width, width)
-        self.register_buffer("filter", random_orthogonal(width, generator=generator))
+        self.linear = nn.Linear(width, width, device=device, dtype=dtype)
+        self.register_buffer("filter", random_orthogonal(width, generator=generator,
+                                                         device=device, dtype=dtype))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -305,4 +347,20 @@ class AdditiveFilterBlock(nn.Module):
         return f"width={self.width}, a={self.a:.6g}, b={self.b:.6g}, activation={self.activation!r}"
 
     def forward(self, h: Tensor) -> Tensor:
-        return self.a * h @ self.filter.t() + self.b * _act(self.activation, self.linear(h))
+        """``h'`` from ``h``; float32 under autocast (see :mod:`signalprop.nn.precision`)."""
+        device_type = h.device.type
+        if torch.is_autocast_enabled(device_type):
+            h, filt = float32_inputs(device_type, h, self.filter)
+            with autocast_off(device_type):
+                return self._step(h, filt, float32=True)
+        return self._step(h, self.filter)
+
+    def _step(self, h: Tensor, filt: Tensor, float32: bool = False) -> Tensor:
+        linear = self.linear  # called as a module where dtypes allow, so its hooks see it
+        if not float32 or linear.weight.dtype == torch.float32:
+            z = linear(h)
+        else:  # a half-precision block under autocast: float32 copies of its weights
+            bias = None if linear.bias is None else linear.bias.float()
+            z = nn.functional.linear(h, linear.weight.float(), bias)
+        return self.a * h @ filt.t() + self.b * _act(self.activation, z)
+

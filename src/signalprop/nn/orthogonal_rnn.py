@@ -17,7 +17,9 @@ a multiply per step)::
     dL/dW = sum_t g_z,t^T h_{t-1} (one matmul over all steps);  dL/d(U x_t + c) = g_z,t.
 
 ``impl="loop"`` is the lean autograd version (time-major, ``unbind(0)``, ``O`` and ``W`` fused in
-one ``h @ [a O^T, W^T]``), kept as a reference and for ``torch.func``.
+one ``h @ [a O^T, W^T]``), kept as a reference; ``impl="bptt"`` runs it by itself under
+``torch.func.vmap`` and ``jvp`` (the Function serves autograd and ``torch.func.grad``; see
+docs/modules.md).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from signalprop.nn.orthogonal import (
     _check_positive,
     random_orthogonal,
 )
+from signalprop.nn.precision import autocast_off, float32_inputs, only_grad_transforms
 from signalprop.nn.readout import LastStepClassifier
 
 RNN_ACTIVATIONS = ("tanh", "relu")
@@ -51,11 +54,15 @@ _MAX_SPARE = 4
 def _take_buffer(like: Tensor, shape: tuple[int, ...]) -> Tensor:
     """A ``(T, B, n)`` buffer, reusing one a finished backward gave back: a fresh 50 MB tensor
     costs more in page faults than the GEMMs that fill it."""
+    if torch.compiler.is_compiling():  # compiled graphs own their memory
+        return like.new_empty(shape)
     spare = _SPARE_BUFFERS.pop((shape, like.dtype, like.device), None)
     return spare if spare is not None else like.new_empty(shape)
 
 
 def _give_back(buffer: Tensor) -> None:
+    if torch.compiler.is_compiling() or torch._C._functorch.is_functorch_wrapped_tensor(buffer):
+        return  # a traced or torch.func-wrapped buffer stays with its graph or transform
     if len(_SPARE_BUFFERS) >= _MAX_SPARE:
         _SPARE_BUFFERS.pop(next(iter(_SPARE_BUFFERS)))
     _SPARE_BUFFERS[(tuple(buffer.shape), buffer.dtype, buffer.device)] = buffer
@@ -118,22 +125,35 @@ class _AdditiveFilterBPTT(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, h0, weight_ih, bias, weight, filt, a, b, act):  # type: ignore[override]
-        ctx.set_materialize_grads(False)
+    def forward(x, h0, weight_ih, bias, weight, filt, a, b, act):  # type: ignore[override]
         with torch.no_grad():
             states, acts = _run_recurrence(x, h0, weight_ih, bias, weight, filt, a, b, act)
+        return states[1:], states[-1].clone(), acts, states
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):  # type: ignore[override]
+        x, h0, weight_ih, bias, weight, filt, a, b, act = inputs
+        _, _, acts, states = output
+        ctx.set_materialize_grads(False)
+        ctx.mark_non_differentiable(acts, states)
         ctx.save_for_backward(x, h0, weight_ih, bias, weight, filt, states)
         ctx.acts = acts  # overwritten by backward; recomputed if backward runs again
         ctx.config = (a, b, act)
-        return states[1:], states[-1].clone()
+        ctx.device_type = x.device.type
 
     @staticmethod
-    def backward(ctx, grad_states, grad_last):  # type: ignore[override]
+    def vmap(info, in_dims, *args):  # type: ignore[override]
+        raise ConfigError("the additive-filter RNN's hand-written BPTT does not support "
+                          "torch.func.vmap; AdditiveFilterRNN runs its autograd loop under it, "
+                          "so call the module rather than _AdditiveFilterBPTT.apply")
+
+    @staticmethod
+    def backward(ctx, grad_states, grad_last, grad_acts, grad_all):  # type: ignore[override]
         x, h0, weight_ih, bias, weight, filt, states = ctx.saved_tensors
         a, b, act = ctx.config
         acts, ctx.acts = ctx.acts, None
         steps, batch, hidden = states[1:].shape
-        with torch.no_grad():
+        with torch.no_grad(), autocast_off(ctx.device_type):
             if acts is None:  # a second backward (retain_graph): rebuild the overwritten buffer
                 acts = _run_recurrence(x, h0, weight_ih, bias, weight, filt, a, b, act)[1]
             if act == "tanh":  # b tanh'(z) = 4 b s (1 - s), in place
@@ -189,6 +209,8 @@ class AdditiveFilterRNNCell(nn.Module):
         input_gain: float = 1.0,
         generator: torch.Generator | None = None,
         filter: str = "haar",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         if filter not in FILTERS:
@@ -205,17 +227,19 @@ class AdditiveFilterRNNCell(nn.Module):
         self.activation = activation
         self.gain = _check_positive("AdditiveFilterRNNCell", "gain", gain)
         self.input_gain = _check_positive("AdditiveFilterRNNCell", "input_gain", input_gain)
-        self.weight_ih = nn.Parameter(torch.empty(hidden_size, input_size))
-        self.weight_hh = nn.Parameter(torch.empty(hidden_size, hidden_size))
-        self.bias = nn.Parameter(torch.empty(hidden_size)) if bias else None
+        factory = {"device": device, "dtype": dtype}
+        self.weight_ih = nn.Parameter(torch.empty(hidden_size, input_size, **factory))
+        self.weight_hh = nn.Parameter(torch.empty(hidden_size, hidden_size, **factory))
+        self.bias = nn.Parameter(torch.empty(hidden_size, **factory)) if bias else None
         if filter == "haar":
-            self.register_buffer("filter", random_orthogonal(hidden_size, generator=generator))
+            self.register_buffer("filter", random_orthogonal(hidden_size, generator=generator,
+                                                             **factory))
             self.permutation = None
         else:
             perm = (torch.randperm(hidden_size, generator=generator) if filter == "permutation"
                     else torch.arange(hidden_size).roll(1))
-            self.register_buffer("permutation", perm)
-            self.register_buffer("filter", torch.eye(hidden_size)[perm])
+            self.register_buffer("permutation", perm.to(device))
+            self.register_buffer("filter", torch.eye(hidden_size, dtype=dtype)[perm].to(device))
         self.reset_parameters(generator)
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
@@ -233,10 +257,21 @@ class AdditiveFilterRNNCell(nn.Module):
                 f"filter={self.filter_kind!r}")
 
     def forward(self, x: Tensor, h: Tensor | None = None) -> Tensor:
+        """``h'`` from ``x`` (B, input_size) and ``h`` (B, hidden_size); float32 under autocast
+        (see :mod:`signalprop.nn.precision`)."""
         if h is None:
             h = x.new_zeros(x.shape[0], self.hidden_size)
-        z = nn.functional.linear(x, self.weight_ih, self.bias) + h @ self.weight_hh.t()
-        return self.a * h @ self.filter.t() + self.b * _act(self.activation, z)
+        device_type = x.device.type
+        if torch.is_autocast_enabled(device_type):
+            with autocast_off(device_type):
+                return self._step(*float32_inputs(device_type, x, h, self.weight_ih, self.bias,
+                                                  self.weight_hh, self.filter))
+        return self._step(x, h, self.weight_ih, self.bias, self.weight_hh, self.filter)
+
+    def _step(self, x: Tensor, h: Tensor, weight_ih: Tensor, bias: Tensor | None,
+              weight_hh: Tensor, filt: Tensor) -> Tensor:
+        z = nn.functional.linear(x, weight_ih, bias) + h @ weight_hh.t()
+        return self.a * h @ filt.t() + self.b * _act(self.activation, z)
 
 
 class AdditiveFilterRNN(nn.Module):
@@ -260,12 +295,15 @@ class AdditiveFilterRNN(nn.Module):
         impl: str = "bptt",
         generator: torch.Generator | None = None,
         filter: str = "haar",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         if impl not in IMPLS:
             raise ConfigError(f"AdditiveFilterRNN impl must be one of {IMPLS}, got {impl!r}")
         self.cell = AdditiveFilterRNNCell(input_size, hidden_size, beta, activation, bias, gain,
-                                          input_gain, generator, filter)
+                                          input_gain, generator, filter, device=device,
+                                          dtype=dtype)
         self.batch_first = bool(batch_first)
         self.impl = impl
 
@@ -293,30 +331,47 @@ class AdditiveFilterRNN(nn.Module):
                 raise ValueError(f"h0 must have shape (1, {batch}, {cell.hidden_size}), got "
                                  f"{tuple(h0.shape)}")
             h = h0[0]
-        filt = cell.filter if cell.permutation is None else cell.permutation
-        needs_grad = torch.is_grad_enabled() and any(
-            t.requires_grad for t in (input, h, *cell.parameters()))
-        if self.impl == "bptt" and not needs_grad:
-            states, acts = _run_recurrence(time_major, h, cell.weight_ih, cell.bias,
-                                           cell.weight_hh, filt, cell.a, cell.b, cell.activation)
-            _give_back(acts)
-            states, last = states[1:], states[-1]
-        elif self.impl == "bptt":
-            states, last = _AdditiveFilterBPTT.apply(time_major, h, cell.weight_ih, cell.bias,
-                                                     cell.weight_hh, filt, cell.a, cell.b,
-                                                     cell.activation)
+        device_type = input.device.type
+        if torch.is_autocast_enabled(device_type):  # float32, see signalprop.nn.precision
+            time_major, h, weight_ih, bias, weight_hh, filt = float32_inputs(
+                device_type, time_major, h, cell.weight_ih, cell.bias, cell.weight_hh,
+                cell.filter)
+            with autocast_off(device_type):
+                states, last = self._recurrence(time_major, h, weight_ih, bias, weight_hh, filt)
         else:
-            # all input projections U x_t + c in one matmul, time-major (T, B, H)
-            u = nn.functional.linear(time_major, cell.weight_ih, cell.bias).contiguous()
-            states = self._loop(u, h)
-            last = states[-1]
+            states, last = self._recurrence(time_major, h, cell.weight_ih, cell.bias,
+                                            cell.weight_hh, cell.filter)
         output = states.transpose(0, 1) if self.batch_first else states
         return output, last.unsqueeze(0)
 
-    def _loop(self, u: Tensor, h: Tensor) -> Tensor:
+    def _recurrence(self, x: Tensor, h: Tensor, weight_ih: Tensor, bias: Tensor | None,
+                    weight_hh: Tensor, filt: Tensor) -> tuple[Tensor, Tensor]:
+        """States ``(T, B, n)`` and ``h_T`` from time-major ``x``: the BPTT Function under
+        autograd and ``torch.func.grad``, the autograd loop for ``impl="loop"``, ``vmap`` and
+        ``jvp``."""
+        cell = self.cell
+        filt_or_perm = filt if cell.permutation is None else cell.permutation
+        needs_grad = torch.is_grad_enabled() and any(
+            t is not None and t.requires_grad for t in (x, h, weight_ih, bias, weight_hh))
+        if self.impl == "bptt" and only_grad_transforms():
+            if not needs_grad:
+                states, acts = _run_recurrence(x, h, weight_ih, bias, weight_hh, filt_or_perm,
+                                               cell.a, cell.b, cell.activation)
+                _give_back(acts)
+                return states[1:], states[-1]
+            states, last, _, _ = _AdditiveFilterBPTT.apply(x, h, weight_ih, bias, weight_hh,
+                                                           filt_or_perm, cell.a, cell.b,
+                                                           cell.activation)
+            return states, last
+        # all input projections U x_t + c in one matmul, time-major (T, B, H)
+        u = nn.functional.linear(x, weight_ih, bias).contiguous()
+        states = self._loop(u, h, weight_hh, filt)
+        return states, states[-1]
+
+    def _loop(self, u: Tensor, h: Tensor, weight_hh: Tensor, filt: Tensor) -> Tensor:
         cell = self.cell
         hidden = cell.hidden_size
-        fused = torch.cat([cell.a * cell.filter.t(), cell.weight_hh.t()], dim=1)
+        fused = torch.cat([cell.a * filt.t(), weight_hh.t()], dim=1)
         outs = []
         for u_t in u.unbind(0):
             mixed = h @ fused

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from signalprop.errors import ConfigError
@@ -18,7 +19,9 @@ class LastStepClassifier(nn.Module):
     unused, which the additive filter's hand-written BPTT turns into a cheaper backward.
     """
 
-    def __init__(self, rnn: nn.Module, out_features: int, scale: float = 1.0) -> None:
+    def __init__(self, rnn: nn.Module, out_features: int, scale: float = 1.0,
+                 device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None) -> None:
         super().__init__()
         if not getattr(rnn, "batch_first", False):
             raise ConfigError("LastStepClassifier needs a batch_first RNN "
@@ -29,7 +32,7 @@ class LastStepClassifier(nn.Module):
                               f"{type(rnn).__name__}")
         self.rnn = rnn
         self.scale = float(scale)
-        self.head = nn.Linear(hidden, out_features)
+        self.head = nn.Linear(hidden, out_features, device=device, dtype=dtype)
 
     def extra_repr(self) -> str:
         return f"scale={self.scale:.6g}"

@@ -67,6 +67,10 @@ def solve_affine(
     return weight, mean_t - mean_in @ weight.T
 
 
+def _float_dtype(x: Tensor) -> torch.dtype:
+    return x.dtype if x.is_floating_point() else torch.get_default_dtype()
+
+
 class TargetLayer(nn.Module):
     """A layer parameterised by targets for its pre-activation sums on the target minibatch.
 
@@ -77,9 +81,10 @@ class TargetLayer(nn.Module):
 
     out_features: int
 
-    def __init__(self) -> None:
+    def __init__(self, device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None) -> None:
         super().__init__()
-        self.targets = nn.Parameter(torch.empty(0))
+        self.targets = nn.Parameter(torch.empty(0, device=device, dtype=dtype))
         self.label = type(self).__name__
 
     def design(self, a_bar: Tensor) -> Tensor:
@@ -128,8 +133,10 @@ class TargetLayer(nn.Module):
 class TargetLinear(TargetLayer):
     """Dense layer in target space: targets (n_bar, out_features), ``z = a W^T + b``."""
 
-    def __init__(self, in_features: int, out_features: int) -> None:
-        super().__init__()
+    def __init__(self, in_features: int, out_features: int,
+                 device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None) -> None:
+        super().__init__(device, dtype)
         for name, value in (("in_features", in_features), ("out_features", out_features)):
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"TargetLinear {name} must be a positive integer, got {value!r}")
@@ -161,8 +168,9 @@ class TargetConv2d(TargetLayer):
     def __init__(
         self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
         stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0,
+        device: torch.device | str | None = None, dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(device, dtype)
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"TargetConv2d {name} must be a positive integer, got {value!r}")
@@ -211,7 +219,8 @@ class TargetSpaceModule(nn.Module):
 
     def __init__(
         self, x_bar: Tensor, *, ridge: float, mode: str, regularise_bias: bool,
-        init_std: float, project: bool,
+        init_std: float, project: bool, device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(x_bar, Tensor) or x_bar.dim() < 2 or x_bar.shape[0] < 1:
@@ -222,7 +231,11 @@ class TargetSpaceModule(nn.Module):
             raise ConfigError(f"mode must be one of {list(MODES)}, got {mode!r}")
         if not (isinstance(init_std, int | float) and init_std > 0):
             raise ConfigError(f"init_std must be > 0, got {init_std!r}")
-        self.register_buffer("x_bar", x_bar.detach().clone())
+        # x_bar moves to ``device``/``dtype`` when given (a non-floating one becomes the
+        # default float dtype); the targets and weights follow it
+        x_bar = x_bar.detach().to(device=device if device is not None else x_bar.device,
+                                  dtype=dtype or _float_dtype(x_bar))
+        self.register_buffer("x_bar", x_bar.clone())
         self.ridge, self.mode = float(ridge), mode
         self.regularise_bias, self.project = regularise_bias, project
         self.init_std = float(init_std)
@@ -302,11 +315,12 @@ class TargetSpaceSequential(TargetSpaceModule):
     def __init__(
         self, x_bar: Tensor, layers: Sequence[nn.Module], *, ridge: float = 1e-3,
         mode: str = "scu", regularise_bias: bool = True, init_std: float = 1.0,
-        project: bool = True,
+        project: bool = True, device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(x_bar, ridge=ridge, mode=mode, regularise_bias=regularise_bias,
-                         init_std=init_std, project=project)
-        self.layers = nn.Sequential(*layers)
+                         init_std=init_std, project=project, device=device, dtype=dtype)
+        self.layers = nn.Sequential(*layers).to(device=self.x_bar.device, dtype=self.x_bar.dtype)
         if not any(isinstance(m, TargetLayer) for m in self.layers):
             raise ConfigError("TargetSpaceSequential needs at least one TargetLayer")
         self._name_layers()
@@ -408,6 +422,7 @@ class ShortcutMLP(nn.Module):
     def __init__(
         self, in_features: int, width: int, depth: int, out_features: int,
         activation: str = "tanh", shortcuts: bool = False,
+        device: torch.device | str | None = None, dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         for name, value in (("in_features", in_features), ("width", width),
@@ -418,7 +433,8 @@ class ShortcutMLP(nn.Module):
         self.activation = make_activation(activation)
         fans = _fan_ins(in_features, width, depth, shortcuts)
         outs = [width] * depth + [out_features]
-        self.linears = nn.ModuleList(nn.Linear(i, o) for i, o in zip(fans, outs, strict=True))
+        self.linears = nn.ModuleList(nn.Linear(i, o, device=device, dtype=dtype)
+                                     for i, o in zip(fans, outs, strict=True))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -435,6 +451,9 @@ class ShortcutMLP(nn.Module):
                 return z
             features.append(self.activation(z))
         raise AssertionError("unreachable")
+
+    def extra_repr(self) -> str:
+        return f"shortcuts={self.shortcuts}, activation={self.activation_name!r}"
 
 
 def _fan_ins(in_features: int, width: int, depth: int, shortcuts: bool) -> list[int]:
@@ -456,10 +475,11 @@ class TargetSpaceMLP(TargetSpaceModule):
         self, x_bar: Tensor, width: int, depth: int, out_features: int, *,
         activation: str = "tanh", shortcuts: bool = False, ridge: float = 1e-3,
         mode: str = "scu", regularise_bias: bool = True, init_std: float = 1.0,
-        project: bool = True,
+        project: bool = True, device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(x_bar, ridge=ridge, mode=mode, regularise_bias=regularise_bias,
-                         init_std=init_std, project=project)
+                         init_std=init_std, project=project, device=device, dtype=dtype)
         in_features = self.x_bar.flatten(1).shape[1]
         for name, value in (("width", width), ("depth", depth), ("out_features", out_features)):
             if not isinstance(value, int) or value < 1:
@@ -470,7 +490,9 @@ class TargetSpaceMLP(TargetSpaceModule):
         self.activation = make_activation(activation)
         fans = _fan_ins(in_features, width, depth, shortcuts)
         outs = [width] * depth + [out_features]
-        self.linears = nn.ModuleList(TargetLinear(i, o) for i, o in zip(fans, outs, strict=True))
+        factory = {"device": self.x_bar.device, "dtype": self.x_bar.dtype}
+        self.linears = nn.ModuleList(TargetLinear(i, o, **factory)
+                                     for i, o in zip(fans, outs, strict=True))
         self._name_layers()
         self.reset_parameters()
 

@@ -14,6 +14,8 @@ sequences, ``T_rec`` (n_bar, T_bar, hidden), and for the output sums, ``T_out``
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -25,24 +27,30 @@ from signalprop.nn.target_space import TargetLayer, TargetSpaceModule, Weights, 
 class ElmanRNN(nn.Module):
     """Weight-space tanh RNN with a linear read-out at every step, (N, T, in) -> (N, T, out)."""
 
-    def __init__(self, input_size: int, hidden_size: int, output_size: int) -> None:
+    def __init__(self, input_size: int, hidden_size: int, output_size: int,
+                 device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None) -> None:
         super().__init__()
         for name, value in (("input_size", input_size), ("hidden_size", hidden_size),
                             ("output_size", output_size)):
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        self.rnn = nn.RNN(input_size, hidden_size, batch_first=True, nonlinearity="tanh")
-        self.head = nn.Linear(hidden_size, output_size)
+        self.rnn = nn.RNN(input_size, hidden_size, batch_first=True, nonlinearity="tanh",
+                          device=device, dtype=dtype)
+        self.head = nn.Linear(hidden_size, output_size, device=device, dtype=dtype)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.rnn(x)[0])
+
+    def extra_repr(self) -> str:
+        return "h_t = tanh(W_ih x_t + W_hh h_(t-1) + b), y_t = W_out h_t + c"
 
 
 class _RecurrentTargets(TargetLayer):
     """Targets (n_bar, T_bar, hidden) for the recurrent sums; design rows [x_t, tanh(T_{t-1})]."""
 
-    def __init__(self, input_size: int, hidden_size: int) -> None:
-        super().__init__()
+    def __init__(self, input_size: int, hidden_size: int, **factory: Any) -> None:
+        super().__init__(**factory)
         self.input_size, self.out_features = input_size, hidden_size
 
     def design(self, a_bar: Tensor) -> Tensor:
@@ -65,8 +73,8 @@ class _RecurrentTargets(TargetLayer):
 
 
 class _OutputTargets(TargetLayer):
-    def __init__(self, hidden_size: int, output_size: int) -> None:
-        super().__init__()
+    def __init__(self, hidden_size: int, output_size: int, **factory: Any) -> None:
+        super().__init__(**factory)
         self.out_features = output_size
 
     def design(self, a_bar: Tensor) -> Tensor:
@@ -97,10 +105,11 @@ class TargetSpaceRNN(TargetSpaceModule):
     def __init__(
         self, x_bar: Tensor, hidden_size: int, output_size: int, *, ridge: float = 0.1,
         mode: str = "scu", regularise_bias: bool = True, init_std: float = 1.0,
-        project: bool = True,
+        project: bool = True, device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(x_bar, ridge=ridge, mode=mode, regularise_bias=regularise_bias,
-                         init_std=init_std, project=project)
+                         init_std=init_std, project=project, device=device, dtype=dtype)
         if self.x_bar.dim() != 3:
             raise ConfigError(f"x_bar must be (n_bar, T_bar, input_size), got "
                               f"{tuple(self.x_bar.shape)}")
@@ -109,8 +118,9 @@ class TargetSpaceRNN(TargetSpaceModule):
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
         self.input_size = self.x_bar.shape[2]
         self.hidden_size, self.output_size = hidden_size, output_size
-        self.recurrent = _RecurrentTargets(self.input_size, hidden_size)
-        self.output = _OutputTargets(hidden_size, output_size)
+        factory = {"device": self.x_bar.device, "dtype": self.x_bar.dtype}
+        self.recurrent = _RecurrentTargets(self.input_size, hidden_size, **factory)
+        self.output = _OutputTargets(hidden_size, output_size, **factory)
         self._name_layers()
         self.reset_parameters()
 
