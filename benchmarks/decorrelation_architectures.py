@@ -157,6 +157,8 @@ def main() -> None:
         "over build + 3 steps, minus its RSS before building, MiB", "rounds": args.rounds,
         "steps_per_round": args.repeats, "target_ratio": TARGET, "resnet18_target": verdicts,
         "rows": rows, "command": "python benchmarks/decorrelation_architectures.py",
+        "ratios": {f"decorrelated/plain step, {r['architecture']}, R {r['R']}, batch "
+                   f"{r['batch']}": r["ratio"] for r in rows if r["R"] != "plain"},
     }, indent=2) + "\n")
     print(f"wrote {args.out}")
 
