@@ -228,3 +228,16 @@ def test_rules_that_do_not_apply_to_resnet_or_vit_raise():
         DirectFeedbackAlignment().attach(model)
     with pytest.raises(ConfigError, match="attention"):
         NodePerturbation().attach(SmallViT(dim=16, depth=1, heads=2, mlp_dim=16))
+
+
+def test_builders_take_device_and_dtype_and_decorrelate_is_idempotent():
+    for model in (resnet18(width=4, dtype=torch.float64),
+                  SmallViT(dim=8, depth=1, heads=2, mlp_dim=8, dtype=torch.float64)):
+        assert {p.dtype for p in model.parameters()} == {torch.float64}
+        decorrelate(model, block_size=4)
+        first = {n: dec for n, dec in decorrelators(model)}
+        decorrelate(model)  # already decorrelated layers are left alone
+        assert {n: dec for n, dec in decorrelators(model)} == first
+        assert all(dec.R.dtype == torch.float64 for dec in first.values())
+    with pytest.raises(ConfigError, match="patch to divide image_size"):
+        SmallViT(image_size=28, patch=5)
