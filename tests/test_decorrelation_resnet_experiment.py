@@ -45,6 +45,8 @@ def test_verdicts_follow_the_paper_thresholds():
     worse = {**base, "resnet18_dbp_wall_speedup": 2.0, "resnet18_dbp_test_acc": 0.88}
     assert claims[1].check(worse)[1] == "not reproduced"
     assert claims[0].check({"dataset": "x"})[1] == "not checked"
+    never = claims[0].check({**base, "resnet18_dbp_wall_speedup": 0.0})
+    assert never[1] == "not reproduced" and "did not reach" in never[0]
 
 
 @pytest.mark.slow

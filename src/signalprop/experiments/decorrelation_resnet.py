@@ -233,6 +233,10 @@ def _check_speedup(results: dict[str, Any]) -> tuple[str, str]:
     if _dense_missing(results):
         return _dense_missing(results), "not checked"
     wall = results["resnet18_dbp_wall_speedup"]
+    if wall == 0:  # p_wall / inf: the loss was never reached
+        return (f"DBP did not reach BP's final train loss within the epochs (step cost "
+                f"{results['resnet18_dbp_step_ratio']:.2f}x; {results['dataset']})",
+                "not reproduced")
     text = (f"{wall:.2f}x less wall-clock to BP's final train loss "
             f"({results['resnet18_dbp_epoch_speedup']:.2f}x fewer epochs, step cost "
             f"{results['resnet18_dbp_step_ratio']:.2f}x; {results['dataset']})")
