@@ -63,7 +63,7 @@ def test_resnet18_matches_torchvision_layout():
     theirs.train()(x).sum().backward()
 
 
-def test_decorrelation_state_follows_model_to_dtype():
+def test_decorrelation_state_follows_model_to_dtype_and_device():
     model = decorrelate(resnet18(width=8), block_size=16)
     model.to(torch.float64)
     for _, dec in decorrelators(model):
@@ -71,6 +71,9 @@ def test_decorrelation_state_follows_model_to_dtype():
     model(torch.randn(3, 1, 28, 28, dtype=torch.float64)).sum().backward()
     decorrelation_step(model)
     assert model.conv1.decorrelator.R.dtype == torch.float64
+    model.to("meta")  # a device move takes every buffer along (meta: no memory, CPU-only CI)
+    assert {dec.R.device.type for _, dec in decorrelators(model)} == {"meta"}
+    assert {dec.running_mean.device.type for _, dec in decorrelators(model)} == {"meta"}
 
 
 def test_vit_wraps_patch_embedding_feedforward_and_head_not_attention():
