@@ -50,6 +50,8 @@ def check_finite_gradients(spec: ModuleSpec) -> None:
 
 def check_func_grad_matches_autograd(spec: ModuleSpec) -> None:
     model = _build(spec, dtype=torch.float64)
+    if spec.batch_norm:  # running statistics are an in-place buffer update (torch limitation)
+        model.eval()
     x = spec.example(dtype=torch.float64)
     params = {k: p.detach() for k, p in _trainable(model).items()}
     state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -92,6 +94,10 @@ def check_jvp_matches_finite_difference(spec: ModuleSpec) -> None:
     def f(inputs):
         return output_tensor(model(inputs))
 
+    if not spec.jvp:  # a documented torch limitation (no forward AD for CPU flash attention)
+        with pytest.raises(NotImplementedError):
+            torch.func.jvp(f, (x,), (direction,))
+        return
     _, tangent = torch.func.jvp(f, (x,), (direction,))
     eps = 1e-6
     with torch.no_grad():

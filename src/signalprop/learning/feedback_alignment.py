@@ -132,6 +132,19 @@ class _Inject(torch.autograd.Function):
                           "error reaches the layers through a side channel, not a tensor")
 
 
+def _outside_sequential(model: nn.Module, names: list[str]) -> str:
+    """The first container (``name (type)``) on the path to a layer that is not an
+    ``nn.Sequential`` (decorrelated layers count as single layers); empty when there is none."""
+    for name in names:
+        parts = name.split(".")
+        for depth in range(len(parts)):
+            parent = ".".join(parts[:depth])
+            module = model.get_submodule(parent)
+            if not isinstance(module, nn.Sequential):
+                return f"{parent or 'the model'} ({type(module).__name__})"
+    return ""
+
+
 class DirectFeedbackAlignment(LearningRule):
     """DFA: hidden layer ``l`` receives ``B_l e`` where ``e = dL/d(output)``, ``B_l`` fixed.
 
@@ -159,6 +172,12 @@ class DirectFeedbackAlignment(LearningRule):
         layers = feedback_layers(model)
         if len(layers) < 2:
             raise ConfigError("direct feedback alignment needs at least two Linear/Conv2d layers")
+        branching = _outside_sequential(model, [name for name, _ in layers])
+        if branching:
+            raise ConfigError(
+                f"direct feedback alignment needs the Linear/Conv2d layers applied one after "
+                f"another inside nn.Sequential containers, but {branching} is not (residual "
+                "blocks and attention branch); use rule 'fa' or 'bp' for this model")
         targets = layers[1:] if self.derivative else layers[:-1]
         for name, module in targets:
             if self.derivative:

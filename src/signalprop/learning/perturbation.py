@@ -68,6 +68,18 @@ class NodePerturbation(LearningRule):
         self._layers = feedback_layers(model)
         if not self._layers:
             raise ConfigError("node perturbation needs a model with Linear or Conv2d layers")
+        for name, module in model.named_modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                raise ConfigError(
+                    f"node perturbation cannot train a model with BatchNorm ({name}): the noisy "
+                    "pass's batch statistics mix every sample's noise, so the per-sample loss "
+                    "differences no longer estimate the gradient; build it without BatchNorm or "
+                    "use rule 'bp' or 'fa'")
+            if isinstance(module, nn.MultiheadAttention):
+                raise ConfigError(
+                    f"node perturbation cannot train attention ({name}): "
+                    "nn.MultiheadAttention applies its projections without calling a Linear "
+                    "module, so they get no noise and no gradient; use rule 'bp' or 'fa'")
 
     def detach(self) -> None:
         """Forget the model's layers."""

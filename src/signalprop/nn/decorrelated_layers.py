@@ -218,18 +218,10 @@ class DecorrelatedConv2d(nn.Conv2d):
         return dec.apply(rows - mu)
 
 
-def decorrelate(model: nn.Module, *, convolutions: bool = True, **options: Any) -> nn.Module:
-    """Replace every ``nn.Linear`` (and ``nn.Conv2d``) of ``model`` in place, keeping weights.
+def decorrelate(model: nn.Module, **options: Any) -> nn.Module:
+    """Replace ``model``'s ``nn.Linear`` and ``nn.Conv2d`` in place, keeping weights; see
+    :func:`signalprop.nn.decorrelation_policy.decorrelate` for the layer policy
+    (``include``/``exclude``, ``preset``) and the options. Returns ``model``."""
+    from signalprop.nn.decorrelation_policy import decorrelate as decorrelate_layers
 
-    ``options`` go to :class:`Decorrelator` (rule, lr, kappa, sample_fraction, ...) and, for
-    Linear, ``fuse``. Layers already decorrelated are left alone. Returns ``model``.
-    """
-    conv_options = {k: v for k, v in options.items() if k != "fuse"}
-    for name, child in list(model.named_children()):
-        if type(child) is nn.Linear:
-            setattr(model, name, DecorrelatedLinear.from_linear(child, **options))
-        elif type(child) is nn.Conv2d and convolutions:
-            setattr(model, name, DecorrelatedConv2d.from_conv(child, **conv_options))
-        else:
-            decorrelate(child, convolutions=convolutions, **options)
-    return model
+    return decorrelate_layers(model, **options)

@@ -63,7 +63,7 @@ from signalprop.nn.block_diagonal import (
 from signalprop.nn.precision import under_transform
 
 RULES = ("decorrelate", "whiten", "normalised", "foldiak")
-SUBSAMPLING = ("first", "random")
+SUBSAMPLING = ("first", "random", "replacement")
 # attributes set every step; they are never Parameters, buffers or modules, so they skip
 # nn.Module.__setattr__'s bookkeeping (a few microseconds per set, several sets per layer)
 _TRANSIENT = frozenset({"_sample", "_last_mean", "_fixed_mean", "_inverse", "recording"})
@@ -91,8 +91,10 @@ class Decorrelator(nn.Module):
             ``"foldiak"`` (forward ``z = R^-1 (x - mu)``).
         lr: decorrelation learning rate ``eta``; stability needs ``lr * lambda_max(C) < 1``.
         kappa: whitening weight of the variance term (``"whiten"`` only), in [0, 1].
-        sample_fraction: fraction of the batch used for the update, ``k = floor(f B) + 1``.
-        subsample: ``"first"`` rows (Ahmad's code) or ``"random"`` rows (Dalm et al.).
+        sample_fraction: fraction of the batch used for the update, ``k = floor(f B) + 1``
+            (``max(1, floor(f B))`` with ``"replacement"``).
+        subsample: ``"first"`` rows (Ahmad's code), ``"random"`` rows without replacement, or
+            ``"replacement"``: ``floor(f B)`` rows drawn with replacement (Dalm et al.'s decorbp).
         max_samples: cap on sampled rows (conv patches); None keeps all.
         center: subtract the batch mean in training and a running mean in eval.
         momentum: running-mean momentum.
@@ -227,14 +229,20 @@ class Decorrelator(nn.Module):
         return right_multiply(weight, self.matrix(), self.groups)
 
     def sample_count(self, batch: int) -> int:
-        """Rows used for the update out of ``batch``: ``floor(fraction * batch) + 1``."""
+        """Rows used for the update out of ``batch``: ``floor(fraction * batch) + 1``, or
+        ``max(1, floor(fraction * batch))`` drawn with replacement (decorbp)."""
+        if self.subsample == "replacement":
+            return max(1, int(self.sample_fraction * batch))
         return min(batch, int(self.sample_fraction * batch) + 1)
 
     def sample_index(self, batch: int, device: torch.device) -> Tensor | slice:
-        """Which rows of a batch feed the update (first ``k`` or ``k`` random ones)."""
+        """Which rows of a batch feed the update (first ``k``, ``k`` random distinct ones, or
+        ``k`` drawn with replacement)."""
         k = self.sample_count(batch)
         if self.subsample == "first":
             return slice(0, k)
+        if self.subsample == "replacement":
+            return torch.randint(batch, (k,), device=device)
         return torch.randperm(batch, device=device)[:k]
 
     def mean(self, rows: Tensor) -> Tensor:

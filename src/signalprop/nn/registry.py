@@ -27,6 +27,7 @@ from signalprop.nn.mlp import MLP
 from signalprop.nn.orthogonal import AdditiveFilterBlock, AdditiveFilterMLP, AdditiveFilterStack
 from signalprop.nn.orthogonal_rnn import AdditiveFilterRNN, AdditiveFilterRNNCell
 from signalprop.nn.readout import LastStepClassifier
+from signalprop.nn.resnet import BasicBlock, ResNet
 from signalprop.nn.target_space import (
     ShortcutMLP,
     TargetConv2d,
@@ -36,6 +37,7 @@ from signalprop.nn.target_space import (
 )
 from signalprop.nn.target_space_rnn import ElmanRNN as TargetSpaceElmanRNN
 from signalprop.nn.target_space_rnn import TargetSpaceRNN
+from signalprop.nn.vit import SmallViT
 
 Factory = Callable[..., Any]
 BF16, F32 = torch.bfloat16, torch.float32
@@ -51,6 +53,10 @@ class ModuleSpec:
     autocast_dtype: torch.dtype  # output dtype under CPU bfloat16 autocast
     fullgraph: bool = False  # torch.compile(fullgraph=True) traces it without a graph break
     vmap: bool = True  # torch.func.vmap over the batch works (False: torch.nn.RNN has no rule)
+    jvp: bool = True  # forward-mode AD works (False: CPU flash attention has no forward AD)
+    # BatchNorm updates its running statistics in place, which torch.func cannot transform in
+    # training mode (a torch limitation); such modules are transformed in eval mode.
+    batch_norm: bool = False
 
 
 def _data(*shape: int) -> Factory:
@@ -152,6 +158,13 @@ MODULES: dict[str, ModuleSpec] = {
     "TargetSpaceRNN": ModuleSpec(
         TargetSpaceRNN, lambda **f: TargetSpaceRNN(_x_bar(3, 4, 2, **f), 4, 2, **f),
         _data(2, 5, 2), BF16),
+    "BasicBlock": ModuleSpec(BasicBlock, lambda **f: BasicBlock(2, 3, stride=2, **f),
+                             _data(2, 2, 6, 6), BF16, True, batch_norm=True),
+    "ResNet": ModuleSpec(ResNet, lambda **f: ResNet((1, 1), 3, 1, width=2, **f),
+                         _data(2, 1, 8, 8), BF16, True, batch_norm=True),
+    "SmallViT": ModuleSpec(
+        SmallViT, lambda **f: SmallViT(8, 4, 1, 3, dim=8, depth=1, heads=2, mlp_dim=16, **f),
+        _data(2, 1, 8, 8), BF16, jvp=False),
     "TargetSpaceElmanRNN": ModuleSpec(TargetSpaceElmanRNN,
                                       lambda **f: TargetSpaceElmanRNN(2, 4, 2, **f),
                                       _data(2, 5, 2), BF16, vmap=False),
