@@ -34,6 +34,17 @@ def _speedup(key: str, values: list[float]) -> dict[str, Any]:
     return out
 
 
+def _resnet(wall: list[float], dbp_acc: list[float]) -> dict[str, Any]:
+    bp_acc = [0.80, 0.81, 0.79]
+    out: dict[str, Any] = {"dataset": "fashion-mnist", "seeds": 3, "resnet18_dbp_step_ratio": 2.2,
+                           "resnet18_dbp_epoch_speedup": 3.0}
+    for key, values in (("dbp_wall_speedup", wall), ("dbp_test_acc", dbp_acc),
+                        ("bp_test_acc", bp_acc)):
+        out[f"resnet18_{key}_per_seed"] = values
+        out[f"resnet18_{key}"] = sum(values) / len(values)
+    return out
+
+
 def _depth_speed(d1: list[float], d4: list[float], d16: list[float]) -> dict[str, Any]:
     return {"depths": "1,4,16", "seeds": 3,
             **{f"depth_{d}_mean_train_loss_per_seed": v
@@ -128,6 +139,12 @@ CASES: dict[str, dict[str, dict[str, Any]]] = {
     "decorrelation-speedup#1": {R: _speedup("wall_speedup", [1.5, 1.6, 1.4]),
                                 P: _speedup("wall_speedup", [1.05, 1.1, 1.08]),
                                 N: _speedup("wall_speedup", [0.5, 0.45, 0.48])},
+    "decorrelation-resnet#0": {R: _resnet([2.4, 2.5, 2.3], [0.8] * 3),
+                               P: _resnet([1.3, 1.4, 1.2], [0.8] * 3),
+                               N: _resnet([0.5, 0.6, 0.4], [0.8] * 3)},
+    "decorrelation-resnet#1": {R: _resnet([1.0] * 3, [0.85, 0.86, 0.84]),
+                               P: _resnet([1.0] * 3, [0.80, 0.81, 0.78]),
+                               N: _resnet([1.0] * 3, [0.70, 0.71, 0.69])},
     "deep-tanh-mlp#0": {R: {"deep_grad_ratio_last_to_first": 1000.0},
                         P: {"deep_grad_ratio_last_to_first": 50.0},
                         N: {"deep_grad_ratio_last_to_first": 2.0}},
