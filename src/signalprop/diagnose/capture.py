@@ -40,6 +40,7 @@ from signalprop.diagnostics.sensitivity import (
     neuron_sensitivity,
     peak_slope,
 )
+from signalprop.nn.activations import ACTIVATIONS, SATURATING
 
 #: Layer outputs kept per layer for the gradient pass (a layer called more often, e.g. a cell
 #: in a Python loop, contributes the gradients of its first calls only).
@@ -57,7 +58,6 @@ _GENERIC: dict[Any, str] = {
     F.softplus: "softplus", F.mish: "mish", F.selu: "selu", F.celu: "celu",
     F.hardtanh: "hardtanh", F.relu6: "relu6",
 }
-SATURATING = ("tanh", "sigmoid", "softsign", "hardtanh")
 _PEAKS: dict[str, float] = {}
 
 
@@ -273,13 +273,11 @@ class Recorder:
     def _recurrent_output_stats(self, mod: nn.Module, record: LayerRecord, h: Tensor) -> None:
         """Slopes from ``h = f(U)`` for RNNs whose activation is not visible (fused kernel)."""
         nonlinearity = getattr(mod, "nonlinearity", None)
-        if nonlinearity == "tanh":
-            slope = 1 - h.detach().pow(2)
-        elif nonlinearity == "relu":
-            slope = (h.detach() > 0).to(h.dtype)
-        else:
+        spec = ACTIVATIONS.get(nonlinearity) if isinstance(nonlinearity, str) else None
+        if spec is None or spec.derivative_from_output is None:
             return
-        stats = ActivationStats(nonlinearity, saturating=nonlinearity == "tanh")
+        slope = spec.derivative_from_output(h.detach())
+        stats = ActivationStats(nonlinearity, saturating=spec.saturating)
         stats.add_values(h)
         stats.add_slopes(slope, -1, 1.0)
         record.act = stats

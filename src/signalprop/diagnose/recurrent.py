@@ -21,6 +21,7 @@ from signalprop.diagnostics.lyapunov import (
     largest_lyapunov_exponent,
     rnn_step_function,
 )
+from signalprop.nn.activations import get_activation
 from signalprop.nn.elman import ElmanRNN
 from signalprop.nn.orthogonal_rnn import AdditiveFilterRNN
 
@@ -96,7 +97,7 @@ def step_function(module: nn.Module) -> tuple[StepFn, int]:
 
 
 def _stacked_rnn_first_layer(rnn: nn.Module) -> StepFn:
-    act = torch.tanh if rnn.nonlinearity == "tanh" else torch.relu
+    act = get_activation(rnn.nonlinearity).function
     w_ih, w_hh = rnn.weight_ih_l0, rnn.weight_hh_l0
     b_ih, b_hh = _first_layer(rnn, "bias_ih"), _first_layer(rnn, "bias_hh")
 

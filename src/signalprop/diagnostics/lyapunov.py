@@ -22,9 +22,8 @@ from torch import Tensor, nn
 from torch.autograd import forward_ad
 
 from signalprop.config import one_of
-from signalprop.diagnostics.sensitivity import activation_derivatives
 from signalprop.errors import ConfigError
-from signalprop.nn.elman import RNN_ACTIVATIONS
+from signalprop.nn.activations import get_activation
 
 StepFn = Callable[[Tensor, Tensor], Tensor]
 METHODS = ("jvp", "jacrev")
@@ -135,7 +134,7 @@ def rnn_step_function(rnn: nn.Module) -> StepFn:
     with the module's current weights."""
     if getattr(rnn, "num_layers", 1) != 1 or getattr(rnn, "bidirectional", False):
         raise ConfigError("rnn_step_function supports one-layer unidirectional RNNs only")
-    act = RNN_ACTIVATIONS[rnn.nonlinearity]
+    act = get_activation(rnn.nonlinearity).function
 
     def step(h: Tensor, x: Tensor) -> Tensor:
         u = nn.functional.linear(x, rnn.weight_ih_l0, rnn.bias_ih_l0)
@@ -177,15 +176,16 @@ def rnn_lyapunov(
     # Sensitivity along the same trajectory (the state sequence is recomputed in one pass).
     norms = torch.linalg.vector_norm(torch.cat([rnn.weight_ih_l0, weight], 1), dim=1)
     recurrent_norms = torch.linalg.vector_norm(weight, dim=1)
+    activation = get_activation(rnn.nonlinearity)
     h, logs, recurrent_logs = h0, [], []
     for t in range(inputs.shape[0]):
         u = nn.functional.linear(inputs[t], rnn.weight_ih_l0, rnn.bias_ih_l0)
         u = u + nn.functional.linear(h, weight, rnn.bias_hh_l0)
         if t >= warmup:
-            slope = activation_derivatives(rnn.nonlinearity, u)[0].abs()
+            slope = activation.derivative(u).abs()
             logs.append(_log_rms(slope * norms))
             recurrent_logs.append(_log_rms(slope * recurrent_norms))
-        h = RNN_ACTIVATIONS[rnn.nonlinearity](u)
+        h = activation.function(u)
     found["log_rms_sensitivity"] = sum(logs) / len(logs)
     found["log_rms_recurrent_sensitivity"] = sum(recurrent_logs) / len(recurrent_logs)
     return found

@@ -31,55 +31,39 @@ import torch
 from torch import Tensor, nn
 
 from signalprop.errors import ConfigError
-from signalprop.nn.elman import RNN_ACTIVATIONS, ElmanRNN, ShiftedSigmoid
+from signalprop.nn.activations import ACTIVATIONS, get_activation, name_of
+from signalprop.nn.elman import ElmanRNN
 
 Activation = str | Callable[[Tensor], Tensor]
 
-_MODULE_NAMES: tuple[tuple[type[nn.Module], str], ...] = (
-    (nn.Tanh, "tanh"), (ShiftedSigmoid, "shifted_sigmoid"), (nn.Sigmoid, "sigmoid"),
-    (nn.ReLU, "relu"), (nn.Identity, "identity"), (nn.Softsign, "softsign"),
-)
-#: Activation modules that may follow a Linear layer; any other module with no parameters in
-#: this list of smooth element-wise functions is handled through autograd.
+#: Element-wise activation modules outside the registry (or with other than its options) that
+#: may follow a Linear layer; their derivatives come from autograd.
 GENERIC_ACTIVATIONS: tuple[type[nn.Module], ...] = (
     nn.GELU, nn.SiLU, nn.ELU, nn.Softplus, nn.LeakyReLU, nn.Mish, nn.Hardtanh, nn.CELU, nn.SELU,
 )
 
 
 def activation_of(module: nn.Module) -> Activation | None:
-    """The name of a known activation module, the module itself for other element-wise
-    activations, or None when ``module`` is not an activation."""
-    for cls, name in _MODULE_NAMES:
-        if type(module) is cls:
-            return name
+    """The registry name (:data:`signalprop.nn.activations.ACTIVATIONS`) of an activation
+    module, the module itself for other element-wise activations, or None when ``module`` is
+    not an activation."""
+    name = name_of(module)
+    if name is not None:
+        return name
     if isinstance(module, GENERIC_ACTIVATIONS):
         return module
     return None
 
 
 def activation_derivatives(activation: Activation, u: Tensor) -> tuple[Tensor, Tensor]:
-    """``(f'(U), f''(U))`` element-wise; closed forms for tanh, (shifted) sigmoid, relu,
-    identity and softsign, autograd (two reverse passes through ``f``) for any other callable."""
-    if activation == "tanh":
-        t = torch.tanh(u)
-        d1 = 1 - t * t
-        return d1, -2 * t * d1
-    if activation in ("sigmoid", "shifted_sigmoid"):
-        sig = torch.sigmoid(u)
-        d1 = sig * (1 - sig)
-        return d1, d1 * (1 - 2 * sig)
-    if activation == "relu":
-        return (u > 0).to(u.dtype), torch.zeros_like(u)
-    if activation == "identity":
-        return torch.ones_like(u), torch.zeros_like(u)
-    if activation == "softsign":
-        a = 1 + u.abs()
-        return a.pow(-2), -2 * torch.sign(u) * a.pow(-3)
+    """``(f'(U), f''(U))`` element-wise: the closed forms of
+    :data:`signalprop.nn.activations.ACTIVATIONS` for a name, autograd (two reverse passes
+    through ``f``) for any other callable."""
     if isinstance(activation, str):
-        raise ConfigError(
-            f"unknown activation {activation!r}; use one of {sorted(RNN_ACTIVATIONS)}, "
-            "'identity' or pass the activation function itself"
-        )
+        if activation not in ACTIVATIONS:
+            raise ConfigError(f"unknown activation {activation!r}; choose from "
+                              f"{sorted(ACTIVATIONS)} or pass the activation function itself")
+        return get_activation(activation).derivatives(u)
     with torch.enable_grad():
         x = u.detach().requires_grad_(True)
         (d1,) = torch.autograd.grad(activation(x).sum(), x, create_graph=True)
@@ -89,7 +73,10 @@ def activation_derivatives(activation: Activation, u: Tensor) -> tuple[Tensor, T
 
 def peak_slope(activation: Activation) -> float:
     """``max_U f'(U)`` (1 for tanh, 1/4 for the (shifted) sigmoid), used to call a neuron
-    saturated when its mean slope falls below a fraction of this value."""
+    saturated when its mean slope falls below a fraction of this value: the registry's value
+    for a name, the maximum over ``U`` in [-6, 6] (step 0.01) for any other callable."""
+    if isinstance(activation, str):
+        return get_activation(activation).peak_slope
     grid = torch.linspace(-6.0, 6.0, 1201, dtype=torch.float64)
     return float(activation_derivatives(activation, grid)[0].max().clamp_min(1e-12))
 

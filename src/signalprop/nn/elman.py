@@ -17,30 +17,19 @@ import torch
 from torch import Tensor, nn
 
 from signalprop.errors import ConfigError
+from signalprop.nn.activations import (
+    ACTIVATIONS,
+    ShiftedSigmoid,  # noqa: F401 - re-exported
+    require_activation,
+    shifted_sigmoid,  # noqa: F401 - re-exported
+)
 from signalprop.nn.readout import LastStepClassifier  # noqa: F401 - re-exported
 
-
-class ShiftedSigmoid(nn.Module):
-    """``f(U) = 1 / (1 + exp(-U)) - 0.5``: a sigmoid centred on 0, range (-0.5, 0.5), f'(0)=1/4."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        return torch.sigmoid(x) - 0.5
-
-    def extra_repr(self) -> str:
-        return "f(x) = sigmoid(x) - 0.5"
-
-
-def shifted_sigmoid(x: Tensor) -> Tensor:
-    """Functional form of :class:`ShiftedSigmoid`."""
-    return torch.sigmoid(x) - 0.5
-
-
+#: The activations an :class:`ElmanRNN` accepts, name -> function (definitions and derivatives
+#: in :mod:`signalprop.nn.activations`).
 RNN_ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
-    "tanh": torch.tanh,
-    "shifted_sigmoid": shifted_sigmoid,
-    "sigmoid": torch.sigmoid,
-    "relu": torch.relu,
-    "softsign": nn.functional.softsign,
+    name: ACTIVATIONS[name].function
+    for name in ("tanh", "shifted_sigmoid", "sigmoid", "relu", "softsign")
 }
 
 
@@ -68,11 +57,7 @@ class ElmanRNN(nn.Module):
         for name, value in (("input_size", input_size), ("hidden_size", hidden_size)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"ElmanRNN {name} must be a positive integer, got {value!r}")
-        if nonlinearity not in RNN_ACTIVATIONS:
-            raise ConfigError(
-                f"ElmanRNN nonlinearity must be one of {sorted(RNN_ACTIVATIONS)}, "
-                f"got {nonlinearity!r}"
-            )
+        require_activation("ElmanRNN", "nonlinearity", nonlinearity, sorted(RNN_ACTIVATIONS))
         for name, value in (("gain", gain), ("input_gain", input_gain)):
             if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
                 raise ConfigError(f"ElmanRNN {name} must be a finite number >= 0, got {value!r}")

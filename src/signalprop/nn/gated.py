@@ -23,10 +23,14 @@ import torch
 from torch import Tensor, nn
 
 from signalprop.errors import ConfigError
+from signalprop.nn.activations import ACTIVATIONS
 
 GATE_KINDS = ("hard", "soft")
 GATINGS = ("shared", "separate")
 FEATURE_ACTIVATIONS = ("relu", "linear")
+#: The feature network's activation functions, from :mod:`signalprop.nn.activations`.
+_FEATURE_FUNCTIONS = {"relu": ACTIVATIONS["relu"].function,
+                      "linear": ACTIVATIONS["identity"].function}
 VALUE_INPUTS = ("x", "ones")
 INITS = ("glorot", "gaussian", "bernoulli")
 
@@ -250,7 +254,7 @@ class GatedNetwork(nn.Module):
             else:
                 q_feature = self.feature_layers[index](h_feature)
                 g = self.gate(q_feature)
-                h_feature = q_feature.relu() if self.feature_activation == "relu" else q_feature
+                h_feature = _FEATURE_FUNCTIONS[self.feature_activation](q_feature)
             h_value = q_value * g
             if keep_gates:
                 gates.append(g)

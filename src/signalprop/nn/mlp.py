@@ -9,18 +9,11 @@ from torch import Tensor, nn
 
 from signalprop.config import require_int
 from signalprop.errors import ConfigError
+from signalprop.nn.activations import ACTIVATIONS as REGISTRY
+from signalprop.nn.activations import make_activation
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "tanh": nn.Tanh, "relu": nn.ReLU, "sigmoid": nn.Sigmoid, "gelu": nn.GELU,
-    "identity": nn.Identity,
-}
-
-
-def make_activation(name: str) -> nn.Module:
-    """An activation module by name (tanh, relu, sigmoid, gelu, identity)."""
-    if name not in ACTIVATIONS:
-        raise ConfigError(f"unknown activation {name!r}; choose from {sorted(ACTIVATIONS)}")
-    return ACTIVATIONS[name]()
+#: Activation module classes by name, from :mod:`signalprop.nn.activations`.
+ACTIVATIONS: dict[str, type[nn.Module]] = {name: spec.module for name, spec in REGISTRY.items()}
 
 
 class MLP(nn.Module):

@@ -28,9 +28,12 @@ from torch import Tensor, nn
 
 from signalprop.config import require_int, require_number
 from signalprop.errors import ConfigError
+from signalprop.nn.activations import ACTIVATIONS, require_activation
 from signalprop.nn.precision import autocast_off, float32_inputs, only_grad_transforms
 
 SKIPS = ("orthogonal", "identity", "none")
+#: Activations of the additive-filter stack (any in :mod:`signalprop.nn.activations` with a
+#: derivative from the output would do; these are the tested ones).
 STACK_ACTIVATIONS = ("tanh", "relu", "identity")
 
 
@@ -61,20 +64,13 @@ def _check_positive(owner: str, name: str, value: object) -> float:
 
 
 def _act(name: str, z: Tensor) -> Tensor:
-    if name == "tanh":
-        return torch.tanh(z)
-    if name == "relu":
-        return torch.relu(z)
-    return z
+    """``phi(z)`` for a registry name (:mod:`signalprop.nn.activations`)."""
+    return ACTIVATIONS[name].function(z)
 
 
 def _act_grad_from_output(name: str, p: Tensor) -> Tensor:
-    """``phi'(z)`` written in terms of ``p = phi(z)``."""
-    if name == "tanh":
-        return 1.0 - p * p
-    if name == "relu":
-        return (p > 0).to(p.dtype)
-    return torch.ones_like(p)
+    """``phi'(z)`` written in terms of ``p = phi(z)`` (tanh: ``1 - p^2``)."""
+    return ACTIVATIONS[name].derivative_from_output(p)
 
 
 def _layer(h: Tensor, weight: Tensor, bias: Tensor, filt: Tensor | None, a: float, b: float,
@@ -199,9 +195,7 @@ class AdditiveFilterStack(nn.Module):
         self.depth = require_int("AdditiveFilterStack", "depth", depth)
         if skip not in SKIPS:
             raise ConfigError(f"AdditiveFilterStack skip must be one of {SKIPS}, got {skip!r}")
-        if activation not in STACK_ACTIVATIONS:
-            raise ConfigError(f"AdditiveFilterStack activation must be one of "
-                              f"{STACK_ACTIVATIONS}, got {activation!r}")
+        require_activation("AdditiveFilterStack", "activation", activation, STACK_ACTIVATIONS)
         self.skip, self.activation = skip, activation
         self.gain = _check_positive("AdditiveFilterStack", "gain", gain)
         self.beta_scale = _check_positive("AdditiveFilterStack", "beta_scale", beta_scale)
@@ -329,9 +323,7 @@ class AdditiveFilterBlock(nn.Module):
         self.width = require_int("AdditiveFilterBlock", "width", width)
         self.b = _check_beta("AdditiveFilterBlock", beta)
         self.a = 1.0 - self.b
-        if activation not in STACK_ACTIVATIONS:
-            raise ConfigError(f"AdditiveFilterBlock activation must be one of "
-                              f"{STACK_ACTIVATIONS}, got {activation!r}")
+        require_activation("AdditiveFilterBlock", "activation", activation, STACK_ACTIVATIONS)
         self.activation = activation
         self.gain = _check_positive("AdditiveFilterBlock", "gain", gain)
         self.linear = nn.Linear(width, width, device=device, dtype=dtype)

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from signalprop.config import require_int
 from signalprop.errors import ConfigError
+from signalprop.nn.activations import require_activation
 from signalprop.nn.orthogonal import (
     _act,
     _check_beta,
@@ -40,6 +41,8 @@ from signalprop.nn.orthogonal import (
 from signalprop.nn.precision import autocast_off, float32_inputs, only_grad_transforms
 from signalprop.nn.readout import LastStepClassifier
 
+#: The activations the fused BPTT kernel implements in place (tanh as ``2 sigmoid(2 z) - 1``);
+#: the cell and the autograd loop take ``phi`` from :mod:`signalprop.nn.activations`.
 RNN_ACTIVATIONS = ("tanh", "relu")
 FILTERS = ("haar", "permutation", "cycle")
 IMPLS = ("bptt", "loop")
@@ -221,9 +224,7 @@ class AdditiveFilterRNNCell(nn.Module):
         self.hidden_size = require_int("AdditiveFilterRNNCell", "hidden_size", hidden_size)
         self.b = _check_beta("AdditiveFilterRNNCell", beta)
         self.a = 1.0 - self.b
-        if activation not in RNN_ACTIVATIONS:
-            raise ConfigError(f"AdditiveFilterRNNCell activation must be one of "
-                              f"{RNN_ACTIVATIONS}, got {activation!r}")
+        require_activation("AdditiveFilterRNNCell", "activation", activation, RNN_ACTIVATIONS)
         self.activation = activation
         self.gain = _check_positive("AdditiveFilterRNNCell", "gain", gain)
         self.input_gain = _check_positive("AdditiveFilterRNNCell", "input_gain", input_gain)

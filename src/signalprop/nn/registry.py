@@ -18,9 +18,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from signalprop.nn.activations import ShiftedSigmoid
 from signalprop.nn.decorrelated_layers import DecorrelatedConv2d, DecorrelatedLinear
 from signalprop.nn.decorrelation import Decorrelator
-from signalprop.nn.elman import ElmanRNN, ShiftedSigmoid
+from signalprop.nn.elman import ElmanRNN
 from signalprop.nn.gated import Gate, GatedMLP, variant_options
 from signalprop.nn.gated_conv import GatedConvNet
 from signalprop.nn.mlp import MLP

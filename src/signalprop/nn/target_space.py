@@ -27,8 +27,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from signalprop.errors import ConfigError
+from signalprop.nn.activations import make_activation
 from signalprop.nn.least_squares import ridge_solve, with_bias_column
-from signalprop.nn.mlp import make_activation
 
 Weights = list[tuple[Tensor, Tensor]]
 MODES = ("scu", "ocu")
