@@ -56,6 +56,18 @@ def test_fit_detaches_rules_when_training_fails(tmp_path, blobs):
     assert rule.detached == 1
 
 
+def test_fit_detaches_rules_when_setup_fails_after_attach(tmp_path, blobs):
+    """An error between attaching the rules and the first step (here: nothing to optimise)
+    still detaches them."""
+    train, test = blobs
+    rule, dfa, model = Counting(), DirectFeedbackAlignment(), _model()
+    model.requires_grad_(False)
+    with pytest.raises(ValueError, match="empty parameter list"):
+        fit(model, train, test, CFG, tmp_path, seed=0, rules=(dfa, rule))
+    assert rule.detached == 1
+    assert _hook_count(model) == 0
+
+
 def test_detach_is_safe_before_attach_and_twice():
     for rule in (LearningRule(), DirectFeedbackAlignment()):
         rule.detach()

@@ -363,35 +363,38 @@ def fit(
     precision = options.MixedPrecision(cfg.amp, device)
     if cfg.log == "tensorboard":
         options.tensorboard_writer()  # a missing package fails before anything is trained
-    for rule in rules:
-        rule.attach(model)
-    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg)
-    batches = _Batches(train_data, cfg.batch_size, device)
-    steps_per_epoch = len(batches)
-    if cfg.max_steps_per_epoch:
-        steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
-    scheduler = options.make_scheduler(optimizer, cfg, steps_per_epoch)
+    recorder: GradNormRecorder | None = None
+    log: options.MetricsTee | None = None
+    try:  # from the first attach on, the rules are detached however fit ends
+        for rule in rules:
+            rule.attach(model)
+        optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg)
+        batches = _Batches(train_data, cfg.batch_size, device)
+        steps_per_epoch = len(batches)
+        if cfg.max_steps_per_epoch:
+            steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
+        scheduler = options.make_scheduler(optimizer, cfg, steps_per_epoch)
 
-    start_epoch, step, wall = 0, 0, 0.0
-    state = _restore_shared(run_dir, device)
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        for rule, rule_state in zip(rules, state["rules"], strict=True):
-            rule.load_state_dict(rule_state)
-        options.load_option_states(state, scheduler, precision, run_dir / CHECKPOINT)
-        start_epoch, step, wall = state["epoch"], state["step"], state["wall_s"]
-        _set_rng_state(state["rng"])
-        _apply_lr(optimizer, scheduler, state.get("lr"), cfg.lr)
-    wrapped = ddp.wrap(model, device)
-    sharded = wrapped is not model  # DistributedDataParallel across ranks
-    net = options.compiled(wrapped, cfg.compile)
+        start_epoch, step, wall = 0, 0, 0.0
+        state = _restore_shared(run_dir, device)
+        if state is not None:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            for rule, rule_state in zip(rules, state["rules"], strict=True):
+                rule.load_state_dict(rule_state)
+            options.load_option_states(state, scheduler, precision, run_dir / CHECKPOINT)
+            start_epoch, step, wall = state["epoch"], state["step"], state["wall_s"]
+            _set_rng_state(state["rng"])
+            _apply_lr(optimizer, scheduler, state.get("lr"), cfg.lr)
+        wrapped = ddp.wrap(model, device)
+        sharded = wrapped is not model  # DistributedDataParallel across ranks
+        net = options.compiled(wrapped, cfg.compile)
 
-    recorder = GradNormRecorder(model) if cfg.grad_norms else None
-    show = (sys.stderr.isatty() if progress is None else progress) and main
-    last: dict[str, Any] = {}
-    log = options.open_metrics(MetricsLog(run_dir / METRICS), cfg, run_dir, step) if main else None
-    try:
+        recorder = GradNormRecorder(model) if cfg.grad_norms else None
+        show = (sys.stderr.isatty() if progress is None else progress) and main
+        last: dict[str, Any] = {}
+        if main:
+            log = options.open_metrics(MetricsLog(run_dir / METRICS), cfg, run_dir, step)
         from tqdm.auto import tqdm
 
         for epoch in range(start_epoch, cfg.epochs):
