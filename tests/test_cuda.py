@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,8 +20,8 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 import torch.nn.functional as F
+from test_ddp_train import _data, _free_port, _model
 from torch import Tensor, nn
-from torch.utils.data import TensorDataset
 
 from signalprop.learning.feedback_alignment import DirectFeedbackAlignment
 from signalprop.nn.feedback import Conv2dFeedback, LinearFeedback
@@ -258,24 +257,6 @@ def test_dfa_injection_matches_float64_cpu(device, dtype, derivative):
 
 WORLD = 2
 CFG = TrainConfig(epochs=2, batch_size=16, lr=0.05, optimizer="sgd", momentum=0.9, log_every=1)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _data() -> tuple[TensorDataset, TensorDataset]:
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(96, 6, generator=g)
-    y = (x[:, 0] + x[:, 1] * x[:, 2] > 0).long()
-    return TensorDataset(x[:64], y[:64]), TensorDataset(x[64:], y[64:])
-
-
-def _model() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 2))
 
 
 def _fit_rank(rank: int, device_type: str, port: int, out: str) -> None:
