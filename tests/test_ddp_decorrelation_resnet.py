@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import hashlib
-import socket
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from test_ddp_train import _free_port
 from torch import nn
 
 STEPS = 2
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _train(rank: int, sync: bool) -> dict[str, torch.Tensor]:
