@@ -20,19 +20,6 @@ def _splits(n=50, classes=3):
     return make_splits("toy", (x, y), (x[:10], y[:10]), num_classes=classes)
 
 
-def test_carve_validation_is_disjoint_and_seeded():
-    splits = _splits()
-    train, val = gated.carve_validation(splits, 10, seed=3)
-    assert len(train.train) == 40 and len(val) == 10
-    rows = {tuple(r.tolist()) for r in train.train.tensors[0]}
-    assert not rows & {tuple(r.tolist()) for r in val.tensors[0]}
-    again, val2 = gated.carve_validation(splits, 10, seed=3)
-    assert torch.equal(val.tensors[0], val2.tensors[0])
-    assert splits.test is train.test
-    with pytest.raises(ConfigError):
-        gated.carve_validation(splits, 50, seed=0)
-
-
 def test_validation_hook_keeps_the_best_state_across_a_resume(tmp_path):
     from torch.utils.data import TensorDataset
 

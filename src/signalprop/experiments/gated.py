@@ -34,6 +34,7 @@ from signalprop.diagnostics.path_kernel import (
 from signalprop.errors import ConfigError
 from signalprop.experiments.common import at_least, curve, epoch_records
 from signalprop.experiments.context import RunContext
+from signalprop.experiments.lr_tuning import carve_validation
 from signalprop.experiments.registry import Claim, Experiment, register
 from signalprop.experiments.stats import (
     SE_FACTOR,
@@ -51,20 +52,6 @@ BEST_STATE = "best_val_state.pt"
 
 
 # ------------------------------------------------------------------------------ shared
-def _subset(x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> TensorDataset:
-    return TensorDataset(x[index], y[index])
-
-
-def carve_validation(splits: Splits, n_val: int, seed: int) -> tuple[Splits, TensorDataset]:
-    """Split ``n_val`` random training examples off as a validation set (test set untouched)."""
-    x, y = tensors(splits.train)
-    if not 0 < n_val < x.shape[0]:
-        raise ConfigError(f"n_val={n_val} must be between 1 and the {x.shape[0]} training examples")
-    order = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))
-    val = _subset(x, y, order[:n_val])
-    return dataclasses.replace(splits, train=_subset(x, y, order[n_val:])), val
-
-
 def _accuracy(model: torch.nn.Module, data: TensorDataset, batch: int = 2000
               ) -> tuple[float, float]:
     was = model.training

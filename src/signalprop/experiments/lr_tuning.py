@@ -1,0 +1,103 @@
+"""Learning-rate tuning with an equal budget for a method and its baselines.
+
+Every variant compared in a claim gets the same log-spaced sweep of learning rates, each trained
+for the same number of epochs on the training data minus a held-out validation split and scored
+by its validation loss; the test split is never looked at. The chosen rate and the score of
+every candidate are recorded in the run (``TunedLR.record``), so the choice can be audited.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from signalprop.data.splits import tensors
+from signalprop.errors import ConfigError, DivergenceError
+from signalprop.learning.base import LearningRule
+from signalprop.train import TrainConfig, seed_everything
+
+ModelFactory = Callable[[], tuple[nn.Module, tuple[LearningRule, ...]]]
+
+
+def log_spaced(low: float, high: float, count: int) -> tuple[float, ...]:
+    """``count`` learning rates spaced evenly in log between ``low`` and ``high`` (inclusive)."""
+    if not 0 < low <= high or count < 1:
+        raise ConfigError(f"need 0 < low <= high and count >= 1, got {low}, {high}, {count}")
+    if count == 1:
+        return (low,)
+    step = math.log(high / low) / (count - 1)
+    return tuple(float(f"{low * math.exp(i * step):.3g}") for i in range(count))
+
+
+def _subset(x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> TensorDataset:
+    return TensorDataset(x[index], y[index])
+
+
+def carve_validation(splits: Any, n_val: int, seed: int) -> tuple[Any, TensorDataset]:
+    """Split ``n_val`` random training examples off as a validation set (test set untouched)."""
+    x, y = tensors(splits.train)
+    if not 0 < n_val < x.shape[0]:
+        raise ConfigError(f"n_val={n_val} must be between 1 and the {x.shape[0]} training examples")
+    order = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))
+    val = _subset(x, y, order[:n_val])
+    return dataclasses.replace(splits, train=_subset(x, y, order[n_val:])), val
+
+
+def tuning_splits(splits: Any, n_val: int, seed: int) -> tuple[Any, Any]:
+    """``(train_splits, tune_splits)``: the training data without the validation split, and the
+    same with the validation split in the place of the test split (what tuning runs score on)."""
+    train_splits, val = carve_validation(splits, n_val, seed)
+    return train_splits, dataclasses.replace(train_splits, test=val)
+
+
+@dataclass(frozen=True)
+class TunedLR:
+    """The chosen learning rate and the validation loss of every candidate (inf: diverged)."""
+
+    lr: float
+    scores: dict[float, float]
+
+    def record(self) -> dict[str, Any]:
+        """JSON-ready: ``{"lr": ..., "validation_loss": {"0.001": ...}}``."""
+        return {"lr": self.lr, "validation_loss": {f"{k:g}": v for k, v in self.scores.items()}}
+
+    def text(self) -> str:
+        return ", ".join(f"{k:g}: {v:.3g}" for k, v in self.scores.items())
+
+
+def choose(scores: dict[float, float]) -> float:
+    """The learning rate with the lowest finite score; ties go to the smaller rate."""
+    finite = {lr: s for lr, s in scores.items() if math.isfinite(s)}
+    if not finite:
+        raise ConfigError(f"every learning rate in {sorted(scores)} diverged while tuning; "
+                          "add smaller rates to the sweep")
+    return min(sorted(finite), key=lambda lr: finite[lr])
+
+
+def tune_lr(ctx: Any, name: str, make: ModelFactory, tune_splits: Any, train: TrainConfig,
+            lrs: Sequence[float], epochs: int, seed: int,
+            fit_kwargs: dict[str, Any] | None = None) -> TunedLR:
+    """Train ``make()`` for ``epochs`` at every rate of ``lrs`` (sub-runs
+    ``tune-<name>-lr<lr>``) and pick the one with the lowest validation loss."""
+    if not lrs:
+        raise ConfigError(f"no learning rates to tune {name!r} over")
+    scores: dict[float, float] = {}
+    for lr in lrs:
+        seed_everything(seed)
+        model, rules = make()
+        config = dataclasses.replace(train, lr=lr, epochs=epochs)
+        try:
+            final = ctx.fit(f"tune-{name}-lr{lr:g}", model, tune_splits, config, seed=seed,
+                            rules=rules, **(fit_kwargs or {}))
+        except DivergenceError:  # a diverging candidate loses, it does not end the run
+            final = {}
+        loss = float(final.get("test_loss", math.inf))
+        scores[lr] = loss if math.isfinite(loss) else math.inf
+    return TunedLR(choose(scores), scores)
