@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 import resource
 import statistics
@@ -26,6 +28,7 @@ from signalprop.config import in_range, one_of, positive
 from signalprop.errors import ConfigError, DivergenceError
 from signalprop.experiments.common import at_least, at_most, curve, epoch_records
 from signalprop.experiments.context import RunContext
+from signalprop.experiments.lr_tuning import TunedLR, tune_lr, tuning_splits
 from signalprop.experiments.orthogonal_controls import (
     LogisticRegression,
     RotationControl,
@@ -480,9 +483,32 @@ class PSMNISTModel:
 
 
 @dataclass(frozen=True)
+class PSMNISTTuning:
+    """Every model's Adam lr chosen from ``lrs`` by validation loss after ``epochs`` on a
+    random training subset of ``n_train`` sequences, ``n_val`` of them held out (0: no tuning,
+    ``train.lr`` for every model)."""
+
+    lrs: tuple[float, ...] = (3e-4, 1e-3, 3e-3)
+    n_train: int = 5000
+    n_val: int = 1000
+    epochs: int = 1
+
+    def __post_init__(self) -> None:
+        positive("tuning.epochs", self.epochs)
+        if self.n_train and not 0 < self.n_val < self.n_train:
+            raise ConfigError(f"tuning.n_val={self.n_val} must be between 1 and "
+                              f"tuning.n_train={self.n_train}")
+        for lr in self.lrs:
+            positive("tuning.lrs entry", lr)
+        if self.n_train and not self.lrs:
+            raise ConfigError("tuning.lrs must not be empty (or set tuning.n_train=0)")
+
+
+@dataclass(frozen=True)
 class PSMNISTConfig:
     data: PSMNISTData = field(default_factory=PSMNISTData)
     model: PSMNISTModel = field(default_factory=PSMNISTModel)
+    tuning: PSMNISTTuning = field(default_factory=PSMNISTTuning)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         epochs=10, batch_size=128, lr=1e-3, grad_clip=1.0, eval_batch_size=1000))
 
@@ -496,6 +522,31 @@ def _as_sequence(splits: Any) -> Any:
         setattr(splits, part, TensorDataset(x.reshape(x.shape[0], -1, 1), y))
     splits.input_shape = (math.prod(splits.input_shape), 1)
     return splits
+
+
+def psmnist_model(name: str, inputs: int, classes: int, m: PSMNISTModel) -> nn.Module:
+    """The filter RNN (``name="filter"``) or a baseline (``"rnn"``, ``"lstm"``) for psMNIST."""
+    if name == "filter":
+        return _filter_model(inputs, classes, m.hidden, m.beta, m.filter, m.readout_scale)
+    return baseline_classifier(name, inputs, classes, m.hidden)
+
+
+def _psmnist_lr(ctx: RunContext, name: str, make: Any, splits: Any, cfg: PSMNISTConfig
+                ) -> TunedLR | None:
+    """The tuned lr of one model (see :class:`PSMNISTTuning`), or None without tuning."""
+    t = cfg.tuning
+    if not t.n_train:
+        return None
+    x, y = splits.train.tensors
+    if t.n_train > x.shape[0]:
+        raise ConfigError(f"tuning.n_train={t.n_train} exceeds the {x.shape[0]} training "
+                          "sequences; lower it or raise data.n_train")
+    pick = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(ctx.seed))
+    subset = dataclasses.replace(splits, train=TensorDataset(x[pick[:t.n_train]],
+                                                            y[pick[:t.n_train]]))
+    _, tune_splits = tuning_splits(subset, t.n_val, ctx.seed)
+    return tune_lr(ctx, name, lambda: (make(), ()), tune_splits, cfg.train, t.lrs, t.epochs,
+                   ctx.seed)
 
 
 def run_psmnist(ctx: RunContext) -> dict[str, Any]:
@@ -520,14 +571,12 @@ def run_psmnist(ctx: RunContext) -> dict[str, Any]:
         used.append(splits.name)
         length, inputs = splits.input_shape
         for model_name in ("filter", *m.baselines):
-            torch.manual_seed(ctx.seed)
-            if model_name == "filter":
-                model = _filter_model(inputs, splits.num_classes, m.hidden, m.beta, m.filter,
-                                      m.readout_scale)
-            else:
-                model = baseline_classifier(model_name, inputs, splits.num_classes, m.hidden)
+            make = functools.partial(psmnist_model, model_name, inputs, splits.num_classes, m)
             sub = f"{splits.name}-{model_name}"
-            _fit_or_diverge(ctx, sub, model, splits, cfg.train)
+            tuned = _psmnist_lr(ctx, sub, make, splits, cfg)
+            train = cfg.train if tuned is None else dataclasses.replace(cfg.train, lr=tuned.lr)
+            torch.manual_seed(ctx.seed)
+            _fit_or_diverge(ctx, sub, make(), splits, train)
             accs = curve(ctx.run_dir / sub, "test_acc")
             first = accs[0][1] if accs else None
             last = accs[-1][1] if accs else None
@@ -535,13 +584,16 @@ def run_psmnist(ctx: RunContext) -> dict[str, Any]:
             results[f"{key}_acc_epoch1"] = first
             results[f"{key}_acc_final"] = last
             results[f"{key}_epochs"] = len(accs)
-            rows.append([splits.name, model_name, length, first, last, len(accs)])
+            results[f"{key}_lr"] = train.lr
+            rows.append([splits.name, model_name, length, f"{train.lr:g}",
+                         tuned.text() if tuned else "not tuned", first, last, len(accs)])
             lines[f"{splits.name} {model_name}"] = accs
     results["dataset"] = ", ".join(used)
     return {
         "results": results,
         "tables": {"psmnist": {
-            "columns": ["dataset", "model", "steps", "acc epoch 1", "acc final", "epochs"],
+            "columns": ["dataset", "model", "steps", "lr", "validation loss per lr",
+                        "acc epoch 1", "acc final", "epochs"],
             "rows": rows}},
         "series": {"test_acc": {"title": "Permuted sequential classification",
                                 "xlabel": "epoch", "ylabel": "test accuracy", "logy": False,
@@ -579,7 +631,8 @@ register(Experiment(
     make_config=PSMNISTConfig,
     run=run_psmnist,
     quick={"data.n_train": 128, "data.n_test": 128, "train.epochs": 1, "train.batch_size": 64,
-           "data.names": ("fashion-mnist",)},
+           "data.names": ("fashion-mnist",), "tuning.n_val": 32, "tuning.n_train": 96,
+           "tuning.lrs": (1e-3, 3e-3)},
     claims=(
         Claim(text="psMNIST test accuracy above 94% after the first epoch",
               source="arXiv 2210.01245, abstract", paper_value="> 94% after epoch 1",
