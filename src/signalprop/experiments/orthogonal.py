@@ -441,13 +441,15 @@ def _baselines_fail(results: dict[str, Any]) -> tuple[str, str]:
     return value, at_most(worst_case, 0.6, 0.75)
 
 
+RNN_BASELINES = {kind: Model(f"the {kind.upper()} baseline (model.hidden units)",
+                             lambda cfg, splits, kind=kind: baseline_classifier(
+                                 kind, splits.input_shape[-1], splits.num_classes,
+                                 cfg.model.hidden)) for kind in ("rnn", "lstm")}
 LONG_MEMORY_MODELS = {
     "filter": Model("the additive-filter RNN classifier (T = data.T)", lambda cfg, splits:
                     filter_classifier(splits.input_shape[-1], splits.num_classes,
                                       splits.input_shape[0], cfg.model)),
-    **{kind: Model(f"the {kind.upper()} baseline", lambda cfg, splits, kind=kind:
-                   baseline_classifier(kind, splits.input_shape[-1], splits.num_classes,
-                                       cfg.model.hidden)) for kind in ("rnn", "lstm")},
+    **RNN_BASELINES,
 }
 
 
@@ -612,9 +614,7 @@ PSMNIST_MODELS = {
     "filter": Model("one additive-filter RNN layer (b = model.beta)", lambda cfg, splits:
                     _filter_model(splits.input_shape[-1], splits.num_classes, cfg.model.hidden,
                                   cfg.model.beta, cfg.model.filter, cfg.model.readout_scale)),
-    **{kind: Model(f"the {kind.upper()} baseline", lambda cfg, splits, kind=kind:
-                   baseline_classifier(kind, splits.input_shape[-1], splits.num_classes,
-                                       cfg.model.hidden)) for kind in ("rnn", "lstm")},
+    **RNN_BASELINES,
 }
 
 
