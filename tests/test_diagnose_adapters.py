@@ -67,3 +67,24 @@ def test_docs_list_exactly_the_registered_models():
     assert listed == [(e, n, d) for e, models in diagnosable().items()
                       for n, d in models.items()]
     assert set(diagnosable()) == {e.name for e in all_experiments()}
+
+
+def test_image_model_on_fallback_data_says_why(monkeypatch):
+    from signalprop.errors import ConfigError
+    from signalprop.experiments import decorrelation_resnet
+
+    def mnist1d_only(name, n, seed, **options):  # as if Fashion-MNIST were not installed
+        from signalprop.experiments.samples import load_sample
+        return load_sample("mnist1d", n, seed)
+
+    monkeypatch.setattr(decorrelation_resnet, "load_sample", mnist1d_only)
+    with pytest.raises(ConfigError, match="needs images, but the sample data fell back to "
+                                          "mnist1d"):
+        experiment_model("decorrelation-resnet", batch_size=4, quick=True, model="vit")
+
+
+def test_model_option_with_a_file_target_is_refused(tmp_path, capsys):
+    path = tmp_path / "models.py"
+    path.write_text("import torch\ndef make_model():\n    return torch.nn.Linear(3, 2)\n")
+    assert main(["diagnose", f"{path}:make_model", "--model", "deep"]) == 2
+    assert "drop --model" in capsys.readouterr().err

@@ -593,7 +593,7 @@ def kernel_model(variant: str, splits: Splits, m: KernelModel) -> torch.nn.Modul
 
 KERNEL_MODELS = {v: Model(f"{VARIANT_DESCRIPTIONS[v]}; one output, no biases",
                           lambda cfg, splits, v=v: kernel_model(v, splits, cfg.model))
-                 for v in (v for v in ORDER if v != "flnpf")}
+                 for v in ORDER if v != "flnpf"}
 
 
 def _sample_binary(cfg: KernelConfig, n: int, seed: int) -> Splits:
