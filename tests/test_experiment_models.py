@@ -110,3 +110,21 @@ def test_unknown_model_name_lists_the_experiments_models():
     with pytest.raises(ConfigError, match="has no model 'deeper'; did you mean deep"):
         exp.model("deeper")
     assert exp.model()[0] == "deep"
+
+
+def test_registry_rebuilds_a_trained_sub_run_for_load_run(tmp_path):
+    """docs/checkpoints.md: an experiment's sub-run is restored into the registered model."""
+    import json
+
+    import signalprop
+    from signalprop import config as config_lib
+    from signalprop.experiments.context import run_experiment
+
+    exp = get_experiment("deep-tanh-mlp")
+    run_dir = run_experiment(exp, out=tmp_path, quick=True, progress=False, overrides=[
+        "train.epochs=1", "data.n_train=200", "data.n_test=100", "model.depth=4"])
+    saved = json.loads((run_dir / "config.json").read_text())["config"]
+    cfg = config_lib.from_dict(exp.make_config(), saved)
+    model = exp.build_model(cfg, exp.sample_splits(cfg, 8), "deep")
+    info = signalprop.load_run(run_dir / "deep", model)
+    assert info["finished"] and info["epoch"] == 1
