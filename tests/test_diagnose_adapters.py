@@ -88,3 +88,22 @@ def test_model_option_with_a_file_target_is_refused(tmp_path, capsys):
     path.write_text("import torch\ndef make_model():\n    return torch.nn.Linear(3, 2)\n")
     assert main(["diagnose", f"{path}:make_model", "--model", "deep"]) == 2
     assert "drop --model" in capsys.readouterr().err
+
+
+def test_target_space_model_is_diagnosed_as_its_weight_space_export(capsys):
+    """Its layers' weights are solved inside its forward, so diagnose sees the export: the
+    same function as ordinary layers."""
+    import torch
+
+    from signalprop.experiments.context import resolve_config
+    from signalprop.experiments.registry import get_experiment
+
+    model, (x, _), what = experiment_model("target-space-spirals", batch_size=8, quick=True)
+    assert "weight-space export" in what
+    exp = get_experiment("target-space-spirals")
+    cfg = resolve_config(exp, True, [])
+    torch.manual_seed(0)
+    target = exp.build_model(cfg, exp.sample_splits(cfg, 8, 0), "target")
+    torch.testing.assert_close(model(x), target(x))
+    assert main(["diagnose", "target-space-spirals", "--quick", "--batch-size", "8"]) == 0
+    assert "signalprop diagnosis:" in capsys.readouterr().out

@@ -3,7 +3,9 @@
 Every experiment declares its models in the registry (``Experiment.models``, see
 :mod:`signalprop.experiments.registry`); diagnose builds the one asked for (``--model NAME``,
 by default the experiment's main model) from the experiment's config (defaults, ``--quick``
-overrides, ``--set`` overrides) on a batch of the experiment's own sample data.
+overrides, ``--set`` overrides) on a batch of the experiment's own sample data. A
+target-space model is diagnosed as its weight-space export (``to_weight_space()``, the same
+function).
 """
 
 from __future__ import annotations
@@ -14,6 +16,12 @@ import torch
 from torch import nn
 
 from signalprop.errors import ConfigError
+from signalprop.nn.target_space import TargetSpaceModule
+
+#: A target-space model solves its layers' weights from targets inside its own forward, so its
+#: layers never run as modules; diagnose sees the same function as ordinary layers.
+WEIGHT_SPACE_NOTE = ("diagnosed as its weight-space export (the weights its targets solve to, "
+                     "the same function as ordinary layers)")
 
 Batch = tuple[torch.Tensor, torch.Tensor] | torch.Tensor
 
@@ -51,6 +59,9 @@ def experiment_model(name: str, *, batch_size: int, seed: int = 0, quick: bool =
                           "it or pick another --model")
     torch.manual_seed(seed)
     net = spec.build(cfg, splits)
+    what = f"{name}: {model_name}, {spec.description}"
+    if isinstance(net, TargetSpaceModule):
+        net, what = net.to_weight_space(), f"{what}; {WEIGHT_SPACE_NOTE}"
     tensors = splits.train.tensors
     batch = tuple(t[:batch_size] for t in tensors) if len(tensors) > 1 else tensors[0][:batch_size]
-    return net, batch, f"{name}: {model_name}, {spec.description}"
+    return net, batch, what
