@@ -597,8 +597,9 @@ KERNEL_MODELS = {v: Model(f"{VARIANT_DESCRIPTIONS[v]}; one output, no biases",
 
 
 def _sample_binary(cfg: KernelConfig, n: int, seed: int) -> Splits:
+    """About ``n`` training examples, half of each class (the first ``n`` hold both)."""
     raw = load_sample(cfg.data.name, max(n, 200), seed, flatten=True)
-    return binary_subset(raw, cfg.data.classes, n, n, seed)
+    return binary_subset(raw, cfg.data.classes, math.ceil(n / 2), n, seed)
 
 
 def _alignment_hook(x: torch.Tensor, y: torch.Tensor, test: TensorDataset, every: int,
