@@ -34,6 +34,14 @@ def diagnosable() -> dict[str, dict[str, str]]:
             for e in all_experiments() if e.models}
 
 
+def models_table() -> str:
+    """docs/diagnose.md's table of the models diagnose can build, one row per model."""
+    rows = ["| experiment | model | what it is |", "|---|---|---|"]
+    rows += [f"| `{e}` | `{n}` | {d} |" for e, models in diagnosable().items()
+             for n, d in models.items()]
+    return "\n".join(rows)
+
+
 def experiment_model(name: str, *, batch_size: int, seed: int = 0, quick: bool = False,
                      overrides: list[str] | None = None, model: str | None = None
                      ) -> tuple[nn.Module, Batch, str]:
