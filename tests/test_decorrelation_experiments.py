@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import torch
+import pytest
 
 from signalprop.config import apply_overrides
-from signalprop.experiments.decorrelation import ModelConfig, make_cnn, make_mlp
+from signalprop.experiments.context import resolve_config
 from signalprop.experiments.registry import get_experiment
 
 
@@ -16,11 +16,16 @@ def test_both_experiments_registered_with_rule_override():
         assert cfg.learning.rule == "fa"
 
 
-def test_cnn_handles_images_and_1d_inputs():
-    cfg = ModelConfig(width=16, channels=(2, 3))
-    assert make_cnn((1, 28, 28), 10, cfg)(torch.randn(2, 1, 28, 28)).shape == (2, 10)
-    assert make_cnn((40,), 10, cfg)(torch.randn(2, 40)).shape == (2, 10)
-    assert make_mlp(40, 10, cfg)(torch.randn(2, 40)).shape == (2, 10)
+@pytest.mark.parametrize("data", ["fashion-mnist", "mnist1d"])
+def test_registered_models_handle_images_and_1d_inputs(data):
+    """The MLP and CNN, plain and decorrelated, built through the registry (issue 18.6) on
+    images and on the 1-D MNIST-1D fallback."""
+    exp = get_experiment("decorrelation-speedup")
+    cfg = resolve_config(exp, True, [f"data.name={data}"])
+    splits = exp.sample_splits(cfg, 2, 0)
+    assert list(exp.models) == ["mlp", "mlp-decor", "cnn", "cnn-decor"]
+    for name in exp.models:
+        assert exp.build_model(cfg, splits, name)(splits.train.tensors[0]).shape == (2, 10)
 
 
 def test_speedup_adds_block_diagonal_runs_to_table_and_results(tmp_path):

@@ -5,12 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from signalprop.config import apply_overrides
 from signalprop.errors import ConfigError
-from signalprop.experiments.context import run_experiment
-from signalprop.experiments.decorrelation_resnet import ModelConfig, build_model
+from signalprop.experiments.context import resolve_config, run_experiment
 from signalprop.experiments.registry import get_experiment
 
 EXPERIMENT = "decorrelation-resnet"
@@ -24,13 +22,21 @@ def test_registered_with_dalm_preset_and_dense_plus_block_variants():
         apply_overrides(cfg, ["architectures=[resnet50]"])
 
 
-def test_models_for_images_and_1d_inputs():
-    cfg = ModelConfig(resnet_width=4, vit_dim=8, vit_depth=1, vit_heads=2)
-    assert build_model("resnet18", (1, 28, 28), 10, cfg)(torch.randn(2, 1, 28, 28)).shape == (2, 10)
-    assert build_model("resnet18", (40,), 10, cfg)(torch.randn(2, 40)).shape == (2, 10)
-    assert build_model("vit", (1, 28, 28), 10, cfg)(torch.randn(2, 1, 28, 28)).shape == (2, 10)
-    with pytest.raises(ConfigError, match="square images"):
-        build_model("vit", (40,), 10, cfg)
+@pytest.mark.parametrize("data", ["fashion-mnist", "mnist1d"])
+def test_registered_models_for_images_and_1d_inputs(data):
+    """ResNet-18 and the ViT, BP and DBP, built through the registry (issue 18.6); the ViT
+    needs square images and says so on 1-D inputs."""
+    exp = get_experiment(EXPERIMENT)
+    cfg = resolve_config(exp, True, [f"data.name={data}"])
+    splits = exp.sample_splits(cfg, 2, 0)
+    image = len(splits.input_shape) == 3
+    for name, spec in exp.models.items():
+        if spec.image_only and not image:
+            with pytest.raises(ConfigError, match="square images"):
+                exp.build_model(cfg, splits, name)
+            continue
+        model = exp.build_model(cfg, splits, name)
+        assert model(splits.train.tensors[0]).shape == (2, 10)
 
 
 def test_verdicts_follow_the_paper_thresholds():

@@ -23,6 +23,8 @@ def test_readme_example_runs(index, tmp_path, capsys):
     if "load_run(" in code:  # the restored model scores what fit reported
         words = out.split()
         assert words[words.index("test_acc") + 1] == words[words.index("restored") + 1]
+    elif "build_model(" in code:  # the registry example prints what its comment says
+        assert out.strip() == re.search(r"# (torch\.Size\(.*?\))", code).group(1)
     else:
         assert "signalprop diagnosis:" in out
 

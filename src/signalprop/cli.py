@@ -115,6 +115,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
         return 0
     for exp in all_experiments():
         print(f"{exp.name:28s} {exp.summary}")
+        print(f"{'':28s}   models: {', '.join(exp.models)}")
         for claim in exp.claims:
             print(f"{'':28s}   claim: {claim.text} [{claim.source}]")
             print(f"{'':28s}   rule v{claim.rule_version}: {claim.rule}")

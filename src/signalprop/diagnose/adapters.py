@@ -1,157 +1,75 @@
 """Models and batches of registered experiments, for ``signalprop diagnose EXPERIMENT``.
 
-Each adapter builds, from the experiment's own config dataclass (defaults, ``--quick``
-overrides, ``--set`` overrides), the model the experiment studies and one batch of its data.
+Every experiment declares its models in the registry (``Experiment.models``, see
+:mod:`signalprop.experiments.registry`); diagnose builds the one asked for (``--model NAME``,
+by default the experiment's main model) from the experiment's config (defaults, ``--quick``
+overrides, ``--set`` overrides) on a batch of the experiment's own sample data. A
+target-space model is diagnosed as its weight-space export (``to_weight_space()``, the same
+function).
 """
 
 from __future__ import annotations
 
 import difflib
-import math
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
 
-from signalprop.errors import ConfigError, DatasetMissing
+from signalprop.errors import ConfigError
+from signalprop.nn.target_space import TargetSpaceModule
 
-Batch = tuple[torch.Tensor, torch.Tensor]
+#: A target-space model solves its layers' weights from targets inside its own forward, so its
+#: layers never run as modules; diagnose sees the same function as ordinary layers.
+WEIGHT_SPACE_NOTE = ("diagnosed as its weight-space export (the weights its targets solve to, "
+                     "the same function as ordinary layers)")
 
-
-@dataclass(frozen=True)
-class Adapter:
-    """``build(config, batch_size, seed) -> (model, (inputs, targets))``; ``model`` says which
-    of the experiment's models it is."""
-
-    experiment: str
-    model: str
-    build: Callable[[Any, int, int], tuple[nn.Module, Batch]]
+Batch = tuple[torch.Tensor, torch.Tensor] | torch.Tensor
 
 
-def _batch(splits: Any, batch_size: int) -> Batch:
-    x, y = splits.train.tensors
-    return x[:batch_size], y[:batch_size]
+def diagnosable() -> dict[str, dict[str, str]]:
+    """``{experiment: {model name: description}}``, the main model first."""
+    from signalprop.experiments.registry import all_experiments
+
+    return {e.name: {name: m.description for name, m in e.models.items()}
+            for e in all_experiments() if e.models}
 
 
-def _load(name: str, seed: int, **options: Any) -> Any:
-    from signalprop import data
-
-    try:
-        return data.load(name, seed=seed, **options)
-    except DatasetMissing:
-        if name == "mnist1d":
-            raise
-        return data.load("mnist1d", seed=seed)
-
-
-def _flat_input_model(cfg: Any, batch_size: int, seed: int,
-                      build: Callable[[int, int, Any], nn.Module],
-                      **load: Any) -> tuple[nn.Module, Batch]:
-    """``build(in_features, classes, cfg.model)`` on ``cfg.data.name`` and one batch of its
-    inputs flattened to rows (``load`` goes to the dataset loader)."""
-    splits = _load(cfg.data.name, seed, n_train=max(batch_size, 100), n_test=100, **load)
-    torch.manual_seed(seed)
-    model = build(math.prod(splits.input_shape), splits.num_classes, cfg.model)
-    x, y = _batch(splits, batch_size)
-    return model, (x.flatten(1), y)
-
-
-def _deep_tanh_mlp(cfg: Any, batch_size: int, seed: int) -> tuple[nn.Module, Batch]:
-    from signalprop.nn.mlp import MLP
-
-    splits = _load(cfg.data.name, seed, n_train=max(batch_size, 100), n_test=100)
-    torch.manual_seed(seed)
-    m = cfg.model
-    model = MLP(splits.input_shape[-1], m.width, m.depth, splits.num_classes, m.activation,
-                m.gain)
-    return model, _batch(splits, batch_size)
-
-
-def _orthogonal_deep_mlp(cfg: Any, batch_size: int, seed: int) -> tuple[nn.Module, Batch]:
-    from signalprop.nn.orthogonal import AdditiveFilterMLP
-
-    def build(features: int, classes: int, m: Any) -> nn.Module:
-        return AdditiveFilterMLP(features, m.width, m.depth, classes, skip="orthogonal",
-                                 beta_scale=m.beta_scale, segment=m.segment or None)
-
-    return _flat_input_model(cfg, batch_size, seed, build, flatten=True)
-
-
-def _orthogonal_long_memory(cfg: Any, batch_size: int, seed: int) -> tuple[nn.Module, Batch]:
-    from signalprop import data
-    from signalprop.experiments.orthogonal import filter_classifier
-
-    d = cfg.data
-    splits = data.load("delayed-recall", seed=seed, T=d.T, noise=d.noise, n_train=batch_size,
-                       n_test=batch_size)
-    torch.manual_seed(seed)
-    return filter_classifier(1, 2, d.T + 1, cfg.model), _batch(splits, batch_size)
-
-
-def _gated_variants(cfg: Any, batch_size: int, seed: int) -> tuple[nn.Module, Batch]:
-    from signalprop.nn.gated import gated_mlp
-
-    def build(features: int, classes: int, m: Any) -> nn.Module:
-        variant = "dlgn" if "dlgn" in m.variants else m.variants[0]
-        if variant == "flnpf":
-            variant = "relu"
-        return gated_mlp(variant, features, m.width, m.depth, classes)
-
-    return _flat_input_model(cfg, batch_size, seed, build, flatten=True)
-
-
-def _sensitivity_deep_mlp(cfg: Any, batch_size: int, seed: int) -> tuple[nn.Module, Batch]:
-    from signalprop.nn.mlp import MLP
-
-    def build(features: int, classes: int, m: Any) -> nn.Module:
-        return MLP(features, m.width, m.depth, classes, m.activation, m.small_gain)
-
-    return _flat_input_model(cfg, batch_size, seed, build)
-
-
-def _sensitivity_lag(cfg: Any, batch_size: int, seed: int) -> tuple[nn.Module, Batch]:
-    from signalprop import data
-    from signalprop.experiments.sensitivity import lag_model
-
-    d = cfg.data
-    splits = data.load("delayed-recall", seed=seed, T=d.lag, noise=d.noise, n_train=batch_size,
-                       n_test=batch_size)
-    return lag_model(cfg.model, cfg.model.small_radius, seed), _batch(splits, batch_size)
-
-
-ADAPTERS: dict[str, Adapter] = {a.experiment: a for a in (
-    Adapter("deep-tanh-mlp", "the deep tanh MLP (model.depth layers)", _deep_tanh_mlp),
-    Adapter("orthogonal-deep-mlp", "the additive-filter MLP (model.depth layers)",
-            _orthogonal_deep_mlp),
-    Adapter("orthogonal-long-memory", "the additive-filter RNN classifier (T = data.T)",
-            _orthogonal_long_memory),
-    Adapter("gated-variants", "the gated MLP (DLGN variant if selected, else the first)",
-            _gated_variants),
-    Adapter("sensitivity-deep-mlp", "the deep MLP at the small initial gain (before SAL)",
-            _sensitivity_deep_mlp),
-    Adapter("sensitivity-lag", "the tanh RNN at the small spectral radius (before SAL)",
-            _sensitivity_lag),
-)}
+def models_table() -> str:
+    """docs/diagnose.md's table of the models diagnose can build, one row per model."""
+    rows = ["| experiment | model | what it is |", "|---|---|---|"]
+    rows += [f"| `{e}` | `{n}` | {d} |" for e, models in diagnosable().items()
+             for n, d in models.items()]
+    return "\n".join(rows)
 
 
 def experiment_model(name: str, *, batch_size: int, seed: int = 0, quick: bool = False,
-                     overrides: list[str] | None = None) -> tuple[nn.Module, Batch, str]:
-    """``(model, batch, description)`` of a registered experiment with an adapter."""
+                     overrides: list[str] | None = None, model: str | None = None
+                     ) -> tuple[nn.Module, Batch, str]:
+    """``(model, batch, description)``: model ``model`` (the main one for None) of the
+    registered experiment ``name``, seeded by ``seed``, and the first ``batch_size`` training
+    examples of its sample data (inputs alone where the data have no targets)."""
     from signalprop.experiments.context import resolve_config
-    from signalprop.experiments.registry import all_experiments, get_experiment
+    from signalprop.experiments.registry import get_experiment
 
-    if name not in ADAPTERS:
-        known = {e.name for e in all_experiments()}
-        if name in known:
-            raise ConfigError(f"experiment {name!r} has no diagnose adapter; supported: "
-                              f"{', '.join(sorted(ADAPTERS))} (or pass path/to/file.py:factory)")
-        close = difflib.get_close_matches(name, sorted(known | set(ADAPTERS)), n=3, cutoff=0.4)
+    supported = diagnosable()
+    if name not in supported:
+        close = difflib.get_close_matches(name, sorted(supported), n=3, cutoff=0.4)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ConfigError(f"unknown experiment {name!r}{hint} (diagnose supports "
-                          f"{', '.join(sorted(ADAPTERS))}, or path/to/file.py:factory)")
-    adapter = ADAPTERS[name]
-    cfg = resolve_config(get_experiment(name), quick, list(overrides or []))
-    model, batch = adapter.build(cfg, batch_size, seed)
-    return model, batch, f"{name}: {adapter.model}"
+        raise ConfigError(f"unknown experiment {name!r}{hint} (`signalprop list` shows all; "
+                          "or pass path/to/file.py:factory)")
+    experiment = get_experiment(name)
+    model_name, spec = experiment.model(model)
+    cfg = resolve_config(experiment, quick, list(overrides or []))
+    splits = experiment.sample_splits(cfg, batch_size, seed)
+    if spec.image_only and len(splits.input_shape) != 3:
+        raise ConfigError(f"model {model_name!r} of {name} needs images, but the sample data "
+                          f"fell back to {splits.name} (the image dataset is missing); install "
+                          "it or pick another --model")
+    torch.manual_seed(seed)
+    net = spec.build(cfg, splits)
+    what = f"{name}: {model_name}, {spec.description}"
+    if isinstance(net, TargetSpaceModule):
+        net, what = net.to_weight_space(), f"{what}; {WEIGHT_SPACE_NOTE}"
+    tensors = splits.train.tensors
+    batch = tuple(t[:batch_size] for t in tensors) if len(tensors) > 1 else tensors[0][:batch_size]
+    return net, batch, what

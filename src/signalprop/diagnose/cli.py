@@ -1,7 +1,8 @@
 """The ``signalprop diagnose`` sub-command: a gradient-health check of an experiment's model or
 of a user's factory function.
 
-``signalprop diagnose deep-tanh-mlp`` or ``signalprop diagnose path/to/file.py:make_model``;
+``signalprop diagnose deep-tanh-mlp [--model shallow]`` (an experiment's model, from the
+registry) or ``signalprop diagnose path/to/file.py:make_model``;
 the factory takes no arguments and returns a model (then the batch is random inputs of the
 shape its first Linear/RNN layer expects) or ``(model, batch)`` with ``batch`` = inputs or
 ``(inputs, targets)``.
@@ -29,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also plot gradient norm and sensitivity vs depth (PNG)")
     parser.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda:N")
     parser.add_argument("--seed", type=int, default=0, help="seed for the model and batch")
+    parser.add_argument("--model", default=None, metavar="NAME",
+                        help="experiments: which of its models (default: its main model; "
+                             "docs/diagnose.md lists them)")
     parser.add_argument("--quick", action="store_true",
                         help="experiments: use the --quick config (e.g. smaller depth)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
@@ -131,11 +135,14 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     torch.manual_seed(args.seed)
     if _is_file_target(args.target):
+        if args.model is not None:
+            raise SignalpropError("--model names an experiment's model; a file target's "
+                                  "factory returns its own model, so drop --model")
         model, batch, what = model_from_factory(args.target, args.batch_size)
     else:
         model, batch, what = experiment_model(args.target, batch_size=args.batch_size,
                                               seed=args.seed, quick=args.quick,
-                                              overrides=args.overrides)
+                                              overrides=args.overrides, model=args.model)
     model = model.to(device)
     print(f"model: {what}", flush=True)
     result = diagnose(model, batch, seed=args.seed)

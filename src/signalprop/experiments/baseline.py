@@ -15,7 +15,8 @@ from typing import Any
 from signalprop.config import positive
 from signalprop.experiments.common import at_least, curve, grad_norm_profile
 from signalprop.experiments.context import RunContext
-from signalprop.experiments.registry import Claim, Experiment, register
+from signalprop.experiments.registry import Claim, Experiment, Model, register
+from signalprop.experiments.samples import load_sample
 from signalprop.nn.mlp import MLP
 from signalprop.train import TrainConfig
 
@@ -51,14 +52,31 @@ class Config:
     )
 
 
+def build_mlp(cfg: Config, splits: Any, depth: int) -> MLP:
+    """The tanh MLP of ``depth`` hidden layers at the configured gain."""
+    return MLP(splits.input_shape[-1], cfg.model.width, depth, splits.num_classes,
+               cfg.model.activation, cfg.model.gain)
+
+
+MODELS = {
+    "deep": Model("the deep tanh MLP (model.depth layers)",
+                  lambda cfg, splits: build_mlp(cfg, splits, cfg.model.depth)),
+    "shallow": Model("the shallow tanh MLP (model.shallow_depth layers)",
+                     lambda cfg, splits: build_mlp(cfg, splits, cfg.model.shallow_depth)),
+}
+
+
+def sample(cfg: Config, n: int, seed: int) -> Any:
+    return load_sample(cfg.data.name, n, seed, fallback=None)
+
+
 def run(ctx: RunContext) -> dict[str, Any]:
     cfg: Config = ctx.config
     splits = ctx.load_data(cfg.data.name, n_train=cfg.data.n_train, n_test=cfg.data.n_test)
     results: dict[str, Any] = {"dataset": splits.name}
     lines_loss, lines_grad = {}, {}
     for label, depth in (("shallow", cfg.model.shallow_depth), ("deep", cfg.model.depth)):
-        model = MLP(splits.input_shape[-1], cfg.model.width, depth, splits.num_classes,
-                    cfg.model.activation, cfg.model.gain)
+        model = build_mlp(cfg, splits, depth)
         final = ctx.fit(label, model, splits, cfg.train)
         profile = grad_norm_profile(ctx.run_dir / label, epoch_index=0)
         ratio = profile[-1] / max(profile[0], 1e-30)
@@ -90,6 +108,8 @@ register(Experiment(
     paper="Glorot & Bengio 2010 (baseline for all methods)",
     make_config=Config,
     run=run,
+    models=MODELS,
+    sample=sample,
     quick={"train.epochs": 3, "data.n_train": 1000, "model.depth": 20},
     claims=(Claim(
         text="In a deep tanh MLP at default init, the first layer's gradient is orders of "

@@ -23,7 +23,8 @@ from torch import nn
 from signalprop.config import one_of, positive, require_int
 from signalprop.experiments.common import curve, epoch_records
 from signalprop.experiments.context import RunContext
-from signalprop.experiments.registry import Claim, Experiment, register
+from signalprop.experiments.registry import Claim, Experiment, Model, register
+from signalprop.experiments.samples import load_sample
 from signalprop.experiments.stats import Side, difference, per_seed
 from signalprop.learning.registry import RULES, LearningConfig, build_rules
 from signalprop.train import TrainConfig, seed_everything
@@ -145,6 +146,32 @@ def _model(arch: str, splits: Any, cfg: ModelConfig) -> nn.Module:
     if arch == "mlp":
         return make_mlp(math.prod(splits.input_shape), splits.num_classes, cfg)
     return make_cnn(tuple(splits.input_shape), splits.num_classes, cfg)
+
+
+def _decorrelated(arch: str, splits: Any, model: ModelConfig, learning: LearningConfig
+                  ) -> nn.Module:
+    """``arch`` converted in place as ``build_rules`` does for a decorrelated run."""
+    net = _model(arch, splits, model)
+    if learning.decorrelation == "none":
+        learning = replace(learning, decorrelation="normalised")
+    build_rules(replace(learning, rule="bp"), net)
+    return net
+
+
+def _models(archs: tuple[str, ...]) -> dict[str, Model]:
+    """Each architecture plain and decorrelated (``learning``'s rule, R = I at init)."""
+    models = {}
+    for arch in archs:
+        models[arch] = Model(f"the {arch.upper()}, plain",
+                             lambda cfg, splits, arch=arch: _model(arch, splits, cfg.model))
+        models[f"{arch}-decor"] = Model(
+            f"the {arch.upper()} with every layer's input decorrelated",
+            lambda cfg, splits, arch=arch: _decorrelated(arch, splits, cfg.model, cfg.learning))
+    return models
+
+
+def _sample(cfg: Any, n: int, seed: int) -> Any:
+    return load_sample(cfg.data.name, n, seed)
 
 
 def _reach(records: list[dict[str, Any]], target: float) -> tuple[float, float]:
@@ -288,7 +315,7 @@ def run_approximate(ctx: RunContext) -> dict[str, Any]:
         for seed in ctx.seeds(cfg.seeds):
             name = f"{method.replace('+', '-')}-s{seed}"
             seed_everything(seed)
-            model = make_mlp(math.prod(splits.input_shape), splits.num_classes, cfg.model)
+            model = _model("mlp", splits, cfg.model)
             final = ctx.fit(name, model, splits, cfg.train, seed=seed,
                             rules=build_rules(learning, model, seed=seed))
             accs.append(final["test_acc"])
@@ -336,6 +363,8 @@ register(Experiment(
     paper=PAPER,
     make_config=SpeedupConfig,
     run=run_speedup,
+    models=_models(("mlp", "cnn")),
+    sample=_sample,
     quick={**_QUICK, "seeds": 1, "model.channels": (4, 8), "block_sizes": (16,)},
     claims=(
         Claim(text="Decorrelated backprop reaches plain backprop's final training loss in "
@@ -363,6 +392,8 @@ register(Experiment(
     paper=PAPER,
     make_config=ApproximateConfig,
     run=run_approximate,
+    models=_models(("mlp",)),
+    sample=_sample,
     quick=_QUICK,
     claims=tuple(
         Claim(text=f"Decorrelation makes {name} competitive with backprop",

@@ -34,7 +34,8 @@ from signalprop.experiments.common import curve, epoch_records
 from signalprop.experiments.context import RunContext
 from signalprop.experiments.decorrelation import _reach, wall_text
 from signalprop.experiments.lr_tuning import TunedLR, tune_lr, tuning_splits
-from signalprop.experiments.registry import Claim, Experiment, register
+from signalprop.experiments.registry import Claim, Experiment, Model, register
+from signalprop.experiments.samples import load_sample
 from signalprop.experiments.stats import difference, per_seed
 from signalprop.learning.decorrelation_rule import DecorrelationRule
 from signalprop.nn.decorrelation_policy import PRESETS, decorrelate
@@ -148,6 +149,24 @@ def _make(arch: str, block: int | None, splits: Any, cfg: ResNetConfig
     return model, (DecorrelationRule(),)
 
 
+def _model_entries() -> dict[str, Model]:
+    """Each architecture under BP and under DBP with a dense ``R`` (the block-diagonal ``R``
+    variants differ from the dense one only in ``R``'s shape)."""
+    models = {}
+    for arch in ARCHITECTURES:
+        what = "ResNet-18" if arch == "resnet18" else "the small ViT"
+        models[arch] = Model(f"{what} (BP)", lambda cfg, splits, arch=arch:
+                             _make(arch, None, splits, cfg)[0], image_only=arch == "vit")
+        models[f"{arch}-dbp"] = Model(f"{what} with decorrelated layers (DBP, dense R)",
+                                      lambda cfg, splits, arch=arch:
+                                      _make(arch, 0, splits, cfg)[0], image_only=arch == "vit")
+    return models
+
+
+def _sample(cfg: ResNetConfig, n: int, seed: int) -> Any:
+    return load_sample(cfg.data.name, n, seed)
+
+
 def run_resnet(ctx: RunContext) -> dict[str, Any]:
     cfg: ResNetConfig = ctx.config
     options: dict[str, Any] = {"n_train": cfg.data.n_train, "n_test": cfg.data.n_test}
@@ -257,6 +276,8 @@ register(Experiment(
     paper=PAPER,
     make_config=ResNetConfig,
     run=run_resnet,
+    models=_model_entries(),
+    sample=_sample,
     quick={"data.n_train": 400, "data.n_val": 100, "data.n_test": 200, "train.epochs": 2,
            "train.batch_size": 50, "model.resnet_width": 8, "model.vit_dim": 16,
            "model.vit_depth": 1, "model.vit_heads": 2, "lrs": (1e-3,), "block_sizes": (0, 16),

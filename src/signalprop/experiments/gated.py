@@ -35,7 +35,8 @@ from signalprop.errors import ConfigError
 from signalprop.experiments.common import at_least, curve, epoch_records
 from signalprop.experiments.context import RunContext
 from signalprop.experiments.lr_tuning import carve_validation
-from signalprop.experiments.registry import Claim, Experiment, register
+from signalprop.experiments.registry import Claim, Experiment, Model, register
+from signalprop.experiments.samples import load_sample
 from signalprop.experiments.stats import (
     SE_FACTOR,
     Difference,
@@ -43,7 +44,7 @@ from signalprop.experiments.stats import (
     per_seed,
     rank_correlation,
 )
-from signalprop.nn.gated import VARIANTS, gated_mlp
+from signalprop.nn.gated import VARIANT_DESCRIPTIONS, VARIANTS, gated_mlp
 from signalprop.train import TrainConfig
 
 PAPER = "Lakshminarayanan & Singh, arXiv 2002.03996 (DGN) and 2006.10529 (NPF/NPK, NeurIPS 2020)"
@@ -137,13 +138,34 @@ def _selected(sub_run: Path) -> dict[str, float]:
             "max_test_acc": max(r["test_acc"] for r in records)}
 
 
+def variant_model(variant: str, splits: Splits, m: VariantsModel,
+                  gates_from: torch.nn.Module | None = None) -> torch.nn.Module:
+    """The gated MLP of ``variant`` (soft gates at ``m.beta``); ``flnpf`` copies the gates of
+    ``gates_from`` (the run's trained ReLU net; a fresh one when None)."""
+    in_features = math.prod(splits.input_shape)
+    if variant == "flnpf" and gates_from is None:
+        gates_from = gated_mlp("relu", in_features, m.width, m.depth, splits.num_classes)
+    overrides = {"beta": m.beta} if VARIANTS[variant]["gate"] == "soft" else {}
+    return gated_mlp(variant, in_features, m.width, m.depth, splits.num_classes,
+                     gates_from=gates_from, **overrides)
+
+
+VARIANT_MODELS = {v: Model(
+    "fixed gates copied from a ReLU network (the run's trained one; built alone, a fresh one)"
+    if v == "flnpf" else VARIANT_DESCRIPTIONS[v],
+    lambda cfg, splits, v=v: variant_model(v, splits, cfg.model)) for v in ORDER}
+
+
+def _sample_flat(cfg: Any, n: int, seed: int) -> Splits:
+    return load_sample(cfg.data.name, n, seed, flatten=True)
+
+
 def run_variants(ctx: RunContext) -> dict[str, Any]:
     cfg: VariantsConfig = ctx.config
     splits = ctx.load_data(cfg.data.name, fallback="mnist1d", flatten=True,
                            n_train=cfg.data.n_train, n_test=cfg.data.n_test)
     n_val = min(cfg.data.n_val, len(splits.train) // 5)
     train_splits, val = carve_validation(splits, n_val, ctx.seed)
-    in_features = math.prod(splits.input_shape)
     m = cfg.model
     variants = [v for v in ORDER if v in m.variants]
     if "flnpf" in variants and "relu" not in variants:
@@ -156,12 +178,10 @@ def run_variants(ctx: RunContext) -> dict[str, Any]:
             torch.manual_seed(seed)
             source = None
             if variant == "flnpf":
-                source = gated_mlp("relu", in_features, m.width, m.depth, splits.num_classes)
+                source = variant_model("relu", splits, m)
                 source.load_state_dict(torch.load(ctx.run_dir / f"relu_s{seed}" / BEST_STATE))
-            overrides = {"beta": m.beta} if VARIANTS[variant]["gate"] == "soft" else {}
             torch.manual_seed(seed + 1000 * (variant == "flnpf"))
-            model = gated_mlp(variant, in_features, m.width, m.depth, splits.num_classes,
-                              gates_from=source, **overrides)
+            model = variant_model(variant, splits, m, gates_from=source)
             (ctx.run_dir / name).mkdir(parents=True, exist_ok=True)
             best_path = ctx.run_dir / name / BEST_STATE if variant == "relu" else None
             ctx.fit(name, model, train_splits, cfg.train, seed=seed,
@@ -236,6 +256,8 @@ register(Experiment(
     paper=PAPER,
     make_config=VariantsConfig,
     run=run_variants,
+    models=VARIANT_MODELS,
+    sample=_sample_flat,
     quick={"data.n_train": 1500, "data.n_test": 1000, "data.n_val": 300, "model.seeds": 2,
            "train.epochs": 2, "train.lr": 1e-3},
     claims=(
@@ -301,10 +323,15 @@ class DepthConfig:
         default_factory=lambda: TrainConfig(epochs=10, batch_size=32, lr=4.0, optimizer="sgd"))
 
 
-def _frnpf(in_features: int, width: int, depth: int, classes: int, seed: int):
-    torch.manual_seed(seed)
-    return gated_mlp("frnpf-di", in_features, width, depth, classes, bias=False,
-                     init="gaussian")
+def frnpf_at_depth(splits: Splits, width: int, depth: int) -> torch.nn.Module:
+    """FRNPF-DI without biases, Gaussian init: the DGN paper's fixed-random-gate network."""
+    return gated_mlp("frnpf-di", math.prod(splits.input_shape), width, depth,
+                     splits.num_classes, bias=False, init="gaussian")
+
+
+DEPTH_MODELS = {"frnpf-di": Model(
+    "FRNPF-DI at the deepest of model.depths (the run builds one per depth)",
+    lambda cfg, splits: frnpf_at_depth(splits, cfg.model.width, max(cfg.model.depths)))}
 
 
 def squared_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -337,7 +364,7 @@ def run_depth(ctx: RunContext) -> dict[str, Any]:
     x, _ = tensors(splits.train)
     x = x.flatten(1)
     x_kernel, x_fluct = x[: cfg.data.n_kernel], x[: cfg.data.n_fluctuation]
-    in_features, w = x.shape[1], cfg.model.width
+    w = cfg.model.width
     results: dict[str, Any] = {"dataset": splits.name, "width": w}
     rows, loss_lines, acc_lines, spectra = [], {}, {}, {}
     train_subset = TensorDataset(*(t[: cfg.data.n_kernel * 5] for t in splits.train.tensors))
@@ -348,7 +375,8 @@ def run_depth(ctx: RunContext) -> dict[str, Any]:
     for depth in cfg.model.depths:
         per_seed: list[dict[str, Any]] = []
         for seed in ctx.seeds(cfg.model.seeds):
-            model = _frnpf(in_features, w, depth, splits.num_classes, seed)
+            torch.manual_seed(seed)
+            model = frnpf_at_depth(splits, w, depth)
             stats = _kernel_stats(model, x_kernel, x_fluct, cfg.train.batch_size)
             lr = cfg.train.lr
             if cfg.model.lr_scaling == "ntk-max":  # step = lr × (stability limit 2B/λ_max) / 2
@@ -463,6 +491,8 @@ register(Experiment(
     paper=PAPER,
     make_config=DepthConfig,
     run=run_depth,
+    models=DEPTH_MODELS,
+    sample=_sample_flat,
     quick={"data.n_train": 1000, "data.n_kernel": 100, "data.n_fluctuation": 16,
            "model.width": 64, "model.depths": (1, 2, 4, 8, 16), "model.seeds": 1,
            "train.epochs": 3},
@@ -555,6 +585,23 @@ def binary_subset(splits: Splits, classes: tuple[int, ...], n_per_class: int, n_
                                input_shape=tuple(train.tensors[0].shape[1:]))
 
 
+def kernel_model(variant: str, splits: Splits, m: KernelModel) -> torch.nn.Module:
+    """The gated MLP of ``variant`` with one output, no biases, Bernoulli init."""
+    return gated_mlp(variant, math.prod(splits.input_shape), m.width, m.depth, 1, bias=False,
+                     init="bernoulli")
+
+
+KERNEL_MODELS = {v: Model(f"{VARIANT_DESCRIPTIONS[v]}; one output, no biases",
+                          lambda cfg, splits, v=v: kernel_model(v, splits, cfg.model))
+                 for v in ORDER if v != "flnpf"}
+
+
+def _sample_binary(cfg: KernelConfig, n: int, seed: int) -> Splits:
+    """About ``n`` training examples, half of each class (the first ``n`` hold both)."""
+    raw = load_sample(cfg.data.name, max(n, 200), seed, flatten=True)
+    return binary_subset(raw, cfg.data.classes, math.ceil(n / 2), n, seed)
+
+
 def _alignment_hook(x: torch.Tensor, y: torch.Tensor, test: TensorDataset, every: int,
                     ridge: float):
     def on_epoch(model: torch.nn.Module, epoch: int) -> dict[str, Any]:
@@ -584,8 +631,7 @@ def run_kernel(ctx: RunContext) -> dict[str, Any]:
         x, y = splits.train.tensors
         for variant in m.variants:
             torch.manual_seed(seed)
-            model = gated_mlp(variant, x.shape[1], m.width, m.depth, 1, bias=False,
-                              init="bernoulli")
+            model = kernel_model(variant, splits, m)
             nu0 = label_alignment(path_kernel(model, x), y, m.ridge)
             name = f"{variant}_s{seed}"
             final = ctx.fit(name, model, splits, cfg.train, seed=seed,
@@ -640,6 +686,8 @@ register(Experiment(
     paper=PAPER,
     make_config=KernelConfig,
     run=run_kernel,
+    models=KERNEL_MODELS,
+    sample=_sample_binary,
     quick={"model.seeds": 2, "train.epochs": 10, "data.n_per_class": 50, "data.n_test": 500},
     claims=(Claim(
         text="As the gates are learnt, the path kernel aligns with the labels: yᵀĤ⁻¹y falls",

@@ -34,7 +34,8 @@ from signalprop.experiments.orthogonal_controls import (
     RotationControl,
     nonlinear_share,
 )
-from signalprop.experiments.registry import Claim, Experiment, register
+from signalprop.experiments.registry import Claim, Experiment, Model, register
+from signalprop.experiments.samples import load_sample
 from signalprop.experiments.stats import difference
 from signalprop.nn.mlp import MLP
 from signalprop.nn.orthogonal import AdditiveFilterMLP
@@ -266,12 +267,30 @@ def _deep_learns(results: dict[str, Any]) -> tuple[str, str]:
     return value, "partly" if learns or flat else "not reproduced"
 
 
+_DEEP_ROLES = {
+    "filter": "the additive-filter MLP (model.depth layers, b = beta_scale / depth)",
+    "plain": "the same stack without a skip branch (a plain tanh MLP)",
+    "residual": "the same stack with an identity skip (a residual tanh MLP)",
+    "rotation": "control: the filter net without its nonlinear branch (a fixed rotation)",
+    "shallow": "control: a shallow tanh MLP of the same width",
+    "logistic": "control: logistic regression on the inputs",
+}
+DEEP_MLP_MODELS = {kind: Model(_DEEP_ROLES[kind], lambda cfg, splits, kind=kind: _deep_model(
+    kind, math.prod(splits.input_shape), splits.num_classes, cfg.model)) for kind in DEEP_MODELS}
+
+
+def _deep_mlp_sample(cfg: DeepMLPConfig, n: int, seed: int) -> Any:
+    return load_sample(cfg.data.name, n, seed, flatten=True)
+
+
 register(Experiment(
     name="orthogonal-deep-mlp",
     summary="A 50,000-layer additive-filter MLP trains by backprop; plain/residual MLPs compared.",
     paper=PAPER,
     make_config=DeepMLPConfig,
     run=run_deep_mlp,
+    models=DEEP_MLP_MODELS,
+    sample=_deep_mlp_sample,
     quick={"model.depth": 300, "model.jacobian_depth": 300, "data.n_train": 1000, "seeds": 2,
            "data.n_test": 500, "train.epochs": 2,
            "train.max_steps_per_epoch": 8, "train.batch_size": 64},
@@ -425,12 +444,31 @@ def _baselines_fail(results: dict[str, Any]) -> tuple[str, str]:
     return value, at_most(worst_case, 0.6, 0.75)
 
 
+RNN_BASELINES = {kind: Model(f"the {kind.upper()} baseline (model.hidden units)",
+                             lambda cfg, splits, kind=kind: baseline_classifier(
+                                 kind, splits.input_shape[-1], splits.num_classes,
+                                 cfg.model.hidden)) for kind in ("rnn", "lstm")}
+LONG_MEMORY_MODELS = {
+    "filter": Model("the additive-filter RNN classifier (T = data.T)", lambda cfg, splits:
+                    filter_classifier(splits.input_shape[-1], splits.num_classes,
+                                      splits.input_shape[0], cfg.model)),
+    **RNN_BASELINES,
+}
+
+
+def _long_memory_sample(cfg: LongMemoryConfig, n: int, seed: int) -> Any:
+    return load_sample("delayed-recall", n, seed, fallback=None, T=cfg.data.T,
+                       noise=cfg.data.noise)
+
+
 register(Experiment(
     name="orthogonal-long-memory",
     summary="Additive-filter Elman RNN recalls a cue 10,000 steps back; RNN/LSTM fail.",
     paper=PAPER,
     make_config=LongMemoryConfig,
     run=run_long_memory,
+    models=LONG_MEMORY_MODELS,
+    sample=_long_memory_sample,
     quick={"data.T": 300, "data.n_train": 256, "data.n_test": 128, "train.epochs": 4},
     claims=(
         Claim(text="An Elman RNN with an orthogonal additive filter learns a dependency 10,000 "
@@ -624,12 +662,27 @@ def _psmnist_check(epoch_key: str, good: float, partly: float):
     return check
 
 
+PSMNIST_MODELS = {
+    "filter": Model("one additive-filter RNN layer (b = model.beta)", lambda cfg, splits:
+                    _filter_model(splits.input_shape[-1], splits.num_classes, cfg.model.hidden,
+                                  cfg.model.beta, cfg.model.filter, cfg.model.readout_scale)),
+    **RNN_BASELINES,
+}
+
+
+def _psmnist_sample(cfg: PSMNISTConfig, n: int, seed: int) -> Any:
+    return _as_sequence(load_sample(cfg.data.names[0], n, seed, sequential="permuted",
+                                    perm_seed=cfg.data.perm_seed))
+
+
 register(Experiment(
     name="orthogonal-psmnist",
     summary="One additive-filter RNN layer on permuted pixel-by-pixel (Fashion-)MNIST vs LSTM.",
     paper=PAPER,
     make_config=PSMNISTConfig,
     run=run_psmnist,
+    models=PSMNIST_MODELS,
+    sample=_psmnist_sample,
     quick={"data.n_train": 128, "data.n_test": 128, "train.epochs": 1, "train.batch_size": 64,
            "data.names": ("fashion-mnist",), "tuning.n_val": 32, "tuning.n_train": 96,
            "tuning.lrs": (1e-3, 3e-3)},

@@ -1,7 +1,20 @@
-"""Named experiments: a recipe (config, quick overrides, run function) and the claims it checks.
+"""Named experiments: a recipe (config, quick overrides, run function), the models it trains
+and the claims it checks.
 
 Each experiment module calls :func:`register` at import time. A claim's verdict is computed by
 its ``check`` function from the run's results, never typed by hand.
+
+Models: an experiment declares each model it trains by name in ``Experiment.models``, a
+mapping ``name -> Model(description, build)``, where ``build(config, splits) -> nn.Module``
+makes a fresh, untrained model for the experiment's config and data (the caller seeds torch
+first). Variants that differ in architecture or initialisation (``shallow``/``deep``,
+``mlp``/``cnn``, a baseline, a control) are separate names; variants that differ only in the
+learning rule or optimiser share one. The first name is the experiment's main model. The run
+function builds its models through the same functions; ``signalprop diagnose EXPERIMENT
+[--model NAME]`` and the tests build them through :meth:`Experiment.build_model` on the small
+splits of ``Experiment.sample`` (``sample(config, n, seed) -> Splits``). A model whose run sweeps
+a config list (depths, delays) is built at the sweep entry that ``splits`` determines or, where
+the data do not, at the list's largest entry.
 """
 
 from __future__ import annotations
@@ -16,7 +29,12 @@ from typing import TYPE_CHECKING, Any
 from signalprop.errors import ConfigError
 
 if TYPE_CHECKING:
+    from torch import nn
+
+    from signalprop.data.splits import Splits
     from signalprop.experiments.context import RunContext
+
+ModelBuilder = Callable[[Any, "Splits"], "nn.Module"]
 
 VERDICTS = ("reproduced", "partly", "not reproduced", "not checked")
 
@@ -47,8 +65,25 @@ class Claim:
 
 
 @dataclass(frozen=True)
+class Model:
+    """One model an experiment trains: ``build(config, splits) -> nn.Module``.
+
+    ``no_grad`` lists (``fnmatch`` globs of) trainable parameter names that backprop leaves
+    without a gradient by design, and ``no_grad_reason`` says why; every other trainable
+    parameter must get a finite gradient from a forward and backward pass (tested).
+    ``image_only``: the model needs ``(C, H, W)`` images (the run skips it on 1-D data).
+    """
+
+    description: str
+    build: ModelBuilder
+    no_grad: tuple[str, ...] = ()
+    no_grad_reason: str = ""
+    image_only: bool = False
+
+
+@dataclass(frozen=True)
 class Experiment:
-    """A named, registered experiment."""
+    """A named, registered experiment (its models: see the module docstring)."""
 
     name: str
     summary: str
@@ -58,6 +93,31 @@ class Experiment:
     quick: dict[str, Any] = field(default_factory=dict)
     claims: tuple[Claim, ...] = ()
     requires: tuple[str, ...] = ()
+    models: dict[str, Model] = field(default_factory=dict, compare=False)
+    sample: Callable[[Any, int, int], Splits] | None = None
+
+    def model(self, name: str | None = None) -> tuple[str, Model]:
+        """``(name, Model)``: ``name``'s entry, the main (first) model for None; an unknown
+        name raises ConfigError listing the experiment's models."""
+        if not self.models:
+            raise ConfigError(f"experiment {self.name!r} declares no models")
+        name = next(iter(self.models)) if name is None else name
+        if name not in self.models:
+            close = difflib.get_close_matches(name, list(self.models), n=3, cutoff=0.4)
+            hint = f"did you mean {', '.join(close)}? " if close else ""
+            raise ConfigError(f"experiment {self.name!r} has no model {name!r}; {hint}"
+                              f"its models: {', '.join(self.models)}")
+        return name, self.models[name]
+
+    def build_model(self, config: Any, splits: Splits, name: str | None = None) -> nn.Module:
+        """A fresh model ``name`` (the main one for None) for ``config`` and ``splits``."""
+        return self.model(name)[1].build(config, splits)
+
+    def sample_splits(self, config: Any, n: int, seed: int = 0) -> Splits:
+        """Small splits (``n`` training and test examples) of the data the models train on."""
+        if self.sample is None:
+            raise ConfigError(f"experiment {self.name!r} declares no sample data")
+        return self.sample(config, n, seed)
 
 
 _REGISTRY: dict[str, Experiment] = {}
@@ -68,6 +128,8 @@ def register(experiment: Experiment) -> Experiment:
     """Add ``experiment`` to the registry (names must be unique)."""
     if experiment.name in _REGISTRY:
         raise ValueError(f"experiment {experiment.name!r} registered twice")
+    if experiment.models and experiment.sample is None:
+        raise ValueError(f"experiment {experiment.name!r} declares models but no sample data")
     _REGISTRY[experiment.name] = experiment
     return experiment
 
@@ -79,7 +141,7 @@ def _load_all() -> None:
     import signalprop.experiments as package
 
     for info in pkgutil.iter_modules(package.__path__):
-        if info.name not in ("registry", "context", "common"):
+        if info.name not in ("registry", "context", "common", "samples"):
             importlib.import_module(f"signalprop.experiments.{info.name}")
     _LOADED = True
 

@@ -20,13 +20,16 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import TensorDataset
 
 from signalprop.config import in_range, non_negative, one_of, positive
+from signalprop.data.splits import Splits
 from signalprop.diagnostics.lyapunov import rnn_lyapunov
 from signalprop.errors import ConfigError
 from signalprop.experiments.common import at_least, at_most, curve, epoch_records
 from signalprop.experiments.context import RunContext
-from signalprop.experiments.registry import Claim, Experiment, register
+from signalprop.experiments.registry import Claim, Experiment, Model, register
+from signalprop.experiments.samples import load_sample
 from signalprop.experiments.stats import Difference, difference
 from signalprop.learning.sensitivity import GATES, OBJECTIVES, SensitivityAdjustment
 from signalprop.nn.elman import RNN_ACTIVATIONS, ElmanRNN, LastStepClassifier
@@ -116,10 +119,29 @@ class ChaosConfig:
     run: ChaosRunConfig = field(default_factory=ChaosRunConfig)
 
 
-def _chaos_rnn(cfg: ChaosModelConfig, gain: float, seed: int) -> ElmanRNN:
-    torch.manual_seed(seed)
+def chaos_rnn(cfg: ChaosModelConfig, gain: float) -> ElmanRNN:
+    """The Elman RNN whose recurrent weights have gain ``gain``."""
     return ElmanRNN(cfg.input_size, cfg.hidden, cfg.nonlinearity, gain=gain,
                     input_gain=cfg.input_gain)
+
+
+def _chaos_rnn(cfg: ChaosModelConfig, gain: float, seed: int) -> ElmanRNN:
+    torch.manual_seed(seed)
+    return chaos_rnn(cfg, gain)
+
+
+CHAOS_MODELS = {"rnn": Model("the Elman RNN at the small initial gain (before SAL)",
+                             lambda cfg, splits: chaos_rnn(cfg.model, cfg.model.init_gain))}
+
+
+def chaos_sample(cfg: ChaosConfig, n: int, seed: int) -> Splits:
+    """The experiment's drive: ``N(0, 1)`` input sequences (``run.seq_len`` steps), no
+    targets (SAL needs none)."""
+    gen = torch.Generator().manual_seed(seed + 7)
+    x = torch.randn(2, n, cfg.run.seq_len, cfg.model.input_size, generator=gen)
+    return Splits("gaussian-noise-input", TensorDataset(x[0]), TensorDataset(x[1]),
+                  task="unsupervised", num_classes=None,
+                  input_shape=(cfg.run.seq_len, cfg.model.input_size))
 
 
 def run_chaos(ctx: RunContext) -> dict[str, Any]:
@@ -225,6 +247,8 @@ register(Experiment(
     paper=PAPER,
     make_config=ChaosConfig,
     run=run_chaos,
+    models=CHAOS_MODELS,
+    sample=chaos_sample,
     quick={"model.hidden": 40, "run.steps": 100, "run.eval_every": 10, "run.eval_len": 120,
            "run.warmup": 30, "run.gains": (0.2, 0.5, 1.0, 2.0), "sal.lr": 0.02},
     claims=(
@@ -296,6 +320,24 @@ DEEP_VARIANTS = ("bp", "bp-tuned-gain", "bp-sal", "bp-sal-no-guard")
 GRAD_FLOOR = 1e-30
 
 
+def deep_mlp(cfg: DeepConfig, splits: Splits, gain: float) -> MLP:
+    """The deep MLP (inputs flattened) at initial weight gain ``gain``."""
+    return MLP(math.prod(splits.input_shape), cfg.model.width, cfg.model.depth,
+               splits.num_classes, cfg.model.activation, gain)
+
+
+DEEP_MODELS = {
+    "small-gain": Model("the deep MLP at the small initial gain (BP and BP+SAL start here)",
+                        lambda cfg, splits: deep_mlp(cfg, splits, cfg.model.small_gain)),
+    "tuned-gain": Model("the deep MLP at the tuned initial gain",
+                        lambda cfg, splits: deep_mlp(cfg, splits, cfg.model.tuned_gain)),
+}
+
+
+def deep_sample(cfg: DeepConfig, n: int, seed: int) -> Splits:
+    return load_sample(cfg.data.name, n, seed)
+
+
 def run_deep(ctx: RunContext) -> dict[str, Any]:
     cfg: DeepConfig = ctx.config
     splits = ctx.load_data(cfg.data.name, fallback="mnist1d", n_train=cfg.data.n_train,
@@ -303,15 +345,12 @@ def run_deep(ctx: RunContext) -> dict[str, Any]:
     results: dict[str, Any] = {"dataset": splits.name, "depth": cfg.model.depth,
                                "seeds": cfg.model.seeds}
     loss_lines, grad_lines, sens_lines = {}, {}, {}
-    in_features = (splits.input_shape[-1] if len(splits.input_shape) == 1
-                   else math.prod(splits.input_shape))
     for variant in DEEP_VARIANTS:
-        gain = cfg.model.tuned_gain if variant == "bp-tuned-gain" else cfg.model.small_gain
+        model_name = "tuned-gain" if variant == "bp-tuned-gain" else "small-gain"
         per_seed: dict[str, list[float]] = {"test_acc": [], "train_loss": [], "loss_drop": []}
         for seed in ctx.seeds(cfg.model.seeds):
             torch.manual_seed(seed)
-            model = MLP(in_features, cfg.model.width, cfg.model.depth, splits.num_classes,
-                        cfg.model.activation, gain)
+            model = DEEP_MODELS[model_name].build(cfg, splits)
             sal = (cfg.sal if variant != "bp-sal-no-guard"
                    else replace(cfg.sal, saturation_guard=False))
             rules = (sal.rule(),) if variant.startswith("bp-sal") else ()
@@ -398,6 +437,8 @@ register(Experiment(
     paper=PAPER,
     make_config=DeepConfig,
     run=run_deep,
+    models=DEEP_MODELS,
+    sample=deep_sample,
     quick={"model.depth": 30, "data.n_train": 512, "data.n_test": 256, "train.epochs": 3,
            "train.batch_size": 64, "train.lr": 1e-3, "model.width": 32, "sal.lr": 0.1,
            "model.seeds": 1},
@@ -488,10 +529,9 @@ class LagConfig:
 LAG_VARIANTS = ("bptt", "bptt-tuned-radius", "bptt-sal")
 
 
-def lag_model(cfg: LagModelConfig, radius: float, seed: int) -> LastStepClassifier:
+def lag_model(cfg: LagModelConfig, radius: float) -> LastStepClassifier:
     """tanh ``nn.RNN`` (1 input) with ``W_hh`` rescaled to spectral radius ``radius``, input
     weights ``N(0, input_scale^2)``, zero biases, and a linear readout of the last state."""
-    torch.manual_seed(seed)
     rnn = nn.RNN(1, cfg.hidden, batch_first=True)
     with torch.no_grad():
         w = torch.randn(cfg.hidden, cfg.hidden) / math.sqrt(cfg.hidden)
@@ -500,6 +540,20 @@ def lag_model(cfg: LagModelConfig, radius: float, seed: int) -> LastStepClassifi
         rnn.bias_ih_l0.zero_()
         rnn.bias_hh_l0.zero_()
     return LastStepClassifier(rnn, 2)
+
+
+LAG_MODELS = {
+    "small-radius": Model("the tanh RNN at the small spectral radius (BPTT and BPTT+SAL "
+                          "start here)",
+                          lambda cfg, splits: lag_model(cfg.model, cfg.model.small_radius)),
+    "tuned-radius": Model("the tanh RNN at the tuned spectral radius",
+                          lambda cfg, splits: lag_model(cfg.model, cfg.model.tuned_radius)),
+}
+
+
+def lag_sample(cfg: LagConfig, n: int, seed: int) -> Splits:
+    return load_sample("delayed-recall", n, seed, fallback=None, T=cfg.data.lag,
+                       noise=cfg.data.noise)
 
 
 def run_lag(ctx: RunContext) -> dict[str, Any]:
@@ -514,7 +568,8 @@ def run_lag(ctx: RunContext) -> dict[str, Any]:
             else cfg.model.small_radius
         accs: list[float] = []
         for seed in ctx.seeds(cfg.run.seeds):
-            model = lag_model(cfg.model, radius, seed)
+            torch.manual_seed(seed)
+            model = lag_model(cfg.model, radius)
             rules = (cfg.sal.rule(),) if variant == "bptt-sal" else ()
             final = ctx.fit(f"{variant}/seed{seed}", model, splits, cfg.train, seed=seed,
                             rules=rules)
@@ -564,6 +619,8 @@ register(Experiment(
     paper=PAPER,
     make_config=LagConfig,
     run=run_lag,
+    models=LAG_MODELS,
+    sample=lag_sample,
     quick={"data.lag": 30, "data.n_train": 512, "data.n_test": 256, "run.seeds": 2,
            "train.epochs": 4, "train.batch_size": 32, "sal.lr": 0.03},
     claims=(

@@ -23,7 +23,8 @@ from torch import nn
 from signalprop.config import in_range, one_of, positive
 from signalprop.experiments.common import curve, epoch_records
 from signalprop.experiments.context import RunContext
-from signalprop.experiments.registry import Claim, Experiment, register
+from signalprop.experiments.registry import Claim, Experiment, Model, register
+from signalprop.experiments.samples import load_sample
 from signalprop.nn.target_space import (
     MODES,
     ShortcutMLP,
@@ -120,12 +121,33 @@ def _train_full_batch(
     return None, losses
 
 
+def spirals_model(side: str, cfg: SpiralsConfig, splits: Any) -> nn.Module:
+    """The shortcut MLP in target space (``X_bar`` = the whole training set, section 3.1) or
+    in weight space."""
+    m = cfg.model
+    if side == "target":
+        return TargetSpaceMLP(splits.train.tensors[0], m.width, m.depth, splits.num_classes,
+                              activation=m.activation, shortcuts=m.shortcuts, ridge=m.ridge,
+                              mode=m.mode)
+    return ShortcutMLP(splits.input_shape[-1], m.width, m.depth, splits.num_classes,
+                       m.activation, m.shortcuts)
+
+
+SPIRALS_MODELS = {side: Model(f"the shortcut MLP trained in {side} space",
+                              lambda cfg, splits, side=side: spirals_model(side, cfg, splits))
+                  for side in ("target", "weight")}
+
+
+def _spirals_sample(cfg: SpiralsConfig, n: int, seed: int) -> Any:
+    return load_sample("spirals", n, seed, fallback=None, noise=cfg.data.noise,
+                       turns=cfg.data.turns)
+
+
 def run_spirals(ctx: RunContext) -> dict[str, Any]:
     cfg: SpiralsConfig = ctx.config
     splits = ctx.load_data("spirals", n_train=cfg.data.n_train, n_test=cfg.data.n_test,
                            noise=cfg.data.noise, turns=cfg.data.turns)
     x, y = splits.train.tensors
-    m = cfg.model
     rows, curves, summary = [], {}, {}
     for side, lrs in (("target", cfg.sweep.target_lrs), ("weight", cfg.sweep.weight_lrs)):
         best = None
@@ -134,13 +156,7 @@ def run_spirals(ctx: RunContext) -> dict[str, Any]:
             started = time.perf_counter()
             for seed in ctx.seeds(cfg.sweep.seeds):
                 seed_everything(seed)
-                if side == "target":
-                    # X_bar = the whole training set (section 3.1, two spirals)
-                    model: nn.Module = TargetSpaceMLP(
-                        x, m.width, m.depth, 2, activation=m.activation, shortcuts=m.shortcuts,
-                        ridge=m.ridge, mode=m.mode)
-                else:
-                    model = ShortcutMLP(2, m.width, m.depth, 2, m.activation, m.shortcuts)
+                model = spirals_model(side, cfg, splits)
                 iters, losses = _train_full_batch(model, x, y, cfg.sweep.optimizer, lr,
                                                   cfg.sweep.iterations)
                 solved.append(iters)
@@ -201,6 +217,8 @@ register(Experiment(
     paper=PAPER,
     make_config=SpiralsConfig,
     run=run_spirals,
+    models=SPIRALS_MODELS,
+    sample=_spirals_sample,
     quick={"sweep.iterations": 600, "sweep.seeds": 3, "sweep.target_lrs": (0.03, 0.1),
            "sweep.weight_lrs": (0.03, 0.1), "data.turns": 2.0},
     claims=(Claim(
@@ -304,29 +322,44 @@ def _mlp_layers(in_features: int, cfg: ImagesModel, classes: int, target: bool):
     return layers
 
 
+def images_model(arch: str, side: str, cfg: ImagesConfig, splits: Any) -> nn.Module:
+    """The MLP or CNN in target space (``X_bar`` = the first ``n_bar`` training inputs) or in
+    weight space."""
+    shape, classes, target = tuple(splits.input_shape), int(splits.num_classes), side == "target"
+    if arch == "mlp":
+        layers = _mlp_layers(math.prod(shape), cfg.model, classes, target)
+        ridge, init_std = cfg.model.mlp_ridge, 1.0
+    else:
+        layers = _cnn_layers(shape, cfg.model, classes, target)
+        ridge, init_std = cfg.model.cnn_ridge, cfg.model.cnn_init_std
+    if not target:
+        return nn.Sequential(*layers)
+    x_train = splits.train.tensors[0]
+    x_bar = target_minibatch(x_train, min(cfg.model.n_bar, x_train.shape[0]))
+    return TargetSpaceSequential(x_bar, layers, ridge=ridge, init_std=init_std)
+
+
+IMAGES_MODELS = {f"{arch}-{side}": Model(
+    f"the {arch.upper()} trained in {side} space",
+    lambda cfg, splits, arch=arch, side=side: images_model(arch, side, cfg, splits))
+    for arch in ("mlp", "cnn") for side in ("target", "weight")}
+
+
+def _images_sample(cfg: ImagesConfig, n: int, seed: int) -> Any:
+    return load_sample(cfg.data.name, n, seed)
+
+
 def run_images(ctx: RunContext) -> dict[str, Any]:
     cfg: ImagesConfig = ctx.config
     splits = ctx.load_data(cfg.data.name, fallback="mnist1d", n_train=cfg.data.n_train,
                            n_test=cfg.data.n_test)
-    x_train = splits.train.tensors[0]
-    x_bar = target_minibatch(x_train, min(cfg.model.n_bar, x_train.shape[0]))
-    shape, classes = tuple(splits.input_shape), int(splits.num_classes)
     results: dict[str, Any] = {"dataset": splits.name}
     by_epoch, by_wall = {}, {}
     for arch in ("mlp", "cnn"):
         for side in ("target", "weight"):
             seed_everything(ctx.seed)
-            target = side == "target"
-            if arch == "mlp":
-                layers = _mlp_layers(math.prod(shape), cfg.model, classes, target)
-                ridge, init_std = cfg.model.mlp_ridge, 1.0
-            else:
-                layers = _cnn_layers(shape, cfg.model, classes, target)
-                ridge, init_std = cfg.model.cnn_ridge, cfg.model.cnn_init_std
-            model: nn.Module = (TargetSpaceSequential(x_bar, layers, ridge=ridge,
-                                                      init_std=init_std)
-                                if target else nn.Sequential(*layers))
-            lr = cfg.target_lr if target else cfg.weight_lr
+            model = images_model(arch, side, cfg, splits)
+            lr = cfg.target_lr if side == "target" else cfg.weight_lr
             name = f"{arch}-{side}"
             final = ctx.fit(name, model, splits, dataclasses.replace(cfg.train, lr=lr))
             records = epoch_records(ctx.run_dir / name)
@@ -375,6 +408,8 @@ register(Experiment(
     paper=PAPER,
     make_config=ImagesConfig,
     run=run_images,
+    models=IMAGES_MODELS,
+    sample=_images_sample,
     quick={"data.n_train": 1000, "data.n_test": 500, "train.epochs": 2,
            "model.cnn_channels": (8, 16), "model.n_bar": 50},
     claims=(Claim(
@@ -421,6 +456,28 @@ class RecallConfig:
         positive("weight_lr", self.weight_lr)
 
 
+def recall_model(side: str, k: int, cfg: RecallConfig, splits: Any) -> nn.Module:
+    """The tanh RNN with ``k + extra_hidden`` units (the paper's size for delay ``k``), in
+    target space (``X_bar`` = the first ``n_bar`` training sequences) or in weight space."""
+    hidden = k + cfg.extra_hidden
+    if side == "target":
+        x_train = splits.train.tensors[0]
+        x_bar = target_minibatch(x_train, min(cfg.n_bar, x_train.shape[0]))
+        return TargetSpaceRNN(x_bar, hidden, splits.num_classes, ridge=cfg.ridge)
+    return ElmanRNN(splits.input_shape[-1], hidden, splits.num_classes)
+
+
+RECALL_MODELS = {side: Model(
+    f"the tanh RNN trained in {side} space, at the longest of the delays",
+    lambda cfg, splits, side=side: recall_model(side, max(cfg.delays), cfg, splits))
+    for side in ("target", "weight")}
+
+
+def _recall_sample(cfg: RecallConfig, n: int, seed: int) -> Any:
+    k = max(cfg.delays)
+    return load_sample("bitstream", n, seed, fallback=None, T=k + cfg.extra_steps, k=k)
+
+
 def run_recall(ctx: RunContext) -> dict[str, Any]:
     cfg: RecallConfig = ctx.config
     rows, results, lines = [], {}, {"target space": [], "weight space": []}
@@ -433,11 +490,7 @@ def run_recall(ctx: RunContext) -> dict[str, Any]:
         hidden = k + cfg.extra_hidden
         for side in ("target", "weight"):
             seed_everything(ctx.seed)
-            if side == "target":
-                x_bar = target_minibatch(splits.train.tensors[0], min(cfg.n_bar, cfg.n_train))
-                model: nn.Module = TargetSpaceRNN(x_bar, hidden, 2, ridge=cfg.ridge)
-            else:
-                model = ElmanRNN(1, hidden, 2)
+            model = recall_model(side, k, cfg, splits)
             lr = cfg.target_lr if side == "target" else cfg.weight_lr
             final = ctx.fit(f"k{k}-{side}", model, splits, dataclasses.replace(cfg.train, lr=lr))
             acc = final["test_acc"]
@@ -482,6 +535,8 @@ register(Experiment(
     paper=PAPER,
     make_config=RecallConfig,
     run=run_recall,
+    models=RECALL_MODELS,
+    sample=_recall_sample,
     quick={"delays": (2, 4), "extra_steps": 8, "n_train": 400, "n_test": 200, "n_bar": 50,
            "train.epochs": 4},
     claims=(Claim(
