@@ -664,8 +664,8 @@ def _psmnist_check(epoch_key: str, good: float, partly: float):
 
 PSMNIST_MODELS = {
     "filter": Model("one additive-filter RNN layer (b = model.beta)", lambda cfg, splits:
-                    _filter_model(splits.input_shape[-1], splits.num_classes, cfg.model.hidden,
-                                  cfg.model.beta, cfg.model.filter, cfg.model.readout_scale)),
+                    psmnist_model("filter", splits.input_shape[-1], splits.num_classes,
+                                  cfg.model)),
     **RNN_BASELINES,
 }
 
