@@ -27,7 +27,7 @@ from signalprop.errors import ConfigError
 from signalprop.experiments.common import at_least, at_most, curve, epoch_records
 from signalprop.experiments.context import RunContext
 from signalprop.experiments.registry import Claim, Experiment, register
-from signalprop.experiments.stats import Difference, difference
+from signalprop.experiments.stats import Difference, difference, per_seed
 from signalprop.learning.sensitivity import GATES, OBJECTIVES, SensitivityAdjustment
 from signalprop.nn.elman import RNN_ACTIVATIONS, ElmanRNN, LastStepClassifier
 from signalprop.nn.mlp import MLP
@@ -360,13 +360,41 @@ def run_deep(ctx: RunContext) -> dict[str, Any]:
     }
 
 
+#: Test accuracy of logistic regression on MNIST-1D (4000 train / 1000 test; Greydanus 2020,
+#: the mnist1d README's benchmark table; we measure 0.31). A deep net below what a linear map of
+#: the inputs reaches has not trained to a meaningful accuracy (docs/methods/sensitivity.md).
+LINEAR_REFERENCE = {"mnist1d": 0.32}
+
+
+def _meaningful(results: dict[str, Any], key: str) -> str | None:
+    """``None`` when ``key``'s mean test accuracy reaches the dataset's linear reference, else
+    the reason it does not (which caps a verdict at partly)."""
+    dataset = str(results.get("dataset", ""))
+    bar = LINEAR_REFERENCE.get(dataset)
+    if bar is None:
+        return f"no linear-classifier reference accuracy for {dataset or 'this dataset'}"
+    acc = per_seed(results, key).mean
+    if acc >= bar:
+        return None
+    return (f"below the linear reference: {acc:.3f} < {bar:.2f} (logistic regression on "
+            f"{dataset}), not a meaningful accuracy")
+
+
+def _capped(verdict: str, reason: str | None, ours: str) -> tuple[str, str]:
+    """A reproduced verdict on a non-meaningful accuracy becomes partly, with the reason."""
+    if reason is None:
+        return ours, verdict
+    ours = f"{ours}; {reason}"
+    return ours, "partly" if verdict == "reproduced" else verdict
+
+
 def _deep_trains(results: dict[str, Any]) -> tuple[str, str]:
     acc = difference(results, "bp-sal_test_acc", "bp_test_acc")
     ours = (f"test acc: {acc.text('BP+SAL', 'BP')}; train-loss drop (epoch 1 to last) "
             f"{results['bp-sal_loss_drop']:.3f} vs {results['bp_loss_drop']:.3f}")
     if not acc.beyond_noise():
         return ours, "not reproduced"
-    return ours, at_least(acc.diff, 0.10, 0.03)
+    return _capped(at_least(acc.diff, 0.10, 0.03), _meaningful(results, "bp-sal_test_acc"), ours)
 
 
 def _deep_gradient(results: dict[str, Any]) -> tuple[str, str]:
@@ -381,7 +409,7 @@ def _deep_gradient(results: dict[str, Any]) -> tuple[str, str]:
 def _deep_vs_tuned(results: dict[str, Any]) -> tuple[str, str]:
     acc = difference(results, "bp-sal_test_acc", "bp-tuned-gain_test_acc")
     ours = f"test acc: {acc.text('BP+SAL', 'tuned initial gain')}"
-    return ours, _better(acc, 0.02)
+    return _capped(_better(acc, 0.02), _meaningful(results, "bp-sal_test_acc"), ours)
 
 
 def _better(d: Difference, margin: float) -> str:
@@ -414,17 +442,20 @@ register(Experiment(
         Claim(
             text="BP with SAL trains a 300-layer network where plain BP from small weights stalls",
             source="arXiv 2012.13134 v2, abstract", paper_value="learns (numbers not read)",
-            check=_deep_trains, rule_version=2,
-            rule="test acc BP+SAL − BP over seeds: reproduced >= 0.10 and > 2 SE; partly >= "
-                 "0.03 and > 2 SE; else not reproduced",
+            check=_deep_trains, rule_version=3,
+            rule="test acc BP+SAL − BP over seeds: reproduced >= 0.10 and > 2 SE with BP+SAL's "
+                 "mean >= the linear reference (MNIST-1D logistic regression 0.32), partly >= "
+                 "0.03 and > 2 SE (or reproduced margins below the reference); else not "
+                 "reproduced",
             paper_data="not stated in the abstract", stochastic=True,
         ),
         Claim(
             text="BP with SAL learns better than BP from a tuned initial weight scale",
             source="arXiv 2012.13134 v2, abstract",
             paper_value="significant improvement (numbers not read)",
-            check=_deep_vs_tuned, rule_version=2,
-            rule="test acc BP+SAL − tuned gain over seeds: reproduced >= 0.02 and > 2 SE; "
+            check=_deep_vs_tuned, rule_version=3,
+            rule="test acc BP+SAL − tuned gain over seeds: reproduced >= 0.02 and > 2 SE with "
+                 "BP+SAL's mean >= the linear reference (MNIST-1D logistic regression 0.32); "
                  "partly > 0; not reproduced <= 0",
             paper_data="not stated in the abstract", stochastic=True,
         ),
