@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 
 from signalprop.data.mnist1d_data import load_mnist1d
 from signalprop.experiments.lr_tuning import carve_validation
+from signalprop.experiments.sensitivity import orthogonal_init_
 from signalprop.learning.sensitivity import SensitivityAdjustment
 from signalprop.nn.mlp import MLP
 
@@ -30,11 +31,7 @@ def build(args: argparse.Namespace) -> nn.Module:
     if args.depth == 0:
         return nn.Linear(40, 10)  # logistic regression
     model = MLP(40, args.width, args.depth, 10, "tanh", args.gain)
-    if args.init == "orthogonal":
-        for layer in model.modules():
-            if isinstance(layer, nn.Linear):
-                nn.init.orthogonal_(layer.weight, gain=args.gain)
-    return model
+    return orthogonal_init_(model, args.gain) if args.init == "orthogonal" else model
 
 
 @torch.no_grad()

@@ -108,3 +108,38 @@ def test_deep_claims_need_a_meaningful_accuracy(claim, other_key):
     assert verdict == "partly" and "no linear-classifier reference accuracy for other" in ours
     # Below the reference a failing comparison stays not reproduced.
     assert check(_deep([0.09, 0.09, 0.09], [0.2, 0.21, 0.19], other_key))[1] == "not reproduced"
+
+
+def test_tuned_init_orthogonal_redraws_only_the_tuned_variant(tmp_path, monkeypatch):
+    from signalprop.experiments import sensitivity
+
+    calls = []
+    original = sensitivity.orthogonal_init_
+
+    def recording(model, gain):
+        calls.append(gain)
+        return original(model, gain)
+
+    monkeypatch.setattr(sensitivity, "orthogonal_init_", recording)
+    run_dir = run_experiment(get_experiment("sensitivity-deep-mlp"), out=tmp_path, quick=True,
+                             overrides=["model.depth=3", "data.n_train=64", "data.n_test=32",
+                                        "train.epochs=1", "model.width=8",
+                                        "model.tuned_init=orthogonal", "model.tuned_gain=1.05"])
+    assert calls == [1.05]  # one seed, the bp-tuned-gain variant only
+    assert _summary(run_dir)["results"]["tuned_init"] == "orthogonal"
+    with pytest.raises(ConfigError, match="model.tuned_init"):
+        resolve_config(get_experiment("sensitivity-deep-mlp"), quick=True,
+                       overrides=["model.tuned_init=uniform"])
+
+
+def test_orthogonal_init_scales_square_weights_by_the_gain():
+    import torch
+
+    from signalprop.experiments.sensitivity import orthogonal_init_
+    from signalprop.nn.mlp import MLP
+
+    model = orthogonal_init_(MLP(5, 16, 3, 4, "tanh", 0.5), 1.05)
+    for layer in model.hidden:
+        if isinstance(layer, torch.nn.Linear) and layer.in_features == 16:
+            torch.testing.assert_close(layer.weight @ layer.weight.T,
+                                       1.05 ** 2 * torch.eye(16), atol=1e-5, rtol=0)

@@ -263,6 +263,18 @@ class DeepDataConfig:
         positive("data.n_test", self.n_test)
 
 
+TUNED_INITS = ("gaussian", "orthogonal")
+
+
+def orthogonal_init_(model: nn.Module, gain: float) -> nn.Module:
+    """Redraw every ``nn.Linear`` weight of ``model`` as ``gain`` × a random orthogonal matrix
+    (Saxe et al. 2014; dynamical isometry for tanh near gain 1, Pennington et al. 2017)."""
+    for layer in model.modules():
+        if isinstance(layer, nn.Linear):
+            nn.init.orthogonal_(layer.weight, gain=gain)
+    return model
+
+
 @dataclass(frozen=True)
 class DeepModelConfig:
     width: int = 64
@@ -270,6 +282,7 @@ class DeepModelConfig:
     activation: str = "tanh"
     small_gain: float = 0.5
     tuned_gain: float = 1.0
+    tuned_init: str = "gaussian"
     seeds: int = 3
 
     def __post_init__(self) -> None:
@@ -279,6 +292,7 @@ class DeepModelConfig:
         one_of("model.activation", self.activation, ("tanh", "sigmoid"))
         positive("model.small_gain", self.small_gain)
         positive("model.tuned_gain", self.tuned_gain)
+        one_of("model.tuned_init", self.tuned_init, TUNED_INITS)
 
 
 @dataclass(frozen=True)
@@ -301,7 +315,7 @@ def run_deep(ctx: RunContext) -> dict[str, Any]:
     splits = ctx.load_data(cfg.data.name, fallback="mnist1d", n_train=cfg.data.n_train,
                            n_test=cfg.data.n_test)
     results: dict[str, Any] = {"dataset": splits.name, "depth": cfg.model.depth,
-                               "seeds": cfg.model.seeds}
+                               "seeds": cfg.model.seeds, "tuned_init": cfg.model.tuned_init}
     loss_lines, grad_lines, sens_lines = {}, {}, {}
     in_features = (splits.input_shape[-1] if len(splits.input_shape) == 1
                    else math.prod(splits.input_shape))
@@ -312,6 +326,8 @@ def run_deep(ctx: RunContext) -> dict[str, Any]:
             torch.manual_seed(seed)
             model = MLP(in_features, cfg.model.width, cfg.model.depth, splits.num_classes,
                         cfg.model.activation, gain)
+            if variant == "bp-tuned-gain" and cfg.model.tuned_init == "orthogonal":
+                orthogonal_init_(model, gain)
             sal = (cfg.sal if variant != "bp-sal-no-guard"
                    else replace(cfg.sal, saturation_guard=False))
             rules = (sal.rule(),) if variant.startswith("bp-sal") else ()
