@@ -101,7 +101,8 @@ def _grad(sal: float) -> dict[str, Any]:
 
 
 def _deep_sal(sal: list[float], other: list[float], other_key: str = "bp") -> dict[str, Any]:
-    return {"seeds": 3, "bp-sal_test_acc_per_seed": sal, "bp-sal_test_acc": sum(sal) / 3,
+    return {"dataset": "mnist1d", "seeds": 3, "bp-sal_test_acc_per_seed": sal,
+            "bp-sal_test_acc": sum(sal) / 3,
             f"{other_key}_test_acc_per_seed": other, f"{other_key}_test_acc": sum(other) / 3,
             "bp-sal_loss_drop": 0.3, "bp_loss_drop": 0.0}
 
@@ -183,12 +184,14 @@ CASES: dict[str, dict[str, dict[str, Any]]] = {
     "sensitivity-chaos#1": {R: _CHAOS, P: {**_CHAOS, "final_lambda_max": -0.2},
                             N: {**_CHAOS, "final_lambda_max": -0.8}},
     "sensitivity-deep-mlp#0": {R: _grad(-1.0), P: _grad(-3.0), N: _grad(-9.0)},
-    "sensitivity-deep-mlp#1": {R: _deep_sal([0.3, 0.31, 0.29], [0.1, 0.11, 0.09]),
-                               P: _deep_sal([0.15, 0.16, 0.14], [0.1, 0.11, 0.09]),
+    # Rule v3: reproduced needs BP+SAL's mean at or above MNIST-1D's linear reference (0.32);
+    # the partly cases are the 3-seed full run's pattern (SAL 0.160 vs BP 0.089, tuned 0.120).
+    "sensitivity-deep-mlp#1": {R: _deep_sal([0.45, 0.46, 0.44], [0.1, 0.11, 0.09]),
+                               P: _deep_sal([0.21, 0.16, 0.11], [0.089, 0.089, 0.089]),
                                N: _deep_sal([0.1, 0.12, 0.08], [0.1, 0.11, 0.09])},
     "sensitivity-deep-mlp#2": {
-        R: _deep_sal([0.3, 0.31, 0.29], [0.2, 0.21, 0.19], "bp-tuned-gain"),
-        P: _deep_sal([0.21, 0.25, 0.17], [0.2, 0.21, 0.19], "bp-tuned-gain"),
+        R: _deep_sal([0.45, 0.46, 0.44], [0.3, 0.31, 0.29], "bp-tuned-gain"),
+        P: _deep_sal([0.21, 0.16, 0.11], [0.14, 0.12, 0.10], "bp-tuned-gain"),
         N: _deep_sal([0.15, 0.16, 0.14], [0.2, 0.21, 0.19], "bp-tuned-gain"),
     },
     "sensitivity-lag#0": {

@@ -30,7 +30,7 @@ from signalprop.experiments.common import at_least, at_most, curve, epoch_record
 from signalprop.experiments.context import RunContext
 from signalprop.experiments.registry import Claim, Experiment, Model, register
 from signalprop.experiments.samples import load_sample
-from signalprop.experiments.stats import Difference, difference
+from signalprop.experiments.stats import Difference, difference, per_seed
 from signalprop.learning.sensitivity import GATES, OBJECTIVES, SensitivityAdjustment
 from signalprop.nn.elman import RNN_ACTIVATIONS, ElmanRNN, LastStepClassifier
 from signalprop.nn.mlp import MLP
@@ -287,6 +287,18 @@ class DeepDataConfig:
         positive("data.n_test", self.n_test)
 
 
+TUNED_INITS = ("gaussian", "orthogonal")
+
+
+def orthogonal_init_(model: nn.Module, gain: float) -> nn.Module:
+    """Redraw every ``nn.Linear`` weight of ``model`` as ``gain`` × a random orthogonal matrix
+    (Saxe et al. 2014; dynamical isometry for tanh near gain 1, Pennington et al. 2017)."""
+    for layer in model.modules():
+        if isinstance(layer, nn.Linear):
+            nn.init.orthogonal_(layer.weight, gain=gain)
+    return model
+
+
 @dataclass(frozen=True)
 class DeepModelConfig:
     width: int = 64
@@ -294,6 +306,7 @@ class DeepModelConfig:
     activation: str = "tanh"
     small_gain: float = 0.5
     tuned_gain: float = 1.0
+    tuned_init: str = "gaussian"
     seeds: int = 3
 
     def __post_init__(self) -> None:
@@ -303,6 +316,7 @@ class DeepModelConfig:
         one_of("model.activation", self.activation, ("tanh", "sigmoid"))
         positive("model.small_gain", self.small_gain)
         positive("model.tuned_gain", self.tuned_gain)
+        one_of("model.tuned_init", self.tuned_init, TUNED_INITS)
 
 
 @dataclass(frozen=True)
@@ -326,11 +340,20 @@ def deep_mlp(cfg: DeepConfig, splits: Splits, gain: float) -> MLP:
                splits.num_classes, cfg.model.activation, gain)
 
 
+def tuned_mlp(cfg: DeepConfig, splits: Splits) -> MLP:
+    """The tuned-gain baseline: Gaussian weights, or orthogonal ones when ``model.tuned_init``
+    is ``orthogonal``, at ``model.tuned_gain``."""
+    model = deep_mlp(cfg, splits, cfg.model.tuned_gain)
+    if cfg.model.tuned_init == "orthogonal":
+        orthogonal_init_(model, cfg.model.tuned_gain)
+    return model
+
+
 DEEP_MODELS = {
     "small-gain": Model("the deep MLP at the small initial gain (BP and BP+SAL start here)",
                         lambda cfg, splits: deep_mlp(cfg, splits, cfg.model.small_gain)),
-    "tuned-gain": Model("the deep MLP at the tuned initial gain",
-                        lambda cfg, splits: deep_mlp(cfg, splits, cfg.model.tuned_gain)),
+    "tuned-gain": Model("the deep MLP at the tuned initial gain (model.tuned_init: gaussian or "
+                        "orthogonal)", lambda cfg, splits: tuned_mlp(cfg, splits)),
 }
 
 
@@ -343,11 +366,11 @@ def run_deep(ctx: RunContext) -> dict[str, Any]:
     splits = ctx.load_data(cfg.data.name, fallback="mnist1d", n_train=cfg.data.n_train,
                            n_test=cfg.data.n_test)
     results: dict[str, Any] = {"dataset": splits.name, "depth": cfg.model.depth,
-                               "seeds": cfg.model.seeds}
+                               "seeds": cfg.model.seeds, "tuned_init": cfg.model.tuned_init}
     loss_lines, grad_lines, sens_lines = {}, {}, {}
     for variant in DEEP_VARIANTS:
         model_name = "tuned-gain" if variant == "bp-tuned-gain" else "small-gain"
-        per_seed: dict[str, list[float]] = {"test_acc": [], "train_loss": [], "loss_drop": []}
+        by_seed: dict[str, list[float]] = {"test_acc": [], "train_loss": [], "loss_drop": []}
         for seed in ctx.seeds(cfg.model.seeds):
             torch.manual_seed(seed)
             model = DEEP_MODELS[model_name].build(cfg, splits)
@@ -357,10 +380,10 @@ def run_deep(ctx: RunContext) -> dict[str, Any]:
             name = f"{variant}/seed{seed}"
             final = ctx.fit(name, model, splits, cfg.train, seed=seed, rules=rules)
             first_loss = epoch_records(ctx.run_dir / name)[0]["train_loss"]
-            per_seed["test_acc"].append(final["test_acc"])
-            per_seed["train_loss"].append(final["train_loss"])
-            per_seed["loss_drop"].append(first_loss - final["train_loss"])
-        for key, values in per_seed.items():
+            by_seed["test_acc"].append(final["test_acc"])
+            by_seed["train_loss"].append(final["train_loss"])
+            by_seed["loss_drop"].append(first_loss - final["train_loss"])
+        for key, values in by_seed.items():
             results[f"{variant}_{key}"] = sum(values) / len(values)
             results[f"{variant}_{key}_per_seed"] = values
         sub = ctx.run_dir / variant / f"seed{ctx.seed}"  # profiles and curves: the first seed
@@ -399,13 +422,41 @@ def run_deep(ctx: RunContext) -> dict[str, Any]:
     }
 
 
+#: Test accuracy of logistic regression on MNIST-1D (4000 train / 1000 test; Greydanus 2020,
+#: the mnist1d README's benchmark table; we measure 0.31). A deep net below what a linear map of
+#: the inputs reaches has not trained to a meaningful accuracy (docs/methods/sensitivity.md).
+LINEAR_REFERENCE = {"mnist1d": 0.32}
+
+
+def _meaningful(results: dict[str, Any], key: str) -> str | None:
+    """``None`` when ``key``'s mean test accuracy reaches the dataset's linear reference, else
+    the reason it does not (which caps a verdict at partly)."""
+    dataset = str(results.get("dataset", ""))
+    bar = LINEAR_REFERENCE.get(dataset)
+    if bar is None:
+        return f"no linear-classifier reference accuracy for {dataset or 'this dataset'}"
+    acc = per_seed(results, key).mean
+    if acc >= bar:
+        return None
+    return (f"below the linear reference: {acc:.3f} < {bar:.2f} (logistic regression on "
+            f"{dataset}), not a meaningful accuracy")
+
+
+def _capped(verdict: str, reason: str | None, ours: str) -> tuple[str, str]:
+    """A reproduced verdict on a non-meaningful accuracy becomes partly, with the reason."""
+    if reason is None:
+        return ours, verdict
+    ours = f"{ours}; {reason}"
+    return ours, "partly" if verdict == "reproduced" else verdict
+
+
 def _deep_trains(results: dict[str, Any]) -> tuple[str, str]:
     acc = difference(results, "bp-sal_test_acc", "bp_test_acc")
     ours = (f"test acc: {acc.text('BP+SAL', 'BP')}; train-loss drop (epoch 1 to last) "
             f"{results['bp-sal_loss_drop']:.3f} vs {results['bp_loss_drop']:.3f}")
     if not acc.beyond_noise():
         return ours, "not reproduced"
-    return ours, at_least(acc.diff, 0.10, 0.03)
+    return _capped(at_least(acc.diff, 0.10, 0.03), _meaningful(results, "bp-sal_test_acc"), ours)
 
 
 def _deep_gradient(results: dict[str, Any]) -> tuple[str, str]:
@@ -420,7 +471,7 @@ def _deep_gradient(results: dict[str, Any]) -> tuple[str, str]:
 def _deep_vs_tuned(results: dict[str, Any]) -> tuple[str, str]:
     acc = difference(results, "bp-sal_test_acc", "bp-tuned-gain_test_acc")
     ours = f"test acc: {acc.text('BP+SAL', 'tuned initial gain')}"
-    return ours, _better(acc, 0.02)
+    return _capped(_better(acc, 0.02), _meaningful(results, "bp-sal_test_acc"), ours)
 
 
 def _better(d: Difference, margin: float) -> str:
@@ -455,17 +506,20 @@ register(Experiment(
         Claim(
             text="BP with SAL trains a 300-layer network where plain BP from small weights stalls",
             source="arXiv 2012.13134 v2, abstract", paper_value="learns (numbers not read)",
-            check=_deep_trains, rule_version=2,
-            rule="test acc BP+SAL − BP over seeds: reproduced >= 0.10 and > 2 SE; partly >= "
-                 "0.03 and > 2 SE; else not reproduced",
+            check=_deep_trains, rule_version=3,
+            rule="test acc BP+SAL − BP over seeds: reproduced >= 0.10 and > 2 SE with BP+SAL's "
+                 "mean >= the linear reference (MNIST-1D logistic regression 0.32), partly >= "
+                 "0.03 and > 2 SE (or reproduced margins below the reference); else not "
+                 "reproduced",
             paper_data="not stated in the abstract", stochastic=True,
         ),
         Claim(
             text="BP with SAL learns better than BP from a tuned initial weight scale",
             source="arXiv 2012.13134 v2, abstract",
             paper_value="significant improvement (numbers not read)",
-            check=_deep_vs_tuned, rule_version=2,
-            rule="test acc BP+SAL − tuned gain over seeds: reproduced >= 0.02 and > 2 SE; "
+            check=_deep_vs_tuned, rule_version=3,
+            rule="test acc BP+SAL − tuned gain over seeds: reproduced >= 0.02 and > 2 SE with "
+                 "BP+SAL's mean >= the linear reference (MNIST-1D logistic regression 0.32); "
                  "partly > 0; not reproduced <= 0",
             paper_data="not stated in the abstract", stochastic=True,
         ),
