@@ -81,13 +81,12 @@ def _orthogonal_deep_mlp(cfg: Any, batch_size: int, seed: int) -> tuple[nn.Modul
 
 def _orthogonal_long_memory(cfg: Any, batch_size: int, seed: int) -> tuple[nn.Module, Batch]:
     from signalprop import data
-    from signalprop.experiments.orthogonal import filter_classifier
+    from signalprop.experiments.orthogonal_memory import filter_classifier
 
-    d = cfg.data
-    splits = data.load("delayed-recall", seed=seed, T=d.T, noise=d.noise, n_train=batch_size,
-                       n_test=batch_size)
+    length = cfg.adding.lengths[-1]
+    splits = data.load("adding", seed=seed, T=length, n_train=batch_size, n_test=batch_size)
     torch.manual_seed(seed)
-    return filter_classifier(1, 2, d.T + 1, cfg.model), _batch(splits, batch_size)
+    return filter_classifier(2, 1, length, cfg.model), _batch(splits, batch_size)
 
 
 def _gated_variants(cfg: Any, batch_size: int, seed: int) -> tuple[nn.Module, Batch]:
@@ -125,7 +124,8 @@ ADAPTERS: dict[str, Adapter] = {a.experiment: a for a in (
     Adapter("deep-tanh-mlp", "the deep tanh MLP (model.depth layers)", _deep_tanh_mlp),
     Adapter("orthogonal-deep-mlp", "the additive-filter MLP (model.depth layers)",
             _orthogonal_deep_mlp),
-    Adapter("orthogonal-long-memory", "the additive-filter RNN classifier (T = data.T)",
+    Adapter("orthogonal-long-memory",
+            "the additive-filter RNN on the adding problem (T = the last of adding.lengths)",
             _orthogonal_long_memory),
     Adapter("gated-variants", "the gated MLP (DLGN variant if selected, else the first)",
             _gated_variants),
