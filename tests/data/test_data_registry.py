@@ -16,7 +16,7 @@ from signalprop.errors import ConfigError
 def test_names():
     assert set(dataset_names()) == {
         "mnist1d", "fashion-mnist", "mnist", "spirals", "copy", "adding", "delayed-recall",
-        "bitstream",
+        "cue-recall", "bitstream",
     }
 
 

@@ -8,7 +8,7 @@ import torch
 from signalprop.data import load
 from signalprop.errors import ConfigError
 
-SYNTHETIC = ["spirals", "copy", "adding", "delayed-recall", "bitstream"]
+SYNTHETIC = ["spirals", "copy", "adding", "delayed-recall", "cue-recall", "bitstream"]
 
 
 @pytest.mark.parametrize("name", SYNTHETIC)
@@ -92,6 +92,25 @@ def test_delayed_recall():
     assert set(noisy[0][:, 0, 0].unique().tolist()) == {-1.0, 1.0}
 
 
+def test_cue_recall():
+    s = load("cue-recall", n_train=2000, n_test=500, T=30, classes=8)
+    x, y = s.train.tensors
+    assert x.shape == (2000, 31, 9) and y.dtype == torch.int64
+    assert (s.task, s.num_classes, s.output_shape) == ("classification", 8, ())
+    assert torch.equal(x[:, 0, :8].argmax(1), y)  # the cue is the label
+    assert (x[:, 0, 8] == 1).all() and (x[:, 1:, 8] == 0).all()  # the marker: step 0 only
+    assert (x[:, :, :8].sum(2) == 1).all()  # one symbol per step, distractors at every step
+    counts = torch.bincount(x[:, 1:, :8].argmax(2).flatten(), minlength=8).float()
+    assert (counts / counts.sum() - 1 / 8).abs().max() < 0.01  # uniform distractors
+    assert abs(torch.bincount(y, minlength=8).float().std().item() / 250) < 0.15
+    test = s.test.tensors[0]
+    seen = {tuple(row.flatten().tolist()) for row in x}
+    assert not any(tuple(row.flatten().tolist()) in seen for row in test)  # unseen in training
+    noisy = load("cue-recall", n_train=500, n_test=10, T=30, noise=0.3).train.tensors[0]
+    residual = noisy - noisy.round()
+    assert abs(residual.std().item() - 0.3) < 0.05
+
+
 def test_bitstream():
     s = load("bitstream", n_train=1000, n_test=10, T=20, k=3)
     x, y = s.train.tensors
@@ -114,6 +133,7 @@ def test_bitstream():
         ("spirals", {"turns": 0}, "turns=0"),
         ("copy", {"alphabet": 0}, "alphabet=0"),
         ("delayed-recall", {"n_train": 2.5}, "n_train=2.5"),
+        ("cue-recall", {"classes": 1}, "classes=1"),
     ],
 )
 def test_invalid_values(name, options, match):

@@ -15,6 +15,7 @@ from signalprop.data.synthetic import (
     load_adding,
     load_bitstream,
     load_copy,
+    load_cue_recall,
     load_delayed_recall,
     load_spirals,
 )
@@ -28,6 +29,7 @@ LOADERS: dict[str, Callable[..., Splits]] = {
     "copy": load_copy,
     "adding": load_adding,
     "delayed-recall": load_delayed_recall,
+    "cue-recall": load_cue_recall,
     "bitstream": load_bitstream,
 }
 IMAGE_DATASETS = ("mnist", "fashion-mnist")

@@ -3,8 +3,8 @@
 - ``orthogonal-deep-mlp``: a 50,000-layer additive-filter MLP trained by backprop, against a
   plain tanh MLP and a residual tanh MLP of the same depth and width (same stacked,
   checkpointed implementation; only the skip branch differs).
-- ``orthogonal-long-memory``: delayed recall of a cue 10,000 steps back (the paper's exact
-  task was not available), additive-filter RNN vs a vanilla tanh RNN and an LSTM.
+- ``orthogonal-long-memory``: in :mod:`signalprop.experiments.orthogonal_memory` (it reuses the
+  RNN builders below).
 - ``orthogonal-psmnist``: permuted pixel-by-pixel (Fashion-)MNIST, one additive-filter RNN layer
   vs an LSTM of the same hidden size; accuracy after epoch 1 and after the last epoch.
 """
@@ -26,7 +26,7 @@ from torch.utils.data import TensorDataset
 
 from signalprop.config import in_range, one_of, positive
 from signalprop.errors import ConfigError, DivergenceError
-from signalprop.experiments.common import at_least, at_most, curve, epoch_records
+from signalprop.experiments.common import at_least, curve, epoch_records
 from signalprop.experiments.context import RunContext
 from signalprop.experiments.lr_tuning import TunedLR, tune_lr, tuning_splits
 from signalprop.experiments.orthogonal_controls import (
@@ -310,22 +310,8 @@ register(Experiment(
 ))
 
 
-# ---------------------------------------------------------------- orthogonal-long-memory
-
-
-@dataclass(frozen=True)
-class MemoryData:
-    T: int = 10000
-    noise: float = 0.0
-    n_train: int = 320  # CPU budget (~11 min for three models at T=10,000)
-    n_test: int = 200
-
-    def __post_init__(self) -> None:
-        positive("data.T", self.T)
-        positive("data.n_train", self.n_train)
-        positive("data.n_test", self.n_test)
-        if self.noise < 0:
-            raise ConfigError(f"data.noise must be >= 0, got {self.noise}")
+# ---------------------------------------------------------------- RNN builders (also used by
+# orthogonal_memory.py, the orthogonal-long-memory experiment)
 
 
 def _check_rnn_choices(filter: str, baselines: tuple[str, ...]) -> None:
@@ -334,37 +320,6 @@ def _check_rnn_choices(filter: str, baselines: tuple[str, ...]) -> None:
     for name in baselines:
         if name not in ("rnn", "lstm"):
             raise ConfigError(f"model.baselines: unknown {name!r}; choose rnn, lstm")
-
-
-@dataclass(frozen=True)
-class RNNModel:
-    hidden: int = 32
-    beta_scale: float = 1.0  # b = beta_scale / sequence length unless beta > 0
-    beta: float = 0.0
-    readout_scale: float = 0.0  # 0: read h_T / b (the state's natural scale is b)
-    baselines: tuple[str, ...] = ("rnn", "lstm")
-    filter: str = "haar"  # or "permutation", "cycle" (O h is a gather)
-
-    def __post_init__(self) -> None:
-        positive("model.hidden", self.hidden)
-        positive("model.beta_scale", self.beta_scale)
-        in_range("model.beta", self.beta, 0.0, 1.0)
-        if self.readout_scale < 0:
-            raise ConfigError(f"model.readout_scale must be >= 0, got {self.readout_scale}")
-        _check_rnn_choices(self.filter, self.baselines)
-
-
-@dataclass(frozen=True)
-class LongMemoryConfig:
-    data: MemoryData = field(default_factory=MemoryData)
-    model: RNNModel = field(default_factory=RNNModel)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        epochs=5, batch_size=32, lr=3e-3, grad_clip=1.0, eval_batch_size=200))
-
-
-def filter_classifier(inputs: int, classes: int, length: int, m: RNNModel) -> LastStepClassifier:
-    beta = m.beta if m.beta > 0 else min(1.0, m.beta_scale / length)
-    return _filter_model(inputs, classes, m.hidden, beta, m.filter, m.readout_scale)
 
 
 def _filter_model(inputs: int, classes: int, hidden: int, beta: float, filter: str,
@@ -397,97 +352,10 @@ def _acc_text(x: Any) -> str:
     return f"{x:.3f}" if _finite(x) else "diverged"
 
 
-def run_long_memory(ctx: RunContext) -> dict[str, Any]:
-    cfg: LongMemoryConfig = ctx.config
-    d, m = cfg.data, cfg.model
-    splits = ctx.load_data("delayed-recall", T=d.T, noise=d.noise, n_train=d.n_train,
-                           n_test=d.n_test)
-    length = d.T + 1
-    results: dict[str, Any] = {"dataset": splits.name, "T": d.T}
-    lines, rows = {}, []
-    models = {"filter": lambda: filter_classifier(1, 2, length, m)}
-    for kind in m.baselines:
-        models[kind] = lambda kind=kind: baseline_classifier(kind, 1, 2, m.hidden)
-    for name, build in models.items():
-        torch.manual_seed(ctx.seed)
-        acc = _fit_or_diverge(ctx, name, build(), splits, cfg.train)
-        results[f"{name}_test_acc"] = acc
-        rows.append([name, m.hidden, acc])
-        lines[name] = curve(ctx.run_dir / name, "test_acc")
-    results["peak_rss_gib"] = peak_rss_gib()
-    return {
-        "results": results,
-        "tables": {"long_memory": {"columns": ["model", "hidden", "test_acc"], "rows": rows}},
-        "series": {"test_acc": {"title": f"Delayed recall, T = {d.T}", "xlabel": "epoch",
-                                "ylabel": "test accuracy", "logy": False, "lines": lines}},
-    }
-
-
-def _memory_solved(results: dict[str, Any]) -> tuple[str, str]:
-    acc = results["filter_test_acc"]
-    others = ", ".join(f"{k} {_acc_text(results[f'{k}_test_acc'])}" for k in ("rnn", "lstm")
-                       if f"{k}_test_acc" in results)
-    value = f"T={results['T']}: filter RNN acc {_acc_text(acc)}" + (
-        f" ({others})" if others else "")
-    verdict = at_least(acc if _finite(acc) else 0.0, 0.99, 0.75)
-    if results["T"] < 10000 and verdict == "reproduced":
-        verdict = "partly"  # solved, but at a shorter distance than the paper's
-    return value, verdict
-
-
-def _baselines_fail(results: dict[str, Any]) -> tuple[str, str]:
-    accs = {k: results[f"{k}_test_acc"] for k in ("rnn", "lstm") if f"{k}_test_acc" in results}
-    if not accs:
-        return "no baselines run", "not checked"
-    worst_case = max(a if _finite(a) else 0.5 for a in accs.values())
-    value = ", ".join(f"{k} {_acc_text(a)}" for k, a in accs.items())
-    return value, at_most(worst_case, 0.6, 0.75)
-
-
 RNN_BASELINES = {kind: Model(f"the {kind.upper()} baseline (model.hidden units)",
                              lambda cfg, splits, kind=kind: baseline_classifier(
                                  kind, splits.input_shape[-1], splits.num_classes,
                                  cfg.model.hidden)) for kind in ("rnn", "lstm")}
-LONG_MEMORY_MODELS = {
-    "filter": Model("the additive-filter RNN classifier (T = data.T)", lambda cfg, splits:
-                    filter_classifier(splits.input_shape[-1], splits.num_classes,
-                                      splits.input_shape[0], cfg.model)),
-    **RNN_BASELINES,
-}
-
-
-def _long_memory_sample(cfg: LongMemoryConfig, n: int, seed: int) -> Any:
-    return load_sample("delayed-recall", n, seed, fallback=None, T=cfg.data.T,
-                       noise=cfg.data.noise)
-
-
-register(Experiment(
-    name="orthogonal-long-memory",
-    summary="Additive-filter Elman RNN recalls a cue 10,000 steps back; RNN/LSTM fail.",
-    paper=PAPER,
-    make_config=LongMemoryConfig,
-    run=run_long_memory,
-    models=LONG_MEMORY_MODELS,
-    sample=_long_memory_sample,
-    quick={"data.T": 300, "data.n_train": 256, "data.n_test": 128, "train.epochs": 4},
-    claims=(
-        Claim(text="An Elman RNN with an orthogonal additive filter learns a dependency 10,000 "
-              "steps in the past", source="arXiv 2210.01245, abstract",
-              paper_value="learns 10k-step dependencies", check=_memory_solved,
-              rule="filter RNN test acc: reproduced >= 0.99 (partly when T < 10,000), partly "
-                   ">= 0.75, else not reproduced",
-              paper_data="a 10,000-step task (not named in the abstract)",
-              same_data=("delayed-recall",)),
-        Claim(text="A vanilla tanh RNN and an LSTM of the same size fail at that distance",
-              source="arXiv 2210.01245, abstract (LSTM comparison)",
-              paper_value="LSTMs less effective", check=_baselines_fail,
-              rule="best baseline test acc (a diverged one counts 0.5): reproduced <= 0.6, "
-                   "partly <= 0.75, else not reproduced",
-              paper_data="a 10,000-step task (not named in the abstract)",
-              same_data=("delayed-recall",)),
-    ),
-))
-
 
 # ---------------------------------------------------------------- orthogonal-psmnist
 

@@ -1,0 +1,97 @@
+"""orthogonal-long-memory: the adding problem and cue recall, the frozen control, tuning, rules."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from claim_cases import _FAIL, _memory
+
+from signalprop.cli import main
+from signalprop.config import apply_overrides
+from signalprop.errors import ConfigError
+from signalprop.experiments import orthogonal_memory as om
+from signalprop.experiments.registry import get_experiment
+from signalprop.train import TrainConfig, fit
+
+TINY = ["adding.lengths=6,12", "adding.steps=4,3", "adding.baselines_up_to=6",
+        "recall.lengths=5", "recall.steps=3", "seeds=2", "evals=1", "tuning.lr_count=2",
+        "data.n_test=20", "data.n_val=10"]
+
+
+def test_frozen_control_trains_only_its_readout(tmp_path):
+    from signalprop import data
+
+    splits = data.load("adding", T=8, n_train=64, n_test=16)
+    model = om.build_model("frozen", 2, 1, 8, om.MemoryModel())
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert model.scale == pytest.approx(8.0)  # read out at h_T / b, b = 1/T
+    fit(model, splits.train, splits.test, TrainConfig(epochs=1, batch_size=16, lr=0.1),
+        tmp_path / "run", task="regression", progress=False)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("rnn."))
+    assert not torch.equal(before["head.weight"], after["head.weight"])
+
+
+def test_models_per_length():
+    m = om.MemoryModel()
+    assert om._models(m, 1000, 1000) == ["filter", "frozen", "rnn", "lstm"]
+    assert om._models(m, 10000, 1000) == ["filter", "frozen"]
+    assert om.build_model("filter", 2, 1, 400, m).rnn.cell.b == pytest.approx(1 / 400)
+    assert om.build_model("filter", 2, 1, 400, om.MemoryModel(beta_scale=10)).rnn.cell.b == \
+        pytest.approx(10 / 400)
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("recall.classes=4", "recall.classes must be >= 8"),
+    ("tuning.lr_high=1e-5", "tuning.lr_high=1e-05 must be >= tuning.lr_low"),
+    ("adding.lengths=1", "adding.lengths must be >= 2"),
+])
+def test_bad_config_names_the_field(override, message):
+    with pytest.raises(ConfigError, match=message):
+        apply_overrides(om.LongMemoryConfig(), [override])
+
+
+def test_lengths_without_matching_steps_fail_before_training(tmp_path, capsys):
+    code = main(["run", "orthogonal-long-memory", "--quick", "--out", str(tmp_path), "--set",
+                 "adding.lengths=30,100,300"])
+    assert code != 0
+    assert "adding.steps" in capsys.readouterr().err
+    assert not list(tmp_path.rglob("metrics.jsonl"))
+
+
+def test_tiny_run_records_every_model_seed_and_tuned_rate(tmp_path):
+    sets = [arg for item in TINY for arg in ("--set", item)]
+    assert main(["run", "orthogonal-long-memory", "--out", str(tmp_path), *sets]) == 0
+    summary = json.loads(next(tmp_path.rglob("summary.json")).read_text())
+    res = summary["results"]
+    assert res["adding_lengths"] == [6, 12] and res["recall_lengths"] == [5]
+    for key in ("adding_T6_lstm_test_mse", "adding_T12_frozen_test_mse", "recall_T5_rnn_test_acc"):
+        assert len(res[f"{key}_per_seed"]) == 2
+    assert "adding_T12_lstm_test_mse" not in res  # baselines only up to baselines_up_to
+    assert set(res["tuning"]["adding-T6-filter"]["validation_loss"]) == {"0.001", "0.01"}
+    rows = summary["tables"]["adding"]["rows"]
+    assert [r[2] for r in rows] == ["filter", "frozen", "rnn", "lstm", "filter", "frozen"]
+    assert {c["verdict"] for c in summary["claims"]} <= {"not reproduced", "partly"}
+
+
+def test_one_seed_cannot_show_learning():
+    one = _memory("adding", {100: {"filter": 0.001, **_FAIL}})
+    for key in [k for k in one if k.endswith("_per_seed")]:
+        one[key] = one[key][:1]
+    one["seeds"] = 1
+    assert om._adding_learns(one)[1] == "not reproduced"
+
+
+def test_learning_needs_both_marked_values():
+    """Beating a bad control is not enough: the MSE must fall below 1/12 (one value known)."""
+    res = _memory("adding", {1000: {"filter": 0.1, **_FAIL}})
+    text, verdict = om._adding_learns(res)
+    assert verdict == "not reproduced" and "filter 0.1 ± 0.002" in text
+
+
+def test_claims_are_registered_with_new_rule_versions():
+    claims = get_experiment("orthogonal-long-memory").claims
+    assert [c.rule_version for c in claims] == [2, 2, 1]
+    assert all(c.stochastic for c in claims)
