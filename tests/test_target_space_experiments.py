@@ -96,3 +96,24 @@ def test_recall_rule_judges_runs_stored_without_the_delays_list() -> None:
            "k20_weight_test_acc": 0.597}
     ours, verdict = _recall_check(old)
     assert verdict == "reproduced" and ours.startswith("mean test acc") and "20: 1.000" in ours
+
+
+@pytest.mark.slow
+def test_a_diverged_recall_run_is_scored_at_chance_and_named(tmp_path, monkeypatch) -> None:
+    from signalprop.errors import DivergenceError
+    from signalprop.experiments.context import RunContext
+
+    real_fit = RunContext.fit
+
+    def fit(self, name, *args, **kwargs):
+        if name == "k4-target-s0":
+            raise DivergenceError("loss is nan")
+        return real_fit(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(RunContext, "fit", fit)
+    run_dir = run_experiment(get_experiment("target-space-recall"), out=tmp_path, quick=True,
+                             overrides=["train.epochs=1"], progress=False)
+    results = json.loads((run_dir / "summary.json").read_text())["results"]
+    assert results["diverged"] == ["k4-target-s0"]
+    assert results["k4_target_test_acc_per_seed"] == [0.5]
+    assert "k2_target_wall_s" in results and "k4_target_wall_s" not in results

@@ -28,7 +28,7 @@ from torch import nn
 
 from signalprop.config import in_range, one_of, positive
 from signalprop.data.splits import tensors
-from signalprop.errors import ConfigError
+from signalprop.errors import ConfigError, DivergenceError
 from signalprop.experiments.common import curve, epoch_records
 from signalprop.experiments.context import RunContext
 from signalprop.experiments.lr_tuning import TunedLR, log_spaced, tune_lr, tuning_splits
@@ -515,6 +515,7 @@ register(Experiment(
 MEMORISED_ACC = 0.99  #: mean test accuracy at which a delay counts as memorised
 ACC_MARGIN = 0.01  #: smallest accuracy gap that counts (the memorised cut-off's tolerance)
 PAPER_DELAY = 90  #: the paper's target space memorises delays up to 90 without gates
+CHANCE_ACC = 0.5  #: the accuracy a diverged run is scored at (guessing a bit)
 
 
 @dataclass(frozen=True)
@@ -599,7 +600,7 @@ def run_recall(ctx: RunContext) -> dict[str, Any]:
         results[f"{side}_tuning"] = tuned[side].record()
         ctx.log(f"{side} space: tuned lr {tuned[side].lr:g} at k={cfg.tune_delay} "
                 f"({tuned[side].text()})")
-    rows = []
+    rows, diverged, steps = [], [], 0
     dataset = "bitstream"
     for k in delays:
         train_splits, _ = _recall_splits(ctx, cfg, k)
@@ -608,19 +609,30 @@ def run_recall(ctx: RunContext) -> dict[str, Any]:
             for seed in ctx.seeds(cfg.seeds):
                 seed_everything(seed)
                 model = _recall_model(side, train_splits, cfg, k)
-                final = ctx.fit(f"k{k}-{side}-s{seed}", model, train_splits,
-                                dataclasses.replace(cfg.train, lr=tuned[side].lr), seed=seed)
-                results.setdefault(f"k{k}_{side}_test_acc", []).append(final["test_acc"])
+                seed_accs = results.setdefault(f"k{k}_{side}_test_acc", [])
+                try:
+                    final = ctx.fit(f"k{k}-{side}-s{seed}", model, train_splits,
+                                    dataclasses.replace(cfg.train, lr=tuned[side].lr),
+                                    seed=seed)
+                except DivergenceError as exc:  # a diverged run recalls nothing
+                    ctx.log(f"k={k} {side} space, seed {seed} diverged ({exc}); scored at "
+                            f"chance, {CHANCE_ACC}")
+                    diverged.append(f"k{k}-{side}-s{seed}")
+                    seed_accs.append(CHANCE_ACC)
+                    continue
+                seed_accs.append(final["test_acc"])
                 results.setdefault(f"k{k}_{side}_wall_s", []).append(final["wall_s"])
                 steps = final["step"]
             accs = Side(tuple(results[f"k{k}_{side}_test_acc"]))
+            walls = results.get(f"k{k}_{side}_wall_s", [])
             rows.append([k, side, k + cfg.extra_hidden, f"{tuned[side].lr:g}",
                          round(accs.mean, 4), round(accs.std, 4),
                          ", ".join(f"{a:.3f}" for a in accs.values),
-                         round(statistics.fmean(results[f"k{k}_{side}_wall_s"]), 1)])
+                         round(statistics.fmean(walls), 1) if walls else "diverged"])
             ctx.log(f"k={k} {side} space: test acc {accs.text('mean')}")
     _mean_over_seeds(results)
     results["delays"] = delays
+    results["diverged"] = diverged
     results["dataset"] = dataset
     results["steps"] = steps
     results["largest_delay_tried"] = max(cfg.delays)
