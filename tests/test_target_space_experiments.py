@@ -10,7 +10,7 @@ import pytest
 from signalprop.errors import ConfigError
 from signalprop.experiments.context import resolve_config, run_experiment
 from signalprop.experiments.registry import get_experiment
-from signalprop.experiments.target_space import SpiralsSweep, _recall_check
+from signalprop.experiments.target_space import SpiralsSweep, _recall_check, at_sweep_edge
 
 NAMES = ("target-space-spirals", "target-space-images", "target-space-recall")
 
@@ -33,6 +33,11 @@ def test_spirals_sweeps_are_equal_in_size_and_log_spaced() -> None:
     for lrs in (sweep.target_lrs, sweep.weight_lrs):
         ratios = [math.log(b / a) for a, b in zip(lrs, lrs[1:], strict=False)]
         assert max(ratios) - min(ratios) < 0.01 and min(ratios) > 0
+
+
+def test_a_tuned_lr_at_the_sweep_edge_is_flagged() -> None:
+    assert at_sweep_edge(0.1, (0.01, 0.1)) and at_sweep_edge(0.01, (0.01, 0.1))
+    assert not at_sweep_edge(0.03, (0.01, 0.03, 0.1)) and not at_sweep_edge(0.1, (0.1,))
 
 
 def test_unequal_spirals_sweeps_stop_the_run_before_training(tmp_path) -> None:
@@ -76,7 +81,8 @@ def test_quick_run_end_to_end(name: str, tmp_path) -> None:
         assert row["verdict"] == "not checked" or row["our_value"] == ours
     assert summary["series"]
     results = summary["results"]
-    assert results["target_lr"] if name != "target-space-images" else results["mlp_target_lr"]
+    prefix = "mlp_target" if name == "target-space-images" else "target"
+    assert results[f"{prefix}_lr"] > 0 and isinstance(results[f"{prefix}_lr_at_edge"], bool)
     if name == "target-space-spirals":  # tuned on held-out points, every candidate recorded
         tuning = summary["tables"]["spirals_tuning"]["rows"]
         assert {row[1] for row in tuning if row[0] == "target"} == set(

@@ -186,6 +186,19 @@ def _median_text(value: float) -> float | str:
     return value if math.isfinite(value) else "not solved"
 
 
+def at_sweep_edge(lr: float, lrs: tuple[float, ...]) -> bool:
+    """Whether the chosen ``lr`` is the sweep's smallest or largest (its best may lie beyond:
+    the run records and logs it, so the sweep can be widened for both sides alike)."""
+    return len(lrs) > 1 and lr in (min(lrs), max(lrs))
+
+
+def _record_edge(ctx: RunContext, results: dict[str, Any], key: str, lr: float,
+                 lrs: tuple[float, ...]) -> None:
+    results[f"{key}_lr_at_edge"] = at_sweep_edge(lr, lrs)
+    if results[f"{key}_lr_at_edge"]:
+        ctx.log(f"{key}: the tuned lr {lr:g} is at the edge of the sweep {lrs}")
+
+
 def run_spirals(ctx: RunContext) -> dict[str, Any]:
     """Tune each side's lr on the held-out spiral points (the test draw, never reported) over
     ``tune_seeds`` seeds, then solve the training points on ``seeds`` fresh seeds."""
@@ -215,6 +228,7 @@ def run_spirals(ctx: RunContext) -> dict[str, Any]:
         ctx.log(f"{side} space, tuned lr={lr}: solved {run.rate:.0%}, median epochs "
                 f"{run.median}")
         results[f"{side}_lr"] = lr
+        _record_edge(ctx, results, side, lr, lrs)
         results[f"{side}_success_rate"] = run.rate
         results[f"{side}_median_epochs"] = _median_text(run.median)
         results[f"{side}_epochs_per_seed"] = [s + 1 if s is not None else "not solved"
@@ -327,7 +341,7 @@ class ImagesConfig:
     data: ImagesData = field(default_factory=ImagesData)
     model: ImagesModel = field(default_factory=ImagesModel)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=5, batch_size=100))
-    lrs: tuple[float, ...] = log_spaced(3e-4, 3e-2, 5)
+    lrs: tuple[float, ...] = log_spaced(1e-4, 1e-1, 7)
     tune_epochs: int = 2
     seeds: int = 3
 
@@ -424,6 +438,7 @@ def run_images(ctx: RunContext) -> dict[str, Any]:
             tune_splits, cfg.train, cfg.lrs, cfg.tune_epochs, ctx.seed)
         results[f"{arch}_{side}_lr"] = tuned[arch, side].lr
         results[f"{arch}_{side}_tuning"] = tuned[arch, side].record()
+        _record_edge(ctx, results, f"{arch}_{side}", tuned[arch, side].lr, cfg.lrs)
         tune_rows.append([arch, side, f"{tuned[arch, side].lr:g}", tuned[arch, side].text()])
         ctx.log(f"{arch} {side} space: tuned lr {tuned[arch, side].lr:g} "
                 f"({tuned[arch, side].text()})")
@@ -532,7 +547,7 @@ class RecallConfig:
     n_test: int = 500
     n_bar: int = 100
     ridge: float = 0.1
-    lrs: tuple[float, ...] = log_spaced(0.001, 0.1, 5)
+    lrs: tuple[float, ...] = log_spaced(1e-4, 1.0, 9)
     tune_delay: int = 20
     tune_epochs: int = 15
     seeds: int = 3
@@ -598,6 +613,7 @@ def run_recall(ctx: RunContext) -> dict[str, Any]:
             tune_splits, cfg.train, cfg.lrs, cfg.tune_epochs, ctx.seed)
         results[f"{side}_lr"] = tuned[side].lr
         results[f"{side}_tuning"] = tuned[side].record()
+        _record_edge(ctx, results, side, tuned[side].lr, cfg.lrs)
         ctx.log(f"{side} space: tuned lr {tuned[side].lr:g} at k={cfg.tune_delay} "
                 f"({tuned[side].text()})")
     rows, diverged, steps = [], [], 0
