@@ -341,7 +341,7 @@ class ImagesConfig:
     data: ImagesData = field(default_factory=ImagesData)
     model: ImagesModel = field(default_factory=ImagesModel)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=5, batch_size=100))
-    lrs: tuple[float, ...] = log_spaced(1e-4, 1e-1, 7)
+    lrs: tuple[float, ...] = log_spaced(1e-4, 1.0, 9)
     tune_epochs: int = 2
     seeds: int = 3
 
