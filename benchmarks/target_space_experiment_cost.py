@@ -62,7 +62,11 @@ def measure(delays: list[int], batch: int, n_bar: int, steps: int, repeats: int)
         "weight_ms": cpu_ms_per_step(ShortcutMLP(2, 5, 3, 2, "tanh", True), x, y, steps * 5,
                                      repeats)})
     return {"benchmark": "target_space_experiment_cost", "batch": batch, "n_bar": n_bar,
-            "threads": torch.get_num_threads(), "machine": platform.machine(), "rows": rows}
+            "threads": torch.get_num_threads(), "machine": platform.machine(),
+            "command": "python benchmarks/target_space_experiment_cost.py",
+            "ratios": {f"{r['model']}, target/weight CPU per step": r["target_ms"] / r["weight_ms"]
+                       for r in rows},
+            "rows": rows}
 
 
 def main(argv: list[str] | None = None) -> int:
