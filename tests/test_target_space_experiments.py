@@ -123,3 +123,17 @@ def test_a_diverged_recall_run_is_scored_at_chance_and_named(tmp_path, monkeypat
     assert results["diverged"] == ["k4-target-s0"]
     assert results["k4_target_test_acc_per_seed"] == [0.5]
     assert "k2_target_wall_s" in results and "k4_target_wall_s" not in results
+
+
+@pytest.mark.slow
+def test_recall_can_tune_both_spaces_at_every_delay(tmp_path) -> None:
+    run_dir = run_experiment(get_experiment("target-space-recall"), out=tmp_path, quick=True,
+                             overrides=["tune_every_delay=true", "train.epochs=1"],
+                             progress=False)
+    results = json.loads((run_dir / "summary.json").read_text())["results"]
+    for k in (2, 4):
+        for side in ("target", "weight"):
+            assert results[f"k{k}_{side}_lr"] in (0.003, 0.03)
+            assert len(results[f"k{k}_{side}_tuning"]["validation_loss"]) == 2
+    assert "target_lr" not in results
+    assert (run_dir / "tune-k4-weight-lr0.03").is_dir()
