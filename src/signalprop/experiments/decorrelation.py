@@ -15,7 +15,8 @@ decorrelation, against backprop, on the same MLP.
 In both, every variant (the plain baseline included) gets its Adam learning rate from the same
 sweep: each of ``lrs`` trained for ``tune_epochs`` on the training data minus ``data.n_val``
 validation examples and scored by validation loss (:mod:`~signalprop.experiments.lr_tuning`),
-on the first seed, the choice kept for the other seeds unless ``tune_every_seed``.
+on the first seed, the choice kept for the other seeds unless ``tune_every_seed``; ``train.lr``
+is not used.
 """
 
 from __future__ import annotations
