@@ -51,8 +51,11 @@ def test_speedup_tunes_every_variant_and_adds_paper_lr_and_block_runs(tmp_path):
     assert set(record["validation_loss"]) == {"0.001", "0.01"}
     losses = record["validation_loss"]
     assert f"{record['lr']:g}" == min(losses, key=losses.get)
+    assert record["sweep_edge"] in ("lowest", "highest")  # two candidates: always an edge
     tuning = summary["tables"]["lr_tuning"]
     assert [r[0] for r in tuning["rows"]] == [f"mlp-{v}" for v in variants]
+    assert tuning["columns"][3] == "at the sweep's edge"
+    assert all(r[3] in ("lowest", "highest") for r in tuning["rows"])
     assert results["mlp_plain_lr_per_seed"][0] == results["mlp_plain_lr_per_seed"][1]
     assert (run_dir / "mlp-decor-lr1e-05-s1").is_dir()
     claim = summary["claims"][0]
@@ -107,6 +110,24 @@ def test_claim_text_reports_both_decorrelation_lrs():
     assert verdict == "reproduced"
     assert text.startswith("decorrelation lr 0.001: mlp: 2.00x fewer epochs")
     assert "decorrelation lr 1e-05 (not judged): mlp: 1.10x fewer epochs" in text
+
+
+def test_sweep_edge_flags_a_choice_at_either_end():
+    from signalprop.experiments.decorrelation import sweep_edge
+    from signalprop.experiments.lr_tuning import TunedLR
+
+    scores = {1e-3: 0.5, 1e-2: 0.4, 1e-1: 0.6}
+    assert sweep_edge(TunedLR(1e-2, scores)) == ""
+    assert sweep_edge(TunedLR(1e-1, scores)) == "highest"
+    assert sweep_edge(TunedLR(1e-3, scores)) == "lowest"
+    assert sweep_edge(TunedLR(1e-3, {1e-3: 0.5})) == ""
+
+
+def test_default_sweep_is_six_log_spaced_rates():
+    for name in ("decorrelation-speedup", "decorrelation-approximate"):
+        cfg = get_experiment(name).make_config()
+        assert cfg.lrs == (1e-4, 3.16e-4, 1e-3, 3.16e-3, 1e-2, 3.16e-2)
+        assert cfg.tune_epochs == 2 and not cfg.tune_every_seed
 
 
 def test_tuning_config_rejects_an_empty_sweep():

@@ -79,7 +79,7 @@ class TuningConfig:
     """The learning-rate sweep every variant gets (``lrs``, ``tune_epochs``, ``tune_every_seed``
     at the top level of both experiments' configs)."""
 
-    lrs: tuple[float, ...] = log_spaced(1e-4, 1e-2, 5)  # 1e-4, 3.16e-4, ..., 1e-2
+    lrs: tuple[float, ...] = log_spaced(1e-4, 10**-1.5, 6)  # 1e-4, 3.16e-4, ..., 3.16e-2
     tune_epochs: int = 2
     tune_every_seed: bool = False  # False: tuned on the first seed, that lr kept for the rest
 
@@ -215,13 +215,24 @@ def _tuned(ctx: RunContext, cache: dict[str, TunedLR], key: str, seed: int, make
 
 def _tuning_table(cfg: SpeedupConfig | ApproximateConfig,
                   rows: list[list[Any]]) -> dict[str, Any]:
-    return {"columns": ["variant", "seed", "chosen lr"]
+    return {"columns": ["variant", "seed", "chosen lr", "at the sweep's edge"]
             + [f"val loss @ lr {lr:g}" for lr in cfg.lrs], "rows": rows}
 
 
-def _tuning_row(key: str, seed: int, tuned: TunedLR) -> list[Any]:
-    return [key, seed, f"{tuned.lr:g}"] + [round(v, 4) if math.isfinite(v) else "diverged"
-                                           for v in tuned.scores.values()]
+def sweep_edge(tuned: TunedLR) -> str:
+    """"lowest"/"highest" when the chosen lr is the sweep's smallest/largest (the optimum may
+    lie outside it: widen ``lrs``), else ""."""
+    if len(tuned.scores) < 2:
+        return ""
+    return {min(tuned.scores): "lowest", max(tuned.scores): "highest"}.get(tuned.lr, "")
+
+
+def _tuning_row(ctx: RunContext, key: str, seed: int, tuned: TunedLR) -> list[Any]:
+    edge = sweep_edge(tuned)
+    if edge:
+        ctx.log(f"{key}: the tuned lr {tuned.lr:g} is the sweep's {edge}; widen lrs")
+    return [key, seed, f"{tuned.lr:g}", edge] + [
+        round(v, 4) if math.isfinite(v) else "diverged" for v in tuned.scores.values()]
 
 
 def run_speedup(ctx: RunContext) -> dict[str, Any]:
@@ -255,8 +266,9 @@ def run_speedup(ctx: RunContext) -> dict[str, Any]:
                 fresh = key not in cache or cfg.tune_every_seed
                 tuned = _tuned(ctx, cache, key, seed, make, tune_splits, cfg)
                 if fresh:
-                    tune_rows.append(_tuning_row(key, seed, tuned))
-                    results["tuning"].setdefault(key, {})[f"s{seed}"] = tuned.record()
+                    tune_rows.append(_tuning_row(ctx, key, seed, tuned))
+                    results["tuning"].setdefault(key, {})[f"s{seed}"] = {
+                    **tuned.record(), "sweep_edge": sweep_edge(tuned)}
                 name = f"{arch}-{label}-s{seed}"
                 seed_everything(seed)
                 model = _model(arch, train_splits, cfg.model)
@@ -408,8 +420,9 @@ def run_approximate(ctx: RunContext) -> dict[str, Any]:
             fresh = key not in cache or cfg.tune_every_seed
             tuned = _tuned(ctx, cache, key, seed, make, tune_splits, cfg)
             if fresh:
-                tune_rows.append(_tuning_row(method, seed, tuned))
-                results["tuning"].setdefault(method, {})[f"s{seed}"] = tuned.record()
+                tune_rows.append(_tuning_row(ctx, method, seed, tuned))
+                results["tuning"].setdefault(method, {})[f"s{seed}"] = {
+                    **tuned.record(), "sweep_edge": sweep_edge(tuned)}
             name = f"{key}-s{seed}"
             seed_everything(seed)
             model, rules = make()
