@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from signalprop.config import apply_overrides
-from signalprop.experiments.context import resolve_config
+from signalprop.errors import ConfigError
+from signalprop.experiments.context import resolve_config, run_experiment
 from signalprop.experiments.registry import get_experiment
 
 
@@ -28,28 +31,115 @@ def test_registered_models_handle_images_and_1d_inputs(data):
         assert exp.build_model(cfg, splits, name)(splits.train.tensors[0]).shape == (2, 10)
 
 
-def test_speedup_adds_block_diagonal_runs_to_table_and_results(tmp_path):
-    import json
-
-    from signalprop.experiments.context import run_experiment
-
+def test_speedup_tunes_every_variant_and_adds_paper_lr_and_block_runs(tmp_path):
     run_dir = run_experiment(get_experiment("decorrelation-speedup"), out=tmp_path, quick=True,
                              progress=False, overrides=[
-                                 "architectures=[mlp]", "data.n_train=300", "data.n_test=100",
-                                 "train.epochs=2", "block_sizes=[16]"])
+                                 "architectures=[mlp]", "data.n_train=300", "data.n_val=60",
+                                 "data.n_test=100", "train.epochs=2", "block_sizes=[16]",
+                                 "lrs=[0.001,0.01]", "seeds=2"])
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert [r[0] for r in summary["tables"]["speedup"]["rows"]] == ["mlp", "mlp, R blocks of 16"]
+    rows = summary["tables"]["speedup"]["rows"]
+    assert [r[0] for r in rows] == ["mlp", "mlp, decor lr 1e-05", "mlp, R blocks of 16"] * 2
+    assert all(r[2].split(" / ")[0] in ("0.001", "0.01") for r in rows)
     results = summary["results"]
-    assert {"mlp_epoch_speedup", "mlp_b16_epoch_speedup", "mlp_b16_step_time_ratio"} <= set(results)
-    model_dir = run_dir / "mlp-decor-b16-s0"
-    assert model_dir.is_dir()
+    assert {"mlp_epoch_speedup", "mlp_b16_epoch_speedup", "mlp_b16_step_time_ratio",
+            "mlp_dlr1e-05_wall_speedup", "mlp_plain_lr_per_seed"} <= set(results)
+    assert results["extra_decor_lrs"] == [1e-5] and results["decor_lr"] == 1e-3
+    # same budget for plain and each decorrelated variant, tuned on the first seed only
+    variants = ["plain", "decor", "decor-lr1e-05", "decor-b16"]
+    assert sorted(p.name for p in run_dir.glob("tune-*")) == sorted(
+        f"tune-mlp-{v}-s0-lr{lr}" for v in variants for lr in ("0.001", "0.01"))
+    assert set(results["tuning"]) == {f"mlp-{v}" for v in variants}
+    record = results["tuning"]["mlp-plain"]["s0"]
+    assert set(record["validation_loss"]) == {"0.001", "0.01"}
+    losses = record["validation_loss"]
+    assert f"{record['lr']:g}" == min(losses, key=losses.get)
+    assert record["sweep_edge"] in ("lowest", "highest")  # two candidates: always an edge
+    tuning = summary["tables"]["lr_tuning"]
+    assert [r[0] for r in tuning["rows"]] == [f"mlp-{v}" for v in variants]
+    assert tuning["columns"][3] == "at the sweep's edge"
+    assert all(r[3] in ("lowest", "highest") for r in tuning["rows"])
+    assert results["mlp_plain_lr_per_seed"][0] == results["mlp_plain_lr_per_seed"][1]
+    assert (run_dir / "mlp-decor-lr1e-05-s1").is_dir()
+    claim = summary["claims"][0]
+    assert "decorrelation lr 1e-05 (not judged)" in claim["our_value"]
+    assert "tuned Adam lr" in claim["our_value"]
+
+
+def test_speedup_never_tunes_on_the_test_split(tmp_path, monkeypatch):
+    from signalprop.experiments import decorrelation
+
+    seen = []
+
+    def spy(ctx, name, make, tune_splits, train, lrs, epochs, seed):
+        seen.append((tune_splits, epochs, tuple(lrs)))
+        from signalprop.experiments.lr_tuning import TunedLR
+        return TunedLR(lrs[0], {lr: 1.0 for lr in lrs})
+
+    monkeypatch.setattr(decorrelation, "tune_lr", spy)
+    run_experiment(get_experiment("decorrelation-speedup"), out=tmp_path, quick=True,
+                   progress=False, overrides=[
+                       "architectures=[mlp]", "data.n_train=200", "data.n_val=50",
+                       "data.n_test=80", "train.epochs=1", "block_sizes=[]",
+                       "extra_decor_lrs=[]", "tune_every_seed=true", "seeds=2"])
+    assert len(seen) == 4  # plain and decorrelated, on both seeds
+    for tune_splits, epochs, lrs in seen:
+        assert len(tune_splits.test) == 50 and len(tune_splits.train) == 150
+        assert epochs == 1 and lrs == (1e-3, 3.16e-3)
+
+
+def test_approximate_gives_every_method_the_same_sweep(tmp_path):
+    run_dir = run_experiment(get_experiment("decorrelation-approximate"), out=tmp_path,
+                             quick=True, progress=False, overrides=[
+                                 "data.n_train=200", "data.n_val=50", "data.n_test=80",
+                                 "train.epochs=1", "lrs=[0.001,0.01]"])
+    summary = json.loads((run_dir / "summary.json").read_text())
+    methods = ["bp", "fa", "fa+decor", "np", "np+decor"]
+    assert sorted(p.name for p in run_dir.glob("tune-*")) == sorted(
+        f"tune-{m.replace('+', '-')}-s0-lr{lr}" for m in methods for lr in ("0.001", "0.01"))
+    assert [r[0] for r in summary["tables"]["lr_tuning"]["rows"]] == methods
+    assert [r[1] in ("0.001", "0.01") for r in summary["tables"]["approximate"]["rows"]] == \
+        [True] * 5
+    assert set(summary["results"]["tuning"]) == set(methods)
+    text, _ = get_experiment("decorrelation-approximate").claims[0].check(summary["results"])
+    assert "tuned Adam lr fa 0.0" in text
+
+
+def test_claim_text_reports_both_decorrelation_lrs():
+    from claim_cases import CASES
+
+    results = CASES["decorrelation-speedup#0"]["reproduced"]
+    text, verdict = get_experiment("decorrelation-speedup").claims[0].check(results)
+    assert verdict == "reproduced"
+    assert text.startswith("decorrelation lr 0.001: mlp: 2.00x fewer epochs")
+    assert "decorrelation lr 1e-05 (not judged): mlp: 1.10x fewer epochs" in text
+
+
+def test_sweep_edge_flags_a_choice_at_either_end():
+    from signalprop.experiments.decorrelation import sweep_edge
+    from signalprop.experiments.lr_tuning import TunedLR
+
+    scores = {1e-3: 0.5, 1e-2: 0.4, 1e-1: 0.6}
+    assert sweep_edge(TunedLR(1e-2, scores)) == ""
+    assert sweep_edge(TunedLR(1e-1, scores)) == "highest"
+    assert sweep_edge(TunedLR(1e-3, scores)) == "lowest"
+    assert sweep_edge(TunedLR(1e-3, {1e-3: 0.5})) == ""
+
+
+def test_default_sweep_is_six_log_spaced_rates():
+    for name in ("decorrelation-speedup", "decorrelation-approximate"):
+        cfg = get_experiment(name).make_config()
+        assert cfg.lrs == (1e-4, 3.16e-4, 1e-3, 3.16e-3, 1e-2, 3.16e-2)
+        assert cfg.tune_epochs == 2 and not cfg.tune_every_seed
+
+
+def test_tuning_config_rejects_an_empty_sweep():
+    for name in ("decorrelation-speedup", "decorrelation-approximate"):
+        with pytest.raises(ConfigError, match="lrs must not be empty"):
+            apply_overrides(get_experiment(name).make_config(), ["lrs=[]"])
 
 
 def test_speedup_rejects_bad_block_sizes():
-    import pytest
-
-    from signalprop.errors import ConfigError
-
     exp = get_experiment("decorrelation-speedup")
     with pytest.raises(ConfigError, match="block_sizes"):
         apply_overrides(exp.make_config(), ["block_sizes=[0]"])
