@@ -143,3 +143,28 @@ def test_speedup_rejects_bad_block_sizes():
     exp = get_experiment("decorrelation-speedup")
     with pytest.raises(ConfigError, match="block_sizes"):
         apply_overrides(exp.make_config(), ["block_sizes=[0]"])
+
+
+def test_a_diverged_approximate_run_is_scored_at_chance_and_named(tmp_path, monkeypatch):
+    """A method that diverges at its tuned lr loses that seed (chance accuracy) instead of
+    stopping the experiment, and the claim text names the run."""
+    from signalprop.errors import DivergenceError
+    from signalprop.experiments.context import RunContext
+
+    real_fit = RunContext.fit
+
+    def fit(self, name, *args, **kwargs):
+        if name == "np-decor-s0":
+            raise DivergenceError("gradient became NaN/Inf")
+        return real_fit(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(RunContext, "fit", fit)
+    run_dir = run_experiment(get_experiment("decorrelation-approximate"), out=tmp_path,
+                             quick=True, progress=False, overrides=[
+                                 "data.n_train=200", "data.n_val=50", "data.n_test=80",
+                                 "train.epochs=1", "lrs=[0.001]"])
+    results = json.loads((run_dir / "summary.json").read_text())["results"]
+    assert results["diverged"] == ["np-decor-s0"]
+    assert results["np+decor_test_acc_per_seed"] == [0.1]
+    text, _ = get_experiment("decorrelation-approximate").claims[1].check(results)
+    assert "diverged (scored at chance): np-decor-s0" in text

@@ -29,7 +29,7 @@ import numpy as np
 from torch import nn
 
 from signalprop.config import one_of, positive, require_int
-from signalprop.errors import ConfigError
+from signalprop.errors import ConfigError, DivergenceError
 from signalprop.experiments.common import curve, epoch_records
 from signalprop.experiments.context import RunContext
 from signalprop.experiments.lr_tuning import TunedLR, log_spaced, tune_lr, tuning_splits
@@ -453,8 +453,14 @@ def run_approximate(ctx: RunContext) -> dict[str, Any]:
             name = f"{key}-s{seed}"
             seed_everything(seed)
             model, rules = make()
-            final = ctx.fit(name, model, train_splits, replace(cfg.train, lr=tuned.lr),
-                            seed=seed, rules=rules)
+            try:
+                final = ctx.fit(name, model, train_splits, replace(cfg.train, lr=tuned.lr),
+                                seed=seed, rules=rules)
+            except DivergenceError as exc:  # a failure of the method at its tuned lr
+                ctx.log(f"{name}: diverged at lr {tuned.lr:g}; scored at chance ({exc})")
+                chance = 1.0 / splits.num_classes
+                final = {"test_acc": chance, "train_loss": math.log(splits.num_classes)}
+                results.setdefault("diverged", []).append(name)
             accs.append(final["test_acc"])
             losses.append(final["train_loss"])
             lrs.append(tuned.lr)
@@ -489,6 +495,8 @@ def _approximate_check(rule: str):
         tuned = [(key, results.get(f"{key}_lr_per_seed")) for key in (rule, f"{rule}+decor", "bp")]
         if all(lrs for _, lrs in tuned):
             text += "; tuned Adam lr " + ", ".join(f"{key} {lrs[0]:g}" for key, lrs in tuned)
+        if results.get("diverged"):
+            text += "; diverged (scored at chance): " + ", ".join(results["diverged"])
         gap = bp - gain.a.mean
         if not gain.beyond_noise():
             return text, "not reproduced"
