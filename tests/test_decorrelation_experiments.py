@@ -168,3 +168,5 @@ def test_a_diverged_approximate_run_is_scored_at_chance_and_named(tmp_path, monk
     assert results["np+decor_test_acc_per_seed"] == [0.1]
     text, _ = get_experiment("decorrelation-approximate").claims[1].check(results)
     assert "diverged (scored at chance): np-decor-s0" in text
+    fa_text, _ = get_experiment("decorrelation-approximate").claims[0].check(results)
+    assert "diverged" not in fa_text

@@ -495,8 +495,10 @@ def _approximate_check(rule: str):
         tuned = [(key, results.get(f"{key}_lr_per_seed")) for key in (rule, f"{rule}+decor", "bp")]
         if all(lrs for _, lrs in tuned):
             text += "; tuned Adam lr " + ", ".join(f"{key} {lrs[0]:g}" for key, lrs in tuned)
-        if results.get("diverged"):
-            text += "; diverged (scored at chance): " + ", ".join(results["diverged"])
+        diverged = [name for name in results.get("diverged", [])
+                    if name.rsplit("-s", 1)[0] in (rule, f"{rule}-decor", "bp")]
+        if diverged:
+            text += "; diverged (scored at chance): " + ", ".join(diverged)
         gap = bp - gain.a.mean
         if not gain.beyond_noise():
             return text, "not reproduced"
