@@ -168,3 +168,31 @@ def test_a_delayed_recall_run_from_before_v2_reads_not_checked_not_a_crash():
     for claim in (memory, baselines):
         row = judge(claim, {"results": old}, command="c", quick=False, health={})
         assert row["verdict"] == "not checked" and row["our_value"].startswith("missing")
+
+
+def test_seed_count_falls_back_to_the_per_seed_lists():
+    """A run that did not store ``seeds`` is counted by its per-seed evidence, not as 1."""
+    from signalprop.experiments.judging import seed_count
+    from signalprop.experiments.registry import Claim
+
+    claim = Claim(text="t", source="s", paper_value="p", check=lambda r: ("", "partly"),
+                  stochastic=True)
+    assert seed_count(claim, {"a_per_seed": [1, 2, 3], "b_per_seed": [1, 2]}) == 3
+    assert seed_count(claim, {"seeds": 2, "a_per_seed": [1, 2, 3]}) == 2
+    assert seed_count(claim, {"a": 1.0}) == 1
+
+
+def test_report_recomputes_a_stale_label_of_the_same_verdict():
+    """Same verdict and rule, but the stored label says 1 seed where today's count says 3: the
+    row shows today's label and names the stored one."""
+    from signalprop.report.runs_reader import merge_claims
+
+    stored = [{"claim": "c", "verdict": "partly", "rule_version": 1,
+               "label": "partly; indicative (1 seed)", "our_value": "x"}]
+    now = [{"claim": "c", "verdict": "partly", "rule_version": 1, "rule": "r",
+            "label": "partly", "our_value": "x"}]
+    row = merge_claims(stored, now)[0]
+    assert row["label"] == "partly"
+    assert row["change"] == "label recomputed today (stored: partly; indicative (1 seed))"
+    same = merge_claims([{**stored[0], "label": "partly"}], now)[0]
+    assert same["label"] == "partly" and "change" not in same

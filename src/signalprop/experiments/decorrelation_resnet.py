@@ -174,7 +174,8 @@ def run_resnet(ctx: RunContext) -> dict[str, Any]:
         options["flatten"] = False
     splits = ctx.load_data(cfg.data.name, fallback="mnist1d", **options)
     train_splits, tune_splits = tuning_splits(splits, cfg.data.n_val, ctx.seed)
-    results: dict[str, Any] = {"dataset": splits.name, "archs": ",".join(cfg.architectures),
+    results: dict[str, Any] = {"dataset": splits.name, "seeds": cfg.seeds,
+                               "archs": ",".join(cfg.architectures),
                                "preset": cfg.decor.preset, "decor_lr": cfg.decor.lr}
     rows, lines = [], {}
     archs = list(cfg.architectures)

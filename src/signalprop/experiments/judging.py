@@ -136,11 +136,16 @@ def _datasets(summary: dict[str, Any]) -> list[str]:
 
 # ------------------------------------------------------------------------------ labels
 def seed_count(claim: Claim, results: dict[str, Any]) -> int | None:
-    """Seeds behind a stochastic claim (``results["seeds"]``, default 1); None otherwise."""
+    """Seeds behind a stochastic claim (``results["seeds"]``; without it, the longest
+    ``*_per_seed`` list; default 1); None otherwise."""
     if not claim.stochastic:
         return None
-    n = results.get("seeds", 1)
-    return int(n) if isinstance(n, int | float) and not isinstance(n, bool) else 1
+    n = results.get("seeds")
+    if isinstance(n, int | float) and not isinstance(n, bool):
+        return int(n)
+    lengths = [len(v) for k, v in results.items()
+               if k.endswith("_per_seed") and isinstance(v, list)]
+    return max(lengths, default=1)
 
 
 def indicative_note(quick: bool, seeds: int | None) -> str:

@@ -350,7 +350,9 @@ def merge_claims(stored: Any, current: list[dict] | None) -> Any:
     A stored row without ``rule_version`` was judged before rules were versioned: version 1.
     Where the version differs the row's ``change`` says "rule changed since the run"; where only
     the verdict differs (the same rule, newer run-health or data checks) it says "judged
-    differently today". ``now`` holds today's label in both cases.
+    differently today". ``now`` holds today's label in both cases. Where verdict and rule agree
+    but today's label differs (its data provenance or seed count, e.g. a run that did not store
+    ``seeds``), the row shows today's label and names the stored one in ``change``.
     """
     if current is None:
         return stored
@@ -376,6 +378,9 @@ def merge_claims(stored: Any, current: list[dict] | None) -> Any:
                              else "judged differently today (run-health or data checks)")
             if version != now["rule_version"]:
                 row["rule_now"] = f"v{now['rule_version']}: {now['rule']}"
+        elif old.get("label") and old["label"] != now["label"]:
+            row["label"] = now["label"]  # same verdict and rule; provenance or seed count
+            row["change"] = f"label recomputed today (stored: {old['label']})"
         else:
             row["label"] = old.get("label") or now["label"]
         rows.append(row)
