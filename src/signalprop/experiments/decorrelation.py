@@ -231,12 +231,18 @@ def _variants(cfg: SpeedupConfig) -> list[tuple[str, str, str, LearningConfig]]:
     return variants
 
 
-def _tuned(ctx: RunContext, cache: dict[str, TunedLR], key: str, seed: int, make: Any,
-           tune_splits: Any, cfg: SpeedupConfig | ApproximateConfig) -> TunedLR:
-    """``key``'s tuned lr: swept on the first seed (every seed if ``tune_every_seed``)."""
+def _tuned(ctx: RunContext, cache: dict[str, TunedLR], key: str, label: str, seed: int,
+           make: Any, tune_splits: Any, cfg: SpeedupConfig | ApproximateConfig,
+           tune_rows: list[list[Any]], results: dict[str, Any]) -> TunedLR:
+    """``key``'s tuned lr: swept on the first seed (every seed if ``tune_every_seed``); a new
+    sweep is added to ``tune_rows`` and ``results["tuning"][label]`` under ``label``."""
     if key not in cache or cfg.tune_every_seed:
-        cache[key] = tune_lr(ctx, f"{key}-s{seed}", make, tune_splits, cfg.train, cfg.lrs,
-                             cfg.tune_epochs, seed)
+        tuned = tune_lr(ctx, f"{key}-s{seed}", make, tune_splits, cfg.train, cfg.lrs,
+                        cfg.tune_epochs, seed)
+        cache[key] = tuned
+        tune_rows.append(_tuning_row(ctx, label, seed, tuned))
+        results["tuning"].setdefault(label, {})[f"s{seed}"] = {
+            **tuned.record(), "sweep_edge": sweep_edge(tuned)}
     return cache[key]
 
 
@@ -290,12 +296,8 @@ def run_speedup(ctx: RunContext) -> dict[str, Any]:
                     return model, build_rules(learning, model, seed=seed)
 
                 key = f"{arch}-{label}"
-                fresh = key not in cache or cfg.tune_every_seed
-                tuned = _tuned(ctx, cache, key, seed, make, tune_splits, cfg)
-                if fresh:
-                    tune_rows.append(_tuning_row(ctx, key, seed, tuned))
-                    results["tuning"].setdefault(key, {})[f"s{seed}"] = {
-                    **tuned.record(), "sweep_edge": sweep_edge(tuned)}
+                tuned = _tuned(ctx, cache, key, key, seed, make, tune_splits, cfg, tune_rows,
+                               results)
                 name = f"{arch}-{label}-s{seed}"
                 seed_everything(seed)
                 model = _model(arch, train_splits, cfg.model)
@@ -444,12 +446,8 @@ def run_approximate(ctx: RunContext) -> dict[str, Any]:
                 model = make_mlp(math.prod(splits.input_shape), splits.num_classes, cfg.model)
                 return model, build_rules(learning, model, seed=seed)
 
-            fresh = key not in cache or cfg.tune_every_seed
-            tuned = _tuned(ctx, cache, key, seed, make, tune_splits, cfg)
-            if fresh:
-                tune_rows.append(_tuning_row(ctx, method, seed, tuned))
-                results["tuning"].setdefault(method, {})[f"s{seed}"] = {
-                    **tuned.record(), "sweep_edge": sweep_edge(tuned)}
+            tuned = _tuned(ctx, cache, key, method, seed, make, tune_splits, cfg, tune_rows,
+                           results)
             name = f"{key}-s{seed}"
             seed_everything(seed)
             model, rules = make()
