@@ -98,3 +98,21 @@ def test_tune_lr_trains_for_real(tmp_path: Path):
                               TrainConfig(batch_size=25, optimizer="sgd"), (1e-5, 0.3),
                               epochs=3, seed=0)
     assert tuned.lr == 0.3 and tuned.scores[0.3] < tuned.scores[1e-5]
+
+
+def test_tune_settings_picks_the_best_candidate_and_diverged_ones_lose():
+    ctx = _Ctx({1e-3: 0.9, 1e-2: 0.4, 1e-1: None})
+
+    def candidate(lr: float):
+        return lambda: (nn.Linear(4, 3), (), TrainConfig(epochs=9, lr=lr))
+
+    candidates = {"slow": candidate(1e-3), "fast": candidate(1e-2), "wild": candidate(1e-1)}
+    tuned = lr_tuning.tune_settings(ctx, "sal", candidates, _splits(), epochs=1, seed=0)
+    assert tuned.label == "fast"
+    assert tuned.record() == {"choice": "fast",
+                              "validation_loss": {"slow": 0.9, "fast": 0.4, "wild": math.inf}}
+    assert ctx.names == ["tune-sal-slow", "tune-sal-fast", "tune-sal-wild"]
+    with pytest.raises(ConfigError, match="diverged"):
+        lr_tuning.tune_settings(ctx, "sal", {"wild": candidate(1e-1)}, _splits(), 1, 0)
+    with pytest.raises(ConfigError, match="no candidate"):
+        lr_tuning.tune_settings(ctx, "sal", {}, _splits(), 1, 0)

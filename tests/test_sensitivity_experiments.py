@@ -68,7 +68,7 @@ def test_tiny_lag_and_deep_runs_complete(tmp_path, monkeypatch):
     monkeypatch.setattr(SensitivityAdjustment, "__init__", recording_init)
     run_dir = run_experiment(get_experiment("sensitivity-deep-mlp"), out=tmp_path, quick=True,
                              overrides=["model.depth=4", "data.n_train=64", "data.n_test=32",
-                                        "train.epochs=1", "model.width=8"])
+                                        "train.epochs=1", "model.width=8", "tuning.n_val=16"])
     summary = _summary(run_dir)
     lines = summary["series"]["deep_grad_norm"]["lines"]
     assert set(lines) == {f"{v}, {e}" for v in ("bp", "bp-tuned-gain", "bp-sal", "bp-sal-no-guard")
@@ -77,7 +77,8 @@ def test_tiny_lag_and_deep_runs_complete(tmp_path, monkeypatch):
     assert "bp-sal_log10_grad_first_over_last_epoch1" in summary["results"]
     # The guard ablation trains its own model: a SAL run with the guard off.
     assert "bp-sal-no-guard_test_acc" in summary["results"]
-    assert guards == [True, False]
+    # Four SAL candidates are tuned (2 inits x 2 rates, guard on), then BP+SAL and its ablation.
+    assert guards == [True] * 5 + [False]
     assert summary["results"]["seeds"] == 1 and (run_dir / "bp-sal" / "seed0").is_dir()
 
 
@@ -123,9 +124,9 @@ def test_tuned_init_orthogonal_redraws_only_the_tuned_variant(tmp_path, monkeypa
     monkeypatch.setattr(sensitivity, "orthogonal_init_", recording)
     run_dir = run_experiment(get_experiment("sensitivity-deep-mlp"), out=tmp_path, quick=True,
                              overrides=["model.depth=3", "data.n_train=64", "data.n_test=32",
-                                        "train.epochs=1", "model.width=8",
+                                        "train.epochs=1", "model.width=8", "tuning.epochs=0",
                                         "model.tuned_init=orthogonal", "model.tuned_gain=1.05"])
-    assert calls == [1.05]  # one seed, the bp-tuned-gain variant only
+    assert calls == [1.05]  # without tuning: one seed, the bp-tuned-gain variant only
     assert _summary(run_dir)["results"]["tuned_init"] == "orthogonal"
     with pytest.raises(ConfigError, match="model.tuned_init"):
         resolve_config(get_experiment("sensitivity-deep-mlp"), quick=True,
@@ -143,3 +144,40 @@ def test_orthogonal_init_scales_square_weights_by_the_gain():
         if isinstance(layer, torch.nn.Linear) and layer.in_features == 16:
             torch.testing.assert_close(layer.weight @ layer.weight.T,
                                        1.05 ** 2 * torch.eye(16), atol=1e-5, rtol=0)
+
+
+def test_deep_mlp_tunes_every_variant_with_an_equal_budget_on_validation(tmp_path):
+    from signalprop.experiments.sensitivity import deep_sweeps
+
+    exp = get_experiment("sensitivity-deep-mlp")
+    run_dir = run_experiment(exp, out=tmp_path, quick=True, overrides=[
+        "model.depth=3", "data.n_train=64", "data.n_test=32", "train.epochs=1", "model.width=8",
+        "tuning.n_val=16"])
+    summary = _summary(run_dir)
+    results = summary["results"]
+    cfg = resolve_config(exp, quick=True, overrides=[])
+    sweeps = deep_sweeps(cfg)
+    assert len({len(sweep) for sweep in sweeps.values()}) == 1  # equal budgets
+    for variant, sweep in sweeps.items():
+        record = results["tuning"][variant]
+        labels = [c.label for c in sweep]
+        assert list(record["validation_loss"]) == labels  # every candidate scored
+        best = min(labels, key=lambda k: record["validation_loss"][k])
+        assert record["choice"] == best
+        chosen = results[f"{variant}_setting"]
+        assert {**chosen, "label": None} == {**vars(next(c for c in sweep if c.label == best)),
+                                             "label": None}
+        for label in labels:  # tuning sub-runs trained on 48 examples, scored on 16 held out
+            assert (run_dir / f"tune-{variant}-{label}" / "result.json").exists()
+    assert results["bp-sal-no-guard_setting"] == results["bp-sal_setting"]
+    assert results["n_train_used"] == 48
+    rows = summary["tables"]["tuning"]["rows"]
+    assert [r[0] for r in rows] == ["bp", "bp-tuned-gain", "bp-sal"]
+    assert "tuned on validation" in summary["claims"][2]["our_value"]
+
+
+def test_deep_mlp_unequal_tuning_budget_is_refused_before_training(tmp_path):
+    exp = get_experiment("sensitivity-deep-mlp")
+    with pytest.raises(ConfigError, match="same tuning budget"):
+        run_experiment(exp, out=tmp_path, quick=True, overrides=["tuning.bp_lrs=1e-3"])
+    assert not any(tmp_path.rglob("result.json"))

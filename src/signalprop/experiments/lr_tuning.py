@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +24,8 @@ from signalprop.learning.base import LearningRule
 from signalprop.train import TrainConfig, seed_everything
 
 ModelFactory = Callable[[], tuple[nn.Module, tuple[LearningRule, ...]]]
+#: A candidate setting: builds its model, learning rules and training config (lr included).
+Candidate = Callable[[], tuple[nn.Module, tuple[LearningRule, ...], TrainConfig]]
 
 
 def log_spaced(low: float, high: float, count: int) -> tuple[float, ...]:
@@ -81,6 +83,19 @@ def choose(scores: dict[float, float]) -> float:
     return min(sorted(finite), key=lambda lr: finite[lr])
 
 
+def _validation_loss(ctx: Any, name: str, model: nn.Module, rules: tuple[LearningRule, ...],
+                     tune_splits: Any, train: TrainConfig, seed: int,
+                     fit_kwargs: dict[str, Any] | None) -> float:
+    """Train one candidate in the sub-run ``name``; its validation loss (inf if it diverged)."""
+    try:
+        final = ctx.fit(name, model, tune_splits, train, seed=seed, rules=rules,
+                        **(fit_kwargs or {}))
+    except DivergenceError:  # a diverging candidate loses, it does not end the run
+        return math.inf
+    loss = float(final.get("test_loss", math.inf))
+    return loss if math.isfinite(loss) else math.inf
+
+
 def tune_lr(ctx: Any, name: str, make: ModelFactory, tune_splits: Any, train: TrainConfig,
             lrs: Sequence[float], epochs: int, seed: int,
             fit_kwargs: dict[str, Any] | None = None) -> TunedLR:
@@ -93,11 +108,42 @@ def tune_lr(ctx: Any, name: str, make: ModelFactory, tune_splits: Any, train: Tr
         seed_everything(seed)
         model, rules = make()
         config = dataclasses.replace(train, lr=lr, epochs=epochs)
-        try:
-            final = ctx.fit(f"tune-{name}-lr{lr:g}", model, tune_splits, config, seed=seed,
-                            rules=rules, **(fit_kwargs or {}))
-        except DivergenceError:  # a diverging candidate loses, it does not end the run
-            final = {}
-        loss = float(final.get("test_loss", math.inf))
-        scores[lr] = loss if math.isfinite(loss) else math.inf
+        scores[lr] = _validation_loss(ctx, f"tune-{name}-lr{lr:g}", model, rules, tune_splits,
+                                      config, seed, fit_kwargs)
     return TunedLR(choose(scores), scores)
+
+
+@dataclass(frozen=True)
+class TunedSetting:
+    """The chosen candidate's label and the validation loss of every candidate (inf: diverged)."""
+
+    label: str
+    scores: dict[str, float]
+
+    def record(self) -> dict[str, Any]:
+        """JSON-ready: ``{"choice": ..., "validation_loss": {label: ...}}``."""
+        return {"choice": self.label, "validation_loss": dict(self.scores)}
+
+    def text(self) -> str:
+        return ", ".join(f"{k}: {v:.3g}" for k, v in self.scores.items())
+
+
+def tune_settings(ctx: Any, name: str, candidates: Mapping[str, Candidate], tune_splits: Any,
+                  epochs: int, seed: int) -> TunedSetting:
+    """Train every candidate for ``epochs`` (sub-runs ``tune-<name>-<label>``) and pick the one
+    with the lowest validation loss; ties go to the first listed. Use this where more than the
+    learning rate is tuned (an initial gain, a learning rule's own rate)."""
+    if not candidates:
+        raise ConfigError(f"no candidate settings to tune {name!r} over")
+    scores: dict[str, float] = {}
+    for label, make in candidates.items():
+        seed_everything(seed)
+        model, rules, train = make()
+        config = dataclasses.replace(train, epochs=epochs)
+        scores[label] = _validation_loss(ctx, f"tune-{name}-{label}", model, rules, tune_splits,
+                                         config, seed, None)
+    finite = {k: v for k, v in scores.items() if math.isfinite(v)}
+    if not finite:
+        raise ConfigError(f"every candidate of {name!r} diverged while tuning "
+                          f"({', '.join(scores)}); add smaller rates to the sweep")
+    return TunedSetting(min(finite, key=lambda k: finite[k]), scores)

@@ -14,6 +14,8 @@ every such constant is a config field.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -28,6 +30,7 @@ from signalprop.diagnostics.lyapunov import rnn_lyapunov
 from signalprop.errors import ConfigError
 from signalprop.experiments.common import at_least, at_most, curve, epoch_records
 from signalprop.experiments.context import RunContext
+from signalprop.experiments.lr_tuning import tune_settings, tuning_splits
 from signalprop.experiments.registry import Claim, Experiment, Model, register
 from signalprop.experiments.samples import load_sample
 from signalprop.experiments.stats import Difference, difference, per_seed
@@ -301,10 +304,14 @@ def orthogonal_init_(model: nn.Module, gain: float) -> nn.Module:
 
 @dataclass(frozen=True)
 class DeepModelConfig:
+    """The settings used when ``tuning.epochs=0``; otherwise the tuned ones replace the inits,
+    the tuned gain and the learning rates (see :class:`DeepTuning`)."""
+
     width: int = 64
     depth: int = 300
     activation: str = "tanh"
     small_gain: float = 0.5
+    small_init: str = "gaussian"
     tuned_gain: float = 1.0
     tuned_init: str = "gaussian"
     seeds: int = 3
@@ -317,12 +324,58 @@ class DeepModelConfig:
         positive("model.small_gain", self.small_gain)
         positive("model.tuned_gain", self.tuned_gain)
         one_of("model.tuned_init", self.tuned_init, TUNED_INITS)
+        one_of("model.small_init", self.small_init, TUNED_INITS)
+
+
+def _tuple_of_positives(name: str, values: tuple[float, ...]) -> None:
+    if not values or any(v <= 0 for v in values):
+        raise ConfigError(f"{name} must be a non-empty list of numbers > 0, got {values}")
+
+
+@dataclass(frozen=True)
+class DeepTuning:
+    """An equal budget for the three variants, chosen by validation loss on the first seed.
+
+    Every variant tries the same number of settings, each trained for ``epochs`` epochs on the
+    training data minus ``n_val`` held-out examples; the test set is never looked at. All three
+    try both weight families in ``inits``. Then BP from small weights tries ``bp_lrs``; BP from a
+    tuned gain tries ``gains`` × ``lrs``; BP+SAL tries ``sal_lrs`` × ``lrs`` (the guard ablation
+    reuses BP+SAL's choice). ``epochs=0`` turns tuning off (``model.*``, ``train.lr``, ``sal.lr``
+    are used as given)."""
+
+    epochs: int = 8
+    n_val: int = 500
+    inits: tuple[str, ...] = TUNED_INITS
+    lrs: tuple[float, ...] = (1e-4, 2e-4)
+    gains: tuple[float, ...] = (1.0, 1.05, 1.1)
+    sal_lrs: tuple[float, ...] = (0.01, 0.03, 0.1)
+    bp_lrs: tuple[float, ...] = (3e-5, 6e-5, 1e-4, 2e-4, 4e-4, 8e-4)
+
+    def __post_init__(self) -> None:
+        non_negative("tuning.epochs", self.epochs)
+        positive("tuning.n_val", self.n_val)
+        if not self.inits:
+            raise ConfigError("tuning.inits must name at least one of gaussian, orthogonal")
+        for init in self.inits:
+            one_of("tuning.inits", init, TUNED_INITS)
+        for name in ("lrs", "gains", "sal_lrs", "bp_lrs"):
+            _tuple_of_positives(f"tuning.{name}", getattr(self, name))
+
+    def check_equal_budget(self) -> None:
+        """Checked when the run starts (overrides are applied one key at a time)."""
+        sizes = {"tuning.bp_lrs": len(self.bp_lrs),
+                 "tuning.gains x tuning.lrs": len(self.gains) * len(self.lrs),
+                 "tuning.sal_lrs x tuning.lrs": len(self.sal_lrs) * len(self.lrs)}
+        if len(set(sizes.values())) != 1:
+            raise ConfigError("every variant must get the same tuning budget, but the sweeps "
+                              f"have {sizes} settings; make the three counts equal")
 
 
 @dataclass(frozen=True)
 class DeepConfig:
     data: DeepDataConfig = field(default_factory=DeepDataConfig)
     model: DeepModelConfig = field(default_factory=DeepModelConfig)
+    tuning: DeepTuning = field(default_factory=DeepTuning)
     sal: SALConfig = field(default_factory=lambda: SALConfig(lr=0.03, beta=0.0))
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(epochs=30, lr=2e-4, grad_norms=True, log_every=4)
@@ -334,24 +387,25 @@ DEEP_VARIANTS = ("bp", "bp-tuned-gain", "bp-sal", "bp-sal-no-guard")
 GRAD_FLOOR = 1e-30
 
 
-def deep_mlp(cfg: DeepConfig, splits: Splits, gain: float) -> MLP:
-    """The deep MLP (inputs flattened) at initial weight gain ``gain``."""
-    return MLP(math.prod(splits.input_shape), cfg.model.width, cfg.model.depth,
-               splits.num_classes, cfg.model.activation, gain)
+def deep_mlp(cfg: DeepConfig, splits: Splits, gain: float, init: str = "gaussian") -> MLP:
+    """The deep MLP (inputs flattened) at initial weight gain ``gain``: Gaussian weights, or
+    orthogonal ones when ``init`` is ``orthogonal``."""
+    model = MLP(math.prod(splits.input_shape), cfg.model.width, cfg.model.depth,
+                splits.num_classes, cfg.model.activation, gain)
+    if init == "orthogonal":
+        orthogonal_init_(model, gain)
+    return model
 
 
 def tuned_mlp(cfg: DeepConfig, splits: Splits) -> MLP:
-    """The tuned-gain baseline: Gaussian weights, or orthogonal ones when ``model.tuned_init``
-    is ``orthogonal``, at ``model.tuned_gain``."""
-    model = deep_mlp(cfg, splits, cfg.model.tuned_gain)
-    if cfg.model.tuned_init == "orthogonal":
-        orthogonal_init_(model, cfg.model.tuned_gain)
-    return model
+    """The tuned-gain baseline at ``model.tuned_gain`` in the ``model.tuned_init`` family."""
+    return deep_mlp(cfg, splits, cfg.model.tuned_gain, cfg.model.tuned_init)
 
 
 DEEP_MODELS = {
     "small-gain": Model("the deep MLP at the small initial gain (BP and BP+SAL start here)",
-                        lambda cfg, splits: deep_mlp(cfg, splits, cfg.model.small_gain)),
+                        lambda cfg, splits: deep_mlp(cfg, splits, cfg.model.small_gain,
+                                                     cfg.model.small_init)),
     "tuned-gain": Model("the deep MLP at the tuned initial gain (model.tuned_init: gaussian or "
                         "orthogonal)", lambda cfg, splits: tuned_mlp(cfg, splits)),
 }
@@ -361,24 +415,104 @@ def deep_sample(cfg: DeepConfig, n: int, seed: int) -> Splits:
     return load_sample(cfg.data.name, n, seed)
 
 
+@dataclass(frozen=True)
+class DeepSetting:
+    """One variant's initial weights (family and gain), Adam lr and, with SAL, SAL's rate."""
+
+    init: str
+    gain: float
+    lr: float
+    sal_lr: float | None = None
+
+    @property
+    def label(self) -> str:
+        sal = "" if self.sal_lr is None else f"-sal{self.sal_lr:g}"
+        return f"{self.init}-g{self.gain:g}{sal}-lr{self.lr:g}"
+
+    def text(self) -> str:
+        sal = "" if self.sal_lr is None else f", SAL eta {self.sal_lr:g}"
+        return f"{self.init} gain {self.gain:g}, lr {self.lr:g}{sal}"
+
+
+def _given_settings(cfg: DeepConfig) -> dict[str, DeepSetting]:
+    """The settings without tuning: ``model.*``, ``train.lr`` and ``sal.lr`` as configured."""
+    m, lr = cfg.model, cfg.train.lr
+    return {"bp": DeepSetting(m.small_init, m.small_gain, lr),
+            "bp-tuned-gain": DeepSetting(m.tuned_init, m.tuned_gain, lr),
+            "bp-sal": DeepSetting(m.small_init, m.small_gain, lr, cfg.sal.lr)}
+
+
+def deep_sweeps(cfg: DeepConfig) -> dict[str, list[DeepSetting]]:
+    """The candidate settings of each tuned variant (equal counts, see :class:`DeepTuning`)."""
+    t, small = cfg.tuning, cfg.model.small_gain
+    t.check_equal_budget()
+    return {
+        "bp": [DeepSetting(i, small, lr) for i in t.inits for lr in t.bp_lrs],
+        "bp-tuned-gain": [DeepSetting(i, g, lr) for i in t.inits for g in t.gains
+                          for lr in t.lrs],
+        "bp-sal": [DeepSetting(i, small, lr, eta) for i in t.inits for eta in t.sal_lrs
+                   for lr in t.lrs],
+    }
+
+
+def _deep_build(cfg: DeepConfig, splits: Splits, variant: str, setting: DeepSetting
+                ) -> tuple[MLP, tuple[SensitivityAdjustment, ...], TrainConfig]:
+    model = deep_mlp(cfg, splits, setting.gain, setting.init)
+    rules: tuple[SensitivityAdjustment, ...] = ()
+    if setting.sal_lr is not None:
+        guard = cfg.sal.saturation_guard and variant != "bp-sal-no-guard"
+        rules = (replace(cfg.sal, lr=setting.sal_lr, saturation_guard=guard).rule(),)
+    return model, rules, replace(cfg.train, lr=setting.lr)
+
+
+def _deep_settings(ctx: RunContext, cfg: DeepConfig, splits: Splits, results: dict[str, Any],
+                   rows: list[list[Any]]) -> tuple[Splits, dict[str, DeepSetting]]:
+    """``(training splits, setting per variant)``: tuned on a validation split of the first
+    seed when ``tuning.epochs > 0``, else the configured ones on all the training data."""
+    if not cfg.tuning.epochs:
+        settings = _given_settings(cfg)
+    else:
+        if cfg.tuning.n_val >= len(splits.train):
+            raise ConfigError(f"tuning.n_val={cfg.tuning.n_val} must be below the "
+                              f"{len(splits.train)} training examples; lower tuning.n_val")
+        train_splits, tune_splits = tuning_splits(splits, cfg.tuning.n_val, ctx.seed)
+        settings, results["tuning"] = {}, {}
+        for variant, sweep in deep_sweeps(cfg).items():
+            by_label = {c.label: c for c in sweep}
+            candidates = {label: functools.partial(_deep_build, cfg, tune_splits, variant, c)
+                          for label, c in by_label.items()}
+            tuned = tune_settings(ctx, variant, candidates, tune_splits, cfg.tuning.epochs,
+                                  ctx.seed)
+            settings[variant] = by_label[tuned.label]
+            results["tuning"][variant] = tuned.record()
+            rows.append([variant, settings[variant].text(), tuned.text()])
+            ctx.log(f"{variant}: tuned to {settings[variant].text()} ({tuned.text()})")
+        splits = train_splits
+    settings["bp-sal-no-guard"] = settings["bp-sal"]
+    for variant, setting in settings.items():
+        results[f"{variant}_setting"] = dataclasses.asdict(setting)
+    results["n_train_used"] = len(splits.train)
+    return splits, settings
+
+
 def run_deep(ctx: RunContext) -> dict[str, Any]:
     cfg: DeepConfig = ctx.config
+    if cfg.tuning.epochs:
+        cfg.tuning.check_equal_budget()  # before any data is loaded or model trained
     splits = ctx.load_data(cfg.data.name, fallback="mnist1d", n_train=cfg.data.n_train,
                            n_test=cfg.data.n_test)
     results: dict[str, Any] = {"dataset": splits.name, "depth": cfg.model.depth,
                                "seeds": cfg.model.seeds, "tuned_init": cfg.model.tuned_init}
+    tune_rows: list[list[Any]] = []
+    splits, settings = _deep_settings(ctx, cfg, splits, results, tune_rows)
     loss_lines, grad_lines, sens_lines = {}, {}, {}
     for variant in DEEP_VARIANTS:
-        model_name = "tuned-gain" if variant == "bp-tuned-gain" else "small-gain"
         by_seed: dict[str, list[float]] = {"test_acc": [], "train_loss": [], "loss_drop": []}
         for seed in ctx.seeds(cfg.model.seeds):
             torch.manual_seed(seed)
-            model = DEEP_MODELS[model_name].build(cfg, splits)
-            sal = (cfg.sal if variant != "bp-sal-no-guard"
-                   else replace(cfg.sal, saturation_guard=False))
-            rules = (sal.rule(),) if variant.startswith("bp-sal") else ()
+            model, rules, train = _deep_build(cfg, splits, variant, settings[variant])
             name = f"{variant}/seed{seed}"
-            final = ctx.fit(name, model, splits, cfg.train, seed=seed, rules=rules)
+            final = ctx.fit(name, model, splits, train, seed=seed, rules=rules)
             first_loss = epoch_records(ctx.run_dir / name)[0]["train_loss"]
             by_seed["test_acc"].append(final["test_acc"])
             by_seed["train_loss"].append(final["train_loss"])
@@ -408,8 +542,12 @@ def run_deep(ctx: RunContext) -> dict[str, Any]:
                 [r["step"], r["sal_saturated_frac"]] for r in steps if "sal_saturated_frac" in r]
             if steps and "sal_log_rms_s" in steps[-1]:
                 results["bp-sal_final_log_rms_s"] = steps[-1]["sal_log_rms_s"]
+    tables = {} if not tune_rows else {"tuning": {
+        "columns": ["variant", "chosen setting", "validation loss per candidate"],
+        "rows": tune_rows}}
     return {
         "results": results,
+        "tables": tables,
         "series": {
             "deep_train_loss": _series(f"Train loss, {cfg.model.depth}-layer tanh MLP (seed "
                                        f"{ctx.seed})", "epoch", "train loss", loss_lines),
@@ -450,10 +588,21 @@ def _capped(verdict: str, reason: str | None, ours: str) -> tuple[str, str]:
     return ours, "partly" if verdict == "reproduced" else verdict
 
 
+def _chosen(results: dict[str, Any], *variants: str) -> str:
+    """The variants' settings as a suffix: "; tuned on validation: bp-sal: ..."."""
+    parts = [f"{v}: {DeepSetting(**results[f'{v}_setting']).text()}" for v in variants
+             if isinstance(results.get(f"{v}_setting"), dict)]
+    if not parts:
+        return ""
+    how = "tuned on validation" if "tuning" in results else "settings"
+    return f"; {how}: " + "; ".join(parts)
+
+
 def _deep_trains(results: dict[str, Any]) -> tuple[str, str]:
     acc = difference(results, "bp-sal_test_acc", "bp_test_acc")
     ours = (f"test acc: {acc.text('BP+SAL', 'BP')}; train-loss drop (epoch 1 to last) "
-            f"{results['bp-sal_loss_drop']:.3f} vs {results['bp_loss_drop']:.3f}")
+            f"{results['bp-sal_loss_drop']:.3f} vs {results['bp_loss_drop']:.3f}"
+            + _chosen(results, "bp-sal", "bp"))
     if not acc.beyond_noise():
         return ours, "not reproduced"
     return _capped(at_least(acc.diff, 0.10, 0.03), _meaningful(results, "bp-sal_test_acc"), ours)
@@ -470,7 +619,8 @@ def _deep_gradient(results: dict[str, Any]) -> tuple[str, str]:
 
 def _deep_vs_tuned(results: dict[str, Any]) -> tuple[str, str]:
     acc = difference(results, "bp-sal_test_acc", "bp-tuned-gain_test_acc")
-    ours = f"test acc: {acc.text('BP+SAL', 'tuned initial gain')}"
+    ours = (f"test acc: {acc.text('BP+SAL', 'tuned initial gain')}"
+            + _chosen(results, "bp-sal", "bp-tuned-gain"))
     return _capped(_better(acc, 0.02), _meaningful(results, "bp-sal_test_acc"), ours)
 
 
@@ -492,7 +642,9 @@ register(Experiment(
     sample=deep_sample,
     quick={"model.depth": 30, "data.n_train": 512, "data.n_test": 256, "train.epochs": 3,
            "train.batch_size": 64, "train.lr": 1e-3, "model.width": 32, "sal.lr": 0.1,
-           "model.seeds": 1},
+           "model.seeds": 1, "tuning.epochs": 1, "tuning.n_val": 128, "tuning.lrs": (1e-3,),
+           "tuning.gains": (1.0, 1.1), "tuning.sal_lrs": (0.03, 0.1),
+           "tuning.bp_lrs": (3e-4, 1e-3)},
     claims=(
         Claim(
             text="SAL with BP avoids the vanishing gradient in a 300-layer network: the gradient "
