@@ -17,7 +17,7 @@ from signalprop.train import TrainConfig, fit
 
 TINY = ["adding.lengths=6,12", "adding.steps=4,3", "adding.baselines_up_to=6",
         "recall.lengths=5", "recall.steps=3", "seeds=2", "evals=1", "tuning.lr_count=2",
-        "data.n_test=20", "data.n_val=10"]
+        "tuning.lr_high=0.01", "data.n_test=20", "data.n_val=10"]
 
 
 def test_frozen_control_trains_only_its_readout(tmp_path):

@@ -142,9 +142,9 @@ class MemoryModel:
 @dataclass(frozen=True)
 class Tuning:
     lr_low: float = 1e-3
-    lr_high: float = 1e-2
-    lr_count: int = 3  # a log-spaced sweep of this many rates, the same for every model
-    fraction: float = 0.25  # each candidate trains this share of the step budget
+    lr_high: float = 3.16e-2
+    lr_count: int = 4  # a log-spaced sweep of this many rates, the same for every model
+    fraction: float = 1.0  # each candidate trains this share of the step budget
     every_seed: bool = False  # tune on the first seed only (CPU budget)
 
     def __post_init__(self) -> None:
