@@ -116,3 +116,20 @@ def test_tune_settings_picks_the_best_candidate_and_diverged_ones_lose():
         lr_tuning.tune_settings(ctx, "sal", {"wild": candidate(1e-1)}, _splits(), 1, 0)
     with pytest.raises(ConfigError, match="no candidate"):
         lr_tuning.tune_settings(ctx, "sal", {}, _splits(), 1, 0)
+
+
+def test_first_seed_tuning_sweeps_once_per_key_unless_every_seed():
+    sweeps = []
+
+    def sweep(tag: str):
+        sweeps.append(tag)
+        return f"choice-{tag}"
+
+    once = lr_tuning.FirstSeedTuning[str]()
+    assert once.get("bp", lambda: sweep("bp-s0")) == "choice-bp-s0" and once.fresh
+    assert once.get("bp", lambda: sweep("bp-s1")) == "choice-bp-s0" and not once.fresh
+    assert once.get("decor", lambda: sweep("decor-s1")) == "choice-decor-s1" and once.fresh
+    every = lr_tuning.FirstSeedTuning[str](every_seed=True)
+    every.get("bp", lambda: sweep("e0"))
+    assert every.get("bp", lambda: sweep("e1")) == "choice-e1" and every.fresh
+    assert sweeps == ["bp-s0", "decor-s1", "e0", "e1"]

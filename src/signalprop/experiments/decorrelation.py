@@ -32,7 +32,13 @@ from signalprop.config import one_of, positive, require_int
 from signalprop.errors import ConfigError, DivergenceError
 from signalprop.experiments.common import curve, epoch_records
 from signalprop.experiments.context import RunContext
-from signalprop.experiments.lr_tuning import TunedLR, log_spaced, tune_lr, tuning_splits
+from signalprop.experiments.lr_tuning import (
+    FirstSeedTuning,
+    TunedLR,
+    log_spaced,
+    tune_lr,
+    tuning_splits,
+)
 from signalprop.experiments.registry import Claim, Experiment, Model, register
 from signalprop.experiments.samples import load_sample
 from signalprop.experiments.stats import Side, difference, per_seed
@@ -231,19 +237,18 @@ def _variants(cfg: SpeedupConfig) -> list[tuple[str, str, str, LearningConfig]]:
     return variants
 
 
-def _tuned(ctx: RunContext, cache: dict[str, TunedLR], key: str, label: str, seed: int,
+def _tuned(ctx: RunContext, cache: FirstSeedTuning[TunedLR], key: str, label: str, seed: int,
            make: Any, tune_splits: Any, cfg: SpeedupConfig | ApproximateConfig,
            tune_rows: list[list[Any]], results: dict[str, Any]) -> TunedLR:
-    """``key``'s tuned lr: swept on the first seed (every seed if ``tune_every_seed``); a new
+    """``key``'s tuned lr (swept on the first seed, or every seed if ``tune_every_seed``); a new
     sweep is added to ``tune_rows`` and ``results["tuning"][label]`` under ``label``."""
-    if key not in cache or cfg.tune_every_seed:
-        tuned = tune_lr(ctx, f"{key}-s{seed}", make, tune_splits, cfg.train, cfg.lrs,
-                        cfg.tune_epochs, seed)
-        cache[key] = tuned
+    tuned = cache.get(key, lambda: tune_lr(ctx, f"{key}-s{seed}", make, tune_splits, cfg.train,
+                                           cfg.lrs, cfg.tune_epochs, seed))
+    if cache.fresh:
         tune_rows.append(_tuning_row(ctx, label, seed, tuned))
         results["tuning"].setdefault(label, {})[f"s{seed}"] = {
             **tuned.record(), "sweep_edge": sweep_edge(tuned)}
-    return cache[key]
+    return tuned
 
 
 def _tuning_table(cfg: SpeedupConfig | ApproximateConfig,
@@ -285,7 +290,7 @@ def run_speedup(ctx: RunContext) -> dict[str, Any]:
         train_splits, tune_splits = tuning_splits(splits, cfg.data.n_val, ctx.seed)
         results["dataset"] = splits.name
         gains: dict[str, dict[str, list[float]]] = {prefix: {} for _, prefix, _, _ in variants}
-        cache: dict[str, TunedLR] = {}
+        cache = FirstSeedTuning[TunedLR](cfg.tune_every_seed)
         for seed in ctx.seeds(cfg.seeds):
             runs = {}
             for label, learning in [("plain", plain_learning)] + [(lab, lrn) for lab, _, _, lrn
@@ -439,7 +444,7 @@ def run_approximate(ctx: RunContext) -> dict[str, Any]:
         if method.endswith("+decor") and learning.decorrelation == "none":
             learning = replace(learning, decorrelation="normalised")
         accs, losses, lrs = [], [], []
-        cache: dict[str, TunedLR] = {}
+        cache = FirstSeedTuning[TunedLR](cfg.tune_every_seed)
         key = method.replace("+", "-")
         for seed in ctx.seeds(cfg.seeds):
             def make(learning: LearningConfig = learning, seed: int = seed):

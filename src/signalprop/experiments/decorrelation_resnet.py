@@ -22,6 +22,7 @@ the quick run both.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,7 +34,7 @@ from signalprop.errors import ConfigError
 from signalprop.experiments.common import curve, epoch_records
 from signalprop.experiments.context import RunContext
 from signalprop.experiments.decorrelation import _reach, wall_text
-from signalprop.experiments.lr_tuning import TunedLR, tune_lr, tuning_splits
+from signalprop.experiments.lr_tuning import FirstSeedTuning, TunedLR, tune_lr, tuning_splits
 from signalprop.experiments.registry import Claim, Experiment, Model, register
 from signalprop.experiments.samples import load_sample
 from signalprop.experiments.stats import difference, per_seed
@@ -184,16 +185,15 @@ def run_resnet(ctx: RunContext) -> dict[str, Any]:
         ctx.log(f"{splits.name} is not an image dataset: the ViT run is skipped")
     results["archs"] = ",".join(archs)
     for arch in archs:
-        tuned: dict[str, TunedLR] = {}
+        tuned = FirstSeedTuning[TunedLR](cfg.tune_every_seed)
         for seed in ctx.seeds(cfg.seeds):
             runs = {}
             for variant, block in _variants(cfg):
-                if variant not in tuned or cfg.tune_every_seed:
-                    tuned[variant] = tune_lr(
-                        ctx, f"{arch}-{variant}-s{seed}",
-                        lambda arch=arch, block=block: _make(arch, block, tune_splits, cfg),
-                        tune_splits, cfg.train, cfg.lrs, cfg.tune_epochs, seed)
-                lr, scores = tuned[variant].lr, tuned[variant].scores
+                make = functools.partial(_make, arch, block, tune_splits, cfg)
+                choice = tuned.get(variant, functools.partial(
+                    tune_lr, ctx, f"{arch}-{variant}-s{seed}", make, tune_splits, cfg.train,
+                    cfg.lrs, cfg.tune_epochs, seed))
+                lr, scores = choice.lr, choice.scores
                 seed_everything(seed)
                 model, rules = _make(arch, block, train_splits, cfg)
                 name = f"{arch}-{variant}-s{seed}"

@@ -12,7 +12,7 @@ import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import torch
 from torch import nn
@@ -23,6 +23,7 @@ from signalprop.errors import ConfigError, DivergenceError
 from signalprop.learning.base import LearningRule
 from signalprop.train import TrainConfig, seed_everything
 
+Choice = TypeVar("Choice")
 ModelFactory = Callable[[], tuple[nn.Module, tuple[LearningRule, ...]]]
 #: A candidate setting: builds its model, learning rules and training config (lr included).
 Candidate = Callable[[], tuple[nn.Module, tuple[LearningRule, ...], TrainConfig]]
@@ -147,3 +148,20 @@ def tune_settings(ctx: Any, name: str, candidates: Mapping[str, Candidate], tune
         raise ConfigError(f"every candidate of {name!r} diverged while tuning "
                           f"({', '.join(scores)}); add smaller rates to the sweep")
     return TunedSetting(min(finite, key=lambda k: finite[k]), scores)
+
+
+class FirstSeedTuning(Generic[Choice]):
+    """Tune each key once, on the first seed that asks for it, and reuse the choice on the later
+    seeds (CPU budget); ``every_seed=True`` tunes again on every seed. ``fresh`` says whether
+    the last :meth:`get` ran a sweep (so the caller records it once)."""
+
+    def __init__(self, every_seed: bool = False) -> None:
+        self.every_seed = every_seed
+        self.fresh = False
+        self._chosen: dict[Any, Choice] = {}
+
+    def get(self, key: Any, tune: Callable[[], Choice]) -> Choice:
+        self.fresh = key not in self._chosen or self.every_seed
+        if self.fresh:
+            self._chosen[key] = tune()
+        return self._chosen[key]

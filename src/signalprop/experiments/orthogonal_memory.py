@@ -30,7 +30,13 @@ from signalprop.config import in_range, positive
 from signalprop.errors import ConfigError, DivergenceError
 from signalprop.experiments.common import curve
 from signalprop.experiments.context import RunContext
-from signalprop.experiments.lr_tuning import TunedLR, log_spaced, tune_lr, tuning_splits
+from signalprop.experiments.lr_tuning import (
+    FirstSeedTuning,
+    TunedLR,
+    log_spaced,
+    tune_lr,
+    tuning_splits,
+)
 from signalprop.experiments.orthogonal import (
     PAPER,
     _check_rnn_choices,
@@ -250,11 +256,11 @@ def _run_task(ctx: RunContext, cfg: LongMemoryConfig, task: str, results: dict[s
         for kind in _models(m, length, spec.baselines_up_to):
             prefix = f"{task}_T{length}_{kind}"
             make = functools.partial(build_model, kind, inputs, outputs, length, m)
-            tuned, values, statuses = None, [], []
+            values, statuses = [], []
+            cache = FirstSeedTuning[TunedLR](cfg.tuning.every_seed)
             for seed in ctx.seeds(cfg.seeds):
-                if tuned is None or cfg.tuning.every_seed:
-                    tuned = _tune(ctx, cfg, f"{task}-T{length}-{kind}-s{seed}", make, tune, steps,
-                                  seed)
+                tuned = cache.get(prefix, functools.partial(
+                    _tune, ctx, cfg, f"{task}-T{length}-{kind}-s{seed}", make, tune, steps, seed))
                 name = f"{task}-T{length}-{kind}" + ("" if seed == ctx.seed else f"-seed{seed}")
                 seed_everything(seed)
                 try:
