@@ -116,14 +116,13 @@ def test_claim_text_reports_both_decorrelation_lrs():
 
 
 def test_sweep_edge_flags_a_choice_at_either_end():
-    from signalprop.experiments.decorrelation import sweep_edge
     from signalprop.experiments.lr_tuning import TunedLR
 
     scores = {1e-3: 0.5, 1e-2: 0.4, 1e-1: 0.6}
-    assert sweep_edge(TunedLR(1e-2, scores)) == ""
-    assert sweep_edge(TunedLR(1e-1, scores)) == "highest"
-    assert sweep_edge(TunedLR(1e-3, scores)) == "lowest"
-    assert sweep_edge(TunedLR(1e-3, {1e-3: 0.5})) == ""
+    assert TunedLR(1e-2, scores).edge() == ""
+    assert TunedLR(1e-1, scores).edge() == "highest"
+    assert TunedLR(1e-3, scores).edge() == "lowest"
+    assert TunedLR(1e-3, {1e-3: 0.5}).edge() == ""
 
 
 def test_default_sweep_is_six_log_spaced_rates():

@@ -9,8 +9,9 @@ import pytest
 
 from signalprop.errors import ConfigError
 from signalprop.experiments.context import resolve_config, run_experiment
+from signalprop.experiments.lr_tuning import sweep_edge
 from signalprop.experiments.registry import get_experiment
-from signalprop.experiments.target_space import SpiralsSweep, _recall_check, at_sweep_edge
+from signalprop.experiments.target_space import SpiralsSweep, _recall_check
 
 NAMES = ("target-space-spirals", "target-space-images", "target-space-recall")
 
@@ -36,8 +37,8 @@ def test_spirals_sweeps_are_equal_in_size_and_log_spaced() -> None:
 
 
 def test_a_tuned_lr_at_the_sweep_edge_is_flagged() -> None:
-    assert at_sweep_edge(0.1, (0.01, 0.1)) and at_sweep_edge(0.01, (0.01, 0.1))
-    assert not at_sweep_edge(0.03, (0.01, 0.03, 0.1)) and not at_sweep_edge(0.1, (0.1,))
+    assert sweep_edge(0.1, (0.01, 0.1)) == "highest" and sweep_edge(0.01, (0.01, 0.1)) == "lowest"
+    assert not sweep_edge(0.03, (0.01, 0.03, 0.1)) and not sweep_edge(0.1, (0.1,))
 
 
 def test_unequal_spirals_sweeps_stop_the_run_before_training(tmp_path) -> None:

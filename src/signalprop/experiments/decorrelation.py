@@ -250,7 +250,7 @@ def _tuned(ctx: RunContext, cache: FirstSeedTuning[TunedLR], key: str, label: st
     if cache.fresh:
         tune_rows.append(_tuning_row(ctx, label, seed, tuned))
         results["tuning"].setdefault(label, {})[f"s{seed}"] = {
-            **tuned.record(), "sweep_edge": sweep_edge(tuned)}
+            **tuned.record(), "sweep_edge": tuned.edge()}
     return tuned
 
 
@@ -260,16 +260,8 @@ def _tuning_table(cfg: SpeedupConfig | ApproximateConfig,
             + [f"val loss @ lr {lr:g}" for lr in cfg.lrs], "rows": rows}
 
 
-def sweep_edge(tuned: TunedLR) -> str:
-    """"lowest"/"highest" when the chosen lr is the sweep's smallest/largest (the optimum may
-    lie outside it: widen ``lrs``), else ""."""
-    if len(tuned.scores) < 2:
-        return ""
-    return {min(tuned.scores): "lowest", max(tuned.scores): "highest"}.get(tuned.lr, "")
-
-
 def _tuning_row(ctx: RunContext, key: str, seed: int, tuned: TunedLR) -> list[Any]:
-    edge = sweep_edge(tuned)
+    edge = tuned.edge()
     if edge:
         ctx.log(f"{key}: the tuned lr {tuned.lr:g} is the sweep's {edge}; widen lrs")
     return [key, seed, f"{tuned.lr:g}", edge] + [

@@ -39,6 +39,14 @@ def log_spaced(low: float, high: float, count: int) -> tuple[float, ...]:
     return tuple(float(f"{low * math.exp(i * step):.3g}") for i in range(count))
 
 
+def sweep_edge(lr: float, lrs: Sequence[float]) -> str:
+    """"lowest"/"highest" when ``lr`` is the sweep's smallest/largest (the optimum may lie
+    beyond it: widen the sweep, for every variant alike), else ""."""
+    if len(lrs) < 2:
+        return ""
+    return {min(lrs): "lowest", max(lrs): "highest"}.get(lr, "")
+
+
 def _subset(x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> TensorDataset:
     return TensorDataset(x[index], y[index])
 
@@ -73,6 +81,10 @@ class TunedLR:
 
     def text(self) -> str:
         return ", ".join(f"{k:g}: {v:.3g}" for k, v in self.scores.items())
+
+    def edge(self) -> str:
+        """:func:`sweep_edge` of the chosen rate within the rates tried."""
+        return sweep_edge(self.lr, tuple(self.scores))
 
 
 def choose(scores: dict[float, float]) -> float:

@@ -394,7 +394,7 @@ class PSMNISTTuning:
     random training subset of ``n_train`` sequences, ``n_val`` of them held out (0: no tuning,
     ``train.lr`` for every model)."""
 
-    lrs: tuple[float, ...] = (3e-4, 1e-3, 3e-3)
+    lrs: tuple[float, ...] = (1e-4, 3.16e-4, 1e-3, 3.16e-3, 1e-2)
     n_train: int = 5000
     n_val: int = 1000
     epochs: int = 1
@@ -491,6 +491,11 @@ def run_psmnist(ctx: RunContext) -> dict[str, Any]:
             results[f"{key}_acc_final"] = last
             results[f"{key}_epochs"] = len(accs)
             results[f"{key}_lr"] = train.lr
+            if tuned is not None:
+                results[f"{key}_tuning"] = {**tuned.record(), "sweep_edge": tuned.edge()}
+                if tuned.edge():
+                    ctx.log(f"{sub}: the tuned lr {tuned.lr:g} is the sweep's {tuned.edge()}; "
+                            "widen tuning.lrs")
             rows.append([splits.name, model_name, length, f"{train.lr:g}",
                          tuned.text() if tuned else "not tuned", first, last, len(accs)])
             lines[f"{splits.name} {model_name}"] = accs

@@ -31,7 +31,13 @@ from signalprop.data.splits import tensors
 from signalprop.errors import ConfigError, DivergenceError
 from signalprop.experiments.common import curve, epoch_records
 from signalprop.experiments.context import RunContext
-from signalprop.experiments.lr_tuning import TunedLR, log_spaced, tune_lr, tuning_splits
+from signalprop.experiments.lr_tuning import (
+    TunedLR,
+    log_spaced,
+    sweep_edge,
+    tune_lr,
+    tuning_splits,
+)
 from signalprop.experiments.registry import Claim, Experiment, Model, register
 from signalprop.experiments.samples import load_sample
 from signalprop.experiments.stats import Difference, Side, difference
@@ -199,15 +205,9 @@ def _median_text(value: float) -> float | str:
     return value if math.isfinite(value) else "not solved"
 
 
-def at_sweep_edge(lr: float, lrs: tuple[float, ...]) -> bool:
-    """Whether the chosen ``lr`` is the sweep's smallest or largest (its best may lie beyond:
-    the run records and logs it, so the sweep can be widened for both sides alike)."""
-    return len(lrs) > 1 and lr in (min(lrs), max(lrs))
-
-
 def _record_edge(ctx: RunContext, results: dict[str, Any], key: str, lr: float,
                  lrs: tuple[float, ...]) -> None:
-    results[f"{key}_lr_at_edge"] = at_sweep_edge(lr, lrs)
+    results[f"{key}_lr_at_edge"] = bool(sweep_edge(lr, lrs))
     if results[f"{key}_lr_at_edge"]:
         ctx.log(f"{key}: the tuned lr {lr:g} is at the edge of the sweep {lrs}")
 
