@@ -127,9 +127,11 @@ def test_sweep_edge_flags_a_choice_at_either_end():
 
 def test_default_sweep_is_six_log_spaced_rates():
     # speedup tunes on 2 of its 10 epochs; approximate on all 10 (docs/rules.md)
-    for name, tune_epochs in (("decorrelation-speedup", 2), ("decorrelation-approximate", 10)):
+    six = (1e-4, 3.16e-4, 1e-3, 3.16e-3, 1e-2, 3.16e-2)
+    for name, tune_epochs, lrs in (("decorrelation-speedup", 2, six),
+                                   ("decorrelation-approximate", 10, (3.16e-5, *six))):
         cfg = get_experiment(name).make_config()
-        assert cfg.lrs == (1e-4, 3.16e-4, 1e-3, 3.16e-3, 1e-2, 3.16e-2)
+        assert cfg.lrs == lrs
         assert cfg.tune_epochs == tune_epochs and not cfg.tune_every_seed
         assert cfg.tune_epochs <= cfg.train.epochs
 
