@@ -57,3 +57,13 @@ def test_round_trip_through_dict():
     cfg = apply_overrides(Root(), ["model.sizes=5,6", "train.epochs=4"])
     assert from_dict(Root(), to_dict(cfg)) == cfg
     assert "train.lr" in field_names(cfg)
+
+
+def test_positive_values_names_the_option_and_the_fix():
+    from signalprop.config import positive_values
+
+    positive_values("lrs", (1e-3, 0.1))
+    with pytest.raises(ConfigError, match=r"^lrs must not be empty: e\.g\. lrs=\[0\.001\]$"):
+        positive_values("lrs", (), ": e.g. lrs=[0.001]")
+    with pytest.raises(ConfigError, match="lrs entry must be > 0, got -1"):
+        positive_values("lrs", (1e-3, -1))

@@ -28,6 +28,15 @@ def positive(name: str, value: float) -> None:
         raise ConfigError(f"{name} must be > 0, got {value!r}")
 
 
+def positive_values(name: str, values: typing.Sequence[float], hint: str = "") -> None:
+    """Raise ConfigError unless ``values`` is non-empty and every entry is > 0 (``hint`` is
+    appended to the empty-list message, e.g. an example setting)."""
+    if not values:
+        raise ConfigError(f"{name} must not be empty{hint}")
+    for value in values:
+        positive(f"{name} entry", value)
+
+
 def non_negative(name: str, value: float) -> None:
     """Raise ConfigError unless ``value >= 0``."""
     if not value >= 0:

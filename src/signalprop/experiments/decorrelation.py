@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from signalprop.config import one_of, positive, require_int
+from signalprop.config import one_of, positive, positive_values, require_int
 from signalprop.errors import ConfigError, DivergenceError
 from signalprop.experiments.common import curve, epoch_records
 from signalprop.experiments.context import RunContext
@@ -92,11 +92,8 @@ class TuningConfig:
 
     def __post_init__(self) -> None:
         positive("tune_epochs", self.tune_epochs)
-        if not self.lrs:
-            raise ConfigError("lrs must not be empty: give the learning rates to tune over, "
-                              "e.g. --set lrs=[0.0003,0.001,0.003]")
-        for lr in self.lrs:
-            positive("lrs entry", lr)
+        positive_values("lrs", self.lrs, ": give the learning rates to tune over, e.g. "
+                        "--set lrs=[0.0003,0.001,0.003]")
 
 
 @dataclass(frozen=True)

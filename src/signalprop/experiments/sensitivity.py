@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from signalprop.config import in_range, non_negative, one_of, positive
+from signalprop.config import in_range, non_negative, one_of, positive, positive_values
 from signalprop.data.splits import Splits
 from signalprop.diagnostics.lyapunov import rnn_lyapunov
 from signalprop.errors import ConfigError
@@ -327,11 +327,6 @@ class DeepModelConfig:
         one_of("model.small_init", self.small_init, TUNED_INITS)
 
 
-def _tuple_of_positives(name: str, values: tuple[float, ...]) -> None:
-    if not values or any(v <= 0 for v in values):
-        raise ConfigError(f"{name} must be a non-empty list of numbers > 0, got {values}")
-
-
 @dataclass(frozen=True)
 class DeepTuning:
     """An equal budget for the three variants, chosen by validation loss on the first seed.
@@ -359,7 +354,7 @@ class DeepTuning:
         for init in self.inits:
             one_of("tuning.inits", init, TUNED_INITS)
         for name in ("lrs", "gains", "sal_lrs", "bp_lrs"):
-            _tuple_of_positives(f"tuning.{name}", getattr(self, name))
+            positive_values(f"tuning.{name}", getattr(self, name))
 
     def check_equal_budget(self) -> None:
         """Checked when the run starts (overrides are applied one key at a time)."""

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from signalprop.config import in_range, one_of, positive
+from signalprop.config import in_range, one_of, positive, positive_values
 from signalprop.data.splits import tensors
 from signalprop.errors import ConfigError, DivergenceError
 from signalprop.experiments.common import curve, epoch_records
@@ -361,10 +361,7 @@ class ImagesConfig:
     seeds: int = 3
 
     def __post_init__(self) -> None:
-        if not self.lrs:
-            raise ConfigError("lrs must not be empty")
-        for lr in self.lrs:
-            positive("lrs entry", lr)
+        positive_values("lrs", self.lrs)
         positive("tune_epochs", self.tune_epochs)
         positive("seeds", self.seeds)
 
@@ -593,10 +590,7 @@ class RecallConfig:
         positive("n_test", self.n_test)
         positive("n_bar", self.n_bar)
         in_range("ridge", self.ridge, 0.0, 1e6)
-        if not self.lrs:
-            raise ConfigError("lrs must not be empty")
-        for lr in self.lrs:
-            positive("lrs entry", lr)
+        positive_values("lrs", self.lrs)
         positive("tune_delay", self.tune_delay)
         positive("tune_epochs", self.tune_epochs)
         positive("seeds", self.seeds)
