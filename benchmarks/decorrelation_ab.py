@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from signalprop.experiments.decorrelation import ModelConfig, make_mlp
+from signalprop.experiments.decorrelation_models import ModelConfig, make_mlp
 from signalprop.learning.decorrelation_rule import decorrelation_step
 from signalprop.nn.decorrelated_layers import decorrelate
 

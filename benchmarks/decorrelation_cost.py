@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from signalprop.experiments.decorrelation import ModelConfig, make_cnn, make_mlp
+from signalprop.experiments.decorrelation_models import ModelConfig, make_cnn, make_mlp
 from signalprop.learning.decorrelation_rule import decorrelation_step
 from signalprop.nn.decorrelated_layers import DecorrelatedConv2d, DecorrelatedLinear, decorrelate
 

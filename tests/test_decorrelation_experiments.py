@@ -36,71 +36,65 @@ def test_speedup_tunes_every_variant_and_adds_paper_lr_and_block_runs(tmp_path):
                              progress=False, overrides=[
                                  "architectures=[mlp]", "data.n_train=300", "data.n_val=60",
                                  "data.n_test=100", "train.epochs=2", "block_sizes=[16]",
-                                 "lrs=[0.001,0.01]", "seeds=2"])
+                                 "tuning.lrs=[0.001,0.01]", "seeds=2"])
     summary = json.loads((run_dir / "summary.json").read_text())
-    rows = summary["tables"]["speedup"]["rows"]
-    assert [r[0] for r in rows] == ["mlp", "mlp, decor lr 1e-05", "mlp, R blocks of 16"] * 2
-    assert all(r[2].split(" / ")[0] in ("0.001", "0.01") for r in rows)
-    results = summary["results"]
-    assert {"mlp_epoch_speedup", "mlp_b16_epoch_speedup", "mlp_b16_step_time_ratio",
-            "mlp_dlr1e-05_wall_speedup", "mlp_plain_lr_per_seed"} <= set(results)
-    assert results["extra_decor_lrs"] == [1e-5] and results["decor_lr"] == 1e-3
-    # same budget for plain and each decorrelated variant, tuned on the first seed only
+    rows = summary["results"]["rows"]
     variants = ["plain", "decor", "decor-lr1e-05", "decor-b16"]
+    assert [(r["variant"], r["seed"]) for r in rows] == [(v, s) for v in variants
+                                                         for s in (0, 1)]
+    assert all(f"{r['lr']:g}" in ("0.001", "0.01") for r in rows)
+    decor = [r for r in rows if r["variant"] != "plain"]
+    assert all({"epoch_speedup", "wall_speedup", "step_time_ratio"} <= set(r) for r in decor)
+    assert summary["results"]["extra_decor_lrs"] == [1e-5]
+    # same budget for plain and each decorrelated variant, tuned on the first seed only
     assert sorted(p.name for p in run_dir.glob("tune-*")) == sorted(
         f"tune-mlp-{v}-s0-lr{lr}" for v in variants for lr in ("0.001", "0.01"))
-    assert set(results["tuning"]) == {f"mlp-{v}" for v in variants}
-    record = results["tuning"]["mlp-plain"]["s0"]
-    assert set(record["validation_loss"]) == {"0.001", "0.01"}
+    assert set(summary["results"]["tuning"]) == {f"{v}-mlp-s0" for v in variants}
+    record = summary["results"]["tuning"]["plain-mlp-s0"]
     losses = record["validation_loss"]
-    assert f"{record['lr']:g}" == min(losses, key=losses.get)
-    assert record["sweep_edge"] in ("lowest", "highest")  # two candidates: always an edge
-    tuning = summary["tables"]["lr_tuning"]
-    assert [r[0] for r in tuning["rows"]] == [f"mlp-{v}" for v in variants]
-    assert tuning["columns"][3] == "at the sweep's edge"
-    assert all(r[3] in ("lowest", "highest") for r in tuning["rows"])
-    assert results["mlp_plain_lr_per_seed"][0] == results["mlp_plain_lr_per_seed"][1]
+    assert f"lr {record['lr']:g}" == min(losses, key=losses.get)
+    assert record["edge"] in ("lowest", "highest")  # two candidates, no extension: an edge
+    assert rows[0]["lr"] == rows[1]["lr"]
     assert (run_dir / "mlp-decor-lr1e-05-s1").is_dir()
+    assert (run_dir / "rows.jsonl").read_text().count("\n") == len(rows)
     claim = summary["claims"][0]
     assert "decorrelation lr 1e-05 (not judged)" in claim["our_value"]
     assert "tuned Adam lr" in claim["our_value"]
 
 
 def test_speedup_never_tunes_on_the_test_split(tmp_path, monkeypatch):
-    from signalprop.experiments import decorrelation
+    from signalprop.experiments.study import StudyRunner
 
     seen = []
 
-    def spy(ctx, name, make, tune_splits, train, lrs, epochs, seed):
-        seen.append((tune_splits, epochs, tuple(lrs)))
-        from signalprop.experiments.lr_tuning import TunedLR
-        return TunedLR(lrs[0], {lr: 1.0 for lr in lrs})
+    def spy(self, variant, point, label, lr, tune, seed):
+        seen.append((len(tune.train), len(tune.test), lr, seed))
+        return 1.0
 
-    monkeypatch.setattr(decorrelation, "tune_lr", spy)
+    monkeypatch.setattr(StudyRunner, "_score", spy)
     run_experiment(get_experiment("decorrelation-speedup"), out=tmp_path, quick=True,
                    progress=False, overrides=[
                        "architectures=[mlp]", "data.n_train=200", "data.n_val=50",
                        "data.n_test=80", "train.epochs=1", "block_sizes=[]",
-                       "extra_decor_lrs=[]", "tune_every_seed=true", "seeds=2"])
-    assert len(seen) == 4  # plain and decorrelated, on both seeds
-    for tune_splits, epochs, lrs in seen:
-        assert len(tune_splits.test) == 50 and len(tune_splits.train) == 150
-        assert epochs == 1 and lrs == (1e-3, 3.16e-3)
+                       "extra_decor_lrs=[]", "tuning.every_seed=true", "seeds=2"])
+    assert len(seen) == 8  # plain and decorrelated, two rates, on both seeds
+    assert {(n_train, n_val) for n_train, n_val, _, _ in seen} == {(150, 50)}
+    assert {lr for _, _, lr, _ in seen} == {1e-3, 3.16e-3}
+    assert {seed for *_, seed in seen} == {0, 1}
 
 
 def test_approximate_gives_every_method_the_same_sweep(tmp_path):
     run_dir = run_experiment(get_experiment("decorrelation-approximate"), out=tmp_path,
                              quick=True, progress=False, overrides=[
                                  "data.n_train=200", "data.n_val=50", "data.n_test=80",
-                                 "train.epochs=1", "lrs=[0.001,0.01]"])
+                                 "train.epochs=1", "tuning.lrs=[0.001,0.01]"])
     summary = json.loads((run_dir / "summary.json").read_text())
-    methods = ["bp", "fa", "fa+decor", "np", "np+decor"]
+    methods = ["bp", "fa", "fa-decor", "np", "np-decor"]
     assert sorted(p.name for p in run_dir.glob("tune-*")) == sorted(
-        f"tune-{m.replace('+', '-')}-s0-lr{lr}" for m in methods for lr in ("0.001", "0.01"))
-    assert [r[0] for r in summary["tables"]["lr_tuning"]["rows"]] == methods
-    assert [r[1] in ("0.001", "0.01") for r in summary["tables"]["approximate"]["rows"]] == \
-        [True] * 5
-    assert set(summary["results"]["tuning"]) == set(methods)
+        f"tune-{m}-s0-lr{lr}" for m in methods for lr in ("0.001", "0.01"))
+    assert [r[0] for r in summary["tables"]["lr_tuning"]["rows"]] == [
+        m for m in methods for _ in range(2)]
+    assert [r["variant"] for r in summary["results"]["rows"]] == methods
     text, _ = get_experiment("decorrelation-approximate").claims[0].check(summary["results"])
     assert "tuned Adam lr fa 0.0" in text
 
@@ -108,38 +102,29 @@ def test_approximate_gives_every_method_the_same_sweep(tmp_path):
 def test_claim_text_reports_both_decorrelation_lrs():
     from claim_cases import CASES
 
-    results = CASES["decorrelation-speedup#0"]["reproduced"]
-    text, verdict = get_experiment("decorrelation-speedup").claims[0].check(results)
+    exp = get_experiment("decorrelation-speedup")
+    results = exp.with_rows(CASES["decorrelation-speedup#0"]["reproduced"])
+    text, verdict = exp.claims[0].check(results)
     assert verdict == "reproduced"
     assert text.startswith("decorrelation lr 0.001: mlp: 2.00x fewer epochs")
     assert "decorrelation lr 1e-05 (not judged): mlp: 1.10x fewer epochs" in text
-
-
-def test_sweep_edge_flags_a_choice_at_either_end():
-    from signalprop.experiments.lr_tuning import TunedLR
-
-    scores = {1e-3: 0.5, 1e-2: 0.4, 1e-1: 0.6}
-    assert TunedLR(1e-2, scores).edge() == ""
-    assert TunedLR(1e-1, scores).edge() == "highest"
-    assert TunedLR(1e-3, scores).edge() == "lowest"
-    assert TunedLR(1e-3, {1e-3: 0.5}).edge() == ""
 
 
 def test_default_sweep_is_six_log_spaced_rates():
     # speedup tunes on 2 of its 10 epochs; approximate on all 10 (docs/rules.md)
     six = (1e-4, 3.16e-4, 1e-3, 3.16e-3, 1e-2, 3.16e-2)
     for name, tune_epochs, lrs in (("decorrelation-speedup", 2, six),
-                                   ("decorrelation-approximate", 10, (3.16e-5, *six))):
+                                   ("decorrelation-approximate", 0, (3.16e-5, *six))):
         cfg = get_experiment(name).make_config()
-        assert cfg.lrs == lrs
-        assert cfg.tune_epochs == tune_epochs and not cfg.tune_every_seed
-        assert cfg.tune_epochs <= cfg.train.epochs
+        assert cfg.tuning.lrs == lrs
+        assert cfg.tuning.epochs == tune_epochs and not cfg.tuning.every_seed
+        assert cfg.tuning.epochs <= cfg.train.epochs
 
 
 def test_tuning_config_rejects_an_empty_sweep():
     for name in ("decorrelation-speedup", "decorrelation-approximate"):
-        with pytest.raises(ConfigError, match="lrs must not be empty"):
-            apply_overrides(get_experiment(name).make_config(), ["lrs=[]"])
+        with pytest.raises(ConfigError, match="tuning.lrs must not be empty"):
+            apply_overrides(get_experiment(name).make_config(), ["tuning.lrs=[]"])
 
 
 def test_speedup_rejects_bad_block_sizes():
@@ -165,11 +150,11 @@ def test_a_diverged_approximate_run_is_scored_at_chance_and_named(tmp_path, monk
     run_dir = run_experiment(get_experiment("decorrelation-approximate"), out=tmp_path,
                              quick=True, progress=False, overrides=[
                                  "data.n_train=200", "data.n_val=50", "data.n_test=80",
-                                 "train.epochs=1", "lrs=[0.001]"])
+                                 "train.epochs=1", "tuning.lrs=[0.001]"])
     results = json.loads((run_dir / "summary.json").read_text())["results"]
-    assert results["diverged"] == ["np-decor-s0"]
-    assert results["np+decor_test_acc_per_seed"] == [0.1]
+    row = next(r for r in results["rows"] if r["variant"] == "np-decor")
+    assert row["status"] == "diverged" and row["test_acc"] == 0.1
     text, _ = get_experiment("decorrelation-approximate").claims[1].check(results)
-    assert "diverged (scored at chance): np-decor-s0" in text
+    assert "diverged: np-decor-s0" in text
     fa_text, _ = get_experiment("decorrelation-approximate").claims[0].check(results)
     assert "diverged" not in fa_text

@@ -9,7 +9,8 @@ import math
 import pytest
 from claim_cases import CASES
 
-from signalprop.experiments import decorrelation, gated
+from signalprop.experiments import decorrelation_models as decorrelation
+from signalprop.experiments import gated
 from signalprop.experiments.judging import judge, subrun_health
 from signalprop.experiments.registry import get_experiment
 from signalprop.experiments.stats import (
@@ -127,7 +128,17 @@ def test_difference_of_means_and_its_standard_error():
     assert d.beyond_noise() and not Difference(Side((0.0, 2.0, 4.0)), Side((0.0,) * 3)
                                                ).beyond_noise()
     assert Difference(Side((0.2,)), Side((0.1,))).se == 0.0  # one seed: unknown
-    assert "(n=3)" in d.text("a", "b")
+    assert "(n=3)" in d.text("a", "b") and "Welch p 0.0" in d.text("a", "b")
+
+
+def test_welch_t_test_is_stricter_than_two_standard_errors_at_three_seeds():
+    """At n = 3 per side a difference of 2.2 SE passed the old rule; Welch's one-sided test at
+    0.05 needs t above about 2.1-2.9 for 2-4 degrees of freedom, so it fails here (df = 2)."""
+    d = Difference(Side((2.2, 3.2, 4.2)), Side((2.0,) * 3))
+    assert d.diff / d.se > 2.0 and d.diff / d.se < 2.9
+    assert d.p > 0.05 and not d.beyond_noise()
+    assert Side((1.1, 1.2, 1.3)).above(1.0) and not Side((0.9, 1.2, 1.5)).above(1.0)
+    assert Difference(Side((0.3,)), Side((0.2,))).beyond_noise()  # one seed: the sign
 
 
 def test_rank_correlation_and_log_linear_fit():

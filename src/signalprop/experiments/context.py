@@ -91,6 +91,16 @@ class RunContext:
             atomic_write_json(path, data)
         return path
 
+    def write_jsonl(self, name: str, records: list[dict[str, Any]]) -> Path:
+        """Write ``<run_dir>/<name>`` as JSON lines, one record each (rank 0 only)."""
+        path = self.run_dir / name
+        if self.is_main:
+            text = "".join(json.dumps(r, allow_nan=True) + "\n" for r in records)
+            tmp = path.with_suffix(path.suffix + ".tmp")
+            tmp.write_text(text, encoding="utf-8")
+            tmp.replace(path)
+        return path
+
     def load_data(self, name: str, fallback: str | None = None, **options: Any):
         """Load a dataset; when it is missing use ``fallback`` and say so in one line."""
         from signalprop import data
@@ -165,10 +175,15 @@ def evaluate_claims(experiment: Experiment, summary: dict[str, Any], command: st
                     config: dict | None = None) -> list[dict]:
     """Judge each of the experiment's claims from ``summary`` by its own rule, after the
     checks every claim shares (run health, data, seeds: see :mod:`signalprop.experiments.judging`).
+    A run made before its experiment used the study runner has no ``rows``; the experiment's
+    ``legacy_rows`` reads them from the results it stored then.
     """
     from signalprop.experiments.judging import judge
 
     health = summary.get("health", {}) if health is None else health
+    results = summary.get("results")
+    if isinstance(results, dict):
+        summary = {**summary, "results": experiment.with_rows(results)}
     return [judge(claim, summary, command=command, quick=quick, health=health, config=config)
             for claim in experiment.claims]
 

@@ -33,7 +33,8 @@ from signalprop.config import one_of, positive, require_int
 from signalprop.errors import ConfigError
 from signalprop.experiments.common import curve, epoch_records
 from signalprop.experiments.context import RunContext
-from signalprop.experiments.decorrelation import _reach, wall_text
+from signalprop.experiments.decorrelation_models import reach as _reach
+from signalprop.experiments.decorrelation_models import wall_text
 from signalprop.experiments.lr_tuning import FirstSeedTuning, TunedLR, tune_lr, tuning_splits
 from signalprop.experiments.registry import Claim, Experiment, Model, register
 from signalprop.experiments.samples import load_sample

@@ -95,6 +95,8 @@ class Experiment:
     requires: tuple[str, ...] = ()
     models: dict[str, Model] = field(default_factory=dict, compare=False)
     sample: Callable[[Any, int, int], Splits] | None = None
+    #: rows (``Row.to_dict()`` dicts) from the results of a run made before the study runner
+    legacy_rows: Callable[[dict[str, Any]], list[dict[str, Any]]] | None = None
 
     def model(self, name: str | None = None) -> tuple[str, Model]:
         """``(name, Model)``: ``name``'s entry, the main (first) model for None; an unknown
@@ -112,6 +114,13 @@ class Experiment:
     def build_model(self, config: Any, splits: Splits, name: str | None = None) -> nn.Module:
         """A fresh model ``name`` (the main one for None) for ``config`` and ``splits``."""
         return self.model(name)[1].build(config, splits)
+
+    def with_rows(self, results: dict[str, Any]) -> dict[str, Any]:
+        """``results`` with its ``rows``: those stored, else (a run made before the study
+        runner) read by :attr:`legacy_rows` from the keys it stored then."""
+        if self.legacy_rows is None or "rows" in results:
+            return results
+        return {**results, "rows": self.legacy_rows(results)}
 
     def sample_splits(self, config: Any, n: int, seed: int = 0) -> Splits:
         """Small splits (``n`` training and test examples) of the data the models train on."""

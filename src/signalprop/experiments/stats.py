@@ -1,20 +1,27 @@
 """Seed statistics for claims that compare stochastic outcomes.
 
-A comparison is decided by the difference of the two sides' means against its standard error
-``SE = sqrt(s_a²/n_a + s_b²/n_b)`` (Welch): an effect "beyond noise" is larger than
-:data:`SE_FACTOR` standard errors. With fewer than two seeds on a side the standard error is
-unknown (reported as 0) and the verdict is labelled indicative by the judging code.
+A comparison of two sides is decided by Welch's t-test (unequal variances, one-sided, level
+:data:`ALPHA`): ``t = (mean_a − mean_b) / SE`` with ``SE = sqrt(s_a²/n_a + s_b²/n_b)`` and the
+Welch–Satterthwaite degrees of freedom, so a difference counts as "beyond noise" only when its
+one-sided p-value is below :data:`ALPHA`. At n = 3 seeds per side this needs t above about
+2.1–2.9 (2–4 degrees of freedom), not the normal approximation's 2. One side against a fixed
+value uses the one-sample t-test. With fewer than two seeds on a side the standard error is
+unknown (reported as 0, p as NaN): the sign of the difference decides and the judging code
+labels the verdict indicative. When both sides have zero spread the difference is exact and
+its sign decides.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-SE_FACTOR = 2.0  #: an effect counts when it exceeds this many standard errors
+ALPHA = 0.05  #: one-sided level of the t-tests that decide "beyond noise"
+SE_FACTOR = 2.0  #: the old rule (before 2026-12-07): an effect exceeded this many SEs
 
 
 @dataclass(frozen=True)
@@ -37,13 +44,30 @@ class Side:
         return statistics.stdev(self.values) if self.n > 1 else 0.0
 
     @property
+    def spread(self) -> bool:
+        """Whether the values differ (beyond rounding): a t-test needs some spread."""
+        return self.n > 1 and self.std > 1e-9 * max(1.0, abs(self.mean))
+
+    @property
     def se(self) -> float:
         """Standard error of the mean (0 with one seed: unknown)."""
         return self.std / math.sqrt(self.n) if self.n > 1 else 0.0
 
-    def above(self, value: float, factor: float = SE_FACTOR) -> bool:
-        """``mean − value > factor × SE`` (with an unknown SE: ``mean > value``)."""
-        return self.mean - value > factor * self.se
+    def p_above(self, value: float) -> float:
+        """One-sided one-sample t-test p-value of ``mean > value`` (NaN: unknown, n < 2 or
+        no spread)."""
+        if not self.spread:
+            return math.nan
+        from scipy import stats
+
+        with warnings.catch_warnings():  # nearly equal values: the p-value is still usable
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return float(stats.ttest_1samp(self.values, value, alternative="greater").pvalue)
+
+    def above(self, value: float, alpha: float = ALPHA) -> bool:
+        """``mean > value`` by a one-sided t-test at ``alpha`` (unknown spread: the sign)."""
+        p = self.p_above(value)
+        return self.mean > value if math.isnan(p) else p < alpha
 
     def text(self, label: str, fmt: str = ".3f") -> str:
         return f"{label} {self.mean:{fmt}} ± {self.std:{fmt}} (n={self.n})"
@@ -67,13 +91,30 @@ class Difference:
             return 0.0
         return math.sqrt(self.a.std ** 2 / self.a.n + self.b.std ** 2 / self.b.n)
 
-    def beyond_noise(self, factor: float = SE_FACTOR) -> bool:
-        """``diff > factor × SE`` (with an unknown SE: ``diff > 0``)."""
-        return self.diff > factor * self.se
+    @property
+    def p(self) -> float:
+        """Welch's one-sided p-value of ``a > b`` (NaN when unknown: a side with n < 2, or
+        no spread on either side)."""
+        if self.a.n < 2 or self.b.n < 2 or not (self.a.spread or self.b.spread):
+            return math.nan
+        from scipy import stats
+
+        with warnings.catch_warnings():  # nearly equal values: the p-value is still usable
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return float(stats.ttest_ind(self.a.values, self.b.values, equal_var=False,
+                                         alternative="greater").pvalue)
+
+    def beyond_noise(self, alpha: float = ALPHA) -> bool:
+        """``a > b`` by Welch's one-sided t-test at ``alpha`` (unknown: ``diff > 0``)."""
+        p = self.p
+        return self.diff > 0 if math.isnan(p) else p < alpha
+
+    def p_text(self) -> str:
+        return "p n/a" if math.isnan(self.p) else f"Welch p {self.p:.3g}"
 
     def text(self, label_a: str, label_b: str, fmt: str = ".3f") -> str:
         return (f"{self.a.text(label_a, fmt)} vs {self.b.text(label_b, fmt)}; difference "
-                f"{self.diff:+{fmt}} (SE {self.se:{fmt}})")
+                f"{self.diff:+{fmt}} (SE {self.se:{fmt}}, {self.p_text()})")
 
 
 def per_seed(results: dict[str, Any], key: str) -> Side:
