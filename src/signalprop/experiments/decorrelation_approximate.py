@@ -116,6 +116,8 @@ register(Experiment(
     models=dm.models(("mlp",)),
     sample=dm.sample,
     legacy_rows=legacy_rows,
+    tiny={"data.n_train": 200, "data.n_val": 50, "data.n_test": 80, "train.epochs": 1,
+          "tuning.lrs": (1e-3,), "methods": ("bp", "fa", "fa+decor")},
     quick={"data.n_train": 2000, "data.n_val": 500, "data.n_test": 500, "train.epochs": 3,
            "model.width": 64, "model.depth": 2, "train.eval_batch_size": 500,
            "tuning.lrs": (1e-3, 3.16e-3), "tuning.epochs": 1, "tuning.max_extensions": 0},

@@ -95,6 +95,8 @@ class Experiment:
     requires: tuple[str, ...] = ()
     models: dict[str, Model] = field(default_factory=dict, compare=False)
     sample: Callable[[Any, int, int], Splits] | None = None
+    #: overrides on top of ``quick`` for a run of seconds (the end-to-end test of every study)
+    tiny: dict[str, Any] = field(default_factory=dict)
     #: rows (``Row.to_dict()`` dicts) from the results of a run made before the study runner
     legacy_rows: Callable[[dict[str, Any]], list[dict[str, Any]]] | None = None
 
