@@ -24,6 +24,7 @@ from signalprop.nn.decorrelation import Decorrelator
 from signalprop.nn.elman import ElmanRNN
 from signalprop.nn.gated import Gate, GatedMLP, variant_options
 from signalprop.nn.gated_conv import GatedConvNet
+from signalprop.nn.lem import LEM, LEMCell
 from signalprop.nn.mlp import MLP
 from signalprop.nn.orthogonal import AdditiveFilterBlock, AdditiveFilterMLP, AdditiveFilterStack
 from signalprop.nn.orthogonal_rnn import AdditiveFilterRNN, AdditiveFilterRNNCell
@@ -117,6 +118,8 @@ MODULES: dict[str, ModuleSpec] = {
     "AdditiveFilterRNN-loop": ModuleSpec(
         AdditiveFilterRNN, lambda **f: AdditiveFilterRNN(2, 6, impl="loop", **f),
         _data(3, 4, 2), F32, True),
+    "LEM": ModuleSpec(LEM, lambda **f: LEM(2, 6, **f), _data(3, 4, 2), F32, True),
+    "LEMCell": ModuleSpec(LEMCell, lambda **f: LEMCell(2, 6, **f), _data(4, 2), F32, True),
     "Decorrelator": ModuleSpec(Decorrelator, lambda **f: Decorrelator(4, lr=1e-2, **f),
                                _data(6, 4), BF16),
     "Decorrelator-foldiak": ModuleSpec(
