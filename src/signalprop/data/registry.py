@@ -17,6 +17,7 @@ from signalprop.data.synthetic import (
     load_copy,
     load_cue_recall,
     load_delayed_recall,
+    load_lag_recall,
     load_spirals,
 )
 from signalprop.errors import ConfigError
@@ -30,6 +31,7 @@ LOADERS: dict[str, Callable[..., Splits]] = {
     "adding": load_adding,
     "delayed-recall": load_delayed_recall,
     "cue-recall": load_cue_recall,
+    "lag-recall": load_lag_recall,
     "bitstream": load_bitstream,
 }
 IMAGE_DATASETS = ("mnist", "fashion-mnist")
