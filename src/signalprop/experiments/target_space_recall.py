@@ -98,8 +98,9 @@ def legacy_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Rows from a run made before the study runner: ``k{k}_{side}_test_acc_per_seed`` (or
     one seed's ``k{k}_{side}_test_acc``), the lr under ``k{k}_{side}_lr`` or ``{side}_lr``,
     diverged runs named ``k{k}-{side}-s{seed}`` in ``diverged``."""
-    delays = sorted({int(key[1:].split("_")[0]) for key in results
-                     if key.startswith("k") and key.endswith("_target_test_acc")})
+    delays = results.get("delays") or sorted(
+        {int(key[1:].split("_")[0]) for key in results if key.startswith("k")
+         and key.endswith(("_target_test_acc", "_target_test_acc_per_seed"))})
     lost = set(results.get("diverged", []))
     rows = []
     for k in delays:
@@ -115,7 +116,10 @@ def legacy_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _delays(rows: list[Row]) -> list[int]:
-    return sorted({int(r.point) for r in rows})
+    delays = sorted({int(r.point) for r in rows})
+    if not delays:
+        raise KeyError("rows (no delay was run)")
+    return delays
 
 
 def check(results: dict[str, Any]) -> tuple[str, str]:
