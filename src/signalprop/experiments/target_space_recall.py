@@ -20,7 +20,7 @@ from signalprop.experiments.lr_tuning import log_spaced
 from signalprop.experiments.registry import Claim, Experiment, Model, register
 from signalprop.experiments.samples import load_sample
 from signalprop.experiments.stats import Difference
-from signalprop.experiments.study import Study, Tuning, Variant, run_study
+from signalprop.experiments.study import Data, Study, Tuning, Variant, run_study
 from signalprop.train import TrainConfig
 
 MEMORISED_ACC = 0.99  #: mean test accuracy at which a delay counts as memorised
@@ -29,19 +29,18 @@ PAPER_DELAY = 90  #: the paper's target space memorises delays up to 90 without 
 
 
 @dataclass(frozen=True)
-class RecallData:
+class RecallData(Data):
     """Bit-stream sequences of length k + ``extra_steps`` (the paper's k + 50); ``n_val`` of the
     ``n_train`` training sequences are the validation split the lrs are tuned on."""
 
+    name: str = "bitstream"
     n_train: int = 2400
     n_val: int = 400
     n_test: int = 500
     extra_steps: int = 50
 
     def __post_init__(self) -> None:
-        positive("data.n_train", self.n_train)
-        positive("data.n_val", self.n_val)
-        positive("data.n_test", self.n_test)
+        super().__post_init__()
         positive("data.extra_steps", self.extra_steps)
 
 
@@ -61,7 +60,6 @@ class RecallConfig:
     def __post_init__(self) -> None:
         if not self.delays or min(self.delays) < 1:
             raise ConfigError("delays must be a non-empty tuple of positive integers")
-        positive("seeds", self.seeds)
 
 
 def study(ctx: RunContext) -> Study:
@@ -75,7 +73,7 @@ def study(ctx: RunContext) -> Study:
                  points=sorted(set(cfg.delays)), train=cfg.train, tuning=cfg.tuning,
                  seeds=cfg.seeds,
                  data=lambda ctx, k: ctx.load_data(
-                     "bitstream", n_train=cfg.data.n_train, n_test=cfg.data.n_test,
+                     cfg.data.name, n_train=cfg.data.n_train, n_test=cfg.data.n_test,
                      T=k + cfg.data.extra_steps, k=k))
 
 
@@ -160,7 +158,7 @@ def check(results: dict[str, Any]) -> tuple[str, str]:
 
 def _sample(cfg: RecallConfig, n: int, seed: int) -> Any:
     k = max(cfg.delays)
-    return load_sample("bitstream", n, seed, fallback=None, T=k + cfg.data.extra_steps, k=k)
+    return load_sample(cfg.data.name, n, seed, fallback=None, T=k + cfg.data.extra_steps, k=k)
 
 
 register(Experiment(
