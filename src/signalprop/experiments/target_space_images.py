@@ -7,6 +7,7 @@ and training wall-clock, with the training loss drawn against epochs and against
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,7 +57,9 @@ def study(ctx: RunContext) -> Study:
 def run(ctx: RunContext) -> dict[str, Any]:
     summary = run_study(ctx, study(ctx), ("train_loss", "test_acc", "wall_s"))
     rows = rows_of(summary["results"])
-    wall = {v: statistics.fmean(r.value("wall_s") for r in select(rows, v)) for v in VARIANTS}
+    wall = {v: statistics.fmean([r.value("wall_s") for r in select(rows, v, status="ok")]
+                                or [math.nan]) for v in VARIANTS}
+    # training wall-clock per run, target over weight space (mean over seeds that trained)
     summary["results"]["wall_ratio"] = {a: wall[f"{a}-target"] / max(wall[f"{a}-weight"], 1e-9)
                                         for a in ARCHS}
     first = [r for r in rows if r.seed == ctx.seed and r.status == "ok"]
