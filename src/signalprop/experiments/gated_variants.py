@@ -149,8 +149,8 @@ def run(ctx: RunContext) -> dict[str, Any]:
     runner = StudyRunner(ctx, study(ctx))
     rows = runner.run()
     out = runner.summary(("test_acc", "max_test_acc", "epoch", "last_test_acc"))
-    out["tables"] = {"variants": variants_table(rows), **out["tables"]}
-    return out
+    out["tables"] = {"variants": variants_table(rows), "runs": out["tables"]["runs"]}
+    return out  # no learning-rate sweep, so no tuning table
 
 
 def legacy_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
