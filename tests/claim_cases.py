@@ -50,30 +50,35 @@ def _resnet(wall: list[float], dbp_acc: list[float]) -> dict[str, Any]:
     return out
 
 
+def _row(variant: str, seed: int, point: Any = None, **metrics: float) -> dict[str, Any]:
+    """One study row (``Row.to_dict()`` form)."""
+    return {"variant": variant, "point": point, "seed": seed, "status": "ok", **metrics}
+
+
 def _depth_speed(d1: list[float], d4: list[float], d16: list[float]) -> dict[str, Any]:
-    return {"depths": "1,4,16", "seeds": 3,
-            **{f"depth_{d}_mean_train_loss_per_seed": v
-               for d, v in ((1, d1), (4, d4), (16, d16))}}
+    return {"seeds": 3, "rows": [_row("frnpf-di", seed, d, mean_train_loss=v)
+                                 for d, values in ((1, d1), (4, d4), (16, d16))
+                                 for seed, v in enumerate(values)]}
 
 
 def _depth_kernel(off: list[float], cond: list[float], dev: list[float]) -> dict[str, Any]:
-    out: dict[str, Any] = {"depths": "1,2,4,8"}
-    for d, o, c, v in zip((1, 2, 4, 8), off, cond, dev, strict=True):
-        out.update({f"depth_{d}_off_diagonal": o, f"depth_{d}_condition": c,
-                    f"depth_{d}_deviation": v})
-    return out
+    return {"rows": [_row("frnpf-di", 0, d, off_diagonal=o, condition=c, deviation=v)
+                     for d, o, c, v in zip((1, 2, 4, 8), off, cond, dev, strict=True)]}
 
 
-def _alignment(ratio: float, std: float) -> dict[str, Any]:
-    return {"relu_alignment_ratio_mean": ratio, "relu_alignment_ratio_std": std,
-            "frnpf-di_alignment_ratio_mean": 1.0, "seeds": 5}
+def _alignment(relu: list[float]) -> dict[str, Any]:
+    """The ReLU net's ν_end/ν_0 per seed; fixed random gates stay at 1."""
+    return {"seeds": len(relu), "rows": [
+        _row(v, seed, alignment_ratio=r) for v, ratios in (("relu", relu),
+                                                           ("frnpf-di", [1.0] * len(relu)))
+        for seed, r in enumerate(ratios)]}
 
 
 def _variants(**means: float) -> dict[str, Any]:
-    out: dict[str, Any] = {"seeds": 3}
-    for v, m in means.items():
-        out[f"{v}_test_acc_mean"], out[f"{v}_test_acc_std"] = m, 0.2
-    return out
+    """Test accuracy (a fraction) per seed: each variant's mean (in %) ± 0.2 points."""
+    return {"seeds": 3, "rows": [_row(v, seed, test_acc=(m + d) / 100)
+                                 for v, m in means.items()
+                                 for seed, d in enumerate((-0.2, 0.0, 0.2))]}
 
 
 def _deep(acc: float, spread: float, control: float = 0.4) -> dict[str, Any]:
@@ -193,8 +198,9 @@ CASES: dict[str, dict[str, dict[str, Any]]] = {
         P: _depth_kernel([0.3, 0.15, 0.0375, 0.0023], [100, 50, 10, 2], [0.8, 0.4, 0.3, 0.1]),
         N: _depth_kernel([0.3, 0.05, 0.05, 0.049], [100, 120, 110, 130], [0.8, 0.4, 0.3, 0.1]),
     },
-    "gated-kernel#0": {R: _alignment(0.7, 0.05), P: _alignment(0.9, 0.02),
-                       N: _alignment(0.97, 0.08)},
+    "gated-kernel#0": {R: _alignment([0.65, 0.7, 0.75, 0.68, 0.72]),
+                       P: _alignment([0.88, 0.9, 0.92, 0.89, 0.91]),
+                       N: _alignment([0.9, 1.05, 0.97, 0.88, 1.05])},
     "gated-variants#0": {
         R: _variants(**{"frnpf-ii": 85.0, "frnpf-di": 85.2, "flnpf": 88.0, "dlnpf": 88.5}),
         P: _variants(**{"frnpf-ii": 85.0, "frnpf-di": 85.2, "flnpf": 85.6, "dlnpf": 86.0}),

@@ -1,17 +1,23 @@
-"""The gated-network experiments: helpers, verdict rules from numbers, and end-to-end runs."""
+"""The gated-network experiments: helpers, legacy readers, and end-to-end runs."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 import torch
+from torch.utils.data import TensorDataset
 
+from signalprop.config import apply_overrides
 from signalprop.data.splits import make_splits
 from signalprop.errors import ConfigError
-from signalprop.experiments import gated
+from signalprop.experiments import gated_depth, gated_kernel, gated_models, gated_variants
 from signalprop.experiments.context import run_experiment
+from signalprop.experiments.evidence import per_seed, rows_of
 from signalprop.experiments.registry import get_experiment
+from signalprop.nn.gated import gated_mlp
+from signalprop.train import epoch_records
 
 
 def _splits(n=50, classes=3):
@@ -21,28 +27,23 @@ def _splits(n=50, classes=3):
 
 
 def test_validation_hook_keeps_the_best_state_across_a_resume(tmp_path):
-    from torch.utils.data import TensorDataset
-
-    from signalprop.nn.gated import gated_mlp
-
     model = gated_mlp("relu", 4, 5, 1, 3)
-    val = TensorDataset(torch.randn(20, 4), torch.randint(0, 3, (20,)))
-    best = tmp_path / gated.BEST_STATE
+    val = dataclasses.replace(_splits(), test=TensorDataset(torch.randn(20, 4),
+                                                            torch.randint(0, 3, (20,))))
+    best = tmp_path / gated_variants.BEST_STATE
     torch.save({"marker": torch.ones(1)}, best)
     (tmp_path / "metrics.jsonl").write_text(
         json.dumps({"kind": "epoch", "epoch": 1, "val_acc": 1.01}) + "\n")
-    record = gated._validation_hook(val, best, tmp_path)(model, 2)
-    assert (record["val_acc"], record["val_loss"]) == gated._accuracy(model, val)
+    record = gated_variants.validation_hook(val, best, tmp_path)(model, 2)
+    assert (record["val_acc"], record["val_loss"]) == gated_models.accuracy(model, val.test)
     assert "marker" in torch.load(best)  # an earlier epoch was better: not overwritten
     fresh = tmp_path / "fresh"
-    fresh.mkdir()
-    gated._validation_hook(val, fresh / gated.BEST_STATE, fresh)(model, 1)
-    assert "head.weight" in torch.load(fresh / gated.BEST_STATE)
+    gated_variants.validation_hook(val, fresh / gated_variants.BEST_STATE, fresh)(model, 1)
+    assert "head.weight" in torch.load(fresh / gated_variants.BEST_STATE)
 
 
 def test_binary_subset_relabels_two_classes():
-    splits = _splits(60, 3)
-    sub = gated.binary_subset(splits, (0, 2), 5, 4, seed=0)
+    sub = gated_kernel.binary_subset(_splits(60, 3), (0, 2), 5, 4, seed=0)
     x, y = sub.train.tensors
     assert x.shape == (10, 4) and sorted(set(y.tolist())) == [-1.0, 1.0]
     assert (y == 1).sum() == 5 and sub.task == "regression"
@@ -51,36 +52,87 @@ def test_binary_subset_relabels_two_classes():
 
 def test_squared_loss_is_half_sum_of_squares():
     out = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
-    assert float(gated.squared_loss(out, torch.tensor([0, 1]))) == pytest.approx(0.25)
+    assert float(gated_depth.squared_loss(out, torch.tensor([0, 1]))) == pytest.approx(0.25)
 
 
 def test_bad_config_values_raise():
     with pytest.raises(ConfigError):
-        gated.VariantsModel(variants=("galu",))
+        gated_variants.VariantsConfig(variants=("galu",))
     with pytest.raises(ConfigError):
-        gated.DepthModel(depths=())
+        gated_depth.DepthModel(depths=())
     with pytest.raises(ConfigError):
-        gated.DepthModel(lr_scaling="auto")
+        gated_depth.DepthModel(lr_scaling="auto")
     with pytest.raises(ConfigError):
-        gated.KernelData(classes=(3, 3))
+        gated_kernel.KernelData(classes=(3, 3))
+    with pytest.raises(ConfigError):
+        gated_kernel.KernelConfig(variants=("flnpf",))
+
+
+@pytest.mark.parametrize("name", ["gated-variants", "gated-depth", "gated-kernel"])
+def test_seeds_are_one_top_level_key(name):
+    cfg = apply_overrides(get_experiment(name).make_config(), ["seeds=4"])
+    assert cfg.seeds == 4 and not hasattr(cfg.model, "seeds")
+
+
+def test_legacy_readers_give_the_stored_per_seed_values():
+    variants = gated_variants.legacy_rows({"seeds": 2, "relu_test_acc_mean": 88.0,
+                                           "relu_test_acc_per_seed": [88.5, 87.5]})
+    assert per_seed(rows_of({"rows": variants}), variant="relu",
+                    metric="test_acc").values == (0.885, 0.875)
+    depth = gated_depth.legacy_rows({
+        "depths": "1,4", "depth_1_condition": 9.0, "depth_4_condition": 3.0,
+        "depth_1_mean_train_loss_per_seed": [0.5, 0.7], "depth_4_mean_train_loss_per_seed":
+        [0.9, 1.1]})
+    rows = rows_of({"rows": depth})
+    assert per_seed(rows, variant="frnpf-di", metric="mean_train_loss", point=4).mean == 1.0
+    assert per_seed(rows, variant="frnpf-di", metric="condition", point=1).values == (9.0, 9.0)
+    kernel = gated_kernel.legacy_rows({"relu_alignment_ratio_per_seed": [0.8, 0.9],
+                                       "relu_test_sign_acc_mean": 0.99})
+    assert [r["alignment_ratio"] for r in kernel] == [0.8, 0.9]
+    assert {r["run"] for r in kernel} == {"relu_s0", "relu_s1"}
 
 
 def test_gated_variants_tiny_end_to_end(tmp_path):
     exp = get_experiment("gated-variants")
-    run_dir = run_experiment(exp, out=tmp_path, quick=True, overrides=[
-        "data.n_train=400", "data.n_test=200", "data.n_val=100", "model.seeds=1",
+    run_dir = run_experiment(exp, out=tmp_path, quick=True, progress=False, overrides=[
+        "data.n_train=400", "data.n_test=200", "data.n_val=100", "seeds=1",
         "model.width=16", "model.depth=2", "train.epochs=2"])
     summary = json.loads((run_dir / "summary.json").read_text())
     rows = summary["tables"]["variants"]["rows"]
     assert [r[0] for r in rows] == ["relu", "frnpf-ii", "frnpf-di", "flnpf", "dlnpf", "dlgn"]
+    stored = summary["results"]["rows"]
+    assert all(r["lr"] == 1e-3 and 1 <= r["epoch"] <= 2 and r["status"] == "ok"
+               and r["max_test_acc"] >= r["test_acc"] for r in stored)
     for claim in summary["claims"]:
         if summary["fallbacks"]:  # no Fashion-MNIST here: MNIST-1D stood in, nothing judged
             assert claim["verdict"] == "not checked" and "fallback MNIST-1D" in claim["our_value"]
         else:  # judged (the runs trained), on data named as not the paper's
             assert claim["verdict"] != "not checked", claim
             assert "on Fashion-MNIST (paper: MNIST); indicative (1 seed)" in claim["label"]
-    # the FLNPF run's gates are the ReLU run's best-validation gates
-    assert (run_dir / "relu_s0" / gated.BEST_STATE).exists()
+    # the FLNPF run's gates are the ReLU run's best-validation gates; only ReLU keeps a state
+    assert (run_dir / "relu-s0" / gated_variants.BEST_STATE).exists()
+    assert not (run_dir / "flnpf-s0" / gated_variants.BEST_STATE).exists()
+    assert all("val_acc" in r for r in epoch_records(run_dir / "flnpf-s0"))
+
+
+def test_gated_depth_and_kernel_write_rows(tmp_path):
+    for name, extra in (("gated-depth", ["seeds=2"]), ("gated-kernel", ["seeds=2"])):
+        exp = get_experiment(name)
+        overrides = [f"{k}={list(v) if isinstance(v, tuple) else v}"
+                     for k, v in exp.tiny.items()] + extra
+        run_dir = run_experiment(exp, out=tmp_path / name, quick=True, progress=False,
+                                 overrides=[o.replace(" ", "") for o in overrides])
+        rows = json.loads((run_dir / "summary.json").read_text())["results"]["rows"]
+        assert {r["seed"] for r in rows} == {0, 1}
+        assert (run_dir / "rows.jsonl").read_text().count("\n") == len(rows)
+        if name == "gated-depth":
+            assert sorted({r["point"] for r in rows}) == [1, 2, 4]
+            assert all(r["condition"] > 0 and r["mean_train_loss"] > 0 for r in rows)
+            assert (run_dir / "depth_4_s1").is_dir()
+        else:
+            assert {r["variant"] for r in rows} == {"relu", "dlnpf", "frnpf-di"}
+            fixed = [r["alignment_ratio"] for r in rows if r["variant"] == "frnpf-di"]
+            assert fixed == pytest.approx([1.0, 1.0])  # fixed gates: the kernel never moves
 
 
 @pytest.mark.slow

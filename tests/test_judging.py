@@ -10,7 +10,7 @@ import pytest
 from claim_cases import CASES
 
 from signalprop.experiments import decorrelation_models as decorrelation
-from signalprop.experiments import gated
+from signalprop.experiments import gated_depth, gated_variants
 from signalprop.experiments.judging import judge, subrun_health
 from signalprop.experiments.registry import get_experiment
 from signalprop.experiments.stats import (
@@ -107,8 +107,8 @@ def test_report_keeps_the_stored_verdict_and_shows_todays_when_the_rule_changed(
     assert row["verdict"] == "reproduced" and row["our_value"] == "old text"
     assert row["rule_version"] == 1 and row["change"] == "rule changed since the run"
     assert row["label"].startswith("reproduced on Fashion-MNIST")
-    assert row["now"].startswith("partly on Fashion-MNIST") and "rule v2" in row["now"]
-    assert row["rule_now"].startswith("v2: ReLU net's")
+    assert row["now"].startswith("partly on Fashion-MNIST") and "rule v3" in row["now"]
+    assert row["rule_now"].startswith("v3: ReLU net's")
     same = [{**now, "our_value": "as stored"}]
     (row,) = merge_claims(same, [now])
     assert "now" not in row and row["our_value"] == "as stored"
@@ -116,9 +116,9 @@ def test_report_keeps_the_stored_verdict_and_shows_todays_when_the_rule_changed(
 
 def test_full_runs_raise_seeds_to_three_and_quick_runs_keep_theirs():
     variants = get_experiment("gated-variants")
-    assert seed_overrides(variants, None) == ["model.seeds=3"]
+    assert seed_overrides(variants, None) == ["seeds=3"]
     assert seed_overrides(variants, None, quick=True) == []
-    assert seed_overrides(variants, 5) == ["model.seeds=5"]
+    assert seed_overrides(variants, 5) == ["seeds=5"]
     assert seed_overrides(get_experiment("gated-kernel"), None) == []  # 5 by default
 
 
@@ -153,15 +153,16 @@ def test_kernel_rule_needs_more_than_the_two_ends():
     random gates by Cauchy–Schwarz; a plateau after the first step and a condition number that
     does not fall now fail the 'closer to diagonal' half."""
     res = CASES["gated-depth#1"]["not reproduced"]
-    off = [res[f"depth_{d}_off_diagonal"] for d in (1, 2, 4, 8)]
+    off = [r["off_diagonal"] for r in sorted(res["rows"], key=lambda r: r["point"])]
     assert off[-1] < off[0]  # the ends alone would have passed
-    assert gated._kernel_mechanism(res)[1] == "not reproduced"
+    assert gated_depth._kernel_mechanism(res)[1] == "not reproduced"
 
 
 def test_flnpf_share_without_a_gap_has_no_nan():
     res = CASES["gated-variants#1"]["reproduced"]
-    res = {**res, "frnpf-di_test_acc_mean": 89.0}
-    text, verdict = gated._gates_hold_the_information(res)
+    res = {**res, "rows": [{**r, "test_acc": 0.89} if r["variant"] == "frnpf-di" else r
+                           for r in res["rows"]]}
+    text, verdict = gated_variants._gates_hold_the_information(res)
     assert "nan" not in text and "no gap" in text and verdict == "not reproduced"
 
 

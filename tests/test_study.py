@@ -136,3 +136,21 @@ def test_bad_declarations_are_refused():
 def test_rows_round_trip_through_json():
     row = Row(variant="a", seed=1, point=100, lr=1e-3, metrics={"test_acc": 0.5})
     assert Row.from_dict(json.loads(json.dumps(row.to_dict()))) == row
+
+
+def test_on_epoch_hooks_the_final_runs_only_with_the_validation_split(tmp_path):
+    calls = []
+
+    def hook(variant, sub_run, val):
+        calls.append((variant.name, sub_run.name, len(val.test)))
+        return lambda model, epoch: {"val_size": len(val.test)}
+
+    study = Study(variants=[_variant(), _variant("fixed", tuned=False)],
+                  data=lambda ctx, point: _splits(), tuning=Tuning(lrs=(1e-2,),
+                                                                   max_extensions=0),
+                  train=TrainConfig(epochs=1, batch_size=20), seeds=1, on_epoch=hook)
+    run_study(_ctx(tmp_path), study)
+    assert calls == [("mlp", "mlp-s0", 20), ("fixed", "fixed-s0", 20)]  # no tuning run
+    records = [json.loads(line) for line in
+               (tmp_path / "mlp-s0" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["val_size"] for r in records if r.get("kind") == "epoch"] == [20]

@@ -128,7 +128,9 @@ class Study:
     sub_run, point)`` adds metrics to a row beyond ``result.json``'s ``test_acc``,
     ``test_loss`` and ``train_loss``; ``derive(rows, run_dir)`` may add metrics that compare rows (a
     speed-up against the baseline of the same seed). ``curve`` names the epoch-record key drawn
-    for every variant's first seed.
+    for every variant's first seed. ``on_epoch(variant, sub_run, val_splits)``, when given,
+    makes the epoch hook of each final (not tuning) run: ``hook(model, epoch) -> dict`` adds to
+    that epoch's record, and ``val_splits.test`` is the validation split.
     """
 
     variants: Sequence[Variant]
@@ -141,6 +143,7 @@ class Study:
     derive: Callable[[list[Row], Path], list[Row]] | None = None
     curve: str = "test_acc"
     curve_title: str = "Test accuracy per epoch"
+    on_epoch: Callable[[Variant, Path, Splits], Callable[[Any, int], dict[str, Any]]] | None = None
 
     def __post_init__(self) -> None:
         positive("seeds", self.seeds)
@@ -201,10 +204,10 @@ class StudyRunner:
         return variant.train(self.study.train, point) if variant.train else self.study.train
 
     def _fit(self, name: str, variant: Variant, point: Any, setting: Any, splits: Splits,
-             seed: int, cfg: TrainConfig) -> dict[str, Any]:
+             seed: int, cfg: TrainConfig, on_epoch: Any = None) -> dict[str, Any]:
         seed_everything(seed)
         model, rules = variant.build(point, setting, splits, seed)
-        return self.ctx.fit(name, model, splits, cfg, seed=seed, rules=rules)
+        return self.ctx.fit(name, model, splits, cfg, seed=seed, rules=rules, on_epoch=on_epoch)
 
     def _score(self, variant: Variant, point: Any, label: str, lr: float, tune: Splits,
                seed: int) -> float:
@@ -288,9 +291,11 @@ class StudyRunner:
         cfg = dataclasses.replace(cfg, lr=lr) if lr is not None else cfg
         name = _name(point, variant.name, label, f"s{seed}")
         status, metrics = "ok", {}
+        hook = (self.study.on_epoch(variant, self.ctx.run_dir / name, tune_splits)
+                if self.study.on_epoch is not None else None)
         try:
             final = self._fit(name, variant, point, variant.settings[label], train_splits,
-                              seed, cfg)
+                              seed, cfg, hook)
         except DivergenceError as exc:
             status = "diverged"
             classes = getattr(train_splits, "num_classes", 0) or 0
