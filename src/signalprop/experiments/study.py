@@ -101,6 +101,9 @@ class Variant:
     caller seeds torch first). ``settings`` maps labels to candidate settings tuned together
     with the learning rate (one unnamed setting, ``None``, by default). ``tuned=False`` trains
     at ``lr`` (or the training config's) without a sweep. ``on_diverge``: see the module doc.
+    ``lrs``: the variant's own learning-rate grid (default ``tuning.lrs``). ``tuned_as``: the
+    name of another variant whose tuned choice (setting and rate) this one reuses (an
+    ablation of it; the two must share setting labels).
     """
 
     name: str
@@ -110,6 +113,8 @@ class Variant:
     lr: float | None = None
     on_diverge: str = "chance"
     train: Callable[[Any, Any], TrainConfig] | None = None
+    lrs: tuple[float, ...] | None = None
+    tuned_as: str = ""
 
     def __post_init__(self) -> None:
         if self.on_diverge not in DIVERGED_POLICIES:
@@ -223,7 +228,7 @@ class StudyRunner:
         """Sweep ``variant``'s settings × rates at ``point``, extending at the edges."""
         tuning = self.study.tuning
         sweep = Sweep()
-        lrs = sorted(set(tuning.lrs))
+        lrs = sorted(set(variant.lrs or tuning.lrs))
         ratio = _grid_ratio(lrs)
         for label in variant.settings:
             for lr in lrs:
@@ -258,6 +263,12 @@ class StudyRunner:
             lr = variant.lr if variant.lr is not None else self._train_config(
                 variant, point).lr
             return label, lr, None
+        if variant.tuned_as:
+            source = [v for v in self.study.variants if v.name == variant.tuned_as]
+            if not source:
+                raise ConfigError(f"variant {variant.name!r}: tuned_as names no variant "
+                                  f"({variant.tuned_as!r})")
+            return self.chosen(source[0], point, tune, seed)
         key_seed = seed if self.study.tuning.every_seed else self.ctx.seed
         key = (variant.name, point, key_seed)
         if key not in self.sweeps:
@@ -272,7 +283,10 @@ class StudyRunner:
         for point in study.points:
             splits = study.data(ctx, point)
             self.dataset = splits.name
-            train_splits, tune_splits = tuning_splits(splits, ctx.config.data.n_val, ctx.seed)
+            train_splits, tune_splits = splits, splits  # nothing tuned: no split carved
+            if any(v.tuned for v in study.variants):
+                train_splits, tune_splits = tuning_splits(splits, ctx.config.data.n_val,
+                                                          ctx.seed)
             for variant in study.variants:
                 for seed in ctx.seeds(study.seeds):
                     self.rows.append(self._final(variant, point, seed, train_splits,
