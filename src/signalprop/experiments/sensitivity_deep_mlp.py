@@ -4,16 +4,13 @@ tuned initial gain, and with SAL (Shibata et al., arXiv 2012.13134).
 Backprop through ``h_{l+1} = tanh(W_l h_l)`` multiplies the gradient by ``W_l^T diag(f')`` per
 layer; from small weights (gain 0.5) it vanishes long before the first of 300 layers. SAL lifts
 every neuron's sensitivity ``|f'(U_j)| ‖w_j‖`` towards 1 after each step, keeping that product
-near norm 1. The baseline that SAL is said to beat starts from a tuned initial gain instead
-(Gaussian or orthogonal weights, Saxe et al. 2014; dynamical isometry for tanh near gain 1,
-Pennington et al. 2017).
+near norm 1. The baseline SAL is said to beat starts from a tuned gain instead (Gaussian or
+orthogonal weights: Saxe et al. 2014; dynamical isometry near gain 1, Pennington et al. 2017).
 
-Every variant is tuned by the study runner on a validation split of the first seed with an
-equal budget (:class:`DeepTuning`): both weight families for all; BP from small weights tries
-``tuning.bp_lrs``; the tuned gain tries ``tuning.gains`` × ``tuning.lrs``; BP+SAL tries
-``tuning.sal_lrs`` × ``tuning.lrs``. ``bp-sal-no-guard`` (the saturation guard's ablation, this
-library's extension) reuses BP+SAL's choice. Measured per run: test accuracy, the train-loss
-drop from the first epoch, and ``log10`` of the first over the last layer's gradient norm.
+The study runner tunes every variant with an equal budget (:class:`DeepTuning`);
+``bp-sal-no-guard`` (the saturation guard's ablation, this library's extension) reuses BP+SAL's
+choice. Measured per run: test accuracy, the train-loss drop from epoch 1, and ``log10`` of the
+first over the last layer's gradient norm.
 """
 
 from __future__ import annotations
@@ -28,7 +25,7 @@ from torch import nn
 from signalprop.config import one_of, positive, positive_values
 from signalprop.data.splits import Splits
 from signalprop.errors import ConfigError
-from signalprop.experiments.common import at_least, at_most
+from signalprop.experiments.common import at_least, at_most, grad_norm_profile
 from signalprop.experiments.context import RunContext
 from signalprop.experiments.evidence import Row, chosen_lr, notes, per_seed, rows_of, select
 from signalprop.experiments.registry import Claim, Experiment, Model, register
@@ -42,10 +39,9 @@ from signalprop.train import TrainConfig, epoch_records
 
 INITS = ("gaussian", "orthogonal")
 VARIANTS = ("bp", "bp-tuned-gain", "bp-sal", "bp-sal-no-guard")
-GRAD_FLOOR = 1e-30
-#: Test accuracy of logistic regression on MNIST-1D (4000 train / 1000 test; Greydanus 2020,
-#: the mnist1d README's benchmark table; we measure 0.31). A deep net below what a linear map of
-#: the inputs reaches has not trained to a meaningful accuracy (docs/methods/sensitivity.md).
+GRAD_RATIOS = ("log10_grad_first_over_last", "log10_grad_first_over_last_epoch1")
+#: Logistic regression's test accuracy on MNIST-1D (4000/1000; Greydanus 2020; we measure 0.31):
+#: a deep net below it has not trained to a meaningful accuracy (docs/methods/sensitivity.md).
 LINEAR_REFERENCE = {"mnist1d": 0.32}
 
 
@@ -63,11 +59,9 @@ class DeepModelConfig:
     tuned_init: str = "gaussian"
 
     def __post_init__(self) -> None:
-        positive("model.width", self.width)
-        positive("model.depth", self.depth)
+        for name in ("width", "depth", "small_gain", "tuned_gain"):
+            positive(f"model.{name}", getattr(self, name))
         one_of("model.activation", self.activation, ("tanh", "sigmoid"))
-        positive("model.small_gain", self.small_gain)
-        positive("model.tuned_gain", self.tuned_gain)
         one_of("model.tuned_init", self.tuned_init, INITS)
         one_of("model.small_init", self.small_init, INITS)
 
@@ -110,9 +104,8 @@ class DeepConfig:
     model: DeepModelConfig = field(default_factory=DeepModelConfig)
     tuning: DeepTuning = field(default_factory=DeepTuning)
     sal: SALConfig = field(default_factory=lambda: SALConfig(lr=0.03, beta=0.0))
-    train: TrainConfig = field(
-        default_factory=lambda: TrainConfig(epochs=30, lr=2e-4, grad_norms=True, log_every=4)
-    )
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        epochs=30, lr=2e-4, grad_norms=True, log_every=4))
     seeds: int = 3
 
 
@@ -143,10 +136,6 @@ MODELS = {
 }
 
 
-def sample(cfg: DeepConfig, n: int, seed: int) -> Splits:
-    return load_sample(cfg.data.name, n, seed)
-
-
 @dataclass(frozen=True)
 class DeepSetting:
     """One candidate's initial weights (family and gain) and, with SAL, SAL's rate."""
@@ -171,18 +160,6 @@ def deep_sweeps(cfg: DeepConfig) -> dict[str, dict[str, DeepSetting]]:
     return {v: {s.label: s for s in settings} for v, settings in sweeps.items()}
 
 
-def _log10_ratio(profile: list[float]) -> float:
-    return math.log10(max(profile[0], 1e-300) / max(profile[-1], 1e-300))
-
-
-def _profiles(sub_run: Path) -> tuple[list[float], list[float]]:
-    """Per-layer gradient norms (input to output) of the first and the last epoch."""
-    records = [r for r in epoch_records(sub_run) if r.get("grad_norms")]
-    if not records:
-        return [], []
-    return list(records[0]["grad_norms"].values()), list(records[-1]["grad_norms"].values())
-
-
 def _sal_steps(sub_run: Path) -> list[dict[str, Any]]:
     path = sub_run / "metrics.jsonl"
     rows = read_jsonl(path) if path.exists() else []
@@ -190,13 +167,12 @@ def _sal_steps(sub_run: Path) -> list[dict[str, Any]]:
 
 
 def measure(final: dict[str, Any], sub_run: Path, point: Any) -> dict[str, float]:
-    """Train-loss drop from epoch 1, the gradient ratio (first and last epoch), SAL's last
-    log-RMS sensitivity."""
+    """Train-loss drop from epoch 1, ``log10`` of the first over the last layer's gradient
+    norm (last epoch, and epoch 1), SAL's last log-RMS sensitivity."""
     out = {"loss_drop": epoch_records(sub_run)[0]["train_loss"] - final["train_loss"]}
-    first, last = _profiles(sub_run)
-    if last:
-        out["log10_grad_first_over_last"] = _log10_ratio(last)
-        out["log10_grad_first_over_last_epoch1"] = _log10_ratio(first)
+    for key, epoch in zip(GRAD_RATIOS, (-1, 0), strict=True):
+        if norms := grad_norm_profile(sub_run, epoch):
+            out[key] = math.log10(max(norms[0], 1e-300) / max(norms[-1], 1e-300))
     steps = _sal_steps(sub_run)
     if steps:
         out["final_log_rms_s"] = steps[-1]["sal_log_rms_s"]
@@ -216,8 +192,7 @@ def study(ctx: RunContext) -> Study:
         return Variant(name, build, settings=sweeps[name.removesuffix("-no-guard")], **options)
 
     return Study(variants=[variant("bp", lrs=cfg.tuning.bp_lrs), variant("bp-tuned-gain"),
-                           variant("bp-sal"),
-                           variant("bp-sal-no-guard", sal_guard=False, tuned_as="bp-sal")],
+                           variant("bp-sal"), variant("bp-sal-no-guard", False, tuned_as="bp-sal")],
                  data=lambda ctx, point: ctx.load_data(
                      cfg.data.name, fallback="mnist1d", n_train=cfg.data.n_train,
                      n_test=cfg.data.n_test),
@@ -232,15 +207,14 @@ def run(ctx: RunContext) -> dict[str, Any]:
     rows = rows_of(summary["results"])
     grads, sens = {}, {}
     for variant in VARIANTS:
-        first = [r for r in select(rows, variant, status="ok") if r.seed == ctx.seed]
-        if not first:
-            continue
-        sub = ctx.run_dir / first[0].run
-        for label, profile in zip(("epoch 1", "last epoch"), _profiles(sub), strict=True):
+        first = [ctx.run_dir / r.run for r in select(rows, variant, status="ok")
+                 if r.seed == ctx.seed]
+        for label, epoch in (("epoch 1", 0), ("last epoch", -1)):
             # exact zeros (BP from small weights underflows) are floored for a log axis
-            grads[f"{variant}, {label}"] = [[i, max(g, GRAD_FLOOR)] for i, g in enumerate(profile)]
-        if variant == "bp-sal":
-            steps = _sal_steps(sub)
+            grads[f"{variant}, {label}"] = [[i, max(g, 1e-30)] for sub in first
+                                            for i, g in enumerate(grad_norm_profile(sub, epoch))]
+        if variant == "bp-sal" and first:
+            steps = _sal_steps(first[0])
             sens["log-RMS sensitivity (per layer mean)"] = [[r["step"], r["sal_log_rms_s"]]
                                                             for r in steps]
             sens["saturated fraction"] = [[r["step"], r["sal_saturated_frac"]] for r in steps
@@ -257,50 +231,35 @@ def run(ctx: RunContext) -> dict[str, Any]:
 def legacy_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Rows from a run made before the study runner (``{variant}_{metric}_per_seed`` keys; the
     gradient ratios were measured on the first seed only)."""
+    def at(v: str, key: str, seed: int) -> Any:
+        values = results.get(f"{v}_{key}_per_seed")
+        return results.get(f"{v}_{key}") if values is None else values[seed]
+
     rows = []
     for v in VARIANTS:
-        def series(key: str, n: int, v: str = v) -> list[Any]:
-            values = results.get(f"{v}_{key}_per_seed")
-            return values if values is not None else [results.get(f"{v}_{key}")] * n
-
-        n = len(results.get(f"{v}_test_acc_per_seed") or [None])
-        chosen = results.get(f"{v}_setting") or {}
-        setting = DeepSetting(chosen["init"], chosen["gain"], chosen.get("sal_lr")).label \
-            if chosen else ""
-        for seed, acc, loss, drop in zip(range(n), series("test_acc", n), series(
-                "train_loss", n), series("loss_drop", n), strict=True):
-            row = {"variant": v, "seed": seed, "lr": chosen.get("lr"), "setting": setting,
-                   "test_acc": acc, "train_loss": loss, "loss_drop": drop}
-            if seed == 0:
-                for key in ("log10_grad_first_over_last", "log10_grad_first_over_last_epoch1"):
-                    row[key] = results.get(f"{v}_{key}")
+        chosen = results.get(f"{v}_setting") or {"init": "", "gain": 0, "lr": None}
+        setting = DeepSetting(chosen["init"], chosen["gain"], chosen.get("sal_lr"))
+        for seed in range(len(results.get(f"{v}_test_acc_per_seed") or [None])):
+            row = {"variant": v, "seed": seed, "lr": chosen["lr"],
+                   "setting": setting.label if setting.init else "",
+                   **{k: at(v, k, seed) for k in ("test_acc", "train_loss", "loss_drop")}}
+            if seed == 0:  # the gradient ratios: the first seed's
+                row |= {k: results.get(f"{v}_{k}") for k in GRAD_RATIOS}
             rows.append({k: (math.nan if x is None else x) for k, x in row.items()})
     return rows
 
 
-def _first_seed(rows: list[Row], variant: str, metric: str) -> float:
-    runs = select(rows, variant)
-    return runs[0].value(metric) if runs else math.nan
-
-
-def _meaningful(results: dict[str, Any], rows: list[Row]) -> str | None:
-    """``None`` when BP+SAL's mean test accuracy reaches the dataset's linear reference, else
-    the reason it does not (which caps a verdict at partly)."""
+def _capped(verdict: str, results: dict[str, Any], acc: Difference, ours: str
+            ) -> tuple[str, str]:
+    """A reproduced verdict becomes partly, with the reason, unless BP+SAL's mean test
+    accuracy (``acc.a``) reaches the dataset's linear reference."""
     dataset = str(results.get("dataset", ""))
     bar = LINEAR_REFERENCE.get(dataset)
-    if bar is None:
-        return f"no linear-classifier reference accuracy for {dataset or 'this dataset'}"
-    acc = per_seed(rows, variant="bp-sal", metric="test_acc").mean
-    if acc >= bar:
-        return None
-    return (f"below the linear reference: {acc:.3f} < {bar:.2f} (logistic regression on "
-            f"{dataset}), not a meaningful accuracy")
-
-
-def _capped(verdict: str, reason: str | None, ours: str) -> tuple[str, str]:
-    """A reproduced verdict on a non-meaningful accuracy becomes partly, with the reason."""
-    if reason is None:
+    if bar is not None and acc.a.mean >= bar:
         return ours, verdict
+    reason = (f"no linear-classifier reference accuracy for {dataset or 'this dataset'}"
+              if bar is None else f"below the linear reference: {acc.a.mean:.3f} < {bar:.2f} "
+              f"(logistic regression on {dataset}), not a meaningful accuracy")
     return f"{ours}; {reason}", "partly" if verdict == "reproduced" else verdict
 
 
@@ -313,8 +272,8 @@ def _chosen(rows: list[Row], *variants: str) -> str:
 
 def _accuracy(results: dict[str, Any], other: str) -> tuple[list[Row], Difference]:
     rows = rows_of(results)
-    return rows, Difference(per_seed(rows, variant="bp-sal", metric="test_acc"),
-                            per_seed(rows, variant=other, metric="test_acc"))
+    sal, base = (per_seed(rows, variant=v, metric="test_acc") for v in ("bp-sal", other))
+    return rows, Difference(sal, base)
 
 
 def _trains(results: dict[str, Any]) -> tuple[str, str]:
@@ -324,12 +283,12 @@ def _trains(results: dict[str, Any]) -> tuple[str, str]:
             f"{drop[0]:.3f} vs {drop[1]:.3f}" + _chosen(rows, "bp-sal", "bp"))
     if not acc.beyond_noise():
         return ours, "not reproduced"
-    return _capped(at_least(acc.diff, 0.10, 0.03), _meaningful(results, rows), ours)
+    return _capped(at_least(acc.diff, 0.10, 0.03), results, acc, ours)
 
 
 def _gradient(results: dict[str, Any]) -> tuple[str, str]:
     rows = rows_of(results)
-    sal, bp, tuned = (_first_seed(rows, v, "log10_grad_first_over_last")
+    sal, bp, tuned = (select(rows, v)[0].value("log10_grad_first_over_last")  # first seed
                       for v in ("bp-sal", "bp", "bp-tuned-gain"))
     ours = (f"log10(first/last layer grad), last epoch: BP+SAL {sal:.1f}, BP {bp:.1f}, "
             f"tuned gain {tuned:.1f}")
@@ -340,7 +299,7 @@ def _vs_tuned(results: dict[str, Any]) -> tuple[str, str]:
     rows, acc = _accuracy(results, "bp-tuned-gain")
     ours = (f"test acc: {acc.text('BP+SAL', 'tuned initial gain')}"
             + _chosen(rows, "bp-sal", "bp-tuned-gain"))
-    return _capped(better(acc, 0.02), _meaningful(results, rows), ours)
+    return _capped(better(acc, 0.02), results, acc, ours)
 
 
 register(Experiment(
@@ -350,7 +309,7 @@ register(Experiment(
     make_config=DeepConfig,
     run=run,
     models=MODELS,
-    sample=sample,
+    sample=lambda cfg, n, seed: load_sample(cfg.data.name, n, seed),
     legacy_rows=legacy_rows,
     quick={"model.depth": 30, "data.n_train": 512, "data.n_val": 128, "data.n_test": 256,
            "train.epochs": 3, "train.batch_size": 64, "model.width": 32, "seeds": 1,
@@ -363,8 +322,7 @@ register(Experiment(
         Claim(
             text="SAL with BP avoids the vanishing gradient in a 300-layer network: the gradient "
             "norm stays within a few orders of magnitude from the last to the first layer",
-            source=SOURCE, paper_value="no vanishing gradient",
-            check=_gradient,
+            source=SOURCE, paper_value="no vanishing gradient", check=_gradient,
             rule="|log10(first/last layer gradient norm)| of the SAL run, last epoch: "
                  "reproduced <= 2, partly <= 4, else not reproduced",
             paper_data="not stated in the abstract",
@@ -381,8 +339,7 @@ register(Experiment(
         ),
         Claim(
             text="BP with SAL learns better than BP from a tuned initial weight scale",
-            source=SOURCE,
-            paper_value="significant improvement (numbers not read)",
+            source=SOURCE, paper_value="significant improvement (numbers not read)",
             check=_vs_tuned, rule_version=4,
             rule="test acc BP+SAL − tuned gain over seeds: reproduced >= 0.02 and Welch "
                  "one-sided p < 0.05 with BP+SAL's mean >= the linear reference (MNIST-1D "
