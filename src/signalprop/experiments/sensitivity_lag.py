@@ -131,6 +131,7 @@ def study(ctx: RunContext) -> Study:
 def run(ctx: RunContext) -> dict[str, Any]:
     cfg: LagConfig = ctx.config
     summary = run_study(ctx, study(ctx), ("test_acc", "success", "train_loss"))
+    del summary["tables"]["lr_tuning"]  # nothing is tuned
     summary["results"].update(dataset=f"{summary['results']['dataset']} (lag {cfg.data.lag})",
                               lag=cfg.data.lag, success_acc=cfg.success_acc)
     return summary

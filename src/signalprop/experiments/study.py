@@ -4,7 +4,8 @@ An experiment declares a :class:`Study` (its variants, the sweep points, how to 
 and how to build each model) and :func:`run_study` does the rest, once for all experiments:
 
 1. **Validation split.** ``data.n_val`` examples are carved from the training data (never the
-   test set) for tuning; the final runs train on the rest.
+   test set) for tuning; the final runs train on the rest. A study whose variants are all
+   untuned (``tuned=False``) carves nothing and trains on all the training data.
 2. **Tuning.** Per variant and sweep point, every candidate (each of the variant's settings at
    each learning rate of ``tuning.lrs``) trains for ``tuning.epochs`` on the reduced training
    data and is scored by its validation loss; a candidate that diverges scores ``inf``. This
