@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 
 from signalprop.data.mnist1d_data import load_mnist1d
 from signalprop.experiments.lr_tuning import carve_validation
-from signalprop.experiments.sensitivity import orthogonal_init_
+from signalprop.experiments.sensitivity_deep_mlp import orthogonal_init_
 from signalprop.learning.sensitivity import SensitivityAdjustment
 from signalprop.nn.mlp import MLP
 

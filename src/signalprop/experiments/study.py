@@ -4,7 +4,8 @@ An experiment declares a :class:`Study` (its variants, the sweep points, how to 
 and how to build each model) and :func:`run_study` does the rest, once for all experiments:
 
 1. **Validation split.** ``data.n_val`` examples are carved from the training data (never the
-   test set) for tuning; the final runs train on the rest.
+   test set) for tuning; the final runs train on the rest. A study whose variants are all
+   untuned (``tuned=False``) carves nothing and trains on all the training data.
 2. **Tuning.** Per variant and sweep point, every candidate (each of the variant's settings at
    each learning rate of ``tuning.lrs``) trains for ``tuning.epochs`` on the reduced training
    data and is scored by its validation loss; a candidate that diverges scores ``inf``. This
@@ -101,6 +102,9 @@ class Variant:
     caller seeds torch first). ``settings`` maps labels to candidate settings tuned together
     with the learning rate (one unnamed setting, ``None``, by default). ``tuned=False`` trains
     at ``lr`` (or the training config's) without a sweep. ``on_diverge``: see the module doc.
+    ``lrs``: the variant's own learning-rate grid (default ``tuning.lrs``). ``tuned_as``: the
+    name of another variant whose tuned choice (setting and rate) this one reuses (an
+    ablation of it; the two must share setting labels).
     """
 
     name: str
@@ -110,6 +114,8 @@ class Variant:
     lr: float | None = None
     on_diverge: str = "chance"
     train: Callable[[Any, Any], TrainConfig] | None = None
+    lrs: tuple[float, ...] | None = None
+    tuned_as: str = ""
 
     def __post_init__(self) -> None:
         if self.on_diverge not in DIVERGED_POLICIES:
@@ -226,7 +232,7 @@ class StudyRunner:
         """Sweep ``variant``'s settings × rates at ``point``, extending at the edges."""
         tuning = self.study.tuning
         sweep = Sweep()
-        lrs = sorted(set(tuning.lrs))
+        lrs = sorted(set(variant.lrs or tuning.lrs))
         ratio = _grid_ratio(lrs)
         for label in variant.settings:
             for lr in lrs:
@@ -261,6 +267,12 @@ class StudyRunner:
             lr = variant.lr if variant.lr is not None else self._train_config(
                 variant, point).lr
             return label, lr, None
+        if variant.tuned_as:
+            source = [v for v in self.study.variants if v.name == variant.tuned_as]
+            if not source:
+                raise ConfigError(f"variant {variant.name!r}: tuned_as names no variant "
+                                  f"({variant.tuned_as!r})")
+            return self.chosen(source[0], point, tune, seed)
         key_seed = seed if self.study.tuning.every_seed else self.ctx.seed
         key = (variant.name, point, key_seed)
         if key not in self.sweeps:
@@ -275,7 +287,10 @@ class StudyRunner:
         for point in study.points:
             splits = study.data(ctx, point)
             self.dataset = splits.name
-            train_splits, tune_splits = tuning_splits(splits, ctx.config.data.n_val, ctx.seed)
+            train_splits, tune_splits = splits, splits  # nothing tuned: no split carved
+            if any(v.tuned for v in study.variants):
+                train_splits, tune_splits = tuning_splits(splits, ctx.config.data.n_val,
+                                                          ctx.seed)
             for variant in study.variants:
                 for seed in ctx.seeds(study.seeds):
                     self.rows.append(self._final(variant, point, seed, train_splits,
