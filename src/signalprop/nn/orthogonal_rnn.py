@@ -16,10 +16,6 @@ a multiply per step)::
     g_z,t = b * g_t * tanh'(z_t);  g_{t-1} = a * g_t O + g_z,t W + dL/dh_{t-1} (direct);
     dL/dW = sum_t g_z,t^T h_{t-1} (one matmul over all steps);  dL/d(U x_t + c) = g_z,t.
 
-On CPU, with numba installed, ``impl="bptt"`` runs both loops compiled
-(:mod:`signalprop.nn.filter_kernels`: one BLAS product and the elementwise work per step, no
-per-op dispatch); ``impl="bptt-torch"`` keeps the torch-op loops, which are the reference the
-compiled ones are tested against and the fallback elsewhere (CUDA, autocast, torch.func).
 ``impl="loop"`` is the lean autograd version (time-major, ``unbind(0)``, ``O`` and ``W`` fused in
 one ``h @ [a O^T, W^T]``), kept as a reference; ``impl="bptt"`` runs it by itself under
 ``torch.func.vmap`` and ``jvp`` (the Function serves autograd and ``torch.func.grad``; see
@@ -35,7 +31,6 @@ from torch import Tensor, nn
 
 from signalprop.config import require_int
 from signalprop.errors import ConfigError
-from signalprop.nn import filter_kernels
 from signalprop.nn.activations import require_activation
 from signalprop.nn.orthogonal import (
     _act,
@@ -50,7 +45,7 @@ from signalprop.nn.readout import LastStepClassifier
 #: the cell and the autograd loop take ``phi`` from :mod:`signalprop.nn.activations`.
 RNN_ACTIVATIONS = ("tanh", "relu")
 FILTERS = ("haar", "permutation", "cycle")
-IMPLS = ("bptt", "bptt-torch", "loop")
+IMPLS = ("bptt", "loop")
 
 __all__ = ["AdditiveFilterRNN", "AdditiveFilterRNNCell", "LastStepClassifier"]
 
@@ -359,11 +354,7 @@ class AdditiveFilterRNN(nn.Module):
         filt_or_perm = filt if cell.permutation is None else cell.permutation
         needs_grad = torch.is_grad_enabled() and any(
             t is not None and t.requires_grad for t in (x, h, weight_ih, bias, weight_hh))
-        if self.impl == "bptt" and filter_kernels.usable(x, h, weight_ih, bias, weight_hh, filt):
-            states, last, _, _ = filter_kernels.KernelBPTT.apply(
-                x, h, weight_ih, bias, weight_hh, filt, cell.a, cell.b, cell.activation)
-            return states, last
-        if self.impl in ("bptt", "bptt-torch") and only_grad_transforms():
+        if self.impl == "bptt" and only_grad_transforms():
             if not needs_grad:
                 states, acts = _run_recurrence(x, h, weight_ih, bias, weight_hh, filt_or_perm,
                                                cell.a, cell.b, cell.activation)
