@@ -38,10 +38,6 @@ class TanhMLPData:
     n_train: int = 4000
     n_test: int = 1000
 
-    def __post_init__(self) -> None:
-        positive("data.n_train", self.n_train)
-        positive("data.n_test", self.n_test)
-
 
 @dataclass(frozen=True)
 class ModelConfig:
