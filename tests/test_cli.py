@@ -60,13 +60,14 @@ def test_run_quick_then_report(capsys, tmp_path):
     assert config["meta"]["torch"] and config["meta"]["device"] == "cpu"
     assert config["meta"]["threads"] == torch.get_num_threads()
     summary = json.loads((run / "summary.json").read_text())
-    ratio = summary["results"]["deep_grad_ratio_last_to_first"]
+    shallow, deep = summary["results"]["rows"]
+    ratio = deep["grad_ratio_last_to_first"]
     expected = "reproduced" if ratio >= 100 else "partly" if ratio >= 10 else "not reproduced"
     claim = summary["claims"][0]
     assert claim["verdict"] == expected and claim["rule_version"] == 1
     assert claim["label"].startswith(expected) and claim["label"].endswith(
         "indicative (quick run)")
-    assert summary["results"]["deep_depth"] == 6
+    assert (shallow["variant"], deep["variant"], deep["depth"]) == ("shallow", "deep", 6)
     code, out, err = run_cli(capsys, "report", str(run), "--out", str(tmp_path / "report"))
     assert code == 0, err
     assert (tmp_path / "report" / "index.html").exists()

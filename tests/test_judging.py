@@ -28,6 +28,11 @@ HEALTHY = {"shallow": {"initial_loss": 2.3, "final_loss": 0.4, "comparable": Tru
            "deep": {"initial_loss": 2.3, "final_loss": 2.2, "comparable": True}}
 
 
+def _ratio(value: float) -> dict:
+    """deep-tanh-mlp results whose deep model's last/first gradient ratio is ``value``."""
+    return {"rows": [{"variant": "deep", "seed": 0, "grad_ratio_last_to_first": value}]}
+
+
 def _judge(claim, results, *, datasets=("mnist1d",), quick=False, health=None, **summary):
     return judge(claim, {"results": results, "datasets": list(datasets), **summary},
                  command="signalprop run x", quick=quick,
@@ -39,16 +44,16 @@ def test_a_run_that_did_not_learn_is_not_checked():
     the ratio alone would call vanishing."""
     broken = {**HEALTHY, "shallow": {"initial_loss": 2.3, "final_loss": 3e10,
                                      "comparable": True}}
-    row = _judge(VANISHING, {"deep_grad_ratio_last_to_first": 1e27}, health=broken)
+    row = _judge(VANISHING, _ratio(1e27), health=broken)
     assert row["verdict"] == "not checked"
     assert row["our_value"].startswith("not checked: the run failed (shallow: train loss 3e+10")
-    healthy = _judge(VANISHING, {"deep_grad_ratio_last_to_first": 1e3})
+    healthy = _judge(VANISHING, _ratio(1e3))
     assert healthy["verdict"] == "reproduced"
 
 
 def test_a_non_finite_loss_is_not_checked_for_any_claim():
     health = {"deep": {"initial_loss": 2.3, "final_loss": math.nan, "comparable": True}}
-    row = _judge(VANISHING, {"deep_grad_ratio_last_to_first": 1e3}, health=health)
+    row = _judge(VANISHING, _ratio(1e3), health=health)
     assert row["verdict"] == "not checked" and "deep: final train loss nan" in row["our_value"]
 
 

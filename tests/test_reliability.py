@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from signalprop.config import apply_overrides
 from signalprop.errors import ConfigError
-from signalprop.experiments.baseline import Config as BaselineConfig
+from signalprop.experiments.deep_tanh_mlp import TanhMLPConfig as BaselineConfig
 from signalprop.storage import load_checkpoint, read_jsonl
 
 WORKER = Path(__file__).parent / "helpers" / "train_worker.py"

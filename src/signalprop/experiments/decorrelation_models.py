@@ -5,8 +5,10 @@ decorrelated (``z = R x`` in front of each layer, R = I at init)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -15,11 +17,13 @@ from signalprop.config import positive
 from signalprop.data.splits import Splits
 from signalprop.errors import ConfigError
 from signalprop.experiments.context import RunContext
+from signalprop.experiments.evidence import Row
 from signalprop.experiments.registry import Model
 from signalprop.experiments.samples import load_sample
 from signalprop.experiments.stats import Side
 from signalprop.experiments.study import Data
 from signalprop.learning.registry import LearningConfig, build_rules
+from signalprop.train import epoch_records
 
 PAPER = "Ahmad 2024, Correlations Are Ruining Your Gradient Descent (arXiv 2407.10780)"
 
@@ -131,6 +135,27 @@ def reach(records: list[dict[str, Any]], target: float) -> tuple[float, float]:
         if record["train_loss"] <= target * (1 + 1e-9):
             return float(record["epoch"]), float(record["wall_s"])
     return math.inf, math.inf
+
+
+def speedups(rows: list[Row], run_dir: Path, baseline: str = "plain") -> list[Row]:
+    """Each decorrelated row gains ``epoch_speedup``, ``wall_speedup`` (the ``baseline`` run's
+    epochs and wall-clock to its final train loss over this run's to the same loss) and
+    ``step_time_ratio`` against the ``baseline`` run of the same point and seed."""
+    base_of = {(r.point, r.seed): r for r in rows if r.variant == baseline}
+    out = []
+    for row in rows:
+        base = base_of.get((row.point, row.seed))
+        if row.variant != baseline and base is not None and row.status == "ok":
+            target = base.value("train_loss")
+            b_epoch, b_wall = reach(epoch_records(run_dir / base.run), target)
+            d_epoch, d_wall = reach(epoch_records(run_dir / row.run), target)
+            step = (row.value("wall_s") / row.value("step")) / (
+                base.value("wall_s") / base.value("step"))
+            row = dataclasses.replace(row, metrics={
+                **row.metrics, "epoch_speedup": b_epoch / d_epoch,
+                "wall_speedup": b_wall / d_wall, "step_time_ratio": step})
+        out.append(row)
+    return out
 
 
 def wall_text(arch: str, speedup: Side, step_cost: float) -> str:

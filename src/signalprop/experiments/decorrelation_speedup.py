@@ -12,10 +12,8 @@ baseline included, gets its Adam lr from the same validation sweep
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 from signalprop.config import one_of, require_int
@@ -27,7 +25,7 @@ from signalprop.experiments.registry import Claim, Experiment, register
 from signalprop.experiments.stats import Side
 from signalprop.experiments.study import Data, Study, Tuning, Variant, run_study
 from signalprop.learning.registry import LearningConfig
-from signalprop.train import TrainConfig, epoch_records
+from signalprop.train import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -67,27 +65,6 @@ def learnings(cfg: SpeedupConfig) -> dict[str, LearningConfig]:
     return out
 
 
-def speedups(rows: list[Row], run_dir: Path) -> list[Row]:
-    """Each decorrelated row gains ``epoch_speedup``, ``wall_speedup`` (plain's epochs and
-    wall-clock to its final train loss over the decorrelated run's to the same loss) and
-    ``step_time_ratio`` against the plain run of the same architecture and seed."""
-    plain = {(r.point, r.seed): r for r in rows if r.variant == "plain"}
-    out = []
-    for row in rows:
-        base = plain.get((row.point, row.seed))
-        if row.variant != "plain" and base is not None and row.status == "ok":
-            target = base.value("train_loss")
-            p_epoch, p_wall = dm.reach(epoch_records(run_dir / base.run), target)
-            d_epoch, d_wall = dm.reach(epoch_records(run_dir / row.run), target)
-            step = (row.value("wall_s") / row.value("step")) / (
-                base.value("wall_s") / base.value("step"))
-            row = dataclasses.replace(row, metrics={
-                **row.metrics, "epoch_speedup": p_epoch / d_epoch,
-                "wall_speedup": p_wall / d_wall, "step_time_ratio": step})
-        out.append(row)
-    return out
-
-
 def study(ctx: RunContext) -> Study:
     cfg: SpeedupConfig = ctx.config
 
@@ -98,7 +75,7 @@ def study(ctx: RunContext) -> Study:
     return Study(variants=[variant(n, lrn) for n, lrn in learnings(cfg).items()],
                  points=cfg.architectures, train=cfg.train, tuning=cfg.tuning, seeds=cfg.seeds,
                  data=lambda ctx, arch: dm.load(ctx, cfg.data, flatten=arch == "mlp"),
-                 derive=speedups, curve="train_loss", curve_title="Training loss per epoch")
+                 derive=dm.speedups, curve="train_loss", curve_title="Training loss per epoch")
 
 
 def run(ctx: RunContext) -> dict[str, Any]:
