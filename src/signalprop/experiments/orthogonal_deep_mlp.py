@@ -27,7 +27,7 @@ from signalprop.errors import ConfigError
 from signalprop.experiments import orthogonal_models as om
 from signalprop.experiments.common import epoch_records
 from signalprop.experiments.context import RunContext
-from signalprop.experiments.evidence import Row, per_seed, rows_of, select
+from signalprop.experiments.evidence import per_seed, rows_of, select
 from signalprop.experiments.registry import Claim, Experiment, Model, register
 from signalprop.experiments.samples import load_sample
 from signalprop.experiments.stats import Difference
