@@ -14,6 +14,7 @@ from signalprop.config import apply_overrides
 from signalprop.errors import ConfigError
 from signalprop.experiments import orthogonal_long_memory as om
 from signalprop.experiments.evidence import rows_of, select
+from signalprop.experiments.orthogonal_models import rnn_classifier
 from signalprop.experiments.registry import get_experiment
 from signalprop.train import TrainConfig, fit
 
@@ -26,7 +27,7 @@ def test_frozen_control_trains_only_its_readout(tmp_path):
     from signalprop import data
 
     splits = data.load("adding", T=8, n_train=64, n_test=16)
-    model = om.build_model("frozen", 2, 1, 8, om.MemoryModel())
+    model = _build("frozen", 8, om.MemoryModel())
     before = {k: v.clone() for k, v in model.state_dict().items()}
     assert model.scale == pytest.approx(8.0)  # read out at h_T / b, b = 1/T
     fit(model, splits.train, splits.test, TrainConfig(epochs=1, batch_size=16, lr=0.1),
@@ -44,9 +45,14 @@ def test_models_per_length():
     assert at["filter"] == at["frozen"] == list(study.points)
     assert at["lstm"] == at["rnn"] == ["adding-T100", "adding-T1000", "recall-T1000"]
     m = cfg.model
-    assert om.build_model("filter", 2, 1, 400, m).rnn.cell.b == pytest.approx(1 / 400)
-    assert om.build_model("filter", 2, 1, 400, om.MemoryModel(beta_scale=10)).rnn.cell.b == \
+    assert _build("filter", 400, m).rnn.cell.b == pytest.approx(1 / 400)
+    assert _build("filter", 400, om.MemoryModel(beta_scale=10)).rnn.cell.b == \
         pytest.approx(10 / 400)
+
+
+def _build(kind, length, m):
+    """The model the study builds for the adding problem at T = ``length``."""
+    return rnn_classifier(kind, 2, 1, m, m.b(length))
 
 
 class _Ctx:

@@ -1,23 +1,18 @@
 """``orthogonal-long-memory``: does the additive-filter RNN (Ceni, arXiv 2210.01245) *learn* a
-dependency T steps back?
-
-Two tasks, each at several lengths T (one sweep point each, e.g. ``adding-T1000``), every model
-on ``seeds`` seeds:
+dependency T steps back? Two tasks, each at several lengths T (one sweep point each, e.g.
+``adding-T1000``), every model on ``seeds`` seeds:
 
 - the adding problem (Hochreiter & Schmidhuber 1997): the sum of the two marked values of a
   sequence of ``U[0, 1]`` numbers, scored by test MSE against 1/6 (always predicting 1);
-- cue recall among distractors: one of ``k >= 8`` classes at step 0 (with a marker), a random
-  distractor symbol at every later step, test sequences never seen in training.
+- cue recall: one of ``k >= 8`` classes at step 0 (with a marker), a random distractor symbol at
+  every later step, test sequences never seen in training.
 
 Models: the filter RNN ``h_t = (1 - b) O h_{t-1} + b tanh(W h_{t-1} + U x_t + c)``, ``b = 1/T``,
-read out at ``h_T / b``; ``nn.RNN`` and ``nn.LSTM`` of the same hidden size (up to
-``baselines_up_to``); and the control ``frozen``: the same filter RNN with every recurrent-layer
-weight (``W``, ``U``, ``c``; ``O`` is fixed anyway) frozen at initialisation and only the
-readout trained. A claim of learning a T-step dependency needs the trained filter RNN to beat
-this control by Welch's one-sided t-test over seeds. Every model gets the same number of Adam
-steps and the same learning-rate sweep, chosen on a validation split by the study runner
-(:mod:`~signalprop.experiments.study`). A diverged adding run scores the always-1 MSE, a
-diverged recall run chance.
+read out at ``h_T / b``; ``nn.RNN`` and ``nn.LSTM`` of the same size (up to ``baselines_up_to``);
+and the control ``frozen``: the filter RNN with its recurrent layer (``W``, ``U``, ``c``) frozen
+at init, only the readout trained. Learning a T-step dependency means beating this control
+(Welch's one-sided t-test over seeds). Every model gets the same Adam steps and learning-rate
+sweep (:mod:`~signalprop.experiments.study`); a diverged run scores the always-1 MSE or chance.
 """
 
 from __future__ import annotations
@@ -26,9 +21,9 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from signalprop.config import in_range, positive
+from signalprop.config import positive
 from signalprop.errors import ConfigError
 from signalprop.experiments import orthogonal_models as om
 from signalprop.experiments.context import RunContext
@@ -36,54 +31,47 @@ from signalprop.experiments.evidence import Row, per_seed, rows_of, select
 from signalprop.experiments.lr_tuning import log_spaced
 from signalprop.experiments.registry import Claim, Experiment, Model, register
 from signalprop.experiments.samples import load_sample
-from signalprop.experiments.stats import Difference
+from signalprop.experiments.stats import Difference, Side
 from signalprop.experiments.study import Study, Tuning, Variant, run_study
-from signalprop.nn.readout import LastStepClassifier
 from signalprop.train import TrainConfig
 
-#: Adding problem: the MSE of always predicting 1, ``Var(u1 + u2) = 2/12`` for ``u ~ U[0, 1]``.
-ALWAYS_ONE_MSE = 1 / 6
-#: The MSE of a model that knows one marked value exactly and not the other (``Var(u) = 1/12``):
-#: below it the model uses both marked values.
-ONE_VALUE_MSE = 1 / 12
-#: "Solved": a tenth of the always-1 MSE (R² >= 0.9). LEM's public T = 10,000 log
-#: (tk-rusch/LEM src/adding) passes it after about 2,000 of its 30,000 steps and ends at 2-4e-5.
-SOLVED_MSE = 1 / 60
-#: Cue recall counts as solved at this test accuracy (the delayed-recall rule's threshold).
-RECALL_SOLVED = 0.99
-#: The paper's distance: "learns dependencies 10,000 time steps in the past".
-PAPER_T = 10_000
-KINDS = ("filter", "frozen", "rnn", "lstm")
+#: Adding: the MSE of always predicting 1, ``Var(u1 + u2) = 2/12`` for ``u ~ U[0, 1]``; of
+#: knowing one marked value and not the other (``Var(u) = 1/12``: below it, both are used); and
+#: "solved", a tenth of the first (R² >= 0.9: LEM's public T = 10,000 log, tk-rusch/LEM
+#: src/adding, passes it after about 2,000 of its 30,000 steps and ends at 2-4e-5).
+ALWAYS_ONE_MSE, ONE_VALUE_MSE, SOLVED_MSE = 1 / 6, 1 / 12, 1 / 60
+RECALL_SOLVED = 0.99  #: cue recall counts as solved at this test accuracy
+PAPER_T = 10_000  #: the paper's "learns dependencies 10,000 time steps in the past"
 METRIC = {"adding": "test_mse", "recall": "test_acc"}
 
 
 @dataclass(frozen=True)
 class AddingData:
+    TASK: ClassVar[str] = "adding"
     lengths: tuple[int, ...] = (100, 1000, 10000)
     steps: tuple[int, ...] = (2000, 800, 200)  # Adam steps per model at each length (CPU budget)
     baselines_up_to: int = 1000  # nn.RNN and nn.LSTM run at lengths <= this (CPU budget)
 
     def __post_init__(self) -> None:
-        check_lengths("adding", self.lengths, self.steps)
-        if min(self.lengths) < 2:
-            raise ConfigError(f"adding.lengths must be >= 2, got {self.lengths}")
+        for value in (*self.lengths, *self.steps):
+            positive(f"{self.TASK}.lengths/steps", value)
+        if not self.lengths or min(self.lengths) < 2:
+            raise ConfigError(f"{self.TASK}.lengths must be >= 2, got {self.lengths}")
 
 
 @dataclass(frozen=True)
-class RecallData:
+class RecallData(AddingData):
+    TASK: ClassVar[str] = "recall"
     lengths: tuple[int, ...] = (1000,)
     steps: tuple[int, ...] = (600,)
     classes: int = 8
     noise: float = 0.0  # Gaussian noise on every channel, on top of the distractor symbols
-    baselines_up_to: int = 1000
 
     def __post_init__(self) -> None:
-        check_lengths("recall", self.lengths, self.steps)
-        if self.classes < 8:
-            raise ConfigError(f"recall.classes must be >= 8 (a cue the readout cannot guess), "
-                              f"got {self.classes}")
-        if self.noise < 0:
-            raise ConfigError(f"recall.noise must be >= 0, got {self.noise}")
+        super().__post_init__()
+        if self.classes < 8 or self.noise < 0:
+            raise ConfigError(f"recall.classes must be >= 8 (a cue the readout cannot guess) "
+                              f"and recall.noise >= 0, got {self.classes} and {self.noise}")
 
 
 @dataclass(frozen=True)
@@ -98,22 +86,16 @@ class MemoryData:
 
 
 @dataclass(frozen=True)
-class MemoryModel:
+class MemoryModel(om.RNNModel):
     hidden: int = 32
-    beta_scale: float = 1.0  # b = beta_scale / T unless beta > 0
-    beta: float = 0.0
-    readout_scale: float = 0.0  # 0: read h_T / b (the state's natural scale is b)
+    beta: float = 0.0  # 0: b = beta_scale / T
+    beta_scale: float = 1.0
     baselines: tuple[str, ...] = ("rnn", "lstm")
-    filter: str = "haar"  # or "permutation", "cycle"
     control: bool = True  # the frozen-recurrence control
 
     def __post_init__(self) -> None:
-        positive("model.hidden", self.hidden)
+        super().__post_init__()
         positive("model.beta_scale", self.beta_scale)
-        in_range("model.beta", self.beta, 0.0, 1.0)
-        if self.readout_scale < 0:
-            raise ConfigError(f"model.readout_scale must be >= 0, got {self.readout_scale}")
-        om.check_rnn_choices(self.filter, self.baselines)
 
     def b(self, length: int) -> float:
         return self.beta if self.beta > 0 else min(1.0, self.beta_scale / length)
@@ -133,41 +115,21 @@ class LongMemoryConfig:
         epochs=1, batch_size=50, lr=1e-3, grad_clip=1.0, eval_batch_size=250))
 
     def __post_init__(self) -> None:
-        positive("seeds", self.seeds)
-        positive("evals", self.evals)
+        for name in ("seeds", "evals"):
+            positive(name, getattr(self, name))
 
 
-def check_lengths(name: str, lengths: tuple[int, ...], steps: tuple[int, ...]) -> None:
-    for value in (*lengths, *steps):
-        positive(f"{name}.lengths/steps", value)
-    if not lengths:
-        raise ConfigError(f"{name}.lengths must name at least one sequence length")
-
-
-def points(cfg: LongMemoryConfig) -> dict[str, tuple[str, int, int]]:
-    """``{"adding-T100": ("adding", 100, steps), ...}``; checked when the run starts (before any
-    training), since ``--set`` changes one field at a time."""
+def points(cfg: LongMemoryConfig) -> dict[str, tuple[str, int, int, int]]:
+    """``{"adding-T100": ("adding", 100, steps, baselines_up_to), ...}``; checked when the run
+    starts (before any training), since ``--set`` changes one field at a time."""
     out = {}
     for task, spec in (("adding", cfg.adding), ("recall", cfg.recall)):
         if len(spec.lengths) != len(spec.steps):
             raise ConfigError(f"{task}.lengths {spec.lengths} and {task}.steps {spec.steps} "
                               "must be equally long (one step budget per length); set both")
         for length, steps in zip(spec.lengths, spec.steps, strict=True):
-            out[f"{task}-T{length}"] = (task, length, steps)
+            out[f"{task}-T{length}"] = (task, length, steps, spec.baselines_up_to)
     return out
-
-
-def build_model(kind: str, inputs: int, outputs: int, length: int,
-                m: MemoryModel) -> LastStepClassifier:
-    """``filter`` (b from ``m.b(length)``, readout ``h_T / b``), ``frozen`` (the same, its
-    recurrent layer frozen), ``rnn`` or ``lstm``."""
-    if kind in ("rnn", "lstm"):
-        return om.baseline_classifier(kind, inputs, outputs, m.hidden)
-    model = om.filter_classifier(inputs, outputs, m.hidden, m.b(length), m.filter,
-                                 m.readout_scale)
-    if kind == "frozen":
-        model.rnn.requires_grad_(False)
-    return model
 
 
 def train_config(cfg: LongMemoryConfig, steps: int) -> TrainConfig:
@@ -203,21 +165,16 @@ def study(ctx: RunContext) -> Study:
 
     def variant(kind: str) -> Variant:
         def build(point: str, setting: Any, splits: Any, seed: int) -> Any:
-            task, length, _ = where[point]
+            task, length, _, _ = where[point]
             outputs = 1 if task == "adding" else cfg.recall.classes
-            return build_model(kind, splits.input_shape[-1], outputs, length, m), ()
+            return om.rnn_classifier(kind, splits.input_shape[-1], outputs, m, m.b(length)), ()
 
-        def runs_at(point: str) -> bool:
-            task, length, _ = where[point]
-            spec = cfg.adding if task == "adding" else cfg.recall
-            return kind not in ("rnn", "lstm") or length <= spec.baselines_up_to
-
-        return Variant(kind, build, where=runs_at,
-                       train=lambda train, point: train_config(cfg, where[point][2]))
+        return Variant(kind, build, train=lambda train, point: train_config(cfg, where[point][2]),
+                       where=lambda p: kind not in ("rnn", "lstm") or where[p][1] <= where[p][3])
 
     kinds = ["filter", *(["frozen"] if m.control else []), *m.baselines]
     return Study(variants=[variant(k) for k in kinds], points=list(where), train=cfg.train,
-                 data=lambda ctx, point: load(ctx, cfg, *where[point]), tuning=cfg.tuning,
+                 data=lambda ctx, point: load(ctx, cfg, *where[point][:3]), tuning=cfg.tuning,
                  seeds=cfg.seeds, derive=with_mse, curve="test_loss",
                  curve_title="Test loss (MSE for adding) per epoch, first seed")
 
@@ -234,18 +191,13 @@ def run(ctx: RunContext) -> dict[str, Any]:
 def legacy_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Rows from a run made before the study runner (``{task}_T{T}_{model}_{metric}_per_seed``;
     diverged runs were stored at the always-1 MSE or chance)."""
-    rows = []
-    for task, metric in METRIC.items():
-        for length in results.get(f"{task}_lengths") or []:
-            for kind in KINDS:
-                key = f"{task}_T{length}_{kind}"
-                for seed, value in enumerate(results.get(f"{key}_{metric}_per_seed") or []):
-                    rows.append({"variant": kind, "point": f"{task}-T{length}", "seed": seed,
-                                 "lr": results.get(f"{key}_lr"), metric: value})
-    return rows
+    return [{"variant": kind, "point": f"{task}-T{t}", "seed": seed, metric: value,
+             "lr": results.get(f"{task}_T{t}_{kind}_lr")}
+            for task, metric in METRIC.items() for t in results.get(f"{task}_lengths") or []
+            for kind in om.RNN_KINDS for seed, value in enumerate(
+                results.get(f"{task}_T{t}_{kind}_{metric}_per_seed") or [])]
 
 
-# ---------------------------------------------------------------- verdict rules
 def lengths(rows: list[Row], task: str) -> list[int]:
     """The lengths ``task`` ran at, in run order; KeyError when it did not run."""
     found = [int(str(p).split("-T", 1)[1]) for p in dict.fromkeys(r.point for r in rows)
@@ -255,19 +207,18 @@ def lengths(rows: list[Row], task: str) -> list[int]:
     return found
 
 
-def ran(rows: list[Row], task: str, length: int, kind: str) -> bool:
-    return bool(select(rows, kind, f"{task}-T{length}"))
+def sides(rows: list[Row], task: str, length: int) -> dict[str, Side]:
+    """Each model's test MSE (adding) or accuracy (recall) over seeds, of those that ran."""
+    point = f"{task}-T{length}"
+    return {k: per_seed(rows, variant=k, metric=METRIC[task], point=point)
+            for k in om.RNN_KINDS if select(rows, k, point)}
 
 
-def side(rows: list[Row], task: str, length: int, kind: str) -> Any:
-    return per_seed(rows, variant=kind, metric=METRIC[task], point=f"{task}-T{length}")
-
-
-def versus(rows: list[Row], task: str, length: int, better: str, worse: str) -> Difference:
+def ahead(task: str, at: dict[str, Side], better: str, worse: str) -> Difference:
     """``better`` against ``worse``, oriented so that a positive difference favours ``better``
     (lower MSE on the adding problem, higher accuracy on recall)."""
-    a, b = side(rows, task, length, better), side(rows, task, length, worse)
-    return Difference(b, a) if task == "adding" else Difference(a, b)
+    return Difference(at[worse], at[better]) if task == "adding" else \
+        Difference(at[better], at[worse])
 
 
 def beats(diff: Difference) -> bool:
@@ -275,24 +226,19 @@ def beats(diff: Difference) -> bool:
     return diff.a.n >= 2 and diff.b.n >= 2 and diff.beyond_noise()
 
 
-def learned(rows: list[Row], task: str, length: int) -> bool:
+def learned(task: str, at: dict[str, Side]) -> bool:
     """The trained filter RNN beats its frozen control (and, for adding, uses both marked
     values: MSE below 1/12)."""
-    if not ran(rows, task, length, "frozen"):
-        return False
-    ok = beats(versus(rows, task, length, "filter", "frozen"))
-    if task == "adding":
-        ok = ok and side(rows, task, length, "filter").mean < ONE_VALUE_MSE
-    return ok
+    return "frozen" in at and beats(ahead(task, at, "filter", "frozen")) and (
+        task != "adding" or at["filter"].mean < ONE_VALUE_MSE)
 
 
-def length_text(rows: list[Row], task: str, length: int) -> str:
+def length_text(task: str, length: int, at: dict[str, Side]) -> str:
     fmt = ".3g" if task == "adding" else ".3f"
-    parts = [f"{kind} {s.mean:{fmt}} ± {s.std:{fmt}}" for kind in KINDS
-             if ran(rows, task, length, kind) for s in [side(rows, task, length, kind)]]
-    text = f"T={length}: " + ", ".join(parts)
-    if ran(rows, task, length, "frozen"):
-        diff = versus(rows, task, length, "filter", "frozen")
+    text = f"T={length}: " + ", ".join(f"{k} {s.mean:{fmt}} ± {s.std:{fmt}}"
+                                       for k, s in at.items())
+    if "frozen" in at:
+        diff = ahead(task, at, "filter", "frozen")
         text += f" (filter vs frozen {diff.diff:+{fmt}}, SE {diff.se:{fmt}}, {diff.p_text()})"
     return text
 
@@ -302,10 +248,10 @@ def learns(task: str, solved: Any, tail: str):
     mean. Partly: it learned at some length. Not reproduced: at no length."""
     def judge(results: dict[str, Any]) -> tuple[str, str]:
         rows = rows_of(results)
-        ts = lengths(rows, task)
-        done = [t for t in ts if learned(rows, task, t)]
-        text = "; ".join(length_text(rows, task, t) for t in ts) + tail.format(**results)
-        if any(t >= PAPER_T and solved(side(rows, task, t, "filter").mean) for t in done):
+        at = {t: sides(rows, task, t) for t in lengths(rows, task)}
+        done = [t for t, s in at.items() if learned(task, s)]
+        text = "; ".join(length_text(task, t, s) for t, s in at.items()) + tail.format(**results)
+        if any(t >= PAPER_T and solved(at[t]["filter"].mean) for t in done):
             return text, "reproduced"
         if done:
             return text + f"; learns up to T={max(done)}", "partly"
@@ -319,29 +265,28 @@ def beats_baselines(results: dict[str, Any]) -> tuple[str, str]:
     and reach a lower MSE than both (Welch p < 0.05)? Reproduced at the longest such length
     (>= 1,000), partly at a shorter one only, not reproduced at none."""
     rows = rows_of(results)
-    shared = [t for t in lengths(rows, "adding")
-              if all(ran(rows, "adding", t, k) for k in ("rnn", "lstm"))]
-    if not shared:
+    at = {t: s for t in lengths(rows, "adding") for s in [sides(rows, "adding", t)]
+          if "rnn" in s and "lstm" in s}
+    if not at:
         return "no baselines run", "not checked"
-    wins = [t for t in shared if learned(rows, "adding", t) and all(
-        beats(versus(rows, "adding", t, "filter", k)) for k in ("rnn", "lstm"))]
-    text = "; ".join(length_text(rows, "adding", t) for t in shared)
-    if wins and max(wins) == max(shared) and max(shared) >= 1000:
+    wins = [t for t, s in at.items() if learned("adding", s) and all(
+        beats(ahead("adding", s, "filter", k)) for k in ("rnn", "lstm"))]
+    text = "; ".join(length_text("adding", t, s) for t, s in at.items())
+    if wins and max(wins) == max(at) and max(at) >= 1000:
         return text, "reproduced"
     if wins:
         return text + f"; ahead of both (p < 0.05) only up to T={max(wins)}", "partly"
     return text + "; at no T ahead of both baselines (p < 0.05) while learning", "not reproduced"
 
 
-MODELS = {
-    kind: Model(description, lambda cfg, splits, kind=kind: build_model(
-        kind, splits.input_shape[-1], 1, splits.input_shape[0], cfg.model))
-    for kind, description in (
-        ("filter", "the additive-filter RNN on the adding problem (T = the first of "
-                   "adding.lengths; b = model.b(T), readout h_T / b)"),
-        ("frozen", "the control: the same filter RNN with its recurrent layer frozen"),
-        ("rnn", "the nn.RNN baseline (model.hidden units)"),
-        ("lstm", "the nn.LSTM baseline (model.hidden units)"))}
+MODELS = {kind: Model(text, lambda cfg, splits, kind=kind: om.rnn_classifier(
+    kind, splits.input_shape[-1], 1, cfg.model, cfg.model.b(splits.input_shape[0])))
+    for kind, text in zip(om.RNN_KINDS, (
+        "the additive-filter RNN on the adding problem (T = the first of adding.lengths; "
+        "b = model.b(T), readout h_T / b)",
+        "the control: the same filter RNN with its recurrent layer frozen",
+        "the nn.RNN baseline (model.hidden units)", "the nn.LSTM baseline (model.hidden units)"),
+        strict=True)}
 
 
 def sample(cfg: LongMemoryConfig, n: int, seed: int) -> Any:

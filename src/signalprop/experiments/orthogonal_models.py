@@ -12,11 +12,12 @@ no better than that rotation net (or logistic regression) did no work with its d
 from __future__ import annotations
 
 import resource
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from signalprop.config import one_of
+from signalprop.config import in_range, one_of, positive
 from signalprop.errors import ConfigError
 from signalprop.experiments.registry import Model
 from signalprop.nn.orthogonal import AdditiveFilterMLP, AdditiveFilterStack
@@ -31,24 +32,47 @@ def peak_rss_gib() -> float:
 
 
 # ---------------------------------------------------------------- RNNs
-def check_rnn_choices(filter: str, baselines: tuple[str, ...]) -> None:
-    """``model.filter`` and ``model.baselines`` of the RNN experiments."""
-    one_of("model.filter", filter, FILTERS)
-    for name in baselines:
-        if name not in ("rnn", "lstm"):
-            raise ConfigError(f"model.baselines: unknown {name!r}; choose rnn, lstm")
+RNN_KINDS = ("filter", "frozen", "rnn", "lstm")
 
 
-def filter_classifier(inputs: int, classes: int, hidden: int, beta: float, filter: str,
-                      readout_scale: float) -> LastStepClassifier:
-    """Additive-filter RNN read out at ``h_T * readout_scale`` (0: ``h_T / b``, the state's
-    natural scale being ``b``)."""
-    rnn = AdditiveFilterRNN(inputs, hidden, beta=beta, filter=filter)
-    return LastStepClassifier(rnn, classes, scale=readout_scale or 1.0 / beta)
+@dataclass(frozen=True)
+class RNNModel:
+    """``model.*`` of the RNN experiments: ``hidden`` units; the filter RNN's ``b`` (``beta``),
+    readout scale (0: ``h_T / b``) and filter ``O``; the baselines trained beside it."""
+
+    hidden: int = 128
+    beta: float = 0.05
+    readout_scale: float = 0.0
+    baselines: tuple[str, ...] = ("lstm",)
+    filter: str = "haar"  # or "permutation", "cycle" (O h is a gather)
+
+    def __post_init__(self) -> None:
+        positive("model.hidden", self.hidden)
+        in_range("model.beta", self.beta, 0.0, 1.0)
+        if self.readout_scale < 0:
+            raise ConfigError(f"model.readout_scale must be >= 0, got {self.readout_scale}")
+        one_of("model.filter", self.filter, FILTERS)
+        for name in self.baselines:
+            if name not in ("rnn", "lstm"):
+                raise ConfigError(f"model.baselines: unknown {name!r}; choose rnn, lstm")
+
+
+def rnn_classifier(kind: str, inputs: int, classes: int, m: RNNModel, beta: float
+                   ) -> LastStepClassifier:
+    """``filter``: the additive-filter RNN with ``b = beta`` read out at ``h_T * readout_scale``
+    (0: ``h_T / b``, the state's natural scale being ``b``); ``frozen``: the same with its
+    recurrent layer frozen (only the readout trains); ``rnn``/``lstm``: ``nn.RNN`` (tanh) or
+    ``nn.LSTM``; every one of ``m.hidden`` units, read out at the last step."""
+    if kind in ("rnn", "lstm"):
+        return baseline_classifier(kind, inputs, classes, m.hidden)
+    rnn = AdditiveFilterRNN(inputs, m.hidden, beta=beta, filter=m.filter)
+    model = LastStepClassifier(rnn, classes, scale=m.readout_scale or 1.0 / beta)
+    if kind == "frozen":
+        model.rnn.requires_grad_(False)
+    return model
 
 
 def baseline_classifier(kind: str, inputs: int, classes: int, hidden: int) -> LastStepClassifier:
-    """``nn.RNN`` (tanh) or ``nn.LSTM`` of ``hidden`` units read out at the last step."""
     cls = nn.RNN if kind == "rnn" else nn.LSTM
     return LastStepClassifier(cls(inputs, hidden, batch_first=True), classes)
 

@@ -19,7 +19,7 @@ from typing import Any
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from signalprop.config import in_range, positive
+from signalprop.config import positive
 from signalprop.errors import ConfigError
 from signalprop.experiments import orthogonal_models as om
 from signalprop.experiments.common import at_least, curve
@@ -43,31 +43,16 @@ class PSMNISTData:
     perm_seed: int = 0
 
     def __post_init__(self) -> None:
-        positive("data.n_train", self.n_train)
-        positive("data.n_val", self.n_val)
-        positive("data.n_test", self.n_test)
+        for name in ("n_train", "n_val", "n_test"):
+            positive(f"data.{name}", getattr(self, name))
         if not self.names:
             raise ConfigError("data.names must name at least one dataset")
 
 
 @dataclass(frozen=True)
-class PSMNISTModel:
-    hidden: int = 128
-    beta: float = 0.05
-    readout_scale: float = 0.0
-    baselines: tuple[str, ...] = ("lstm",)
-    filter: str = "haar"  # or "permutation", "cycle" (O h is a gather)
-
-    def __post_init__(self) -> None:
-        positive("model.hidden", self.hidden)
-        in_range("model.beta", self.beta, 1e-12, 1.0)
-        om.check_rnn_choices(self.filter, self.baselines)
-
-
-@dataclass(frozen=True)
 class PSMNISTConfig:
     data: PSMNISTData = field(default_factory=PSMNISTData)
-    model: PSMNISTModel = field(default_factory=PSMNISTModel)
+    model: om.RNNModel = field(default_factory=om.RNNModel)
     tuning: Tuning = field(default_factory=lambda: Tuning(
         lrs=(1e-4, 3.16e-4, 1e-3, 3.16e-3, 1e-2), epochs=1, n_train=4000))
     seeds: int = 1
@@ -86,11 +71,11 @@ def as_sequence(splits: Any) -> Any:
     return splits
 
 
-def psmnist_model(name: str, inputs: int, classes: int, m: PSMNISTModel) -> nn.Module:
-    """The filter RNN (``name="filter"``) or a baseline (``"rnn"``, ``"lstm"``)."""
-    if name == "filter":
-        return om.filter_classifier(inputs, classes, m.hidden, m.beta, m.filter, m.readout_scale)
-    return om.baseline_classifier(name, inputs, classes, m.hidden)
+def psmnist_model(name: str, inputs: int, classes: int, m: om.RNNModel) -> nn.Module:
+    """The filter RNN (``name="filter"``, ``b = model.beta``) or a baseline (``rnn``, ``lstm``)."""
+    if name == "filter" and not m.beta > 0:
+        raise ConfigError("model.beta must be > 0 for orthogonal-psmnist")
+    return om.rnn_classifier(name, inputs, classes, m, m.beta)
 
 
 def _points(ctx: RunContext, names: tuple[str, ...]) -> list[str]:
@@ -211,18 +196,14 @@ register(Experiment(
            "tuning.lrs": (1e-3, 3e-3), "tuning.max_extensions": 0},
     tiny={"data.n_train": 96, "data.n_val": 32, "data.n_test": 32, "model.hidden": 8,
           "tuning.n_train": 32, "tuning.lrs": (1e-3,)},
-    claims=(
-        Claim(text="psMNIST test accuracy above 94% after the first epoch",
-              source="arXiv 2210.01245, abstract", paper_value="> 94% after epoch 1",
-              check=check("acc_epoch1", 0.94, 0.85),
-              rule="filter RNN's psMNIST test acc after epoch 1: reproduced >= 0.94, partly >= "
-                   "0.85, else not reproduced; not checked without MNIST",
-              paper_data="psMNIST", same_data=("mnist", "mnist-permuted"), learns=LEARNS),
-        Claim(text="psMNIST test accuracy above 98% after ten epochs",
-              source="arXiv 2210.01245, abstract", paper_value="> 98% after 10 epochs",
-              check=check("acc_final", 0.98, 0.9),
-              rule="filter RNN's psMNIST test acc after ten epochs: reproduced >= 0.98, partly >= "
-                   "0.9, else not reproduced; not checked without MNIST",
-              paper_data="psMNIST", same_data=("mnist", "mnist-permuted"), learns=LEARNS),
-    ),
+    claims=tuple(
+        Claim(text=f"psMNIST test accuracy above {good:.0%} after {when}",
+              source="arXiv 2210.01245, abstract", paper_value=f"> {good:.0%} after {short}",
+              check=check(metric, good, partly),
+              rule=f"filter RNN's psMNIST test acc after {rule}: reproduced >= {good:g}, partly "
+                   f">= {partly:g}, else not reproduced; not checked without MNIST",
+              paper_data="psMNIST", same_data=("mnist", "mnist-permuted"), learns=LEARNS)
+        for metric, good, partly, when, short, rule in (
+            ("acc_epoch1", 0.94, 0.85, "the first epoch", "epoch 1", "epoch 1"),
+            ("acc_final", 0.98, 0.9, "ten epochs", "10 epochs", "ten epochs"))),
 ))
