@@ -111,6 +111,7 @@ class Probe:
         self.cfg, self.first_seed = cfg, first_seed
         self.built: dict[str, tuple[nn.Module, float]] = {}
         self.profiles: dict[str, list[list[float]]] = {}
+        self.probe: torch.Tensor | None = None
 
     def build(self, kind: str, splits: Any) -> tuple[nn.Module, tuple]:
         model = deep_model(kind, math.prod(splits.input_shape), splits.num_classes,
@@ -126,7 +127,7 @@ class Probe:
         out = {"grad_spread": max(profile) / max(min(profile), 1e-38) if profile else math.nan}
         if int(seed) == self.first_seed and layers:
             self.profiles[kind] = [[i, g] for i, g in zip(layers, profile, strict=True) if g > 0]
-        if kind in self.built:
+        if kind in self.built and self.probe is not None:
             model, share = self.built.pop(kind)
             probe = self.probe.to(next(model.parameters()).device)
             out.update(a=model.stack.a, b=model.stack.b, share_init=share,

@@ -59,6 +59,11 @@ class PSMNISTConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         epochs=10, batch_size=128, lr=1e-3, grad_clip=1.0, eval_batch_size=1000))
 
+    def __post_init__(self) -> None:
+        if not self.model.beta > 0:
+            raise ConfigError(f"model.beta must be > 0 (the filter RNN's b), got "
+                              f"{self.model.beta}")
+
 
 def as_sequence(splits: Any) -> Any:
     """MNIST-1D fallback: ``(N, 40)`` becomes a 40-step sequence ``(N, 40, 1)``."""
@@ -73,8 +78,6 @@ def as_sequence(splits: Any) -> Any:
 
 def psmnist_model(name: str, inputs: int, classes: int, m: om.RNNModel) -> nn.Module:
     """The filter RNN (``name="filter"``, ``b = model.beta``) or a baseline (``rnn``, ``lstm``)."""
-    if name == "filter" and not m.beta > 0:
-        raise ConfigError("model.beta must be > 0 for orthogonal-psmnist")
     return om.rnn_classifier(name, inputs, classes, m, m.beta)
 
 
