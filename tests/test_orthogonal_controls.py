@@ -81,3 +81,24 @@ def test_unknown_deep_model_names_the_choices():
     with pytest.raises(ConfigError, match="rotation, shallow, logistic"):
         resolve_config(get_experiment("orthogonal-deep-mlp"), quick=True,
                        overrides=["model.models=(filter,linear)"])
+
+
+def test_tiny_run_rows_carry_gradient_spread_and_nonlinear_share(tmp_path):
+    import json
+
+    from signalprop.experiments.context import run_experiment
+    from signalprop.experiments.evidence import rows_of, select
+
+    exp = get_experiment("orthogonal-deep-mlp")
+    run_dir = run_experiment(exp, out=tmp_path, quick=True, progress=False, overrides=[
+        f"{k}={v}" for k, v in {**exp.tiny, "seeds": 1, "model.models": "[filter,logistic]",
+                                "model.jacobian_depth": 10}.items()])
+    summary = json.loads((run_dir / "summary.json").read_text())
+    rows = rows_of(summary["results"])
+    (deep,), (flat,) = select(rows, "filter"), select(rows, "logistic")
+    assert deep.lr == 1e-3 and deep.run == "filter-s0"  # no tuning: train.lr
+    assert deep.value("grad_spread") >= 1.0 and 0 < deep.value("share_init") < 1
+    assert deep.value("b") == pytest.approx(1 / 40)
+    assert "grad_spread" in flat.metrics and "share_init" not in flat.metrics
+    assert set(summary["series"]["grad_norm_vs_depth"]["lines"]) == {"filter"}
+    assert summary["results"]["filter_jacobian_sv_max"] > 0
