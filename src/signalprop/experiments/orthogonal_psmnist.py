@@ -142,7 +142,7 @@ def legacy_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _acc(rows: list[Row], variant: str, point: str, metric: str) -> float:
-    """The (first seed's) ``metric`` of ``variant`` at ``point``; NaN when it diverged."""
+    """``metric`` of ``variant`` at ``point``, mean over seeds; NaN when a run diverged."""
     return per_seed(rows, variant=variant, metric=metric, point=point, include_lost=True).mean
 
 
