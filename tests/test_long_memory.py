@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -11,20 +12,22 @@ from claim_cases import _FAIL, _memory
 from signalprop.cli import main
 from signalprop.config import apply_overrides
 from signalprop.errors import ConfigError
-from signalprop.experiments import orthogonal_memory as om
+from signalprop.experiments import orthogonal_long_memory as om
+from signalprop.experiments.evidence import rows_of, select
+from signalprop.experiments.orthogonal_models import rnn_classifier
 from signalprop.experiments.registry import get_experiment
 from signalprop.train import TrainConfig, fit
 
 TINY = ["adding.lengths=6,12", "adding.steps=4,3", "adding.baselines_up_to=6",
-        "recall.lengths=5", "recall.steps=3", "seeds=2", "evals=1", "tuning.lr_count=2",
-        "tuning.lr_high=0.01", "data.n_test=20", "data.n_val=10"]
+        "recall.lengths=5", "recall.steps=3", "seeds=2", "evals=1", "tuning.lrs=[0.001,0.01]",
+        "tuning.max_extensions=0", "data.n_test=20", "data.n_val=10"]
 
 
 def test_frozen_control_trains_only_its_readout(tmp_path):
     from signalprop import data
 
     splits = data.load("adding", T=8, n_train=64, n_test=16)
-    model = om.build_model("frozen", 2, 1, 8, om.MemoryModel())
+    model = _build("frozen", 8, om.MemoryModel())
     before = {k: v.clone() for k, v in model.state_dict().items()}
     assert model.scale == pytest.approx(8.0)  # read out at h_T / b, b = 1/T
     fit(model, splits.train, splits.test, TrainConfig(epochs=1, batch_size=16, lr=0.1),
@@ -35,17 +38,31 @@ def test_frozen_control_trains_only_its_readout(tmp_path):
 
 
 def test_models_per_length():
-    m = om.MemoryModel()
-    assert om._models(m, 1000, 1000) == ["filter", "frozen", "rnn", "lstm"]
-    assert om._models(m, 10000, 1000) == ["filter", "frozen"]
-    assert om.build_model("filter", 2, 1, 400, m).rnn.cell.b == pytest.approx(1 / 400)
-    assert om.build_model("filter", 2, 1, 400, om.MemoryModel(beta_scale=10)).rnn.cell.b == \
+    cfg = om.LongMemoryConfig()
+    study = om.study(_Ctx(cfg))
+    assert list(study.points) == ["adding-T100", "adding-T1000", "adding-T10000", "recall-T1000"]
+    at = {v.name: [p for p in study.points if v.where(p)] for v in study.variants}
+    assert at["filter"] == at["frozen"] == list(study.points)
+    assert at["lstm"] == at["rnn"] == ["adding-T100", "adding-T1000", "recall-T1000"]
+    m = cfg.model
+    assert _build("filter", 400, m).rnn.cell.b == pytest.approx(1 / 400)
+    assert _build("filter", 400, om.MemoryModel(beta_scale=10)).rnn.cell.b == \
         pytest.approx(10 / 400)
+
+
+def _build(kind, length, m):
+    """The model the study builds for the adding problem at T = ``length``."""
+    return rnn_classifier(kind, 2, 1, m, m.b(length))
+
+
+class _Ctx:
+    def __init__(self, config):
+        self.config = config
 
 
 @pytest.mark.parametrize(("override", "message"), [
     ("recall.classes=4", "recall.classes must be >= 8"),
-    ("tuning.lr_high=1e-5", "tuning.lr_high=1e-05 must be >= tuning.lr_low"),
+    ("tuning.lrs=[0.001,-1]", "tuning.lrs"),
     ("adding.lengths=1", "adding.lengths must be >= 2"),
 ])
 def test_bad_config_names_the_field(override, message):
@@ -65,14 +82,16 @@ def test_tiny_run_records_every_model_seed_and_tuned_rate(tmp_path):
     sets = [arg for item in TINY for arg in ("--set", item)]
     assert main(["run", "orthogonal-long-memory", "--out", str(tmp_path), *sets]) == 0
     summary = json.loads(next(tmp_path.rglob("summary.json")).read_text())
-    res = summary["results"]
-    assert res["adding_lengths"] == [6, 12] and res["recall_lengths"] == [5]
-    for key in ("adding_T6_lstm_test_mse", "adding_T12_frozen_test_mse", "recall_T5_rnn_test_acc"):
-        assert len(res[f"{key}_per_seed"]) == 2
-    assert "adding_T12_lstm_test_mse" not in res  # baselines only up to baselines_up_to
-    assert set(res["tuning"]["adding-T6-filter"]["validation_loss"]) == {"0.001", "0.01"}
-    rows = summary["tables"]["adding"]["rows"]
-    assert [r[2] for r in rows] == ["filter", "frozen", "rnn", "lstm", "filter", "frozen"]
+    rows = rows_of(summary["results"])
+    assert om.lengths(rows, "adding") == [6, 12] and om.lengths(rows, "recall") == [5]
+    for kind, point in (("lstm", "adding-T6"), ("frozen", "adding-T12"), ("rnn", "recall-T5")):
+        assert len(select(rows, kind, point)) == 2
+    assert all(math.isfinite(r.value("test_mse")) for r in rows if r.point.startswith("add"))
+    assert not select(rows, "lstm", "adding-T12")  # baselines only up to baselines_up_to
+    tuning = summary["results"]["tuning"]["filter-adding-T6-s0"]
+    assert set(tuning["validation_loss"]) == {"lr 0.001", "lr 0.01"}
+    assert [r.variant for r in rows if r.seed == 0 and r.point.startswith("adding")] == [
+        "filter", "frozen", "rnn", "lstm", "filter", "frozen"]
     assert {c["verdict"] for c in summary["claims"]} <= {"not reproduced", "partly"}
 
 
@@ -81,17 +100,21 @@ def test_one_seed_cannot_show_learning():
     for key in [k for k in one if k.endswith("_per_seed")]:
         one[key] = one[key][:1]
     one["seeds"] = 1
-    assert om._adding_learns(one)[1] == "not reproduced"
+    assert om.adding_learns(with_rows(one))[1] == "not reproduced"
 
 
 def test_learning_needs_both_marked_values():
     """Beating a bad control is not enough: the MSE must fall below 1/12 (one value known)."""
     res = _memory("adding", {1000: {"filter": 0.1, **_FAIL}})
-    text, verdict = om._adding_learns(res)
+    text, verdict = om.adding_learns(with_rows(res))
     assert verdict == "not reproduced" and "filter 0.1 ± 0.002" in text
 
 
 def test_claims_are_registered_with_new_rule_versions():
     claims = get_experiment("orthogonal-long-memory").claims
-    assert [c.rule_version for c in claims] == [2, 2, 1]
+    assert [c.rule_version for c in claims] == [3, 3, 2]
     assert all(c.stochastic for c in claims)
+
+
+def with_rows(results: dict) -> dict:
+    return get_experiment("orthogonal-long-memory").with_rows(results)

@@ -75,13 +75,16 @@ class Tuning:
     """The learning-rate sweep every variant gets (``tuning.*``).
 
     ``epochs`` is the tuning horizon (0: the whole training budget). ``max_extensions``: how
-    many grid steps a choice at an edge may extend the grid outward, per side.
+    many grid steps a choice at an edge may extend the grid outward, per side. ``n_train``:
+    candidates train on this many random examples of the training data left after the
+    validation split (0: all of it).
     """
 
     lrs: tuple[float, ...] = log_spaced(1e-4, 10**-1.5, 6)
     epochs: int = 0
     every_seed: bool = False
     max_extensions: int = 2
+    n_train: int = 0
 
     def __post_init__(self) -> None:
         positive_values("tuning.lrs", self.lrs, ": give the learning rates to tune over, e.g. "
@@ -91,6 +94,8 @@ class Tuning:
                               f"{self.epochs}")
         if self.max_extensions < 0:
             raise ConfigError(f"tuning.max_extensions must be >= 0, got {self.max_extensions}")
+        if self.n_train < 0:
+            raise ConfigError(f"tuning.n_train must be >= 0 (0: all), got {self.n_train}")
 
 
 # --------------------------------------------------------------------------- declarations
@@ -105,6 +110,7 @@ class Variant:
     ``lrs``: the variant's own learning-rate grid (default ``tuning.lrs``). ``tuned_as``: the
     name of another variant whose tuned choice (setting and rate) this one reuses (an
     ablation of it; the two must share setting labels).
+    ``where(point)``: the variant trains only at the points where it is true (all if None).
     """
 
     name: str
@@ -116,6 +122,7 @@ class Variant:
     train: Callable[[Any, Any], TrainConfig] | None = None
     lrs: tuple[float, ...] | None = None
     tuned_as: str = ""
+    where: Callable[[Any], bool] | None = None
 
     def __post_init__(self) -> None:
         if self.on_diverge not in DIVERGED_POLICIES:
@@ -188,6 +195,21 @@ def _grid_ratio(lrs: Sequence[float]) -> float:
     if len(ordered) < 2:
         return math.sqrt(10.0)
     return math.exp((math.log(ordered[-1]) - math.log(ordered[0])) / (len(ordered) - 1))
+
+
+def _subset(splits: Splits, n: int, seed: int) -> Splits:
+    """``splits`` with ``n`` random training examples (all when ``n`` is 0)."""
+    if not n:
+        return splits
+    import torch
+    from torch.utils.data import TensorDataset
+
+    x, y = splits.train.tensors
+    if n > x.shape[0]:
+        raise ConfigError(f"tuning.n_train={n} exceeds the {x.shape[0]} training examples left "
+                          "after the validation split; lower it or raise data.n_train")
+    pick = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))[:n]
+    return dataclasses.replace(splits, train=TensorDataset(x[pick], y[pick]))
 
 
 def _name(*parts: Any) -> str:
@@ -291,7 +313,10 @@ class StudyRunner:
             if any(v.tuned for v in study.variants):
                 train_splits, tune_splits = tuning_splits(splits, ctx.config.data.n_val,
                                                           ctx.seed)
+                tune_splits = _subset(tune_splits, study.tuning.n_train, ctx.seed)
             for variant in study.variants:
+                if variant.where is not None and not variant.where(point):
+                    continue
                 for seed in ctx.seeds(study.seeds):
                     self.rows.append(self._final(variant, point, seed, train_splits,
                                                  tune_splits))
