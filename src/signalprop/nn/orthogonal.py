@@ -22,6 +22,7 @@ backward pass, so activation memory is ``O((L / segment + segment) * batch * n)`
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -63,6 +64,15 @@ def check_beta(owner: str, beta: object) -> float:
 def check_positive(owner: str, name: str, value: object) -> float:
     """``value`` as a finite float > 0, else ConfigError naming ``owner`` and ``name``."""
     return require_number(owner, name, value, low=0.0, open_low=True)
+
+
+def filter_mixing(owner: str, beta: object, activation: str, allowed: Sequence[str],
+                  gain: object) -> tuple[float, float, str, float]:
+    """``(a, b, activation, gain)`` of an additive-filter layer ``h' = a O h + b phi(...)``,
+    ``a = 1 - b``, each checked (ConfigError naming ``owner``)."""
+    b = check_beta(owner, beta)
+    require_activation(owner, "activation", activation, allowed)
+    return 1.0 - b, b, activation, check_positive(owner, "gain", gain)
 
 
 def activate(name: str, z: Tensor) -> Tensor:
@@ -323,11 +333,8 @@ class AdditiveFilterBlock(nn.Module):
                  dtype: torch.dtype | None = None) -> None:
         super().__init__()
         self.width = require_int("AdditiveFilterBlock", "width", width)
-        self.b = check_beta("AdditiveFilterBlock", beta)
-        self.a = 1.0 - self.b
-        require_activation("AdditiveFilterBlock", "activation", activation, STACK_ACTIVATIONS)
-        self.activation = activation
-        self.gain = check_positive("AdditiveFilterBlock", "gain", gain)
+        self.a, self.b, self.activation, self.gain = filter_mixing(
+            "AdditiveFilterBlock", beta, activation, STACK_ACTIVATIONS, gain)
         self.linear = nn.Linear(width, width, device=device, dtype=dtype)
         self.register_buffer("filter", random_orthogonal(width, generator=generator,
                                                          device=device, dtype=dtype))

@@ -31,11 +31,10 @@ from torch import Tensor, nn
 
 from signalprop.config import require_int
 from signalprop.errors import ConfigError
-from signalprop.nn.activations import require_activation
 from signalprop.nn.orthogonal import (
     activate,
-    check_beta,
     check_positive,
+    filter_mixing,
     random_orthogonal,
 )
 from signalprop.nn.precision import autocast_off, float32_inputs, only_grad_transforms
@@ -222,11 +221,8 @@ class AdditiveFilterRNNCell(nn.Module):
         self.filter_kind = filter
         self.input_size = require_int("AdditiveFilterRNNCell", "input_size", input_size)
         self.hidden_size = require_int("AdditiveFilterRNNCell", "hidden_size", hidden_size)
-        self.b = check_beta("AdditiveFilterRNNCell", beta)
-        self.a = 1.0 - self.b
-        require_activation("AdditiveFilterRNNCell", "activation", activation, RNN_ACTIVATIONS)
-        self.activation = activation
-        self.gain = check_positive("AdditiveFilterRNNCell", "gain", gain)
+        self.a, self.b, self.activation, self.gain = filter_mixing(
+            "AdditiveFilterRNNCell", beta, activation, RNN_ACTIVATIONS, gain)
         self.input_gain = check_positive("AdditiveFilterRNNCell", "input_gain", input_gain)
         factory = {"device": device, "dtype": dtype}
         self.weight_ih = nn.Parameter(torch.empty(hidden_size, input_size, **factory))
