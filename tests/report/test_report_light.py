@@ -22,7 +22,7 @@ from signalprop.metrics_file import (
 )
 from signalprop.report import build_report, read_run
 from signalprop.report.figures import PNG_SIGNATURE, compact_png
-from signalprop.report.paths import relative_text
+from signalprop.report.paths import command_text, relative_text
 from signalprop.report.results_block import results_data
 
 
@@ -146,3 +146,14 @@ def test_the_copy_holds_gzip_metrics_whichever_form_the_run_has(make_run, tmp_pa
     build_report([run_dir], out)
     copy = out / "runs" / "fake-deep-mlp" / run_dir.name / "deep"
     assert sorted(p.name for p in copy.iterdir()) == ["metrics.jsonl.gz", "result.json"]
+
+
+def test_an_absolute_out_of_a_run_command_is_the_reports_runs_folder(tmp_path: Path):
+    places = [(tmp_path / "a" / "exp" / "1", "exp", "runs/exp/1")]
+    assert command_text("signalprop reproduce --full --out /work/elsewhere", places) == \
+        "signalprop reproduce --full --out runs"
+    assert command_text("signalprop run exp --out=/x/y --seed 0", places) == \
+        "signalprop run exp --out=runs --seed 0"
+    assert command_text("signalprop run exp --out runs/full", places) == \
+        "signalprop run exp --out runs/full"
+    assert command_text("signalprop report /x/y --out /r", places) == "signalprop report y --out r"

@@ -21,7 +21,7 @@ from signalprop.report._fmt import slug
 from signalprop.report.benchmarks import load_benchmarks
 from signalprop.report.content import RunSection, benchmark_table
 from signalprop.report.figures import run_figures
-from signalprop.report.paths import RUNS_DIR, localise_run, relative_text
+from signalprop.report.paths import RUNS_DIR, command_text, localise_run
 from signalprop.report.runs_reader import discover_runs
 from signalprop.runs import CONFIG, METRICS, METRICS_GZ, RESULT, SUMMARY
 from signalprop.storage import atomic_write_bytes
@@ -160,7 +160,7 @@ def _config_copy(data: bytes, runs: list[tuple[Path, str, str]]) -> bytes:
     changed = False
     for holder in (config, config.get("meta")):
         if isinstance(holder, dict) and isinstance(holder.get("command"), str):
-            new = relative_text(holder["command"], runs)
+            new = command_text(holder["command"], runs)
             changed |= new != holder["command"]
             holder["command"] = new
     return (json.dumps(config, indent=2) + "\n").encode() if changed else data

@@ -3,8 +3,10 @@
 A report copies each run to ``runs/<experiment>/<run id>/`` beside its README.md. Text taken
 from a run (the command that started it, a claim's re-run command) names the machine's
 absolute paths; :func:`relative_text` rewrites the run's directory as that copy, the run's
-experiment folder as ``runs/<experiment>`` and the output root above it (``--out``) as
-``runs``, and shortens any other absolute path to its last component.
+experiment folder as ``runs/<experiment>`` and the output root above it as ``runs``, and
+shortens any other absolute path to its last component. In the command that started a run
+(:func:`command_text`), an absolute ``--out`` is the root its run directory was made in, so it
+reads ``--out runs`` wherever the run was made.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from signalprop.report.runs_reader import RunRecord
 RUNS_DIR = "runs"  #: the report's folder of run copies
 
 _ABSOLUTE = re.compile(r"(?<![\w.~:/-])/[^\s'\"`]+")
+_RUN_COMMAND = re.compile(r"\s*signalprop\s+(run|reproduce)\b")
+_ABSOLUTE_OUT = re.compile(r"(--out[= ])/[^\s'\"`]*")
 _END = r"(?=$|[/\s'\"`])"
 
 
@@ -54,18 +58,26 @@ def relative_text(text: str, runs: Iterable[tuple[Path, str, str]]) -> str:
     return _ABSOLUTE.sub(lambda m: PurePosixPath(m.group(0)).name or m.group(0), text)
 
 
+def command_text(command: str, runs: Iterable[tuple[Path, str, str]]) -> str:
+    """:func:`relative_text` for a ``signalprop run``/``reproduce`` command, whose absolute
+    ``--out`` becomes the report's ``runs`` folder."""
+    if _RUN_COMMAND.match(command):
+        command = _ABSOLUTE_OUT.sub(lambda m: m.group(1) + RUNS_DIR, command)
+    return relative_text(command, runs)
+
+
 def localise_run(run: RunRecord) -> str:
     """Rewrite ``run``'s command and its claims' commands with :func:`relative_text`, point
     each claim's ``files`` at the run's copy, and return that copy's folder."""
     folder = run_folder(run.experiment, run.run_id)
     runs = [(run.path, run.experiment, folder)]
     if isinstance(run.meta.get("command"), str):
-        run.meta = {**run.meta, "command": relative_text(run.meta["command"], runs)}
+        run.meta = {**run.meta, "command": command_text(run.meta["command"], runs)}
     if isinstance(run.raw_config.get("command"), str):
         run.raw_config = {**run.raw_config,
-                          "command": relative_text(run.raw_config["command"], runs)}
+                          "command": command_text(run.raw_config["command"], runs)}
     for claim in run.claims:
         if isinstance(claim.get("command"), str):
-            claim["command"] = relative_text(claim["command"], runs)
+            claim["command"] = command_text(claim["command"], runs)
         claim["files"] = folder + "/"
     return folder
