@@ -2,8 +2,11 @@
 keeps it (``metrics.jsonl.gz``: gzip, step records possibly thinned).
 
 Every epoch record is kept. When a sub-run logged more than ``max_steps`` step records, the copy
-keeps ``max_steps`` of them, evenly spread and always the first and the last, and starts with a
-record ``{"kind": "thinned", "step_records": N, "kept_step_records": K}`` that says so. Readers
+keeps ``max_steps`` of them, evenly spread and always the first and the last; per-layer
+``grad_norms`` stay on the first and the last epoch that logged a usable profile (the two the
+report draws) and leave the epochs between. A thinned copy starts with a record
+``{"kind": "thinned", "step_records": N, "kept_step_records": K, "grad_norms_epochs": E,
+"kept_grad_norms_epochs": G}`` that says so. Readers
 (:mod:`signalprop.report.runs_reader`, :func:`signalprop.experiments.judging.subrun_health`)
 go through :func:`metrics_path` and :func:`metrics_lines`, so they read either form.
 """
@@ -13,8 +16,10 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import math
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from signalprop.runs import METRICS, METRICS_GZ
 
@@ -44,29 +49,48 @@ def metrics_lines(path: Path) -> Iterator[str]:
             yield from fh
 
 
-def _kind(line: str) -> str | None:
+def usable_profile(grad_norms: Any) -> bool:
+    """Whether an epoch's ``grad_norms`` is a dict holding a positive finite norm."""
+    return isinstance(grad_norms, dict) and any(
+        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+        for v in grad_norms.values())
+
+
+def _record(line: str) -> dict[str, Any] | None:
     try:
         record = json.loads(line)
     except ValueError:
         return None
-    return record.get("kind") if isinstance(record, dict) else None
+    return record if isinstance(record, dict) else None
 
 
 def thin_lines(lines: list[str], max_steps: int = MAX_STEP_RECORDS) -> list[str]:
-    """``lines`` with at most ``max_steps`` step records (evenly spread, first and last kept),
-    preceded by a :data:`THINNED` record when any were dropped; every other line is kept in
-    order."""
-    steps = [i for i, line in enumerate(lines) if _kind(line) == "step"]
-    if len(steps) <= max_steps:
-        return list(lines)
+    """``lines`` with at most ``max_steps`` step records (evenly spread, first and last kept)
+    and ``grad_norms`` only on the first and last epoch with a usable profile, preceded by a
+    :data:`THINNED` record when anything was dropped; every other line is kept as it is."""
     if max_steps < 2:
         raise ValueError(f"max_steps must be at least 2, got {max_steps}")
-    span = len(steps) - 1
-    keep = {steps[round(j * span / (max_steps - 1))] for j in range(max_steps)}
-    dropped = set(steps) - keep
-    note = json.dumps({"kind": THINNED, "step_records": len(steps),
-                       "kept_step_records": len(keep)}) + "\n"
-    return [note] + [line for i, line in enumerate(lines) if i not in dropped]
+    records = [_record(line) for line in lines]
+    steps = [i for i, r in enumerate(records) if r is not None and r.get("kind") == "step"]
+    keep = set(steps)
+    if len(steps) > max_steps:
+        span = len(steps) - 1
+        keep = {steps[round(j * span / (max_steps - 1))] for j in range(max_steps)}
+    epochs = {i for i, r in enumerate(records)
+              if r is not None and r.get("kind") == "epoch" and "grad_norms" in r}
+    usable = sorted(i for i in epochs if usable_profile(records[i]["grad_norms"]))
+    profiles = {usable[0], usable[-1]} if usable else set()
+    if len(keep) == len(steps) and len(profiles) == len(epochs):
+        return list(lines)
+    note = {"kind": THINNED, "step_records": len(steps), "kept_step_records": len(keep),
+            "grad_norms_epochs": len(epochs), "kept_grad_norms_epochs": len(profiles)}
+    out = [json.dumps(note) + "\n"]
+    for i, line in enumerate(lines):
+        if i in epochs and i not in profiles:
+            line = json.dumps({k: v for k, v in records[i].items() if k != "grad_norms"}) + "\n"
+        if i in keep or records[i] is None or records[i].get("kind") != "step":
+            out.append(line)
+    return out
 
 
 def compressed_copy(data: bytes, max_steps: int = MAX_STEP_RECORDS) -> bytes:
@@ -77,7 +101,7 @@ def compressed_copy(data: bytes, max_steps: int = MAX_STEP_RECORDS) -> bytes:
     lines = data.decode("utf-8", errors="replace").splitlines(keepends=True)
     if lines and not lines[-1].endswith("\n"):
         lines[-1] += "\n"
-    if not any(_kind(line) == THINNED for line in lines):
+    if not any((_record(line) or {}).get("kind") == THINNED for line in lines):
         lines = thin_lines(lines, max_steps)
     buffer = io.BytesIO()
     with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0, compresslevel=9) as fh:

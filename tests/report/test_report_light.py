@@ -45,10 +45,23 @@ def test_thinning_keeps_epochs_first_and_last_step_and_says_so():
     thin = thin_lines(lines, 50)
     assert _kinds(thin).count("step") == 50 and _kinds(thin).count("epoch") == 2
     note = json.loads(thin[0])
-    assert note == {"kind": THINNED, "step_records": 1000, "kept_step_records": 50}
+    assert note == {"kind": THINNED, "step_records": 1000, "kept_step_records": 50,
+                    "grad_norms_epochs": 0, "kept_grad_norms_epochs": 0}
     steps = [json.loads(line)["step"] for line in thin if '"step", "step"' in line]
     assert steps[0] == 1 and steps[-1] == 1000 and steps == sorted(steps)
     assert thin_lines(lines[:30], 50) == lines[:30]  # short files are left alone
+
+
+def test_grad_norms_stay_on_the_first_and_last_usable_profile():
+    epochs = [{"kind": "epoch", "epoch": e, "train_loss": 1.0, "grad_norms": norms}
+              for e, norms in enumerate([{"a": 0.0}, {"a": 1.0}, {"a": 2.0}, {"a": 3.0},
+                                         {"a": float("nan")}], start=1)]
+    thin = thin_lines([json.dumps(r) + "\n" for r in epochs], 10)
+    assert json.loads(thin[0])["grad_norms_epochs"] == 5
+    kept = [json.loads(line) for line in thin[1:]]
+    assert [r["epoch"] for r in kept] == [1, 2, 3, 4, 5]  # every epoch record stays
+    assert [r["epoch"] for r in kept if "grad_norms" in r] == [2, 4]
+    assert all(r["train_loss"] == 1.0 for r in kept)
 
 
 def test_compressed_copy_is_reproducible_and_not_thinned_twice():
@@ -77,7 +90,10 @@ def test_readers_take_plain_and_gzip_metrics(tmp_path: Path):
 
 def test_report_copy_reads_back_like_the_run(make_run, tmp_path: Path):
     run_dir = make_run(subruns=("deep",))
-    (run_dir / "deep" / "metrics.jsonl").write_text("".join(_lines(901, epochs=3)))
+    metrics = run_dir / "deep" / "metrics.jsonl"  # 3 epochs with grad_norms, 3 steps
+    steps = [json.dumps({"kind": "step", "step": s, "loss": 3.0 - s / 900}) + "\n"
+             for s in range(1, 899)]
+    metrics.write_text("".join(steps) + metrics.read_text())
     original = read_run(run_dir)
     build_report([run_dir], tmp_path / "r")
     copy_dir = tmp_path / "r" / "runs" / "fake-deep-mlp" / run_dir.name
@@ -85,7 +101,10 @@ def test_report_copy_reads_back_like_the_run(make_run, tmp_path: Path):
     assert (copy_dir / "deep" / "metrics.jsonl.gz").is_file()
     copied = read_run(copy_dir)
     assert copied.subruns[0].n_steps == original.subruns[0].n_steps == 901
-    assert copied.subruns[0].epochs == original.subruns[0].epochs
+    assert [{k: v for k, v in r.items() if k != "grad_norms"} for r in copied.subruns[0].epochs] \
+        == [{k: v for k, v in r.items() if k != "grad_norms"} for r in original.subruns[0].epochs]
+    profiles = original.subruns[0].grad_norm_epochs()
+    assert copied.subruns[0].grad_norm_epochs() == [profiles[0], profiles[-1]]
     assert subrun_health(copy_dir) == subrun_health(run_dir)
     assert [c["verdict"] for c in copied.claims] == [c["verdict"] for c in original.claims]
 

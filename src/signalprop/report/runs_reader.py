@@ -24,7 +24,7 @@ from signalprop.errors import ConfigError, SignalpropError
 from signalprop.experiments.context import evaluate_claims
 from signalprop.experiments.judging import subrun_health
 from signalprop.experiments.registry import get_experiment
-from signalprop.metrics_file import THINNED, metrics_lines, metrics_path
+from signalprop.metrics_file import THINNED, metrics_lines, metrics_path, usable_profile
 from signalprop.runs import CONFIG, FIGURES, RESULT, SUMMARY, find_subrun_dirs, subrun_name
 
 CLAIM_FIELDS = ("claim", "source", "paper_value", "our_value", "dataset", "paper_data", "verdict",
@@ -58,11 +58,7 @@ class SubRun:
 
     def grad_norm_epochs(self) -> list[dict[str, Any]]:
         """Epoch records whose ``grad_norms`` dict has a positive finite norm, in file order."""
-        return [
-            r for r in self.epochs
-            if isinstance(r.get("grad_norms"), dict)
-            and any(_is_number(v) and math.isfinite(v) and v > 0 for v in r["grad_norms"].values())
-        ]
+        return [r for r in self.epochs if usable_profile(r.get("grad_norms"))]
 
 
 @dataclass
