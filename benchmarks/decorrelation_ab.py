@@ -28,7 +28,7 @@ from torch import nn
 
 from signalprop.experiments.decorrelation_models import ModelConfig, make_mlp
 from signalprop.learning.decorrelation_rule import decorrelation_step
-from signalprop.nn.decorrelated_layers import decorrelate
+from signalprop.nn.decorrelation_policy import decorrelate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling cost benchmark
 from decorrelation_cost import make_step, time_steps  # noqa: E402
@@ -71,7 +71,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         extract_revision(args.base, Path(tmp))
         sys.path.insert(0, tmp)
-        base_layers = importlib.import_module(f"{BASE_PACKAGE}.nn.decorrelated_layers")
+        base_policy = importlib.import_module(f"{BASE_PACKAGE}.nn.decorrelation_policy")
         base_rule = importlib.import_module(f"{BASE_PACKAGE}.learning.decorrelation_rule")
         config = ModelConfig(width=args.width, depth=3)
         x, y = torch.randn(args.batch, 784), torch.randint(0, 10, (args.batch,))
@@ -82,7 +82,7 @@ def main() -> None:
 
         steps = {
             "plain": make_step(model(), x, y, None),
-            "base": make_step(base_layers.decorrelate(model(), lr=1e-5, block_size=block), x, y,
+            "base": make_step(base_policy.decorrelate(model(), lr=1e-5, block_size=block), x, y,
                               base_rule.decorrelation_step),
             "current": make_step(decorrelate(model(), lr=1e-5, block_size=block), x, y,
                                  decorrelation_step),

@@ -36,7 +36,8 @@ from torch import nn
 
 from signalprop.experiments.decorrelation_models import ModelConfig, make_cnn, make_mlp
 from signalprop.learning.decorrelation_rule import decorrelation_step
-from signalprop.nn.decorrelated_layers import DecorrelatedConv2d, DecorrelatedLinear, decorrelate
+from signalprop.nn.decorrelated_layers import DecorrelatedConv2d, DecorrelatedLinear
+from signalprop.nn.decorrelation_policy import decorrelate
 
 TARGET_MLP = 1.3
 BLOCK_SIZES = (16, 32, 98)  # block-diagonal R for the experiment's MLP (as decorrelation-speedup)

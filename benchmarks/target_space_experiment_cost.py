@@ -2,7 +2,7 @@
 
 Sizes the ``--full`` runs and the paper's scale: for each delay k, one Adam step on 100
 bit-stream sequences of length k + 50 with k + 3 hidden tanh units, as an
-:class:`ElmanRNN` (weight space) and a :class:`TargetSpaceRNN` with n_bar = 100 realisation
+:class:`WeightSpaceElmanRNN` and a :class:`TargetSpaceRNN` with n_bar = 100 realisation
 sequences; and one full-batch step of the 2-5-5-5-2 two-spirals net. Times are process CPU
 time (``time.process_time``, one thread), so a loaded machine inflates them less than
 wall-clock; the median over ``--repeats`` blocks of ``--steps`` steps is reported in ms.
@@ -24,7 +24,7 @@ from torch import nn
 
 from signalprop import data
 from signalprop.nn.target_space import ShortcutMLP, TargetSpaceMLP, target_minibatch
-from signalprop.nn.target_space_rnn import ElmanRNN, TargetSpaceRNN
+from signalprop.nn.target_space_rnn import TargetSpaceRNN, WeightSpaceElmanRNN
 
 
 def cpu_ms_per_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int,
@@ -54,7 +54,7 @@ def measure(delays: list[int], batch: int, n_bar: int, steps: int, repeats: int)
         target = TargetSpaceRNN(target_minibatch(x, n_bar), k + 3, 2, ridge=0.1)
         rows.append({"model": f"recall k={k}", "target_ms": cpu_ms_per_step(
             target, x[:batch], y[:batch], steps, repeats), "weight_ms": cpu_ms_per_step(
-            ElmanRNN(1, k + 3, 2), x[:batch], y[:batch], steps, repeats)})
+            WeightSpaceElmanRNN(1, k + 3, 2), x[:batch], y[:batch], steps, repeats)})
     spirals = data.load("spirals", n_train=194, n_test=1, noise=0.0, turns=3.0)
     x, y = spirals.train.tensors
     rows.append({"model": "two spirals 2-5-5-5-2", "target_ms": cpu_ms_per_step(

@@ -243,7 +243,7 @@ def test_per_step_state_stays_out_of_the_state_dict():
 
 
 def test_benchmark_counts_block_multiply_adds():
-    from signalprop.nn.decorrelated_layers import decorrelate
+    from signalprop.nn.decorrelation_policy import decorrelate
 
     bench = _load_benchmark("decorrelation_cost")
     model = torch.nn.Sequential(torch.nn.Linear(1024, 1024), torch.nn.Tanh(),
@@ -271,7 +271,7 @@ def test_block_layer_works_under_torch_func(fuse):
 def test_block_divergence_names_the_layer():
     from signalprop.errors import DivergenceError
     from signalprop.learning.decorrelation_rule import decorrelation_step
-    from signalprop.nn.decorrelated_layers import decorrelate
+    from signalprop.nn.decorrelation_policy import decorrelate
 
     model = torch.nn.Sequential(torch.nn.Linear(D, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
     decorrelate(model, rule="decorrelate", lr=1e6, sample_fraction=1.0, block_size=B)
@@ -290,8 +290,8 @@ def test_before_after_benchmark_imports_another_revision_beside_this_one(tmp_pat
     assert "from signalprop." not in (package / "nn" / "decorrelated_layers.py").read_text()
     sys.path.insert(0, str(tmp_path))
     try:
-        layers = importlib.import_module("signalprop_base.nn.decorrelated_layers")
-        model = layers.decorrelate(torch.nn.Sequential(torch.nn.Linear(D, 2)), block_size=B)
+        policy = importlib.import_module("signalprop_base.nn.decorrelation_policy")
+        model = policy.decorrelate(torch.nn.Sequential(torch.nn.Linear(D, 2)), block_size=B)
         assert type(model[0]).__module__ == "signalprop_base.nn.decorrelated_layers"
         assert model(_correlated(5, 0)).shape == (5, 2)
     finally:

@@ -22,7 +22,7 @@ def _free_port() -> int:
 
 def _train(rank: int, sync: bool, block_size: int | None = None) -> dict[str, torch.Tensor]:
     from signalprop.learning.decorrelation_rule import decorrelation_step
-    from signalprop.nn.decorrelated_layers import decorrelate
+    from signalprop.nn.decorrelation_policy import decorrelate
 
     torch.manual_seed(0)  # same initial model on every rank
     model = decorrelate(
@@ -47,7 +47,7 @@ def _train_np(rank: int, sync: bool) -> dict[str, torch.Tensor]:
 
     from signalprop.learning.decorrelation_rule import decorrelation_step
     from signalprop.learning.perturbation import NodePerturbation
-    from signalprop.nn.decorrelated_layers import decorrelate
+    from signalprop.nn.decorrelation_policy import decorrelate
 
     torch.manual_seed(0)
     model = decorrelate(nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3)),

@@ -18,7 +18,7 @@ def _train(rank: int, sync: bool) -> dict[str, torch.Tensor]:
     import torch.nn.functional as F
 
     from signalprop.learning.decorrelation_rule import decorrelation_step
-    from signalprop.nn.decorrelated_layers import decorrelate
+    from signalprop.nn.decorrelation_policy import decorrelate
     from signalprop.nn.resnet import resnet18
 
     torch.manual_seed(0)  # same initial model on every rank

@@ -9,12 +9,9 @@ from torch import nn
 
 from signalprop.errors import ConfigError, DivergenceError
 from signalprop.learning.decorrelation_rule import DecorrelationRule, decorrelation_step
-from signalprop.nn.decorrelated_layers import (
-    DecorrelatedConv2d,
-    DecorrelatedLinear,
-    decorrelate,
-)
+from signalprop.nn.decorrelated_layers import DecorrelatedConv2d, DecorrelatedLinear
 from signalprop.nn.decorrelation import Decorrelator, correlation_error
+from signalprop.nn.decorrelation_policy import decorrelate
 
 D = 16
 

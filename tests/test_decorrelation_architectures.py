@@ -13,9 +13,9 @@ from signalprop.errors import ConfigError
 from signalprop.learning.decorrelation_rule import DecorrelationRule, decorrelation_step
 from signalprop.learning.feedback_alignment import DirectFeedbackAlignment, FeedbackAlignment
 from signalprop.learning.perturbation import NodePerturbation
-from signalprop.nn.decorrelated_layers import DecorrelatedConv2d, DecorrelatedLinear, decorrelate
+from signalprop.nn.decorrelated_layers import DecorrelatedConv2d, DecorrelatedLinear
 from signalprop.nn.decorrelation import Decorrelator, decorrelators
-from signalprop.nn.decorrelation_policy import PRESETS, layers_to_decorrelate
+from signalprop.nn.decorrelation_policy import PRESETS, decorrelate, layers_to_decorrelate
 from signalprop.nn.resnet import resnet18
 from signalprop.nn.vit import SmallViT
 from signalprop.train import TrainConfig, fit

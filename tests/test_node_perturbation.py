@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from signalprop.learning.perturbation import NodePerturbation, per_sample_loss
-from signalprop.nn.decorrelated_layers import decorrelate
+from signalprop.nn.decorrelation_policy import decorrelate
 
 
 def _net(decorrelated: bool) -> nn.Sequential:

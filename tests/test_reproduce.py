@@ -163,7 +163,7 @@ def test_report_shows_the_stored_verdict_and_todays_when_the_rule_changed(quick_
     assert "partly (rule v0)<br>rule changed since the run; today: reproduced" in row
     copied = tmp_path / "report" / "runs" / "deep-tanh-mlp" / run.name
     assert json.loads((copied / "summary.json").read_text())["claims"][0]["verdict"] == "partly"
-    assert (copied / "config.json").is_file() and (copied / "deep" / "metrics.jsonl").is_file()
+    assert (copied / "config.json").is_file() and (copied / "deep" / "metrics.jsonl.gz").is_file()
     assert not list(copied.rglob("*.pt"))  # no checkpoints
     assert f"(runs/deep-tanh-mlp/{run.name}/)" in row
 

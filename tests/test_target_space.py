@@ -17,7 +17,7 @@ from signalprop.nn.target_space import (
     TargetSpaceSequential,
     target_minibatch,
 )
-from signalprop.nn.target_space_rnn import ElmanRNN, TargetSpaceRNN
+from signalprop.nn.target_space_rnn import TargetSpaceRNN, WeightSpaceElmanRNN
 
 F64 = torch.float64
 
@@ -234,7 +234,7 @@ def test_rnn_export_import_preserves_outputs() -> None:
     model = TargetSpaceRNN(x_bar, 4, 3).to(F64)
     x = torch.randn(3, 11, 2, generator=_gen(1), dtype=F64)  # longer than T_bar
     exported = model.to_weight_space()
-    assert isinstance(exported, ElmanRNN)
+    assert isinstance(exported, WeightSpaceElmanRNN)
     torch.testing.assert_close(exported(x), model(x), rtol=0, atol=1e-10)
     imported = TargetSpaceRNN.from_weight_space(exported, x_bar, ridge=0.0)
     torch.testing.assert_close(imported(x), exported(x), rtol=0, atol=1e-7)

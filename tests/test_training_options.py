@@ -133,7 +133,7 @@ def test_bf16_decorrelation_rule_updates_fp32_state(tmp_path):
     from torch.utils.data import TensorDataset
 
     from signalprop.learning.decorrelation_rule import DecorrelationRule
-    from signalprop.nn.decorrelated_layers import decorrelate
+    from signalprop.nn.decorrelation_policy import decorrelate
 
     seed_everything(0)
     x = torch.randn(256, 6) @ torch.randn(6, 6)

@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("signalprop")
-except PackageNotFoundError:  # run from a source tree that was never installed
-    __version__ = "0+unknown"
-
-from signalprop.diagnose.core import Diagnosis, diagnose  # noqa: E402
-from signalprop.restore import load_run  # noqa: E402
+from signalprop.diagnose.core import Diagnosis, diagnose
+from signalprop.restore import load_run
+from signalprop.version import __version__
 
 __all__ = ["Diagnosis", "__version__", "diagnose", "load_run"]

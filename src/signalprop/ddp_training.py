@@ -21,7 +21,7 @@ from signalprop.learning.base import LearningRule, LossFn
 if TYPE_CHECKING:
     import torch
 
-    from signalprop.train import TrainConfig
+    from signalprop.train_config import TrainConfig
     from signalprop.training_options import MixedPrecision
 
 

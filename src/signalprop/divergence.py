@@ -9,8 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from signalprop.errors import DivergenceError
-
-CHECKPOINT = "checkpoint.pt"
+from signalprop.runs import CHECKPOINT
 
 
 @torch.no_grad()
@@ -20,6 +19,41 @@ def first_nonfinite_parameter(model: nn.Module) -> str | None:
         if not torch.isfinite(param).all():
             return name
     return None
+
+
+@torch.no_grad()
+def first_nonfinite_module(model: nn.Module, inputs: Tensor) -> str | None:
+    """Name of the first module (in call order) whose output holds NaN/Inf on ``inputs``.
+
+    Used after a non-finite loss to say where the numbers blew up, e.g. an exploding RNN
+    state. Only leaf modules and modules with their own parameters are checked.
+    """
+    found: list[str] = []
+
+    def check(name: str):
+        def hook(module: nn.Module, args: object, output: object) -> None:
+            tensors = output if isinstance(output, tuple | list) else (output,)
+            for tensor in tensors:
+                if (not found and isinstance(tensor, Tensor) and tensor.is_floating_point()
+                        and not torch.isfinite(tensor).all()):
+                    found.append(f"{name} ({type(module).__name__})")
+        return hook
+
+    handles = [module.register_forward_hook(check(name))
+               for name, module in model.named_modules()
+               if name and (not list(module.children()) or
+                            any(True for _ in module.parameters(recurse=False)))]
+    was_training = model.training
+    try:
+        model.eval()
+        model(inputs)
+    except Exception:  # noqa: BLE001 - best effort: the caller reports the loss anyway
+        pass
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    return found[0] if found else None
 
 
 @torch.no_grad()
@@ -36,8 +70,6 @@ def diverged(problem: str, run_dir: Path, epochs_done: int, lr: float, model: nn
     parameter = first_nonfinite_parameter(model)
     if parameter is not None:
         where.append(f"first non-finite parameter: {parameter}")
-    from signalprop.train import first_nonfinite_module
-
     module = first_nonfinite_module(model, inputs) if inputs is not None else None
     if module is not None:
         where.append(f"first non-finite output: {module}")

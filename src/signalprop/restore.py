@@ -17,13 +17,12 @@ import torch
 from torch import nn
 
 from signalprop.errors import CheckpointCorrupt, ConfigError, SignalpropError
+from signalprop.runs import CHECKPOINT, RESULT
 from signalprop.storage import load_checkpoint
 
 if TYPE_CHECKING:  # nn, which the package imports, must not import learning
     from signalprop.learning.base import LearningRule
 
-CHECKPOINT = "checkpoint.pt"
-RESULT = "result.json"
 
 
 def _no_checkpoint(run_dir: Path) -> SignalpropError:

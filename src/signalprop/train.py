@@ -19,7 +19,6 @@ import random
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +30,11 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from signalprop import ddp_training as ddp
 from signalprop import distributed
 from signalprop import training_options as options
-from signalprop.config import non_negative, one_of, positive
 from signalprop.diagnostics.gradients import GradNormRecorder
 from signalprop.divergence import diverged
 from signalprop.errors import CheckpointCorrupt
 from signalprop.learning.base import LearningRule, LossFn
+from signalprop.runs import CHECKPOINT, METRICS, RESULT
 from signalprop.storage import (
     MetricsLog,
     atomic_write_json,
@@ -45,55 +44,12 @@ from signalprop.storage import (
     save_checkpoint,
     sha256_prefix,
 )
+from signalprop.train_config import OPTIMIZERS, TrainConfig
 
-OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
-CHECKPOINT = "checkpoint.pt"
-METRICS = "metrics.jsonl"
-RESULT = "result.json"
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Optimisation settings shared by every experiment.
-
-    ``grad_clip`` clips the total gradient norm (0 = off). The options ``amp``, ``compile``,
-    ``lr_schedule`` (with ``lr_min``, ``lr_step_epochs``, ``lr_gamma``) and ``log`` are
-    implemented in :mod:`signalprop.training_options` (docs/training-options.md); all are off
-    by default.
-    """
-
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 1e-3
-    optimizer: str = "adam"
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    grad_clip: float = 0.0
-    log_every: int = 10
-    grad_norms: bool = False
-    max_steps_per_epoch: int = 0
-    eval_batch_size: int = 1000
-    amp: str = "none"
-    compile: bool = False
-    lr_schedule: str = "none"
-    lr_min: float = 0.0
-    lr_step_epochs: int = 1
-    lr_gamma: float = 0.1
-    log: str = "jsonl"
-
-    def __post_init__(self) -> None:
-        positive("train.epochs", self.epochs)
-        positive("train.batch_size", self.batch_size)
-        positive("train.lr", self.lr)
-        one_of("train.optimizer", self.optimizer, OPTIMIZERS)
-        non_negative("train.momentum", self.momentum)
-        non_negative("train.weight_decay", self.weight_decay)
-        non_negative("train.grad_clip", self.grad_clip)
-        positive("train.log_every", self.log_every)
-        non_negative("train.max_steps_per_epoch", self.max_steps_per_epoch)
-        positive("train.eval_batch_size", self.eval_batch_size)
-        options.validate(self)
-
+__all__ = [
+    "OPTIMIZERS", "TrainConfig", "classification_loss", "default_loss", "epoch_records",
+    "evaluate", "fit", "make_optimizer", "regression_loss", "seed_everything",
+]
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (all devices)."""
@@ -196,41 +152,6 @@ def evaluate(
     if task == "classification":
         result["acc"] = hits / max(labelled, 1)
     return result
-
-
-@torch.no_grad()
-def first_nonfinite_module(model: nn.Module, inputs: Tensor) -> str | None:
-    """Name of the first module (in call order) whose output holds NaN/Inf on ``inputs``.
-
-    Used after a non-finite loss to say where the numbers blew up, e.g. an exploding RNN
-    state. Only leaf modules and modules with their own parameters are checked.
-    """
-    found: list[str] = []
-
-    def check(name: str):
-        def hook(module: nn.Module, args: object, output: object) -> None:
-            tensors = output if isinstance(output, tuple | list) else (output,)
-            for tensor in tensors:
-                if (not found and isinstance(tensor, Tensor) and tensor.is_floating_point()
-                        and not torch.isfinite(tensor).all()):
-                    found.append(f"{name} ({type(module).__name__})")
-        return hook
-
-    handles = [module.register_forward_hook(check(name))
-               for name, module in model.named_modules()
-               if name and (not list(module.children()) or
-                            any(True for _ in module.parameters(recurse=False)))]
-    was_training = model.training
-    try:
-        model.eval()
-        model(inputs)
-    except Exception:  # noqa: BLE001 - best effort: the caller reports the loss anyway
-        pass
-    finally:
-        model.train(was_training)
-        for handle in handles:
-            handle.remove()
-    return found[0] if found else None
 
 
 def _nonfinite_grad_layer(model: nn.Module) -> str | None:

@@ -26,7 +26,7 @@ from signalprop.errors import ConfigError
 
 if TYPE_CHECKING:
     from signalprop.learning.base import LossFn
-    from signalprop.train import TrainConfig
+    from signalprop.train_config import TrainConfig
 
 AMP_MODES = ("none", "bf16", "fp16")
 LR_SCHEDULES = ("none", "cosine", "step")

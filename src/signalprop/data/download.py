@@ -52,7 +52,7 @@ def _is_good(path: Path, expected: Expected) -> bool:
     return len(payload) == header.nbytes and matches(data, payload, expected)
 
 
-def _fetch(url: str, dest: Path, timeout: float) -> Path:
+def fetch(url: str, dest: Path, timeout: float) -> Path:
     """Stream ``url`` into a new temp file next to ``dest``; return the temp path."""
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     try:
@@ -82,7 +82,7 @@ def download_file(
     for base in mirrors:
         url = base + filename
         try:
-            tmp = _fetch(url, dest, timeout)
+            tmp = fetch(url, dest, timeout)
         except (OSError, ValueError, http.client.HTTPException) as e:  # URLError: OSError
             tried.append(f"{url} ({e})")
             continue

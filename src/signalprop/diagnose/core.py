@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from signalprop.diagnose import thresholds as th
-from signalprop.diagnose.capture import LayerRecord, Recorder, _first_tensor, layer_parameters
+from signalprop.diagnose.capture import LayerRecord, Recorder, first_tensor, layer_parameters
 from signalprop.diagnose.recurrent import is_recurrent, largest_exponent
 from signalprop.diagnose.remedies import LayerInfo, fitting_remedies
 from signalprop.diagnose.report import Diagnosis, LayerDiagnosis, Suggestion
@@ -240,7 +240,7 @@ def _diagnose(model: nn.Module, inputs: Tensor, targets: Tensor | None, loss_fn:
     finally:
         if probe is not None:
             probe.remove()
-    y = _first_tensor(output)
+    y = first_tensor(output)
     if y is None:
         raise SignalpropError("diagnose: the model returned no floating-point tensor")
     records = recorder.ordered()
@@ -286,7 +286,7 @@ def _diagnose(model: nn.Module, inputs: Tensor, targets: Tensor | None, loss_fn:
         k = min(EXAMPLES, inputs.shape[0])
 
         def fn(x: Tensor) -> Tensor:
-            out = _first_tensor(model(x))
+            out = first_tensor(model(x))
             return out.reshape(x.shape[0], -1)
 
         est = estimate_jacobian(fn, inputs[:k].detach(), seed=seed)

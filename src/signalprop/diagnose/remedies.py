@@ -64,7 +64,7 @@ SOFT_GATES = Remedy(
 DECORRELATION = Remedy(
     "input decorrelation (Ahmad, arXiv 2407.10780)",
     "decorrelates every layer's inputs, improving the conditioning of the gradient",
-    "from signalprop.nn.decorrelated_layers import decorrelate; "
+    "from signalprop.nn.decorrelation_policy import decorrelate; "
     "from signalprop.learning.decorrelation_rule import DecorrelationRule; "
     "decorrelate(model); fit(..., rules=(DecorrelationRule(),))",
 )

@@ -44,4 +44,4 @@ JACOBIAN_EXPLODING = 1e3
 JACOBIAN_VANISHING = 1e-3
 JACOBIAN_ILL_CONDITIONED = 1e4
 
-VERDICTS = ("healthy", "vanishing", "exploding", "saturated", "dead")
+LAYER_VERDICTS = ("healthy", "vanishing", "exploding", "saturated", "dead")

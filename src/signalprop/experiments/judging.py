@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from signalprop.experiments.registry import VERDICTS, Claim
+from signalprop.metrics_file import metrics_lines, metrics_path
+from signalprop.runs import RESULT, find_subrun_dirs, subrun_name
 
 MIN_SEEDS = 3  #: seeds a stochastic claim needs for a verdict that is not "indicative"
 
@@ -46,41 +48,38 @@ def subrun_health(run_dir: Path) -> dict[str, dict[str, Any]]:
     ``result.json``'s ``train_loss``, else the last epoch's. They are comparable when the run
     logged steps or more than one epoch.
     """
-    from signalprop.report.runs_reader import find_subrun_dirs
-
     run_dir = Path(run_dir)
     health: dict[str, dict[str, Any]] = {}
     for sub in find_subrun_dirs(run_dir):
         first_step = first_epoch = last_epoch = None
         epochs = 0
+        metrics = metrics_path(sub)
         try:
-            with open(sub / "metrics.jsonl", encoding="utf-8", errors="replace") as fh:
-                for line in fh:
-                    try:
-                        rec = json.loads(line)
-                    except ValueError:
-                        continue
-                    if not isinstance(rec, dict):
-                        continue
-                    if rec.get("kind") == "step" and first_step is None:
-                        first_step = rec.get("loss")
-                    elif rec.get("kind") == "epoch" and "train_loss" in rec:
-                        epochs += 1
-                        first_epoch = rec["train_loss"] if first_epoch is None else first_epoch
-                        last_epoch = rec["train_loss"]
-        except OSError:
+            for line in metrics_lines(metrics) if metrics is not None else ():
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue
+                if not isinstance(rec, dict):
+                    continue
+                if rec.get("kind") == "step" and first_step is None:
+                    first_step = rec.get("loss")
+                elif rec.get("kind") == "epoch" and "train_loss" in rec:
+                    epochs += 1
+                    first_epoch = rec["train_loss"] if first_epoch is None else first_epoch
+                    last_epoch = rec["train_loss"]
+        except (OSError, EOFError):
             pass
         final = last_epoch
         try:
-            result = json.loads((sub / "result.json").read_text())
+            result = json.loads((sub / RESULT).read_text())
             if isinstance(result, dict) and "train_loss" in result:
                 final = result["train_loss"]
         except (OSError, ValueError):
             pass
         if final is None:
             continue
-        name = sub.relative_to(run_dir).as_posix()
-        health["(run)" if name == "." else name] = {
+        health[subrun_name(run_dir, sub)] = {
             "initial_loss": first_step if first_step is not None else first_epoch,
             "final_loss": final,
             "comparable": first_step is not None or epochs > 1,

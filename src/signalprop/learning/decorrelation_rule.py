@@ -81,7 +81,7 @@ class DecorrelationRule(LearningRule):
         if not any(True for _ in decorrelators(model)):
             raise ConfigError(
                 "DecorrelationRule needs decorrelated layers: convert the model first with "
-                "signalprop.nn.decorrelated_layers.decorrelate(model)"
+                "signalprop.nn.decorrelation_policy.decorrelate(model)"
             )
 
     def after_step(self, model: nn.Module) -> dict[str, float]:

@@ -90,7 +90,7 @@ def build_rules(cfg: LearningConfig, model: nn.Module, seed: int = 0) -> tuple[L
     elif cfg.rule == "np":
         rules.append(NodePerturbation(sigma=cfg.np_sigma))
     if cfg.decorrelation != "none":
-        from signalprop.nn.decorrelated_layers import decorrelate
+        from signalprop.nn.decorrelation_policy import decorrelate
 
         decorrelate(model, rule=cfg.decorrelation, lr=cfg.decor_lr, kappa=cfg.kappa,
                     sample_fraction=cfg.sample_fraction, subsample=cfg.subsample,

@@ -217,11 +217,3 @@ class DecorrelatedConv2d(nn.Conv2d):
         mu = (rows.mean(0) if self.training else dec.running_mean) if dec.center else 0.0
         return dec.apply(rows - mu)
 
-
-def decorrelate(model: nn.Module, **options: Any) -> nn.Module:
-    """Replace ``model``'s ``nn.Linear`` and ``nn.Conv2d`` in place, keeping weights; see
-    :func:`signalprop.nn.decorrelation_policy.decorrelate` for the layer policy
-    (``include``/``exclude``, ``preset``) and the options. Returns ``model``."""
-    from signalprop.nn.decorrelation_policy import decorrelate as decorrelate_layers
-
-    return decorrelate_layers(model, **options)

@@ -31,6 +31,7 @@ from typing import Any
 from torch import nn
 
 from signalprop.errors import ConfigError
+from signalprop.nn.decorrelated_layers import DecorrelatedConv2d, DecorrelatedLinear
 
 PRESETS: dict[str, dict[str, Any]] = {
     "ahmad": {"rule": "normalised", "subsample": "first", "sample_fraction": 0.1,
@@ -112,8 +113,6 @@ def decorrelate(model: nn.Module, *, include: Selector | Iterable[Selector] | No
     (``"ahmad"`` or ``"dalm"``) fills in the options not given. ``convolutions=False`` leaves
     every conv plain. Layers already decorrelated are left alone.
     """
-    from signalprop.nn.decorrelated_layers import DecorrelatedConv2d, DecorrelatedLinear
-
     if preset is not None:
         if preset not in PRESETS:
             raise ConfigError(f"decorrelation preset must be one of {list(PRESETS)}, "

@@ -62,7 +62,8 @@ def _check_choice(owner: str, name: str, value: Any, allowed: tuple[str, ...]) -
         raise ConfigError(f"{owner} {name} must be one of {list(allowed)}, got {value!r}")
 
 
-def _check_positive_int(owner: str, name: str, value: Any) -> None:
+def check_positive_int(owner: str, name: str, value: Any) -> None:
+    """ConfigError naming ``owner`` and ``name`` unless ``value`` is an int >= 1."""
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ConfigError(f"{owner} {name} must be a positive integer, got {value!r}")
 
@@ -303,7 +304,7 @@ class GatedMLP(GatedNetwork):
         factory = {"device": device, "dtype": dtype}
         for name, value in (("in_features", in_features), ("width", width), ("depth", depth),
                             ("out_features", out_features)):
-            _check_positive_int("GatedMLP", name, value)
+            check_positive_int("GatedMLP", name, value)
         self.in_features, self.width, self.depth = in_features, width, depth
         self.out_features, self.bias = out_features, bias
         sizes = [in_features] + [width] * depth
@@ -343,12 +344,13 @@ def gated_mlp(
     **overrides: Any,
 ) -> GatedMLP:
     """A :class:`GatedMLP` of a named variant; ``flnpf`` copies its gates from ``gates_from``."""
-    return _build(GatedMLP, variant, (in_features, width, depth, out_features), gates_from,
-                  overrides)
+    return build_variant(GatedMLP, variant, (in_features, width, depth, out_features),
+                         gates_from, overrides)
 
 
-def _build(cls: Callable[..., GatedNetwork], variant: str, args: tuple, gates_from: Any,
-           overrides: dict[str, Any]) -> Any:
+def build_variant(cls: Callable[..., GatedNetwork], variant: str, args: tuple,
+                  gates_from: Any, overrides: dict[str, Any]) -> Any:
+    """``cls(*args)`` as the named variant; ``flnpf`` copies its gates from ``gates_from``."""
     model = cls(*args, **variant_options(variant, **overrides))
     if variant == "flnpf":
         if gates_from is None:

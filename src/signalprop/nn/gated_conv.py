@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from signalprop.errors import ConfigError
-from signalprop.nn.gated import GatedNetwork, _build, _check_positive_int
+from signalprop.nn.gated import GatedNetwork, build_variant, check_positive_int
 
 
 class GatedConvNet(GatedNetwork):
@@ -40,9 +40,9 @@ class GatedConvNet(GatedNetwork):
     ) -> None:
         super().__init__(**options)
         factory = {"device": device, "dtype": dtype}
-        _check_positive_int("GatedConvNet", "in_channels", in_channels)
-        _check_positive_int("GatedConvNet", "out_features", out_features)
-        _check_positive_int("GatedConvNet", "kernel_size", kernel_size)
+        check_positive_int("GatedConvNet", "in_channels", in_channels)
+        check_positive_int("GatedConvNet", "out_features", out_features)
+        check_positive_int("GatedConvNet", "kernel_size", kernel_size)
         if kernel_size % 2 == 0:
             raise ConfigError(f"GatedConvNet kernel_size must be odd for 'same' padding, "
                               f"got {kernel_size}")
@@ -50,7 +50,7 @@ class GatedConvNet(GatedNetwork):
         if not channels:
             raise ConfigError("GatedConvNet needs at least one convolution in channels")
         for value in (*channels, *dense):
-            _check_positive_int("GatedConvNet", "channels/dense entry", value)
+            check_positive_int("GatedConvNet", "channels/dense entry", value)
         self.in_channels, self.out_features, self.bias = in_channels, out_features, bias
         self.channels, self.dense, self.kernel_size = channels, dense, kernel_size
 
@@ -90,4 +90,5 @@ def gated_conv_net(
     Constructor options other than the variant's (channels, dense, kernel_size, bias, ...) go
     in ``overrides``.
     """
-    return _build(GatedConvNet, variant, (in_channels, out_features), gates_from, overrides)
+    return build_variant(GatedConvNet, variant, (in_channels, out_features), gates_from,
+                         overrides)

@@ -22,6 +22,7 @@ backward pass, so activation memory is ``O((L / segment + segment) * batch * n)`
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -52,18 +53,29 @@ def random_orthogonal(
     return q.to(dtype=dtype or torch.get_default_dtype(), device=device)
 
 
-def _check_beta(owner: str, beta: object) -> float:
+def check_beta(owner: str, beta: object) -> float:
+    """``beta`` (the nonlinear branch's weight) as a float in (0, 1], else ConfigError."""
     if not isinstance(beta, int | float) or isinstance(beta, bool) or not 0 < beta <= 1:
         raise ConfigError(f"{owner} beta (weight of the nonlinear branch) must be in (0, 1], "
                           f"got {beta!r}")
     return float(beta)
 
 
-def _check_positive(owner: str, name: str, value: object) -> float:
+def check_positive(owner: str, name: str, value: object) -> float:
+    """``value`` as a finite float > 0, else ConfigError naming ``owner`` and ``name``."""
     return require_number(owner, name, value, low=0.0, open_low=True)
 
 
-def _act(name: str, z: Tensor) -> Tensor:
+def filter_mixing(owner: str, beta: object, activation: str, allowed: Sequence[str],
+                  gain: object) -> tuple[float, float, str, float]:
+    """``(a, b, activation, gain)`` of an additive-filter layer ``h' = a O h + b phi(...)``,
+    ``a = 1 - b``, each checked (ConfigError naming ``owner``)."""
+    b = check_beta(owner, beta)
+    require_activation(owner, "activation", activation, allowed)
+    return 1.0 - b, b, activation, check_positive(owner, "gain", gain)
+
+
+def activate(name: str, z: Tensor) -> Tensor:
     """``phi(z)`` for a registry name (:mod:`signalprop.nn.activations`)."""
     return ACTIVATIONS[name].function(z)
 
@@ -76,7 +88,7 @@ def _act_grad_from_output(name: str, p: Tensor) -> Tensor:
 def _layer(h: Tensor, weight: Tensor, bias: Tensor, filt: Tensor | None, a: float, b: float,
            skip: str, act: str) -> tuple[Tensor, Tensor]:
     """One layer, no autograd bookkeeping: returns ``(h_next, p)`` with ``p = phi(W h + c)``."""
-    p = _act(act, torch.addmm(bias, h, weight.t()))
+    p = activate(act, torch.addmm(bias, h, weight.t()))
     if skip == "orthogonal":
         return torch.addmm(p, h, filt.t(), beta=b, alpha=a), p
     if skip == "identity":
@@ -197,15 +209,15 @@ class AdditiveFilterStack(nn.Module):
             raise ConfigError(f"AdditiveFilterStack skip must be one of {SKIPS}, got {skip!r}")
         require_activation("AdditiveFilterStack", "activation", activation, STACK_ACTIVATIONS)
         self.skip, self.activation = skip, activation
-        self.gain = _check_positive("AdditiveFilterStack", "gain", gain)
-        self.beta_scale = _check_positive("AdditiveFilterStack", "beta_scale", beta_scale)
+        self.gain = check_positive("AdditiveFilterStack", "gain", gain)
+        self.beta_scale = check_positive("AdditiveFilterStack", "beta_scale", beta_scale)
         if skip == "none":
             self.b, self.a = 1.0, 0.0
         elif beta is None:
             self.b = min(1.0, self.beta_scale / depth)
             self.a = 1.0 - self.b if skip == "orthogonal" else 1.0
         else:
-            self.b = _check_beta("AdditiveFilterStack", beta)
+            self.b = check_beta("AdditiveFilterStack", beta)
             self.a = 1.0 - self.b if skip == "orthogonal" else 1.0
         if segment is None:
             segment = max(1, math.ceil(math.sqrt(depth)))
@@ -321,11 +333,8 @@ class AdditiveFilterBlock(nn.Module):
                  dtype: torch.dtype | None = None) -> None:
         super().__init__()
         self.width = require_int("AdditiveFilterBlock", "width", width)
-        self.b = _check_beta("AdditiveFilterBlock", beta)
-        self.a = 1.0 - self.b
-        require_activation("AdditiveFilterBlock", "activation", activation, STACK_ACTIVATIONS)
-        self.activation = activation
-        self.gain = _check_positive("AdditiveFilterBlock", "gain", gain)
+        self.a, self.b, self.activation, self.gain = filter_mixing(
+            "AdditiveFilterBlock", beta, activation, STACK_ACTIVATIONS, gain)
         self.linear = nn.Linear(width, width, device=device, dtype=dtype)
         self.register_buffer("filter", random_orthogonal(width, generator=generator,
                                                          device=device, dtype=dtype))
@@ -354,5 +363,5 @@ class AdditiveFilterBlock(nn.Module):
         else:  # a half-precision block under autocast: float32 copies of its weights
             bias = None if linear.bias is None else linear.bias.float()
             z = nn.functional.linear(h, linear.weight.float(), bias)
-        return self.a * h @ filt.t() + self.b * _act(self.activation, z)
+        return self.a * h @ filt.t() + self.b * activate(self.activation, z)
 

@@ -31,11 +31,10 @@ from torch import Tensor, nn
 
 from signalprop.config import require_int
 from signalprop.errors import ConfigError
-from signalprop.nn.activations import require_activation
 from signalprop.nn.orthogonal import (
-    _act,
-    _check_beta,
-    _check_positive,
+    activate,
+    check_positive,
+    filter_mixing,
     random_orthogonal,
 )
 from signalprop.nn.precision import autocast_off, float32_inputs, only_grad_transforms
@@ -222,12 +221,9 @@ class AdditiveFilterRNNCell(nn.Module):
         self.filter_kind = filter
         self.input_size = require_int("AdditiveFilterRNNCell", "input_size", input_size)
         self.hidden_size = require_int("AdditiveFilterRNNCell", "hidden_size", hidden_size)
-        self.b = _check_beta("AdditiveFilterRNNCell", beta)
-        self.a = 1.0 - self.b
-        require_activation("AdditiveFilterRNNCell", "activation", activation, RNN_ACTIVATIONS)
-        self.activation = activation
-        self.gain = _check_positive("AdditiveFilterRNNCell", "gain", gain)
-        self.input_gain = _check_positive("AdditiveFilterRNNCell", "input_gain", input_gain)
+        self.a, self.b, self.activation, self.gain = filter_mixing(
+            "AdditiveFilterRNNCell", beta, activation, RNN_ACTIVATIONS, gain)
+        self.input_gain = check_positive("AdditiveFilterRNNCell", "input_gain", input_gain)
         factory = {"device": device, "dtype": dtype}
         self.weight_ih = nn.Parameter(torch.empty(hidden_size, input_size, **factory))
         self.weight_hh = nn.Parameter(torch.empty(hidden_size, hidden_size, **factory))
@@ -272,7 +268,7 @@ class AdditiveFilterRNNCell(nn.Module):
     def _step(self, x: Tensor, h: Tensor, weight_ih: Tensor, bias: Tensor | None,
               weight_hh: Tensor, filt: Tensor) -> Tensor:
         z = nn.functional.linear(x, weight_ih, bias) + h @ weight_hh.t()
-        return self.a * h @ filt.t() + self.b * _act(self.activation, z)
+        return self.a * h @ filt.t() + self.b * activate(self.activation, z)
 
 
 class AdditiveFilterRNN(nn.Module):
@@ -377,6 +373,6 @@ class AdditiveFilterRNN(nn.Module):
         for u_t in u.unbind(0):
             mixed = h @ fused
             h = torch.add(mixed[:, :hidden],
-                          _act(cell.activation, mixed[:, hidden:] + u_t), alpha=cell.b)
+                          activate(cell.activation, mixed[:, hidden:] + u_t), alpha=cell.b)
             outs.append(h)
         return torch.stack(outs)

@@ -37,8 +37,7 @@ from signalprop.nn.target_space import (
     TargetSpaceMLP,
     TargetSpaceSequential,
 )
-from signalprop.nn.target_space_rnn import ElmanRNN as TargetSpaceElmanRNN
-from signalprop.nn.target_space_rnn import TargetSpaceRNN
+from signalprop.nn.target_space_rnn import TargetSpaceRNN, WeightSpaceElmanRNN
 from signalprop.nn.vit import SmallViT
 
 Factory = Callable[..., Any]
@@ -169,8 +168,8 @@ MODULES: dict[str, ModuleSpec] = {
     "SmallViT": ModuleSpec(
         SmallViT, lambda **f: SmallViT(8, 4, 1, 3, dim=8, depth=1, heads=2, mlp_dim=16, **f),
         _data(2, 1, 8, 8), BF16, jvp=False),
-    "TargetSpaceElmanRNN": ModuleSpec(TargetSpaceElmanRNN,
-                                      lambda **f: TargetSpaceElmanRNN(2, 4, 2, **f),
+    "WeightSpaceElmanRNN": ModuleSpec(WeightSpaceElmanRNN,
+                                      lambda **f: WeightSpaceElmanRNN(2, 4, 2, **f),
                                       _data(2, 5, 2), BF16, vmap=False),
 }
 

@@ -258,6 +258,24 @@ class TargetSpaceModule(nn.Module):
         raise NotImplementedError
 
     # --- shared -------------------------------------------------------------------------
+    def solve_layer(self, layer: TargetLayer, a_bar: Tensor, weights: Weights, *, more: bool,
+                    realised: list[Tensor] | None, init_std: float | None) -> Tensor | None:
+        """One step of :meth:`solve_weights`: solve ``layer`` from its targets on its inputs
+        ``a_bar`` (drawing the targets first when ``init_std`` is given) and append the weights
+        to ``weights``. Returns the realised sums when they are needed (to record in
+        ``realised``, or to feed the next layer under SCU while ``more`` layers follow), else
+        None."""
+        if init_std is not None:
+            layer.init_targets(a_bar, init_std)
+        weight, bias = layer.solve(a_bar, self.ridge, self.regularise_bias)
+        weights.append((weight, bias))
+        if realised is None and not (more and self.mode == "scu"):
+            return None
+        sums = layer.apply(a_bar, weight, bias)
+        if realised is not None:
+            realised.append(layer.to_matrix(sums))
+        return sums
+
     def _name_layers(self) -> None:
         for name, module in self.named_modules():
             if isinstance(module, TargetLayer):
@@ -339,14 +357,8 @@ class TargetSpaceSequential(TargetSpaceModule):
             if not isinstance(module, TargetLayer):
                 a_bar = module(a_bar)
                 continue
-            if init_std is not None:
-                module.init_targets(a_bar, init_std)
-            weight, bias = module.solve(a_bar, self.ridge, self.regularise_bias)
-            weights.append((weight, bias))
-            need_sums = realised is not None or (index < last and self.mode == "scu")
-            sums = module.apply(a_bar, weight, bias) if need_sums else None
-            if realised is not None:
-                realised.append(module.to_matrix(sums))
+            sums = self.solve_layer(module, a_bar, weights, more=index < last, realised=realised,
+                                    init_std=init_std)
             if index < last:
                 a_bar = sums if self.mode == "scu" else module.to_stream(module.targets, a_bar)
         return weights
@@ -506,15 +518,8 @@ class TargetSpaceMLP(TargetSpaceModule):
         features = [self.x_bar.flatten(1)]
         last = len(self.linears) - 1
         for index, layer in enumerate(self.linears):
-            a_bar = self._inputs(features)
-            if init_std is not None:
-                layer.init_targets(a_bar, init_std)
-            weight, bias = layer.solve(a_bar, self.ridge, self.regularise_bias)
-            weights.append((weight, bias))
-            need_sums = realised is not None or (index < last and self.mode == "scu")
-            sums = F.linear(a_bar, weight, bias) if need_sums else None
-            if realised is not None:
-                realised.append(sums)
+            sums = self.solve_layer(layer, self._inputs(features), weights, more=index < last,
+                                    realised=realised, init_std=init_std)
             if index < last:
                 features.append(self.activation(sums if self.mode == "scu" else layer.targets))
         return weights

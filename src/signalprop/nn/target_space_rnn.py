@@ -24,8 +24,10 @@ from signalprop.errors import ConfigError
 from signalprop.nn.target_space import TargetLayer, TargetSpaceModule, Weights, solve_affine
 
 
-class ElmanRNN(nn.Module):
-    """Weight-space tanh RNN with a linear read-out at every step, (N, T, in) -> (N, T, out)."""
+class WeightSpaceElmanRNN(nn.Module):
+    """Weight-space tanh RNN with a linear read-out at every step, (N, T, in) -> (N, T, out):
+    what :class:`TargetSpaceRNN` exports to and imports from. (The general Elman network of
+    the other methods is :class:`signalprop.nn.elman.ElmanRNN`.)"""
 
     def __init__(self, input_size: int, hidden_size: int, output_size: int,
                  device: torch.device | str | None = None,
@@ -44,6 +46,11 @@ class ElmanRNN(nn.Module):
 
     def extra_repr(self) -> str:
         return "h_t = tanh(W_ih x_t + W_hh h_(t-1) + b), y_t = W_out h_t + c"
+
+
+#: The former name, kept only until ``experiments/target_space.py`` (being rewritten for issue 26)
+#: imports :class:`WeightSpaceElmanRNN`; the general Elman network is ``nn.elman.ElmanRNN``.
+ElmanRNN = WeightSpaceElmanRNN
 
 
 class _RecurrentTargets(TargetLayer):
@@ -149,9 +156,9 @@ class TargetSpaceRNN(TargetSpaceModule):
         states, _ = run_tanh_rnn(x, weight[:, : self.input_size], weight[:, self.input_size:], bias)
         return F.linear(states, out_weight, out_bias)
 
-    def export(self, weights: Weights) -> ElmanRNN:
+    def export(self, weights: Weights) -> WeightSpaceElmanRNN:
         (weight, bias), (out_weight, out_bias) = weights
-        plain = ElmanRNN(self.input_size, self.hidden_size, self.output_size)
+        plain = WeightSpaceElmanRNN(self.input_size, self.hidden_size, self.output_size)
         plain = plain.to(dtype=weight.dtype, device=weight.device)
         plain.rnn.weight_ih_l0.data.copy_(weight[:, : self.input_size])
         plain.rnn.weight_hh_l0.data.copy_(weight[:, self.input_size:])
@@ -162,8 +169,10 @@ class TargetSpaceRNN(TargetSpaceModule):
         return plain
 
     @classmethod
-    def from_weight_space(cls, module: ElmanRNN, x_bar: Tensor, **options) -> TargetSpaceRNN:
-        """Import an :class:`ElmanRNN`: targets = its recurrent and output sums on ``x_bar``."""
+    def from_weight_space(cls, module: WeightSpaceElmanRNN, x_bar: Tensor,
+                          **options) -> TargetSpaceRNN:
+        """Import a :class:`WeightSpaceElmanRNN`: targets = its recurrent and output sums on
+        ``x_bar``."""
         project = options.pop("project", True)
         rnn = module.rnn
         imported = cls(x_bar, rnn.hidden_size, module.head.out_features, project=False, **options)

@@ -14,19 +14,22 @@ from datetime import datetime
 from pathlib import Path
 
 from signalprop.errors import SignalpropError
+from signalprop.metrics_file import compressed_copy
 from signalprop.report import html as html_render
 from signalprop.report import markdown as md_render
 from signalprop.report._fmt import slug
 from signalprop.report.benchmarks import load_benchmarks
 from signalprop.report.content import RunSection, benchmark_table
 from signalprop.report.figures import run_figures
+from signalprop.report.paths import RUNS_DIR, command_text, localise_run
 from signalprop.report.runs_reader import discover_runs
+from signalprop.runs import CONFIG, METRICS, METRICS_GZ, RESULT, SUMMARY
 from signalprop.storage import atomic_write_bytes
 
 MANIFEST = ".signalprop-report.json"
 FIGURES_DIR = "figures"
-RUNS_DIR = "runs"
-RUN_FILES = ("config.json", "summary.json", "result.json", "metrics.jsonl")  #: no checkpoints
+RUN_FILES = (CONFIG, SUMMARY, RESULT, METRICS, METRICS_GZ)  #: read from a run; no checkpoints
+COPIED_FILES = (CONFIG, SUMMARY, RESULT, METRICS_GZ)  #: what a report's copy of a run holds
 README = "README.md"
 INDEX = "index.html"
 
@@ -44,8 +47,11 @@ def build_report(
     Runs are only read. ``out_dir`` receives ``README.md`` (figures by relative path),
     ``index.html`` (self-contained), ``figures/*.png`` and ``runs/<experiment>/<run id>/``:
     a copy of each run's ``config.json``, ``summary.json`` and every sub-run's ``result.json``
-    and ``metrics.jsonl`` (no checkpoints), which each claim row links to, so the table can be
-    re-derived without rerunning. ``benchmarks`` are benchmark JSON files or directories of
+    and metrics (no checkpoints), which each claim row links to, so the table can be re-derived
+    without rerunning. The copy keeps the metrics as ``metrics.jsonl.gz``: every epoch record
+    and at most :data:`~signalprop.metrics_file.MAX_STEP_RECORDS` step records per sub-run
+    (:mod:`signalprop.metrics_file`); paths in the report are relative to it
+    (:mod:`signalprop.report.paths`). ``benchmarks`` are benchmark JSON files or directories of
     them; their ratios get a table of their own.
     """
     if isinstance(run_dirs, (str, os.PathLike)):
@@ -61,6 +67,7 @@ def build_report(
         raise SignalpropError(f"report output is not a directory: {out} (pass a directory path)")
 
     runs = discover_runs(run_dirs)
+    folders = [localise_run(run) for run in runs]
     sections: list[RunSection] = []
     used: set[str] = set()
     for i, run in enumerate(runs, start=1):
@@ -70,14 +77,12 @@ def build_report(
             n += 1
             prefix = f"{base}-{n}"
         used.add(prefix)
-        sections.append(RunSection(run, f"run-{i}-{prefix}", run_figures(run, prefix)))
+        sections.append(RunSection(run, f"run-{i}-{prefix}", run_figures(run, prefix),
+                                   folders[i - 1]))
 
     run_files: dict[str, bytes] = {}
-    for run in runs:
-        folder = f"{RUNS_DIR}/{slug(run.experiment, 60)}/{slug(run.run_id, 60)}"
-        run_files.update(_run_copies(run.path, folder))
-        for claim in run.claims:
-            claim["files"] = folder + "/"
+    for run, folder in zip(runs, folders, strict=True):
+        run_files.update(_run_copies(run.path, folder, [(run.path, run.experiment, folder)]))
 
     generated = datetime.now().astimezone().isoformat(sep=" ", timespec="seconds")
     bench = benchmark_table(load_benchmarks([Path(b) for b in benchmarks]))
@@ -107,21 +112,58 @@ def build_report(
     return out / INDEX
 
 
-def _run_copies(run_dir: Path, folder: str) -> dict[str, bytes]:
-    """``{report-relative path: bytes}`` of a run's files worth keeping (:data:`RUN_FILES`)."""
+def _run_copies(run_dir: Path, folder: str,
+                runs: list[tuple[Path, str, str]]) -> dict[str, bytes]:
+    """``{report-relative path: bytes}`` of a run's files worth keeping (:data:`RUN_FILES`):
+    metrics as a thinned ``metrics.jsonl.gz`` (a plain file wins over an older gzip copy),
+    ``config.json`` with its commands' paths made relative to the report."""
     out: dict[str, bytes] = {}
     for dirpath, dirnames, filenames in os.walk(run_dir):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != FIGURES_DIR)
         here = Path(dirpath)
-        for name in sorted(set(filenames) & set(RUN_FILES)):
+        names = set(filenames) & set(RUN_FILES)
+        if METRICS in names:
+            names.discard(METRICS_GZ)
+        for name in sorted(names):
             rel = (here / name).relative_to(run_dir).as_posix()
-            if not _is_safe_rel(f"{folder}/{rel}"):
-                continue
             try:
-                out[f"{folder}/{rel}"] = (here / name).read_bytes()
+                data = (here / name).read_bytes()
             except OSError:
                 continue
+            if name == METRICS or name == METRICS_GZ:
+                rel = rel.removesuffix(name) + METRICS_GZ
+                data = _metrics_copy(data)
+            elif name == CONFIG and here == Path(run_dir):
+                data = _config_copy(data, runs)
+            if _is_safe_rel(f"{folder}/{rel}"):
+                out[f"{folder}/{rel}"] = data
     return out
+
+
+def _metrics_copy(data: bytes) -> bytes:
+    """The report's thinned gzip copy; a copy that cannot be decompressed is kept as it is."""
+    try:
+        return compressed_copy(data)
+    except (OSError, EOFError):
+        return data
+
+
+def _config_copy(data: bytes, runs: list[tuple[Path, str, str]]) -> bytes:
+    """``config.json`` with ``command`` and ``meta.command`` relative to the report (other
+    bytes unchanged when there is nothing to rewrite)."""
+    try:
+        config = json.loads(data)
+    except ValueError:
+        return data
+    if not isinstance(config, dict):
+        return data
+    changed = False
+    for holder in (config, config.get("meta")):
+        if isinstance(holder, dict) and isinstance(holder.get("command"), str):
+            new = command_text(holder["command"], runs)
+            changed |= new != holder["command"]
+            holder["command"] = new
+    return (json.dumps(config, indent=2) + "\n").encode() if changed else data
 
 
 def _is_safe_rel(rel: str) -> bool:

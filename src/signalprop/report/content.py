@@ -29,6 +29,7 @@ class RunSection:
     run: RunRecord
     anchor: str
     figures: list[FigureImage]
+    folder: str = ""  #: the run's copy in the report (``runs/<experiment>/<run id>``)
 
     @property
     def label(self) -> str:
@@ -41,8 +42,9 @@ def status_text(run: RunRecord) -> str:
     return "incomplete (no summary.json: the experiment did not finish or is still running)"
 
 
-def info_rows(run: RunRecord) -> list[tuple[str, str, bool]]:
-    """``(field, value, is_code)`` rows describing a run."""
+def info_rows(run: RunRecord, folder: str = "") -> list[tuple[str, str, bool]]:
+    """``(field, value, is_code)`` rows describing a run; its directory is shown as ``folder``
+    (its copy in the report) when given."""
     m = run.meta
     versions = ", ".join(
         f"{k} {m[k]}" for k in ("signalprop", "torch", "python") if m.get(k) not in (None, "")
@@ -68,7 +70,7 @@ def info_rows(run: RunRecord) -> list[tuple[str, str, bool]]:
         ("seed", fmt_value(run.seed) if run.seed is not None else "", False),
         ("quick", fmt_value(run.quick) if run.quick is not None else "", False),
         ("wall time", fmt_seconds(run.wall_s) if run.wall_s is not None else "", False),
-        ("run directory", str(run.path), True),
+        ("run directory", f"{folder}/" if folder else str(run.path), True),
     ]
     return [r for r in rows if r[1]]
 

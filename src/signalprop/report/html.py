@@ -121,7 +121,7 @@ def _render_run(sec: RunSection) -> str:
                  "Only what the subruns logged is shown.</p>")
     rows = "".join(
         f"<tr><th>{escape(k)}</th><td>{_cell_html(v, code, False)}</td></tr>"
-        for k, v, code in content.info_rows(run)
+        for k, v, code in content.info_rows(run, sec.folder)
     )
     p.append(f"<table><tbody>{rows}</tbody></table>")
     notes = run.all_notes()

@@ -89,7 +89,7 @@ def _render_run(sec: RunSection, figures_dir: str) -> list[str]:
         out += ["> **Incomplete run**: no `summary.json` (the experiment did not finish or is "
                 "still running). Only what the subruns logged is shown.", ""]
     out += ["| field | value |", "|---|---|"]
-    for key, value, is_code in content.info_rows(run):
+    for key, value, is_code in content.info_rows(run, sec.folder):
         out.append(f"| {_cell(key)} | {_code_cell(value) if is_code else _cell(value)} |")
     out.append("")
 

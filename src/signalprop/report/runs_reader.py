@@ -1,9 +1,11 @@
 """Read trainer run directories (read only; never trains, never writes).
 
-A run directory (``runs/<experiment>/<timestamp>/``) holds ``config.json``, ``summary.json``
-once the experiment finished, optional ``figures/*.png`` and one sub-directory per trained model
-(a *subrun*, at any depth) with ``result.json`` and/or ``metrics.jsonl``. Every file may be
-missing or partial: problems are recorded in ``notes`` instead of raising.
+A run directory (``runs/<experiment>/<timestamp>/``, the layout of :mod:`signalprop.runs`)
+holds ``config.json``, ``summary.json`` once the experiment finished, optional
+``figures/*.png`` and one sub-directory per trained model (a *subrun*, at any depth) with
+``result.json`` and/or ``metrics.jsonl`` (a report's copy: ``metrics.jsonl.gz``, possibly
+thinned; see :mod:`signalprop.metrics_file`). Every file may be missing or partial: problems are
+recorded in ``notes`` instead of raising.
 """
 
 from __future__ import annotations
@@ -18,16 +20,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from signalprop.errors import SignalpropError
+from signalprop.errors import ConfigError, SignalpropError
+from signalprop.experiments.context import evaluate_claims
+from signalprop.experiments.judging import subrun_health
+from signalprop.experiments.registry import get_experiment
+from signalprop.metrics_file import THINNED, metrics_lines, metrics_path, usable_profile
+from signalprop.runs import CONFIG, FIGURES, RESULT, SUMMARY, find_subrun_dirs, subrun_name
 
-CONFIG = "config.json"
-SUMMARY = "summary.json"
-RESULT = "result.json"
-METRICS = "metrics.jsonl"
-FIGURES = "figures"
-ROOT_SUBRUN = "(run)"
-
-VERDICTS = ("reproduced", "partly", "not reproduced", "not checked")
 CLAIM_FIELDS = ("claim", "source", "paper_value", "our_value", "dataset", "paper_data", "verdict",
                 "label", "rule", "rule_version", "rule_now", "seeds", "now", "change", "command")
 
@@ -42,7 +41,7 @@ class SubRun:
     path: Path
     result: dict[str, Any] = field(default_factory=dict)  #: ``result.json`` (flat dict)
     epochs: list[dict[str, Any]] = field(default_factory=list)  #: ``kind == "epoch"`` records
-    n_steps: int = 0  #: number of ``kind == "step"`` records
+    n_steps: int = 0  #: number of ``kind == "step"`` records (before any thinning)
     skipped_lines: list[int] = field(default_factory=list)  #: 1-based unparsable line numbers
     notes: list[str] = field(default_factory=list)
 
@@ -59,11 +58,7 @@ class SubRun:
 
     def grad_norm_epochs(self) -> list[dict[str, Any]]:
         """Epoch records whose ``grad_norms`` dict has a positive finite norm, in file order."""
-        return [
-            r for r in self.epochs
-            if isinstance(r.get("grad_norms"), dict)
-            and any(_is_number(v) and math.isfinite(v) and v > 0 for v in r["grad_norms"].values())
-        ]
+        return [r for r in self.epochs if usable_profile(r.get("grad_norms"))]
 
 
 @dataclass
@@ -141,27 +136,6 @@ def is_run_dir(path: Path) -> bool:
     if not (path / CONFIG).is_file():
         return False
     return (path / SUMMARY).is_file() or bool(find_subrun_dirs(path))
-
-
-def find_subrun_dirs(run_dir: Path) -> list[Path]:
-    """Directories below ``run_dir`` holding ``result.json`` or ``metrics.jsonl`` (any depth).
-
-    The run directory itself counts too when it holds them (single-model experiments).
-    A subrun's own sub-directories (checkpoints etc.) are not searched.
-    """
-    run_dir = Path(run_dir)
-    found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(run_dir):
-        here = Path(dirpath)
-        if RESULT in filenames or METRICS in filenames:
-            found.append(here)
-            if here != run_dir:
-                dirnames[:] = []
-                continue
-        dirnames[:] = sorted(
-            d for d in dirnames if not d.startswith(".") and not (here == run_dir and d == FIGURES)
-        )
-    return sorted(found, key=lambda p: (p != run_dir, p.relative_to(run_dir).as_posix()))
 
 
 def find_run_dirs(container: Path) -> list[Path]:
@@ -273,59 +247,58 @@ def read_run(run_dir: str | os.PathLike[str]) -> RunRecord:
 
 
 def read_subrun(run_dir: Path, sub_dir: Path) -> SubRun:
-    rel = sub_dir.relative_to(run_dir).as_posix()
-    sub = SubRun(name=ROOT_SUBRUN if rel == "." else rel, path=sub_dir)
+    """One sub-run's ``result.json`` and metrics (plain or a report's gzip copy)."""
+    sub = SubRun(name=subrun_name(run_dir, sub_dir), path=sub_dir)
     if (sub_dir / RESULT).is_file():
         result = _read_json(sub_dir / RESULT, sub.notes)
         if isinstance(result, dict):
             sub.result = result
         elif result is not None:
             sub.notes.append("result.json is not a JSON object; ignored")
-    metrics = sub_dir / METRICS
-    if metrics.is_file():
+    metrics = metrics_path(sub_dir)
+    if metrics is not None:
         _read_metrics(metrics, sub)
     return sub
 
 
 def _read_metrics(path: Path, sub: SubRun) -> None:
+    thinned: dict[str, Any] | None = None
     try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            for lineno, line in enumerate(fh, start=1):
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    rec = json.loads(line)
-                except ValueError:
-                    sub.skipped_lines.append(lineno)
-                    continue
-                if not isinstance(rec, dict):
-                    sub.skipped_lines.append(lineno)
-                    continue
-                kind = rec.get("kind")
-                if kind == "epoch":
-                    sub.epochs.append(rec)
-                elif kind == "step":
-                    sub.n_steps += 1
-    except OSError as exc:
-        sub.notes.append(f"cannot read metrics.jsonl ({exc.strerror or exc})")
+        for lineno, line in enumerate(metrics_lines(path), start=1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                sub.skipped_lines.append(lineno)
+                continue
+            if not isinstance(rec, dict):
+                sub.skipped_lines.append(lineno)
+                continue
+            kind = rec.get("kind")
+            if kind == "epoch":
+                sub.epochs.append(rec)
+            elif kind == "step":
+                sub.n_steps += 1
+            elif kind == THINNED:
+                thinned = rec
+    except (OSError, EOFError) as exc:
+        sub.notes.append(f"cannot read {path.name} ({getattr(exc, 'strerror', None) or exc})")
         return
+    if thinned is not None and _is_number(thinned.get("step_records")):
+        sub.n_steps = int(thinned["step_records"])  # the copy keeps a thinned subset
     if sub.skipped_lines:
         shown = ", ".join(str(n) for n in sub.skipped_lines[:5])
         more = "" if len(sub.skipped_lines) <= 5 else f" and {len(sub.skipped_lines) - 5} more"
         sub.notes.append(
-            f"metrics.jsonl: skipped {len(sub.skipped_lines)} unparsable line(s) "
+            f"{path.name}: skipped {len(sub.skipped_lines)} unparsable line(s) "
             f"(line {shown}{more}); a truncated last line usually means training was interrupted"
         )
 
 
 def _current_claims(rec: RunRecord, summary: dict[str, Any]) -> list | None:
     """Claims judged by the registered experiment's current rules (None if not registered)."""
-    from signalprop.errors import ConfigError
-    from signalprop.experiments.context import evaluate_claims
-    from signalprop.experiments.judging import subrun_health
-    from signalprop.experiments.registry import get_experiment
-
     try:
         exp = get_experiment(rec.experiment)
     except ConfigError:
