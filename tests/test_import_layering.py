@@ -46,18 +46,6 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 #: ``(importer, imported) -> why`` for imports allowed against the rules above (none today).
 ALLOWED: dict[tuple[str, str], str] = {}
 
-#: Private names still imported across experiment definitions, which issue 26's rewrite of
-#: ``experiments/`` replaces; remove each entry as its import goes.
-PRIVATE_PENDING = {
-    f"signalprop.experiments.orthogonal_memory imports signalprop.experiments.orthogonal.{name}"
-    for name in ("_check_rnn_choices", "_filter_model")
-}
-
-#: Class names still defined by more than one experiment module, which issue 26's rewrite of
-#: ``experiments/`` merges into shared parts; remove each as it goes.
-CLASS_PENDING = ("DataConfig", "ModelConfig", "Tuning")
-
-
 def module_names(src: Path) -> dict[str, Path]:
     """``{dotted module name: file}`` for every ``.py`` file below ``src``."""
     names = {}
@@ -203,7 +191,7 @@ def test_no_module_imports_another_modules_private_names():
                 found += [f"{module} imports {node.module}.{alias.name}"
                           for alias in node.names
                           if alias.name.startswith("_") and not alias.name.startswith("__")]
-    assert sorted(set(found) - PRIVATE_PENDING) == []
+    assert sorted(found) == []
 
 
 def test_class_names_are_unique():
@@ -215,7 +203,7 @@ def test_class_names_are_unique():
                 if node.name in seen and seen[node.name] != module:
                     clashes.append(f"{node.name}: {seen[node.name]} and {module}")
                 seen.setdefault(node.name, module)
-    assert [c for c in clashes if not c.startswith(tuple(f"{n}:" for n in CLASS_PENDING))] == []
+    assert clashes == []
 
 
 # ---------------------------------------------------------------- the checker itself can fail

@@ -49,7 +49,7 @@ JUDGED = "resnet18"  # the claims are about ResNet-18 with a dense R (variant "d
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ResNetModelConfig:
     """ResNet-18 channel width (64 in torchvision; 32 by default here, for the CPU budget) and
     the ViT's size."""
 
@@ -79,7 +79,7 @@ class DecorConfig:
 @dataclass(frozen=True)
 class ResNetConfig:
     data: Data = field(default_factory=lambda: Data(n_train=5000, n_val=1000, n_test=2000))
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: ResNetModelConfig = field(default_factory=ResNetModelConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         epochs=5, batch_size=128, lr=1e-3, log_every=10, eval_batch_size=500))
     decor: DecorConfig = field(default_factory=DecorConfig)
@@ -106,7 +106,7 @@ def variants(cfg: ResNetConfig) -> dict[str, int | None]:
 
 
 def build_model(arch: str, input_shape: tuple[int, ...], classes: int,
-                cfg: ModelConfig) -> nn.Module:
+                cfg: ResNetModelConfig) -> nn.Module:
     """ResNet-18 or the small ViT for ``input_shape``; a 1-D input ``(L,)`` (MNIST-1D
     fallback) is fed to the ResNet as an ``L x 1`` image."""
     if arch == "resnet18":

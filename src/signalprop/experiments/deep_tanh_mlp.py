@@ -40,7 +40,7 @@ class TanhMLPData:
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class DeepTanhModelConfig:
     width: int = 64
     depth: int = 30
     shallow_depth: int = 2
@@ -57,7 +57,7 @@ class ModelConfig:
 @dataclass(frozen=True)
 class TanhMLPConfig:
     data: TanhMLPData = field(default_factory=TanhMLPData)
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: DeepTanhModelConfig = field(default_factory=DeepTanhModelConfig)
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(epochs=20, lr=1e-3, grad_norms=True)
     )

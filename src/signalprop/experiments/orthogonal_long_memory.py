@@ -60,7 +60,7 @@ class AddingData:
 
 
 @dataclass(frozen=True)
-class RecallData(AddingData):
+class DelayedRecallData(AddingData):
     TASK: ClassVar[str] = "recall"
     lengths: tuple[int, ...] = (1000,)
     steps: tuple[int, ...] = (600,)
@@ -104,7 +104,7 @@ class MemoryModel(om.RNNModel):
 @dataclass(frozen=True)
 class LongMemoryConfig:
     adding: AddingData = field(default_factory=AddingData)
-    recall: RecallData = field(default_factory=RecallData)
+    recall: DelayedRecallData = field(default_factory=DelayedRecallData)
     data: MemoryData = field(default_factory=MemoryData)
     model: MemoryModel = field(default_factory=MemoryModel)
     # every candidate trains the whole step budget (tuning.epochs=0)
