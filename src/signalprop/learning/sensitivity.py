@@ -133,7 +133,8 @@ class SensitivityAdjustment(LearningRule):
     pre-activation) or one-layer ``nn.RNN``/``ElmanRNN`` layers, whose other layers with
     trainable weights are only the readout (any other is refused by name): pass it to
     ``fit(..., rules=(rule,))``, or on your own loop call ``rule.attach(model)`` once and
-    ``rule.after_step(model)`` after each ``optimizer.step()`` (the forward pass of that step supplies the inputs).
+    ``rule.after_step(model)`` after each ``optimizer.step()`` (the forward pass of that step
+    supplies the inputs).
 
     Metrics per step: ``sal_mean_s`` (mean batch sensitivity over all neurons),
     ``sal_log_rms_s`` (mean over layers of ``ln RMS_j s_bar_j``), ``sal_gated_frac`` and
