@@ -12,7 +12,7 @@ propagates, as in the papers.
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterator
+from collections.abc import Callable, Container, Iterator
 
 from torch import nn
 
@@ -51,9 +51,11 @@ def why_unreached(module: nn.Module) -> str:
 
 def refuse_unreached(rule: str, model: nn.Module, reached: Container[int], *,
                      exempt_last: bool = False, consequence: str = "would keep exact backprop "
-                     "gradients", hint: str = "use rule 'bp'") -> None:
+                     "gradients", hint: str = "use rule 'bp'",
+                     why: Callable[[nn.Module], str] = why_unreached) -> None:
     """Raise a one-line ``ConfigError`` for the first trainable layer whose ``id`` is not in
-    ``reached`` (the last trainable layer is allowed with ``exempt_last``)."""
+    ``reached`` (the last trainable layer is allowed with ``exempt_last``); ``why(layer)``
+    gives the reason."""
     layers = list(trainable_layers(model))
     if exempt_last and layers:
         layers = layers[:-1]
@@ -61,4 +63,4 @@ def refuse_unreached(rule: str, model: nn.Module, reached: Container[int], *,
         if id(module) not in reached:
             raise ConfigError(
                 f"{rule} cannot train {name!r} ({type(module).__name__}): "
-                f"{why_unreached(module)}, so it {consequence}; {hint}")
+                f"{why(module)}, so it {consequence}; {hint}")

@@ -127,9 +127,9 @@ class FeedbackAlignment(LearningRule):
     def attach(self, model: nn.Module) -> None:
         self.detach()
         layers = [(n, m) for n, m in model.named_modules() if _reachable(m)]
+        refuse_unreached("feedback alignment", model, {id(m) for _, m in layers})
         if not layers:
             raise ConfigError("feedback alignment needs a model with Linear or Conv2d layers")
-        refuse_unreached("feedback alignment", model, {id(m) for _, m in layers})
         for name, module in layers:
             if isinstance(module, nn.Conv2d) and (module.padding_mode != "zeros"
                                                   or isinstance(module.padding, str)):

@@ -49,7 +49,7 @@ from signalprop.diagnostics.sensitivity import (
 )
 from signalprop.errors import ConfigError, DivergenceError
 from signalprop.learning.base import LearningRule
-from signalprop.learning.coverage import refuse_unreached
+from signalprop.learning.coverage import refuse_unreached, why_unreached
 
 OBJECTIVES = ("s", "log_s")
 GATES = ("below_target", "none")
@@ -125,6 +125,16 @@ def sal_update(
     return SALStep(lr * mask[:, None] * step_w, lr * mask * step_b, s_mean, gated, saturated)
 
 
+def _why_not_sensitive(module: nn.Module) -> str:
+    """Why SAL has no step for ``module`` (for the refusal)."""
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return "a convolution, while SAL's neurons are dense units o = f(w.x + theta)"
+    if isinstance(module, nn.Linear):
+        return ("not followed by an activation module in its container, so SAL does not know "
+                "its neurons' f")
+    return why_unreached(module)
+
+
 class SensitivityAdjustment(LearningRule):
     """SAL alongside backprop/BPTT: after each optimiser step, a gated ascent step on ``s``.
 
@@ -185,7 +195,7 @@ class SensitivityAdjustment(LearningRule):
         layers = find_sensitive_layers(model) if self._layers is None else self._layers
         refuse_unreached(
             "SAL", model, {id(layer.module) for layer in layers}, exempt_last=True,
-            consequence="would get no sensitivity adjustment",
+            consequence="would get no sensitivity adjustment", why=_why_not_sensitive,
             hint="SAL adjusts Linear layers followed by an activation module and one-layer "
                  "nn.RNN/ElmanRNN layers; pass layers= to choose some explicitly")
         self.probe = SensitivityProbe(model, layers, max_rows=self.max_rows)
