@@ -84,7 +84,7 @@ def load_run(
         warnings.warn(f"load_run: loaded the weights of {run_dir} only; skipped the state of "
                       f"{len(skipped)} learning rule(s) ({', '.join(skipped)}): pass rules= "
                       "to restore it", stacklevel=2)
-    for rule, rule_state in zip(rules, saved_rules, strict=True):
+    for rule, rule_state in zip(rules, saved_rules if rules else [], strict=True):
         rule.load_state_dict(rule_state)
     result_path = run_dir / RESULT
     result = json.loads(result_path.read_text()) if result_path.exists() else None
