@@ -412,9 +412,8 @@ def fit(
                     (inputs, targets), share = ddp.shard((inputs, targets))
                 optimizer.zero_grad(set_to_none=True)
                 computed = None
-                for rule in rules:  # under train.amp's autocast, as backprop (not loss-scaled)
-                    with precision.autocast():
-                        computed = rule.compute_gradients(model, inputs, targets, loss_fn)
+                for rule in rules:
+                    computed = rule.compute_gradients(model, inputs, targets, loss_fn)
                     if computed is not None:
                         break
                 if not sharded:
