@@ -209,6 +209,19 @@ def test_fa_leaves_the_model_as_it_found_it_and_a_finished_run_reloads(tmp_path)
         torch.testing.assert_close(mine.grad, theirs)
 
 
+def test_fa_resumes_a_checkpoint_that_saved_b_with_the_model():
+    """Checkpoints written before FA kept its matrices in its own state hold them as model
+    keys (``hidden.0.feedback``); an attached rule takes them from there."""
+    model = _plain_mlp()
+    old = {**model.state_dict(), "hidden.0.feedback": torch.ones(8, 6)}
+    rule = FeedbackAlignment()
+    rule.attach(model)
+    model.load_state_dict(old)
+    torch.testing.assert_close(model.hidden[0].feedback, torch.ones(8, 6))
+    rule.detach()
+    assert not any(m._load_state_dict_pre_hooks for m in model.modules())
+
+
 class _Poison(LearningRule):
     def after_step(self, model: nn.Module) -> dict[str, float]:
         with torch.no_grad():

@@ -118,7 +118,8 @@ def _leftovers(model: nn.Module, fresh_keys: set[str]) -> list[str]:
         label = name or type(model).__name__
         if "forward" in module.__dict__:
             found.append(f"{label}: replaced forward")
-        if module._forward_hooks or module._forward_pre_hooks or module._backward_hooks:
+        if (module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
+                or module._load_state_dict_pre_hooks):
             found.append(f"{label}: hooks")
         if isinstance(module, AdditiveFilterStack) and module.tap is not None:
             found.append(f"{label}: stack tap")

@@ -103,6 +103,18 @@ def detach_feedback(module: nn.Module, previous: Tensor | None = None) -> None:
         module.register_buffer("feedback", previous)
 
 
+def _legacy_loader(module: nn.Module) -> Any:
+    """A load-state-dict pre-hook taking ``<prefix>feedback`` out of a model state dict: older
+    checkpoints saved FA's matrices with the model; they now go into the attached buffer."""
+    def hook(state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        old = state_dict.pop(prefix + "feedback", None)
+        buffer = module._buffers.get("feedback")
+        if old is not None and buffer is not None and old.shape == buffer.shape:
+            with torch.no_grad():
+                buffer.copy_(old)
+    return hook
+
+
 class FeedbackAlignment(LearningRule):
     """Feedback alignment for every Linear/Conv2d layer and additive-filter stack (fixed random
     ``B_l``, seeded); any other layer with trainable weights is refused by name.
@@ -122,6 +134,7 @@ class FeedbackAlignment(LearningRule):
         self.scale = float(scale)
         self.seed = int(seed)
         self._attached: list[tuple[str, nn.Module, Tensor | None]] = []
+        self._handles: list[Any] = []
         self._saved: dict[str, Tensor] = {}
 
     def attach(self, model: nn.Module) -> None:
@@ -145,10 +158,14 @@ class FeedbackAlignment(LearningRule):
                                   else module.weight[0].numel(), self.scale, generator)
             previous = attach_feedback(module, feedback=drawn if saved is None else saved)
             self._attached.append((name, module, previous))
+            self._handles.append(module._register_load_state_dict_pre_hook(_legacy_loader(module)))
 
     def detach(self) -> None:
         """Restore every layer's own ``forward`` and remove the feedback buffers (kept in the
         rule's state for a later :meth:`attach`)."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
         for name, module, previous in self._attached:
             self._saved[name] = module._buffers["feedback"].detach().cpu()
             detach_feedback(module, previous)
