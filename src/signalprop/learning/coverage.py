@@ -23,12 +23,13 @@ NORMALISATION = tuple(t for t in (nn.modules.batchnorm._NormBase, nn.LayerNorm, 
 
 
 def trainable_layers(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
-    """Every sub-module (not the model itself, not a normalisation layer) that has trainable
-    parameters of its own, in registration order."""
+    """Every sub-module (not the model itself, not a normalisation layer) with a trainable
+    weight of its own (a parameter of two or more dimensions; scales and biases alone receive
+    whatever error the rule sends, like normalisation), in registration order."""
     for name, module in model.named_modules():
         if not name or isinstance(module, NORMALISATION):
             continue
-        if any(p.requires_grad for p in module.parameters(recurse=False)):
+        if any(p.requires_grad and p.dim() >= 2 for p in module.parameters(recurse=False)):
             yield name, module
 
 

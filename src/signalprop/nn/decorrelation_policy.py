@@ -23,7 +23,8 @@
   ``Conv1d``/``Conv3d`` and transposed convs, subclasses of ``nn.Linear``/``nn.Conv2d`` (their
   ``forward`` may differ from the one a decorrelated layer would replace it with), recurrent
   layers (their products run inside the recurrence), target-space layers (weights solved from
-  targets) and any other module with its own trainable parameters;
+  targets) and any other module with a trainable weight of its own (two or more dimensions;
+  one holding only scales or biases is left plain);
 * an ``nn.TransformerEncoderLayer`` whose feed-forward linears are wrapped has its inference
   fast path turned off (that kernel reads ``linear1.weight`` directly and would skip ``R``).
 
@@ -167,6 +168,9 @@ def _plan(model: nn.Module, include: Selector | Iterable[Selector] | None,
             continue
         if isinstance(module, nn.Embedding | nn.EmbeddingBag):
             plan.append((name, module, "plain", "embedding: a lookup, no input vector"))
+            continue
+        if all(p.dim() < 2 for p in own):
+            plan.append((name, module, "plain", "no weight matrix: only scales or biases"))
             continue
         if isinstance(module, AdditiveFilterStack):
             plan.append((name, module, "branch",
