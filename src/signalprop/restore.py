@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,7 +52,10 @@ def load_run(
     architecture), and each learning rule's state into ``rules``; returns what was loaded.
 
     The result has ``epoch`` and ``step`` (of the checkpoint), ``checkpoint`` (its path),
-    ``finished`` and ``result`` (``result.json``, or None for an unfinished run). A damaged
+    ``finished``, ``result`` (``result.json``, or None for an unfinished run) and
+    ``skipped_rule_state``: with no ``rules`` given only the weights are loaded (a decorrelated
+    model's ``R`` is part of them), and this names the rules whose saved state was skipped
+    (also said in a ``UserWarning``). A damaged
     checkpoint raises :class:`~signalprop.errors.CheckpointCorrupt`; one holding anything but
     tensors and plain data raises :class:`~signalprop.errors.UnsafeCheckpoint` before any of it
     runs; a model of another shape raises :class:`~signalprop.errors.ConfigError`.
@@ -63,30 +67,69 @@ def load_run(
     if not path.exists():
         raise _no_checkpoint(run_dir)
     state = load_checkpoint(path, map_location=map_location)
+    weights = _without_rule_buffers(state["model"], model)
     try:
-        model.load_state_dict(state["model"])
+        model.load_state_dict(weights)
     except RuntimeError:
-        own, saved = model.state_dict(), state["model"]
-        missing = [k for k in own if k not in saved]
-        extra = [k for k in saved if k not in own]
-        shapes = [k for k in own if k in saved and own[k].shape != saved[k].shape]
-        detail = "; ".join(part for part in (
-            missing and f"missing {_short_keys(missing)}",
-            extra and f"unexpected {_short_keys(extra)}",
-            shapes and f"shape differs for {_short_keys(shapes)}") if part)
-        raise ConfigError(
-            f"{path} does not fit this {type(model).__name__} ({detail}): build the model with "
-            "the run's config (config.json)") from None
+        raise ConfigError(_misfit(path, model, weights)) from None
     saved_rules = state.get("rules", [])
-    if len(saved_rules) != len(rules):
+    skipped: list[str] = []
+    if rules and len(saved_rules) != len(rules):
         raise ConfigError(f"{path} holds the state of {len(saved_rules)} learning rule(s); "
-                          f"{len(rules)} given: pass the rules the run was trained with")
-    for rule, rule_state in zip(rules, saved_rules, strict=True):
+                          f"{len(rules)} given: pass the rules the run was trained with, or "
+                          "none to load the weights alone")
+    if not rules and saved_rules:
+        skipped = [_rule_label(rule_state, i) for i, rule_state in enumerate(saved_rules)]
+        warnings.warn(f"load_run: loaded the weights of {run_dir} only; skipped the state of "
+                      f"{len(skipped)} learning rule(s) ({', '.join(skipped)}): pass rules= "
+                      "to restore it", stacklevel=2)
+    for rule, rule_state in zip(rules, saved_rules if rules else [], strict=True):
         rule.load_state_dict(rule_state)
     result_path = run_dir / RESULT
     result = json.loads(result_path.read_text()) if result_path.exists() else None
     return {"epoch": state["epoch"], "step": state["step"], "checkpoint": path,
-            "finished": result is not None, "result": result}
+            "finished": result is not None, "result": result, "skipped_rule_state": skipped}
+
+
+def _rule_label(rule_state: dict[str, Any], index: int) -> str:
+    """A short name for a saved rule state (its keys tell which rule saved it)."""
+    keys = set(rule_state)
+    if "average" in keys:
+        return "SAL"
+    if "derivative" in keys:
+        return "DFA"
+    if "sigma" in keys:
+        return "NP"
+    if "scale" in keys:
+        return "FA"
+    if "steps" in keys:
+        return "decorrelation"
+    return f"rule {index + 1}"
+
+
+def _without_rule_buffers(saved: dict[str, Any], model: nn.Module) -> dict[str, Any]:
+    """``saved`` without the feedback-alignment buffers (``*.feedback``) that checkpoints
+    written before FA kept its matrices in its own state hold, when ``model`` has none."""
+    own = model.state_dict()
+    stale = [k for k in saved if k.endswith(".feedback") and k not in own]
+    return {k: v for k, v in saved.items() if k not in stale} if stale else saved
+
+
+def _misfit(path: Path, model: nn.Module, saved: dict[str, Any]) -> str:
+    """Why the checkpoint's weights do not load into ``model``, with the way out."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in saved]
+    extra = [k for k in saved if k not in own]
+    shapes = [k for k in own if k in saved and own[k].shape != saved[k].shape]
+    detail = "; ".join(part for part in (
+        missing and f"missing {_short_keys(missing)}",
+        extra and f"unexpected {_short_keys(extra)}",
+        shapes and f"shape differs for {_short_keys(shapes)}") if part)
+    hint = "build the model with the run's config (config.json)"
+    if any(".decorrelator" in k or ".decorrelators." in k for k in extra):
+        hint = ("the run's model was decorrelated: call signalprop.nn.decorrelated_layers."
+                "decorrelate(model) with the run's options first")
+    return f"{path} does not fit this {type(model).__name__} ({detail}): {hint}"
 
 
 def load_final_state(run_dir: Path, model: nn.Module, rules: Sequence[LearningRule],

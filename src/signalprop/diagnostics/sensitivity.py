@@ -10,7 +10,8 @@ exponent of the network while that is below 0 (the paper's v2 abstract).
 Supported layers:
 
 * ``nn.Linear`` directly followed by an activation module inside a container
-  (``nn.Sequential``, e.g. :class:`signalprop.nn.mlp.MLP`); ``x`` is the Linear's input;
+  (``nn.Sequential``, e.g. :class:`signalprop.nn.mlp.MLP`); ``x`` is the Linear's input, or
+  for a decorrelated layer (``a = W R (x - mu) + b``) its decorrelated input ``R (x - mu)``;
 * one-layer unidirectional ``nn.RNN`` (tanh or relu) and :class:`signalprop.nn.elman.ElmanRNN`
   (any activation); a neuron's ``x`` is ``[x_t, h_{t-1}]`` and ``w`` is its row of
   ``[W_ih, W_hh]``, so ``U_t = W_ih x_t + W_hh h_{t-1} + b_ih + b_hh``.
@@ -210,7 +211,10 @@ class SensitivityProbe:
     def _hook(self, layer: SensitiveLayer):
         def linear_hook(module: nn.Module, args: tuple, output: Tensor) -> None:
             if module.training or not self.training_only:
-                self._keep(layer.name, args[0].reshape(-1, args[0].shape[-1]))
+                x = args[0]
+                if hasattr(module, "decorrelated_input"):  # U = W R (x - mu) + b
+                    x = module.decorrelated_input(x)
+                self._keep(layer.name, x.reshape(-1, x.shape[-1]))
 
         def rnn_hook(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
             if module.training or not self.training_only:

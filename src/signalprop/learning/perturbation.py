@@ -11,6 +11,14 @@ batch, clean, then again where every Linear/Conv2d output (pre-activation) gets
 expectation is the true gradient to first order in ``sigma``. The trainer's optimiser (Adam in
 the paper) then applies it. For a conv layer the sum also runs over positions.
 
+Inside an additive-filter stack (Ceni, arXiv 2210.01245) every layer's branch sum
+``z_l = W_l u_l + c_l`` gets its own noise (a :class:`~signalprop.nn.stack_tap.StackTap`) and
+``g_{W_l} = (1/B) sum_n (L~_n - L_n) p_{l,n} u_{l,n}^T / sigma^2``; the filter ``O`` is fixed.
+Layers with no trainable parameters (the frozen gates of an FRNPF gated network) get no noise,
+and any other layer with trainable weights is refused by name. Under autocast the passes run
+in float32 (by policy, like the additive filters): ``sigma`` is far below bfloat16's resolution
+``2^-8``, so bfloat16 loss differences would be rounding.
+
 The estimates are written to ``.grad`` outside ``loss.backward()``, so DDP does not all-reduce
 them: inside an initialised process group (``sync=True``) they are averaged over ranks here, so
 every rank applies the same step.
@@ -29,8 +37,12 @@ from signalprop.config import require_number
 from signalprop.distributed import all_reduce_mean, is_distributed
 from signalprop.errors import ConfigError
 from signalprop.learning.base import LearningRule, LossFn
+from signalprop.learning.coverage import refuse_unreached
 from signalprop.learning.feedback_alignment import feedback_layers
 from signalprop.nn.decorrelation import batch_means_frozen
+from signalprop.nn.orthogonal import AdditiveFilterStack
+from signalprop.nn.precision import autocast_off
+from signalprop.nn.stack_tap import StackTap
 
 
 def per_sample_loss(loss_fn: LossFn, output: Tensor, targets: Tensor) -> Tensor:
@@ -43,8 +55,31 @@ def per_sample_loss(loss_fn: LossFn, output: Tensor, targets: Tensor) -> Tensor:
     return torch.nan_to_num(losses, nan=0.0)
 
 
+class _StackNoise(StackTap):
+    """Records each layer's clean branch input ``u_l``, then perturbs ``z_l`` in the noisy pass."""
+
+    def __init__(self, sigma: float) -> None:
+        self.sigma = sigma
+        self.noisy = False
+        self.inputs: dict[int, Tensor] = {}
+        self.noise: dict[int, Tensor] = {}
+
+    def pre_activation(self, layer: int, u: Tensor, z: Tensor) -> Tensor:
+        if not self.noisy:
+            self.inputs[layer] = u.detach()
+            return z
+        noise = self.sigma * torch.randn_like(z)
+        self.noise[layer] = noise
+        return z + noise
+
+
+def _trainable(module: nn.Module) -> bool:
+    return any(p.requires_grad for p in module.parameters(recurse=False))
+
+
 class NodePerturbation(LearningRule):
-    """NP gradient estimate for every Linear/Conv2d layer (decorrelated layers included).
+    """NP gradient estimate for every trainable Linear/Conv2d layer (decorrelated layers
+    included) and every layer of an additive-filter stack.
 
     Args:
         sigma: noise standard deviation (Ahmad's code: 1e-6).
@@ -63,11 +98,12 @@ class NodePerturbation(LearningRule):
         self.float64 = bool(float64)
         self.sync = bool(sync)
         self._layers: list[tuple[str, nn.Module]] = []
+        self._stacks: list[tuple[str, AdditiveFilterStack]] = []
 
     def attach(self, model: nn.Module) -> None:
-        self._layers = feedback_layers(model)
-        if not self._layers:
-            raise ConfigError("node perturbation needs a model with Linear or Conv2d layers")
+        self.detach()
+        self._layers = [(n, m) for n, m in feedback_layers(model) if _trainable(m)]
+        stacks = [(n, m) for n, m in model.named_modules() if isinstance(m, AdditiveFilterStack)]
         for name, module in model.named_modules():
             if isinstance(module, nn.modules.batchnorm._BatchNorm):
                 raise ConfigError(
@@ -80,16 +116,35 @@ class NodePerturbation(LearningRule):
                     f"node perturbation cannot train attention ({name}): "
                     "nn.MultiheadAttention applies its projections without calling a Linear "
                     "module, so they get no noise and no gradient; use rule 'bp' or 'fa'")
+        refuse_unreached("node perturbation", model,
+                         {id(m) for _, m in self._layers + stacks},
+                         consequence="would never change", hint="use rule 'bp' or 'fa'")
+        if not self._layers and not stacks:
+            raise ConfigError("node perturbation needs a model with Linear or Conv2d layers")
+        for _, stack in stacks:
+            stack.tap = _StackNoise(self.sigma)
+        self._stacks = stacks
 
     def detach(self) -> None:
-        """Forget the model's layers."""
+        """Forget the model's layers and remove the additive-filter taps."""
         self._layers = []
+        for _, stack in self._stacks:
+            stack.tap = None
+        self._stacks = []
 
     def compute_gradients(self, model: nn.Module, inputs: Tensor, targets: Tensor,
                           loss_fn: LossFn) -> tuple[Tensor, Tensor]:
-        if not self._layers:
+        if not self._layers and not self._stacks:
             self.attach(model)
+        with autocast_off(inputs.device.type):  # float32 by policy (module docstring)
+            return self._perturbed_gradients(model, inputs, targets, loss_fn)
+
+    def _perturbed_gradients(self, model: nn.Module, inputs: Tensor, targets: Tensor,
+                             loss_fn: LossFn) -> tuple[Tensor, Tensor]:
         batch = inputs.shape[0]
+        taps = [stack.tap for _, stack in self._stacks]
+        for tap in taps:
+            tap.noisy, tap.inputs, tap.noise = False, {}, {}
         saved: dict[str, tuple[Tensor, Tensor]] = {}
 
         def make_hook(name: str):
@@ -120,12 +175,16 @@ class NodePerturbation(LearningRule):
                     for h in handles:
                         h.remove()
                 handles = [m.register_forward_hook(make_hook(n)) for n, m in self._layers]
+                for tap in taps:
+                    tap.noisy = True
                 try:
                     with batch_means_frozen(model):
                         noisy = model(x)
                 finally:
                     for h in handles:
                         h.remove()
+                    for tap in taps:
+                        tap.noisy = False
         finally:
             if wide:
                 model.to(dtype)
@@ -162,7 +221,27 @@ class NodePerturbation(LearningRule):
                     found = torch.autograd.grad(activity, own, weight, allow_unused=True)
                 params.extend(own)
                 grads.extend(found)
+        for _, stack in self._stacks:
+            params.extend(p for p in (stack.weight, stack.bias) if p.requires_grad)
+            grads.extend(self._stack_estimates(stack, scale))
         return params, grads
+
+    @staticmethod
+    def _stack_estimates(stack: AdditiveFilterStack, scale: Tensor) -> list[Tensor | None]:
+        """``g_{W_l} = sum_n s_n p_{l,n} u_{l,n}^T`` and ``g_{c_l} = sum_n s_n p_{l,n}`` per
+        layer (``s_n = (L~_n - L_n) / (B sigma^2)``), for the trainable stack parameters."""
+        tap = stack.tap
+        assert isinstance(tap, _StackNoise)
+        if len(tap.noise) != stack.depth or len(tap.inputs) != stack.depth:
+            return [None for p in (stack.weight, stack.bias) if p.requires_grad]
+        weighted = torch.stack([tap.noise[i] for i in range(stack.depth)])  # (L, B, n)
+        weighted = weighted * scale.to(weighted.dtype).reshape(1, -1, 1)
+        inputs = torch.stack([tap.inputs[i] for i in range(stack.depth)])
+        grads = {"weight": (weighted.transpose(1, 2) @ inputs).to(stack.weight.dtype),
+                 "bias": weighted.sum(1).to(stack.bias.dtype)}
+        tap.inputs, tap.noise = {}, {}
+        return [grads[name] for name, p in (("weight", stack.weight), ("bias", stack.bias))
+                if p.requires_grad]
 
     def state_dict(self) -> dict[str, Any]:
         return {"sigma": self.sigma, "float64": self.float64, "sync": self.sync}

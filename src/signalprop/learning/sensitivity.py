@@ -44,10 +44,12 @@ from signalprop.diagnostics.sensitivity import (
     SensitiveLayer,
     SensitivityProbe,
     activation_derivatives,
+    find_sensitive_layers,
     peak_slope,
 )
 from signalprop.errors import ConfigError, DivergenceError
 from signalprop.learning.base import LearningRule
+from signalprop.learning.coverage import refuse_unreached, why_unreached
 
 OBJECTIVES = ("s", "log_s")
 GATES = ("below_target", "none")
@@ -88,6 +90,8 @@ def sal_update(
     """
     one_of("objective", objective, OBJECTIVES)
     one_of("gate", gate, GATES)
+    if inputs.dtype != weight.dtype:  # rows captured under autocast (bfloat16)
+        inputs = inputs.to(weight.dtype)
     u = nn.functional.linear(inputs, weight, bias)
     d1, d2 = activation_derivatives(activation, u)
     sign = torch.where(d1 < 0, -1.0, 1.0).to(d1)  # s uses |f'|: d|f'|/dU = sign(f') f''
@@ -121,13 +125,26 @@ def sal_update(
     return SALStep(lr * mask[:, None] * step_w, lr * mask * step_b, s_mean, gated, saturated)
 
 
+def _why_not_sensitive(module: nn.Module) -> str:
+    """Why SAL has no step for ``module`` (for the refusal)."""
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return "a convolution, while SAL's neurons are dense units o = f(w.x + theta)"
+    if isinstance(module, nn.Linear):
+        return ("not followed by an activation module in its container, so SAL does not know "
+                "its neurons' f")
+    return why_unreached(module)
+
+
 class SensitivityAdjustment(LearningRule):
     """SAL alongside backprop/BPTT: after each optimiser step, a gated ascent step on ``s``.
 
-    Usable on any model with ``Linear -> activation`` pairs (inside containers) or one-layer
-    ``nn.RNN``/``ElmanRNN`` layers: pass it to ``fit(..., rules=(rule,))``, or on your own loop
-    call ``rule.attach(model)`` once and ``rule.after_step(model)`` after each
-    ``optimizer.step()`` (the forward pass of that step supplies the inputs).
+    Usable on any model with ``Linear -> activation`` pairs (inside containers; for a
+    decorrelated layer the neuron's input is ``z = R (x - mu)`` and ``U = W z + b``, its true
+    pre-activation) or one-layer ``nn.RNN``/``ElmanRNN`` layers, whose other layers with
+    trainable weights are only the readout (any other is refused by name): pass it to
+    ``fit(..., rules=(rule,))``, or on your own loop call ``rule.attach(model)`` once and
+    ``rule.after_step(model)`` after each ``optimizer.step()`` (the forward pass of that step
+    supplies the inputs).
 
     Metrics per step: ``sal_mean_s`` (mean batch sensitivity over all neurons),
     ``sal_log_rms_s`` (mean over layers of ``ln RMS_j s_bar_j``), ``sal_gated_frac`` and
@@ -170,9 +187,18 @@ class SensitivityAdjustment(LearningRule):
         self._peaks: dict[str, float] = {}
 
     def attach(self, model: nn.Module) -> None:
+        """Hook the layers SAL adjusts; any other layer with trainable weights except the last
+        (the readout) is refused by name, since SAL would silently skip it."""
         if self.probe is not None:
             self.probe.remove()
-        self.probe = SensitivityProbe(model, self._layers, max_rows=self.max_rows)
+            self.probe = None
+        layers = find_sensitive_layers(model) if self._layers is None else self._layers
+        refuse_unreached(
+            "SAL", model, {id(layer.module) for layer in layers}, exempt_last=True,
+            consequence="would get no sensitivity adjustment", why=_why_not_sensitive,
+            hint="SAL adjusts Linear layers followed by an activation module and one-layer "
+                 "nn.RNN/ElmanRNN layers; pass layers= to choose some explicitly")
+        self.probe = SensitivityProbe(model, layers, max_rows=self.max_rows)
         self._peaks = {layer.name: peak_slope(layer.activation) for layer in self.probe.layers}
 
     def detach(self) -> None:

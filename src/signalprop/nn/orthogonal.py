@@ -30,7 +30,10 @@ from torch import Tensor, nn
 from signalprop.config import require_int, require_number
 from signalprop.errors import ConfigError
 from signalprop.nn.activations import ACTIVATIONS, require_activation
+from signalprop.nn.decorrelation import Decorrelator
+from signalprop.nn.feedback import linear_with_feedback
 from signalprop.nn.precision import autocast_off, float32_inputs, only_grad_transforms
+from signalprop.nn.stack_tap import StackTap
 
 SKIPS = ("orthogonal", "identity", "none")
 #: Activations of the additive-filter stack (any in :mod:`signalprop.nn.activations` with a
@@ -108,10 +111,15 @@ class _CheckpointedStack(torch.autograd.Function):
 
         g_z = b * g * phi'(z_l);  dL/dW_l = g_z^T h_l;  dL/dc_l = sum_batch g_z;
         dL/dh_l = a * g O + g_z W_l            (the ``a g O`` term only with an orthogonal skip)
+
+    An optional last argument ``feedback`` (``(L, n, n)``, feedback alignment, Lillicrap et
+    al. arXiv 1411.0247) replaces ``W_l`` by the fixed ``B_l`` in ``dL/dh_l``; the filter term
+    ``a g O`` stays exact (``O`` is fixed, part of the architecture) and ``dL/dW_l`` is unchanged.
     """
 
     @staticmethod
-    def forward(h0, weight, bias, filt, a, b, skip, act, segment):  # type: ignore[override]
+    def forward(h0, weight, bias, filt, a, b, skip, act, segment,  # type: ignore[override]
+                feedback=None):
         depth = weight.shape[0]
         checkpoints = []
         h = h0
@@ -124,11 +132,14 @@ class _CheckpointedStack(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):  # type: ignore[override]
-        h0, weight, bias, filt, a, b, skip, act, segment = inputs
+        h0, weight, bias, filt, a, b, skip, act, segment, *rest = inputs
+        feedback = rest[0] if rest else None
         ctx.mark_non_differentiable(output[1])
         ctx.save_for_backward(output[1], weight, bias,
-                              filt if filt is not None else torch.empty(0))
-        ctx.config = (a, b, skip, act, segment, filt is not None)
+                              filt if filt is not None else torch.empty(0),
+                              feedback if feedback is not None else torch.empty(0))
+        ctx.config = (a, b, skip, act, segment, filt is not None, feedback is not None)
+        ctx.extra_inputs = len(rest)
         ctx.device_type = h0.device.type
 
     @staticmethod
@@ -137,9 +148,10 @@ class _CheckpointedStack(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out, grad_checkpoints):  # type: ignore[override]
-        checkpoints, weight, bias, filt = ctx.saved_tensors
-        a, b, skip, act, segment, has_filt = ctx.config
+        checkpoints, weight, bias, filt, feedback = ctx.saved_tensors
+        a, b, skip, act, segment, has_filt, has_feedback = ctx.config
         filt = filt if has_filt else None
+        backward_weight = feedback if has_feedback else weight
         depth = weight.shape[0]
         grad_w = torch.empty_like(weight)
         grad_c = torch.empty_like(bias)
@@ -160,7 +172,7 @@ class _CheckpointedStack(torch.autograd.Function):
                     if b != 1.0:
                         grad_z = grad_z * b
                     grad_z_all.append(grad_z)
-                    back = grad_z @ weight[layer]
+                    back = grad_z @ backward_weight[layer]
                     if skip == "orthogonal":
                         back = torch.addmm(back, g, filt, alpha=a)
                     elif skip == "identity":
@@ -170,7 +182,8 @@ class _CheckpointedStack(torch.autograd.Function):
                 inputs = torch.stack(states[:-1])
                 torch.bmm(grad_z_seg.transpose(1, 2), inputs, out=grad_w[start:stop])
                 torch.sum(grad_z_seg, dim=1, out=grad_c[start:stop])
-        return g, grad_w, grad_c, None, None, None, None, None, None
+        return (g, grad_w, grad_c, None, None, None, None, None, None,
+                *([None] * ctx.extra_inputs))
 
 
 class AdditiveFilterStack(nn.Module):
@@ -223,6 +236,10 @@ class AdditiveFilterStack(nn.Module):
             segment = max(1, math.ceil(math.sqrt(depth)))
         self.segment = require_int("AdditiveFilterStack", "segment", segment)
         self.checkpoint = bool(checkpoint)
+        #: per-layer decorrelators of the nonlinear branch (:meth:`decorrelate_branch`)
+        self.decorrelators: nn.ModuleList | None = None
+        #: a learning rule's per-layer hook (:mod:`signalprop.nn.stack_tap`); never saved
+        self.tap: StackTap | None = None
         factory = {"device": device, "dtype": dtype}
         self.weight = nn.Parameter(torch.empty(depth, width, width, **factory))
         self.bias = nn.Parameter(torch.empty(depth, width, **factory))
@@ -239,28 +256,75 @@ class AdditiveFilterStack(nn.Module):
             self.bias.zero_()
 
     def extra_repr(self) -> str:
+        decorrelated = ", decorrelated=True" if self.decorrelators is not None else ""
         return (f"width={self.width}, depth={self.depth}, a={self.a:.6g}, b={self.b:.6g}, "
                 f"skip={self.skip!r}, activation={self.activation!r}, segment={self.segment}, "
-                f"checkpoint={self.checkpoint}")
+                f"checkpoint={self.checkpoint}{decorrelated}")
+
+    def decorrelate_branch(self, **options: object) -> None:
+        """Put a :class:`~signalprop.nn.decorrelation.Decorrelator` in front of every layer's
+        nonlinear branch: ``h_{l+1} = a O h_l + b phi(W_l R_l (h_l - mu_l) + c_l)`` (Ahmad,
+        arXiv 2407.10780, inside Ceni's filter, arXiv 2210.01245). The filter path ``a O h_l``
+        is untouched. ``options`` go to ``Decorrelator``; a second call changes nothing. The
+        decorrelated stack trains by plain autograd (no checkpointed recomputation)."""
+        if self.decorrelators is not None:
+            return
+        factory = {"device": self.weight.device, "dtype": self.weight.dtype}
+        self.decorrelators = nn.ModuleList(
+            Decorrelator(self.width, **factory, **options)  # type: ignore[arg-type]
+            for _ in range(self.depth))
 
     def forward(self, h: Tensor) -> Tensor:
-        """``h_L`` from ``h_0``; float32 under autocast (see :mod:`signalprop.nn.precision`)."""
+        """``h_L`` from ``h_0``; float32 under autocast (see :mod:`signalprop.nn.precision`).
+
+        A ``feedback`` buffer ``(L, n, n)`` (set by feedback alignment) sends the error through
+        ``B_l`` instead of ``W_l`` (:class:`_CheckpointedStack`)."""
+        feedback = self._buffers.get("feedback")
         device_type = h.device.type
         if torch.is_autocast_enabled(device_type):
-            h, weight, bias, filt = float32_inputs(device_type, h, self.weight, self.bias,
-                                                   self.filter)
+            h, weight, bias, filt, feedback = float32_inputs(
+                device_type, h, self.weight, self.bias, self.filter, feedback)
             with autocast_off(device_type):
-                return self._stack(h, weight, bias, filt)
-        return self._stack(h, self.weight, self.bias, self.filter)
+                return self._stack(h, weight, bias, filt, feedback)
+        return self._stack(h, self.weight, self.bias, self.filter, feedback)
 
-    def _stack(self, h: Tensor, weight: Tensor, bias: Tensor, filt: Tensor | None) -> Tensor:
-        if self.checkpoint and torch.is_grad_enabled() and only_grad_transforms():
+    def _stack(self, h: Tensor, weight: Tensor, bias: Tensor, filt: Tensor | None,
+               feedback: Tensor | None = None) -> Tensor:
+        opened = self.decorrelators is not None or self.tap is not None
+        if (not opened and self.checkpoint and torch.is_grad_enabled()
+                and only_grad_transforms()):
+            extra = () if feedback is None else (feedback,)
             return _CheckpointedStack.apply(h, weight, bias, filt, self.a, self.b, self.skip,
-                                            self.activation, self.segment)[0]
+                                            self.activation, self.segment, *extra)[0]
+        if not opened and feedback is None:
+            for layer in range(self.depth):
+                h, _ = _layer(h, weight[layer], bias[layer], filt, self.a, self.b, self.skip,
+                              self.activation)
+            return h
         for layer in range(self.depth):
-            h, _ = _layer(h, weight[layer], bias[layer], filt, self.a, self.b, self.skip,
-                          self.activation)
+            h = self._open_layer(layer, h, weight[layer], bias[layer], filt,
+                                 None if feedback is None else feedback[layer])
         return h
+
+    def _open_layer(self, index: int, h: Tensor, weight: Tensor, bias: Tensor,
+                    filt: Tensor | None, feedback: Tensor | None) -> Tensor:
+        """One layer by plain autograd, with the decorrelator, feedback matrix and tap."""
+        tap = self.tap
+        if tap is not None:
+            h = tap.state(index, h)
+        u = h if self.decorrelators is None else self.decorrelators[index](h)
+        if feedback is None:
+            z = nn.functional.linear(u, weight, bias)
+        else:
+            z = linear_with_feedback(u, weight, bias, feedback)
+        if tap is not None:
+            z = tap.pre_activation(index, u, z)
+        p = activate(self.activation, z)
+        if self.skip == "orthogonal":
+            return torch.addmm(p, h, filt.t(), beta=self.b, alpha=self.a)
+        if self.skip == "identity":
+            return torch.add(p * self.b, h, alpha=self.a)
+        return p * self.b if self.b != 1.0 else p
 
     @torch.no_grad()
     def layer_grad_norms(self) -> Tensor:
