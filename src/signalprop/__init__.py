@@ -11,5 +11,6 @@ except PackageNotFoundError:  # run from a source tree that was never installed
 
 from signalprop.diagnose.core import Diagnosis, diagnose  # noqa: E402
 from signalprop.restore import load_run  # noqa: E402
+from signalprop.threads import set_threads  # noqa: E402
 
-__all__ = ["Diagnosis", "__version__", "diagnose", "load_run"]
+__all__ = ["Diagnosis", "__version__", "diagnose", "load_run", "set_threads"]

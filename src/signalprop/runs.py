@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from signalprop import __version__
+from signalprop import __version__, threads
 
 
 def new_run_dir(out: Path, experiment: str) -> Path:
@@ -50,7 +50,7 @@ def run_metadata(device: torch.device) -> dict[str, Any]:
         "platform": platform.platform(),
         "hostname": socket.gethostname(),
         "cpu_count": os.cpu_count(),
-        "threads": torch.get_num_threads(),  # timings (wall-clock, step ratios) depend on it
+        **threads.record(),  # timings (wall-clock, step ratios) depend on it
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else
         platform.processor() or platform.machine(),

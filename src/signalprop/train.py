@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from signalprop import ddp_training as ddp
-from signalprop import distributed
+from signalprop import distributed, threads
 from signalprop import training_options as options
 from signalprop.config import non_negative, one_of, positive
 from signalprop.diagnostics.gradients import GradNormRecorder
@@ -344,6 +344,7 @@ def fit(
     """
     run_dir = Path(run_dir)
     main = distributed.is_main_process()
+    threads.apply_default()  # unless chosen: one thread per free core (signalprop.threads)
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
     result_path = run_dir / RESULT
@@ -459,7 +460,7 @@ def fit(
             record: dict[str, Any] = {
                 "kind": "epoch", "epoch": epoch + 1, "step": step, "wall_s": wall,
                 "train_loss": float(np.mean(losses)) if losses else float("nan"),
-                "lr": optimizer.param_groups[0]["lr"],
+                "lr": optimizer.param_groups[0]["lr"], "threads": torch.get_num_threads(),
             }
             if precision.scaler is not None:
                 record.update(amp_skipped_steps=skipped, amp_scale=precision.scaler.get_scale())
