@@ -111,7 +111,7 @@ def _same_config(config: object, saved: object) -> bool:
 
 
 def run_one(name: str, out: Path, quick: bool, seed: int, seeds: int | None, device: str,
-            threads: int | None = None) -> Outcome:
+            threads: int | None = None, progress: bool | None = False) -> Outcome:
     """Run, resume or reuse one experiment; never raises for an experiment's own failure."""
     from signalprop.device import resolve_device
 
@@ -131,7 +131,7 @@ def run_one(name: str, out: Path, quick: bool, seed: int, seeds: int | None, dev
     try:
         run_dir = run_experiment(
             experiment, out=out, quick=quick, seed=seed, overrides=overrides,
-            device=resolve_device(device), resume=previous, progress=False,
+            device=resolve_device(device), resume=previous, progress=progress,
         )
     except DivergenceError as exc:
         return Outcome(name, "failed", reason=f"diverged: {exc}")
@@ -155,7 +155,7 @@ def reproduce(
             outcomes = []
             for index, arg in enumerate(args, 1):
                 progress.start(arg[0], index)
-                outcomes.append(run_one(*arg))
+                outcomes.append(run_one(*arg, None, None))  # per-epoch bars on a terminal
                 progress.end(outcomes[-1])
             return outcomes
         threads = max(1, torch.get_num_threads() // jobs)  # the choice, shared by the jobs

@@ -35,6 +35,7 @@ from signalprop.config import non_negative, one_of, positive
 from signalprop.diagnostics.gradients import GradNormRecorder
 from signalprop.divergence import diverged
 from signalprop.errors import CheckpointCorrupt
+from signalprop.heartbeat import Heartbeat
 from signalprop.learning.base import LearningRule, LossFn
 from signalprop.storage import (
     MetricsLog,
@@ -398,6 +399,7 @@ def fit(
             log = options.open_metrics(MetricsLog(run_dir / METRICS), cfg, run_dir, step)
         from tqdm.auto import tqdm
 
+        heartbeat = Heartbeat(desc, enabled=main and not show)
         for epoch in range(start_epoch, cfg.epochs):
             model.train()
             started = time.perf_counter()
@@ -455,6 +457,7 @@ def fit(
                                "loss": loss_value, **extra})
                 bar.set_postfix(loss=f"{loss_value:.4f}")
                 bar.update()
+                heartbeat.tick(epoch + 1, cfg.epochs, index + 1, steps_per_epoch, loss_value)
             bar.close()
             wall += time.perf_counter() - started
             record: dict[str, Any] = {
