@@ -169,3 +169,21 @@ def test_sal_is_not_offered_where_it_finds_no_neuron():
     tanh_mlp = MLP(40, 64, 12, 10, activation="tanh", gain=0.5)  # Linear -> Tanh pairs: SAL
     d = diagnose(tanh_mlp, (torch.randn(64, 40), torch.randint(0, 10, (64,))), jacobian=False)
     assert any("SensitivityAdjustment" in s.remedy.code for s in d.suggestions)
+
+
+@pytest.mark.parametrize("case", ["mlp", "resnet", "gru"])
+def test_every_printed_remedy_runs_with_only_model_defined(case, exploding):
+    """Issue 30.3: no placeholder (`d`, `train_x`, `in_features`, `fit(...)`) a user lacks."""
+    torch.manual_seed(0)
+    if case == "mlp":
+        model, batch = MLP(40, 64, 12, 10, activation="tanh", gain=0.5), (
+            torch.randn(64, 40), torch.randint(0, 10, (64,)))
+        d = diagnose(model, batch)
+    elif case == "resnet":
+        model, d = exploding
+    else:
+        model = GRUNet()
+        d = diagnose(model, torch.randn(64, 32, 3))
+    assert d.suggestions
+    for suggestion in d.suggestions:
+        exec(suggestion.remedy.code, {"model": copy.deepcopy(model)})

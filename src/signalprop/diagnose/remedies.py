@@ -32,21 +32,24 @@ ADDITIVE_FILTER_RNN = Remedy(
     "orthogonal additive filter RNN (Ceni, arXiv 2210.01245)",
     "b ~ 1/T keeps gradients through T time steps bounded",
     "from signalprop.nn.orthogonal_rnn import AdditiveFilterRNN; "
-    "rnn = AdditiveFilterRNN(input_size, hidden_size, beta=1 / seq_len)",
+    "rnn = AdditiveFilterRNN(input_size, hidden_size, beta=1 / seq_len)  # in place of your "
+    "recurrent layer",
 )
 SAL = Remedy(
     "sensitivity adjustment learning, SAL (Shibata et al., arXiv 2012.13134)",
     "raises each neuron's sensitivity f'(U)||w|| towards 1 after every optimiser step; its "
     "saturation guard revives saturated neurons",
     "from signalprop.learning.sensitivity import SensitivityAdjustment; "
-    "fit(model, train, test, cfg, run_dir, rules=(SensitivityAdjustment(),))",
+    "rules = (SensitivityAdjustment(),)  # then fit(model, train, test, cfg, run_dir, "
+    "rules=rules)",
 )
 TARGET_SPACE = Remedy(
     "learning in target space (Fairbank et al., arXiv 2006.01578)",
     "trains per-layer targets; weights are re-solved by least squares, which untangles the "
     "gradient through depth",
     "from signalprop.nn.target_space import TargetSpaceMLP, target_minibatch; "
-    "model = TargetSpaceMLP(target_minibatch(train_x, 100), width, depth, out_features)",
+    "import torch; model = TargetSpaceMLP(target_minibatch(torch.randn(100, in_features), 100), "
+    "width, depth, out_features)  # pass your first 100 training inputs for torch.randn(...)",
 )
 GATED = Remedy(
     "deep gated network with fixed random gates (Lakshminarayanan & Singh, arXiv 2006.10529)",
@@ -66,7 +69,7 @@ DECORRELATION = Remedy(
     "decorrelates every layer's inputs, improving the conditioning of the gradient",
     "from signalprop.nn.decorrelated_layers import decorrelate; "
     "from signalprop.learning.decorrelation_rule import DecorrelationRule; "
-    "decorrelate(model); fit(..., rules=(DecorrelationRule(),))",
+    "decorrelate(model); rules = (DecorrelationRule(),)  # then fit(model, ..., rules=rules)",
 )
 CLIP = Remedy(
     "gradient clipping",
@@ -102,8 +105,8 @@ MIN_RANGE = 4
 LOWER_LR = Remedy(
     "lower the learning rate",
     "a 10x smaller step keeps updates bounded while gradients are large",
-    "import dataclasses; cfg = dataclasses.replace(cfg, lr=cfg.lr / 10)  "
-    "# signalprop run: --set train.lr=<lr / 10>",
+    "from signalprop.train import TrainConfig; cfg = TrainConfig(lr=TrainConfig().lr / 10)  "
+    "# or your own lr / 10; signalprop run: --set train.lr=<lr / 10>",
 )
 #: The library's own fully connected baseline, whose architecture the library's models replace.
 LIBRARY_MLPS = ("signalprop.nn.mlp.MLP",)
@@ -268,9 +271,46 @@ def fitting_remedies(problem: str, layers: list[LayerInfo], modules: dict[str, o
     if problem == "exploding":
         found += [CLIP, LOWER_LR]
     if recurrent:  # replacing the recurrent layer comes after everything that keeps it
-        found += RECURRENT.get(problem, ())
+        rnn = next(lay for lay in affected if lay.recurrent)
+        sizes = _recurrent_sizes(rnn)
+        found += [_filled(r, sizes) for r in RECURRENT.get(problem, ())]
     if model_type in LIBRARY_MLPS:
-        found += BY_VERDICT.get(problem, ())
+        sizes = _mlp_sizes(modules.get(""))
+        found += [_filled(r, sizes) for r in BY_VERDICT.get(problem, ())]
     elif problem == "ill-conditioned":
         found.append(DECORRELATION)
     return tuple(dict.fromkeys(found))
+
+
+def _filled(remedy: Remedy, sizes: dict[str, int]) -> Remedy:
+    """``remedy`` with the sizes it names (``in_features``, ``width``, ...) written in, so its
+    code runs as printed."""
+    import re
+
+    code = remedy.code
+    for name, value in sizes.items():
+        code = re.sub(rf"\b{name}\b(?!=)", str(value), code)
+    return Remedy(remedy.name, remedy.why, code)
+
+
+def _mlp_sizes(model: object) -> dict[str, int]:
+    """``in_features``, ``width``, ``depth``, ``out_features`` of the library's ``MLP``."""
+    from torch import nn
+
+    linears = [m for m in getattr(model, "hidden", []) if isinstance(m, nn.Linear)]
+    head = getattr(model, "head", None)
+    if not linears or not isinstance(head, nn.Linear):
+        return {}
+    return {"in_features": linears[0].in_features, "width": linears[0].out_features,
+            "depth": len(linears), "out_features": head.out_features}
+
+
+def _recurrent_sizes(layer: LayerInfo) -> dict[str, int]:
+    """``input_size``, ``hidden_size`` and ``seq_len`` of a diagnosed recurrent layer."""
+    module = layer.module
+    cell = getattr(module, "cell", module)
+    sizes = {k: getattr(cell, k, getattr(module, k, None)) for k in ("input_size", "hidden_size")}
+    found = {k: v for k, v in sizes.items() if isinstance(v, int)}
+    if layer.steps:
+        found["seq_len"] = layer.steps
+    return found
