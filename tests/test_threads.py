@@ -16,7 +16,12 @@ from signalprop.errors import ConfigError
     (2, 0.3, 2), (2, 1.2, 1), (2, 9.0, 1), (16, 3.7, 13), (4, float("nan"), 4),
 ])
 def test_default_counts_only_the_free_cores(cores, load, expected):
-    assert threads.default_threads(cores, load) == expected
+    assert threads.default_threads(cores, load, processes=1) == expected
+
+
+def test_torchrun_ranks_share_the_free_cores(monkeypatch):
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert threads.default_threads(16, 3.7) == 6 and threads.default_threads(2, 0.0) == 1
 
 
 def test_set_threads_checks_and_records(monkeypatch):

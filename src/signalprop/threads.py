@@ -5,7 +5,7 @@ processes keep those cores busy, its threads wait for each other and a step can 
 longer than with fewer threads (docs/threads.md has the measurement). The default here
 therefore counts only the cores that are free:
 
-    threads = max(1, cores - floor(load))
+    threads = max(1, cores - floor(load))    (divided among torchrun's local ranks)
 
 where ``cores`` is the number of CPUs this process may run on (``os.sched_getaffinity``) and
 ``load`` the 1-minute load average (``os.getloadavg``). An explicit choice wins: ``--threads N``
@@ -46,12 +46,17 @@ def load_average() -> float | None:
         return None
 
 
-def default_threads(cores: int | None = None, load: float | None = None) -> int:
-    """``max(1, cores - floor(load))``: one thread per core that other processes leave free."""
+def default_threads(cores: int | None = None, load: float | None = None,
+                    processes: int | None = None) -> int:
+    """``max(1, (cores - floor(load)) // processes)``: one thread per core that other processes
+    leave free, shared among the ``processes`` of this job on the machine (torchrun's
+    ``LOCAL_WORLD_SIZE``; 1 without torchrun)."""
     cores = available_cores() if cores is None else cores
     load = load_average() if load is None else load
+    if processes is None:
+        processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
     busy = math.floor(load) if load is not None and math.isfinite(load) else 0
-    return max(1, min(cores, cores - busy))
+    return max(1, min(cores, cores - busy) // max(1, processes))
 
 
 def set_threads(threads: int | None = None) -> int:
