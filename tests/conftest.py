@@ -6,7 +6,9 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-torch.set_num_threads(1)
+from signalprop.threads import set_threads  # noqa: E402
+
+set_threads(1)
 
 
 @pytest.fixture

@@ -62,7 +62,7 @@ def test_following_a_printed_remedy_stops_the_explosion(exploding, which):
     remedy = next(s.remedy for s in d.suggestions
                   if s.problem == "exploding" and which in s.remedy.name)
     fixed = copy.deepcopy(model)
-    exec(remedy.code, {"model": fixed, "d": d})  # the code exactly as printed
+    exec(remedy.code, {"model": fixed})  # the code exactly as printed, only `model` defined
     after = diagnose(fixed, BATCH, jacobian=False)
     assert after.gain_first < th.EXPLODING_RATIO, (remedy.code, after.gain_first)
     assert "exploding" not in after.verdicts.values(), str(after)
@@ -83,8 +83,8 @@ def test_vanishing_tanh_mlp_rescale_remedy_works():
     d = diagnose(model, batch, jacobian=False)
     assert d.verdict == "vanishing"
     first = d.suggestions[0].remedy
-    assert first.name == "rescale the initial weights of 13 layers by 2"  # head too
-    exec(first.code, {"model": model, "d": d})
+    assert first.name == "rescale the initial weights of 13 layers by 2.03"  # head too
+    exec(first.code, {"model": model})
     assert diagnose(model, batch, jacobian=False).verdict == "healthy"
 
 
@@ -120,3 +120,70 @@ def test_fixes_refuse_what_they_cannot_do():
     assert torch.allclose(wrapped(x), expected)
     assert torch.allclose(wrapped.filter @ wrapped.filter.t(), torch.eye(4), atol=1e-6)
     assert math.isclose(wrapped.beta, 0.25)
+
+
+class GRUNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn, self.head = nn.GRU(3, 32, batch_first=True), nn.Linear(32, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.rnn(x)[0][:, -1])
+
+
+def test_a_gru_keeps_its_architecture_first_and_its_healthy_head():
+    """Issue 30.3: no SAL (it finds no neuron in a GRU), no rescale of the healthy head, and the
+    remedy that keeps the GRU (its gate biases) comes before replacing it; it works."""
+    torch.manual_seed(0)
+    model, x = GRUNet(), torch.randn(64, 32, 3)
+    d = diagnose(model, x)
+    assert d.verdicts == {"rnn": "vanishing", "head": "healthy"}
+    codes = [s.remedy.code for s in d.suggestions]
+    assert "chrono_init(model, ['rnn'], steps=32)" in codes[0]
+    assert "AdditiveFilterRNN" in codes[-1]
+    assert not any("SensitivityAdjustment" in c or "rescale(" in c for c in codes), codes
+    exec(codes[0], {"model": model})
+    assert diagnose(model, x).verdict == "healthy"
+
+
+def test_sal_is_not_offered_where_it_finds_no_neuron():
+    """Issue 30.3: activations called functionally (torch.relu in forward) are invisible to SAL,
+    so its remedy would fail with "no sensitive layers found"; it is not offered."""
+    class Functional(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layers = nn.ModuleList(nn.Linear(16, 16) for _ in range(12))
+            self.head = nn.Linear(16, 4)
+            for layer in self.layers:
+                nn.init.normal_(layer.weight, std=0.1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            for layer in self.layers:
+                x = torch.relu(layer(x))
+            return self.head(x)
+
+    torch.manual_seed(0)
+    d = diagnose(Functional(), (BATCH[0], BATCH[1]), jacobian=False)
+    assert d.verdict == "vanishing"
+    assert not any("SensitivityAdjustment" in s.remedy.code for s in d.suggestions)
+    tanh_mlp = MLP(40, 64, 12, 10, activation="tanh", gain=0.5)  # Linear -> Tanh pairs: SAL
+    d = diagnose(tanh_mlp, (torch.randn(64, 40), torch.randint(0, 10, (64,))), jacobian=False)
+    assert any("SensitivityAdjustment" in s.remedy.code for s in d.suggestions)
+
+
+@pytest.mark.parametrize("case", ["mlp", "resnet", "gru"])
+def test_every_printed_remedy_runs_with_only_model_defined(case, exploding):
+    """Issue 30.3: no placeholder (`d`, `train_x`, `in_features`, `fit(...)`) a user lacks."""
+    torch.manual_seed(0)
+    if case == "mlp":
+        model, batch = MLP(40, 64, 12, 10, activation="tanh", gain=0.5), (
+            torch.randn(64, 40), torch.randint(0, 10, (64,)))
+        d = diagnose(model, batch)
+    elif case == "resnet":
+        model, d = exploding
+    else:
+        model = GRUNet()
+        d = diagnose(model, torch.randn(64, 32, 3))
+    assert d.suggestions
+    for suggestion in d.suggestions:
+        exec(suggestion.remedy.code, {"model": copy.deepcopy(model)})

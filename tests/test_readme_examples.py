@@ -1,25 +1,69 @@
-"""The README's Python examples run as written (with one epoch and a temporary run directory)."""
+"""The README's and the docs pages' Python examples run as written, in order, in one fresh
+directory (as a new user would run them in a fresh clone: a later example that reused an
+earlier one's run directory would fail here), with ``epochs=5`` read as ``epochs=1``."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+#: The pages in the order a reader meets them: the README, then the pages it links.
+PAGES = [README, *sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "docs" / "methods")
+                                                                 .glob("*.md"))]
+BLOCK = re.compile(r"^( *)```python\n(.*?)^\1```", re.S | re.M)
 BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
 DIAGNOSE_OUTPUT = re.search(
     r"```python\n[^`]*diagnose\(model, \(torch[^`]*```\n.*?```text\n(.*?)```",
     README.read_text(), re.S)
+#: Examples too long for the default suite (a 50,000-layer MLP, torch.compile) or that need
+#: torchrun: marked slow, run with ``-m slow``.
+SLOW = ("50_000", "torch.compile(", "init_from_env()")
 
 
-@pytest.mark.parametrize("index", range(len(BLOCKS)))
-def test_readme_example_runs(index, tmp_path, capsys):
-    code = BLOCKS[index].replace("epochs=5", "epochs=1")
-    code = re.sub(r'"runs/([\w-]+)"', lambda m: repr(str(tmp_path / m.group(1))), code)
-    exec(compile(code, f"README.md example {index + 1}", "exec"), {})
+def examples() -> list[tuple[str, str]]:
+    """``(where, code)`` of every Python example, README first, in page order."""
+    found = []
+    for page in PAGES:
+        for number, (_, code) in enumerate(BLOCK.findall(page.read_text()), 1):
+            found.append((f"{page.relative_to(ROOT)} example {number}", textwrap.dedent(code)))
+    return found
+
+
+@pytest.fixture(scope="module")
+def fresh_clone_dir(tmp_path_factory):
+    """One working directory shared by all examples, as in a fresh clone."""
+    return tmp_path_factory.mktemp("fresh-clone")
+
+
+def _cases():
+    for where, code in examples():
+        marks = [pytest.mark.slow] if any(s in code for s in SLOW) else []
+        yield pytest.param(where, code, marks=marks, id=where.replace(" ", "-"))
+
+
+@pytest.mark.parametrize("where, code", list(_cases()))
+def test_example_runs_in_order(where, code, fresh_clone_dir, monkeypatch, capsys):
+    monkeypatch.chdir(fresh_clone_dir)
+    code = code.replace("epochs=5", "epochs=1")
+    if "init_from_env()" in code:  # a torchrun script: run it as its comment says
+        script = fresh_clone_dir / "ddp_example.py"
+        script.write_text(code)
+        env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+        subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                        str(script)], check=True, env=env, timeout=300)
+        return
+    exec(compile(code, where, "exec"), {"__name__": "__example__"})
     out = capsys.readouterr().out
+    if not where.startswith("README"):
+        return
     if "load_run(" in code:  # the restored model scores what fit reported
         words = out.split()
         assert words[words.index("test_acc") + 1] == words[words.index("restored") + 1]
@@ -27,6 +71,12 @@ def test_readme_example_runs(index, tmp_path, capsys):
         assert out.strip() == re.search(r"# (torch\.Size\(.*?\))", code).group(1)
     else:
         assert "signalprop diagnosis:" in out
+
+
+def test_every_page_with_examples_is_covered():
+    pages = {where.split(" example")[0] for where, _ in examples()}
+    assert {"README.md", "docs/training-options.md", "docs/checkpoints.md",
+            "docs/modules.md", "docs/methods/orthogonal.md"} <= pages
 
 
 def _columns(text: str) -> list[list[str]]:

@@ -57,7 +57,7 @@ def test_docs_example_runs(tmp_path, capsys):
 
     page = Path(__file__).resolve().parent.parent / "docs" / "training-options.md"
     (code,) = re.findall(r"```python\n(.*?)```", page.read_text(), re.S)
-    code = code.replace('"runs/my-model"', repr(str(tmp_path / "run")))
+    code = code.replace('"runs/options-example"', repr(str(tmp_path / "run")))
     exec(compile(code, "docs/training-options.md example", "exec"), {})
     accuracy, lr = re.fullmatch(r"test accuracy (\S+), final lr (\S+)\n",
                                 capsys.readouterr().out).groups()

@@ -11,6 +11,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from signalprop.cli_checks import (
+    EXIT_RUN_FAILED,
+    check_writable,
+    claim_lines,
+    interrupt_hint,
+    resume_dir,
+)
 from signalprop.errors import DivergenceError, SignalpropError
 
 EXIT_USAGE = 2
@@ -53,6 +60,14 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("runs"), help="output root (runs/)")
     parser.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda:N")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_threads_option(parser)
+
+
+def add_threads_option(parser: argparse.ArgumentParser) -> None:
+    """``--threads N``; without it, one thread per core that other processes leave free."""
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="CPU threads for torch (default: cores minus the load average, "
+                             "at least 1; docs/threads.md)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="experiments run in parallel (default 1)")
     p_repro.add_argument("--out", type=Path, default=Path("runs"))
     p_repro.add_argument("--device", default="auto")
+    add_threads_option(p_repro)
     p_repro.add_argument("--report", type=Path, default=None,
                          help="report directory (default: <out>/report)")
     p_repro.add_argument("--benchmarks", type=Path, action="append", default=None,
@@ -138,17 +154,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from signalprop.distributed import is_main_process, process_group
     from signalprop.experiments.context import missing_requirements, run_experiment
     from signalprop.experiments.registry import get_experiment
-    from signalprop.runs import latest_run_dir
 
     exp = get_experiment(args.name)
     device = resolve_device(args.device)
-    resume = None
-    if args.resume == "latest":
-        resume = latest_run_dir(args.out, exp.name)
-        if resume is None:
-            raise SignalpropError(f"nothing to resume: no run of {exp.name} under {args.out}")
-    elif args.resume:
-        resume = Path(args.resume)
+    resume = resume_dir(args.resume, args.out, exp.name) if args.resume else None
+    check_writable(resume or args.out, "--resume" if resume else "--out")
     reason = missing_requirements(exp)
     if reason:
         print(f"skipped {exp.name}: {reason}", file=sys.stderr)
@@ -167,8 +177,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
             from signalprop.experiments.resuming import rerun_advice
 
             raise DivergenceError(f"{exc}{rerun_advice(exp, exc)}") from None
-        if is_main_process():
-            print(run_dir)
+        if not is_main_process():
+            return 0
+        print(run_dir, flush=True)
+        lines, failed = claim_lines(run_dir)
+        for line in lines:
+            print(line, file=sys.stderr)
+    if failed:
+        print(f"signalprop: the run failed (see above); its files are in {run_dir}",
+              file=sys.stderr)
+        return EXIT_RUN_FAILED
     return 0
 
 
@@ -209,6 +227,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         if not path.exists():
             raise SignalpropError(f"run directory not found: {path}")
     _check_readme(args.readme)
+    check_writable(args.out)
     _write_report(list(args.run_dirs), args.out, args.benchmarks, args.readme)
     return 0
 
@@ -219,6 +238,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
     resolve_device(args.device)  # fail fast on a bad --device
     _check_readme(args.readme)
+    check_writable(args.out)
+    check_writable(args.report or args.out / "report", "--report")
     outcomes = reproduce(args.out, quick=args.quick, only=args.only, seed=args.seed,
                          seeds=args.seeds, jobs=args.jobs, device=args.device)
     run_dirs = [o.run_dir for o in outcomes if o.run_dir is not None]
@@ -233,12 +254,19 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     from signalprop.diagnose.cli import run as _cmd_diagnose
+    from signalprop.threads import apply_default, set_threads
+
 
     commands = {"list": _cmd_list, "run": _cmd_run, "report": _cmd_report,
                 "reproduce": _cmd_reproduce, "diagnose": _cmd_diagnose}
     try:
+        if getattr(args, "threads", None) is not None:
+            set_threads(args.threads)
+        elif hasattr(args, "threads"):
+            apply_default()  # unless OMP_NUM_THREADS or the calling program chose
         return commands[args.command](args)
     except DivergenceError as exc:
         print(f"signalprop: diverged: {exc}", file=sys.stderr)
@@ -249,8 +277,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `signalprop list | head`
         sys.stderr.close()
         return 0
+    except OSError as exc:  # e.g. a disk that filled up or a folder made read-only meanwhile
+        if exc.filename is None:
+            raise
+        print(f"signalprop: error: {exc.strerror or exc}: {exc.filename} (free space or "
+              "permissions there, or pass another --out)", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
-        print("signalprop: interrupted; rerun with --resume to continue", file=sys.stderr)
+        print(interrupt_hint(args, argv), file=sys.stderr)
         return 130
 
 

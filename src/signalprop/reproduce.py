@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,8 @@ from signalprop.reproduce_progress import Progress
 
 @dataclass(frozen=True)
 class Outcome:
-    """What happened to one experiment: ``ran``, ``reused``, ``skipped`` or ``failed``."""
+    """What happened to one experiment: ``ran``, ``resumed`` (an interrupted run of the same
+    settings continued), ``reused`` (finished before), ``skipped`` or ``failed``."""
 
     name: str
     status: str
@@ -111,12 +111,14 @@ def _same_config(config: object, saved: object) -> bool:
 
 
 def run_one(name: str, out: Path, quick: bool, seed: int, seeds: int | None, device: str,
-            threads: int | None = None) -> Outcome:
+            threads: int | None = None, progress: bool | None = False) -> Outcome:
     """Run, resume or reuse one experiment; never raises for an experiment's own failure."""
     from signalprop.device import resolve_device
 
     if threads:
-        torch.set_num_threads(threads)
+        from signalprop.threads import set_threads
+
+        set_threads(threads)
     experiment = get_experiment(name)
     reason = missing_requirements(experiment)
     if reason:
@@ -129,11 +131,11 @@ def run_one(name: str, out: Path, quick: bool, seed: int, seeds: int | None, dev
     try:
         run_dir = run_experiment(
             experiment, out=out, quick=quick, seed=seed, overrides=overrides,
-            device=resolve_device(device), resume=previous, progress=False,
+            device=resolve_device(device), resume=previous, progress=progress,
         )
     except DivergenceError as exc:
         return Outcome(name, "failed", reason=f"diverged: {exc}")
-    return Outcome(name, "ran", run_dir)
+    return Outcome(name, "ran" if previous is None else "resumed", run_dir)
 
 
 def reproduce(
@@ -153,10 +155,10 @@ def reproduce(
             outcomes = []
             for index, arg in enumerate(args, 1):
                 progress.start(arg[0], index)
-                outcomes.append(run_one(*arg))
+                outcomes.append(run_one(*arg, None, None))  # per-epoch bars on a terminal
                 progress.end(outcomes[-1])
             return outcomes
-        threads = max(1, (os.cpu_count() or 1) // jobs)
+        threads = max(1, torch.get_num_threads() // jobs)  # the choice, shared by the jobs
         with ProcessPoolExecutor(max_workers=jobs) as pool:
             futures = {pool.submit(run_one, *arg, threads): arg[0] for arg in args}
             progress.note(f"{len(names)} experiments, {jobs} at a time")

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from signalprop import threads
 from signalprop.version import __version__
 
 CONFIG = "config.json"  #: the experiment, its config and :func:`run_metadata`
@@ -66,7 +67,7 @@ def run_metadata(device: torch.device) -> dict[str, Any]:
         "platform": platform.platform(),
         "hostname": socket.gethostname(),
         "cpu_count": os.cpu_count(),
-        "threads": torch.get_num_threads(),  # timings (wall-clock, step ratios) depend on it
+        **threads.record(),  # timings (wall-clock, step ratios) depend on it
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else
         platform.processor() or platform.machine(),

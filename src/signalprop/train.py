@@ -28,11 +28,12 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from signalprop import ddp_training as ddp
-from signalprop import distributed
+from signalprop import distributed, threads
 from signalprop import training_options as options
 from signalprop.diagnostics.gradients import GradNormRecorder
 from signalprop.divergence import diverged
 from signalprop.errors import CheckpointCorrupt
+from signalprop.heartbeat import Heartbeat
 from signalprop.learning.base import LearningRule, LossFn
 from signalprop.runs import CHECKPOINT, METRICS, RESULT
 from signalprop.storage import (
@@ -265,6 +266,7 @@ def fit(
     """
     run_dir = Path(run_dir)
     main = distributed.is_main_process()
+    threads.apply_default()  # unless chosen: one thread per free core (signalprop.threads)
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
     result_path = run_dir / RESULT
@@ -318,6 +320,7 @@ def fit(
             log = options.open_metrics(MetricsLog(run_dir / METRICS), cfg, run_dir, step)
         from tqdm.auto import tqdm
 
+        heartbeat = Heartbeat(desc, enabled=main and not show)
         for epoch in range(start_epoch, cfg.epochs):
             model.train()
             started = time.perf_counter()
@@ -375,12 +378,13 @@ def fit(
                                "loss": loss_value, **extra})
                 bar.set_postfix(loss=f"{loss_value:.4f}")
                 bar.update()
+                heartbeat.tick(epoch + 1, cfg.epochs, index + 1, steps_per_epoch, loss_value)
             bar.close()
             wall += time.perf_counter() - started
             record: dict[str, Any] = {
                 "kind": "epoch", "epoch": epoch + 1, "step": step, "wall_s": wall,
                 "train_loss": float(np.mean(losses)) if losses else float("nan"),
-                "lr": optimizer.param_groups[0]["lr"],
+                "lr": optimizer.param_groups[0]["lr"], "threads": torch.get_num_threads(),
             }
             if precision.scaler is not None:
                 record.update(amp_skipped_steps=skipped, amp_scale=precision.scaler.get_scale())

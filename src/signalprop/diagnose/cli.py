@@ -37,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="experiments: use the --quick config (e.g. smaller depth)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="experiments: override a config field")
+    from signalprop.cli import add_threads_option
+
+    add_threads_option(parser)
 
 
 def _is_file_target(target: str) -> bool:

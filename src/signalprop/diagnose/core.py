@@ -31,6 +31,7 @@ from signalprop.diagnose.capture import LayerRecord, Recorder, first_tensor, lay
 from signalprop.diagnose.recurrent import is_recurrent, largest_exponent
 from signalprop.diagnose.remedies import LayerInfo, fitting_remedies
 from signalprop.diagnose.report import Diagnosis, LayerDiagnosis, Suggestion
+from signalprop.diagnose.stacks import can_unroll, unroll
 from signalprop.diagnostics.gradients import stacked_depth, stacked_layer_norms
 from signalprop.diagnostics.jacobian import EXAMPLES, estimate_jacobian
 from signalprop.diagnostics.sensitivity import SensitiveLayer, SensitivityProbe
@@ -143,18 +144,22 @@ def _finite(x: float | None) -> bool:
 
 
 def _layers(records: list[LayerRecord], grads: dict[int, Tensor], out_ref: float | None,
-            rnn_sens: dict[str, Tensor]) -> list[LayerDiagnosis]:
-    result = []
-    for index, rec in enumerate(records):
+            rnn_sens: dict[str, Tensor]) -> tuple[list[LayerDiagnosis], list[LayerRecord]]:
+    """One row per layer, a stacked module's layers one by one, and each row's record."""
+    result: list[LayerDiagnosis] = []
+    owners: list[LayerRecord] = []
+    for rec in records:
         params = layer_parameters(rec.module)
         p_grads = [grads[id(p)] for p in params if id(p) in grads]
         o_grads = [grads[id(o)] for o in rec.outputs if id(o) in grads]
         i_grads = [grads[id(i)] for i in rec.inputs if id(i) in grads]
-        grad_norm, out_norm, in_norm = _norm(p_grads), _norm(o_grads), _norm(i_grads)
         depth = stacked_depth(rec.module)
-        per_layer = None
         if depth is not None and p_grads:
-            per_layer = stacked_layer_norms(depth, p_grads).tolist()
+            rows = _stack_rows(rec, depth, p_grads, o_grads, out_ref)
+            result += rows
+            owners += [rec] * len(rows)
+            continue
+        grad_norm, out_norm, in_norm = _norm(p_grads), _norm(o_grads), _norm(i_grads)
         gain = None
         if in_norm is not None and out_ref:
             gain = in_norm / out_ref
@@ -169,7 +174,7 @@ def _layers(records: list[LayerRecord], grads: dict[int, Tensor], out_ref: float
         if sens is None and is_recurrent(rec.module):
             note = _no_sensitivity(rec.module)
         lay = LayerDiagnosis(
-            index=index, name=rec.name, kind=rec.kind, grad_norm=grad_norm,
+            index=len(result), name=rec.name, kind=rec.kind, grad_norm=grad_norm,
             output_grad_norm=out_norm, input_grad_norm=in_norm, backward_gain=gain,
             activation=act.activation if act else None,
             act_mean=act.mean if act else rec.out_stats.mean,
@@ -178,10 +183,41 @@ def _layers(records: list[LayerRecord], grads: dict[int, Tensor], out_ref: float
             dead_fraction=act.dead_fraction if act else None,
             sensitivity_mean=None if sens is None else float(sens.mean()),
             sensitivity_log_rms=log_rms, lyapunov=None, verdict="healthy",
-            layer_grad_norms=per_layer, sensitivity_note=note,
+            sensitivity_note=note,
         )
         result.append(lay)
-    return result
+        owners.append(rec)
+    for index, lay in enumerate(result):
+        lay.index = index
+    return result, owners
+
+
+def _stack_rows(rec: LayerRecord, depth: int, p_grads: list[Tensor], o_grads: list[Tensor],
+                out_ref: float | None) -> list[LayerDiagnosis]:
+    """A stacked module's layers as rows ``<name>.0`` ... ``<name>.<L-1>``, measured one by one
+    (:mod:`signalprop.diagnose.stacks`) where the module is known, else with |dL/dW| only."""
+    norms = stacked_layer_norms(depth, p_grads).tolist()
+    measured = None
+    if can_unroll(rec.module) and rec.inputs and o_grads:
+        measured = unroll(rec.module, rec.inputs[0], o_grads[0])  # type: ignore[arg-type]
+    rows = []
+    for layer in range(depth):
+        m = measured[layer] if measured else None
+        act = m.act if m else None
+        rows.append(LayerDiagnosis(
+            index=0, name=f"{rec.name}.{layer}", kind="stack layer", grad_norm=norms[layer],
+            output_grad_norm=m.output_grad_norm if m else None,
+            input_grad_norm=m.input_grad_norm if m else None,
+            backward_gain=m.input_grad_norm / out_ref if m and out_ref else None,
+            activation=act.activation if act else None,
+            act_mean=act.mean if act else None, act_std=act.std if act else None,
+            saturated_fraction=act.saturated_fraction if act else None,
+            dead_fraction=act.dead_fraction if act else None,
+            sensitivity_mean=m.sensitivity_mean if m else None,
+            sensitivity_log_rms=m.sensitivity_log_rms if m else None, lyapunov=None,
+            verdict="healthy", stack=rec.name,
+        ))
+    return rows
 
 
 def diagnose(
@@ -261,7 +297,7 @@ def _diagnose(model: nn.Module, inputs: Tensor, targets: Tensor | None, loss_fn:
     grads = {k: g for k, g in zip(keys, values, strict=True) if g is not None}
     del output, wanted, values
     out_ref = _norm([grads[id(y)]]) if id(y) in grads else None
-    layers = _layers(records, grads, out_ref, rnn_sens)
+    layers, owners = _layers(records, grads, out_ref, rnn_sens)
     finite = {lay.name: _finite(lay.grad_norm) and _finite(lay.output_grad_norm)
               and _finite(lay.input_grad_norm) for lay in layers}
     for rec in records:
@@ -272,7 +308,7 @@ def _diagnose(model: nn.Module, inputs: Tensor, targets: Tensor | None, loss_fn:
     warnings: list[str] = []
     t0 = time.perf_counter()
     if want_lyapunov:
-        for rec, lay in zip(records, layers, strict=True):
+        for rec, lay in zip(owners, layers, strict=True):
             if is_recurrent(rec.module) and rec.sequence is not None:
                 try:
                     lay.lyapunov = largest_exponent(rec.module, rec.sequence)
@@ -320,7 +356,7 @@ def _diagnose(model: nn.Module, inputs: Tensor, targets: Tensor | None, loss_fn:
     if ill:
         warnings.append(f"input-output Jacobian condition number {cond:.3g} > "
                         f"{th.JACOBIAN_ILL_CONDITIONED:g}")
-    suggestions = _suggestions(model, layers, records, overall, ill)
+    suggestions = _suggestions(model, layers, owners, overall, ill)
     timings["total_s"] = sum(timings.values())
     return Diagnosis(
         layers=layers, verdict=overall, grad_ratio_first_to_last=ratio,
@@ -332,8 +368,16 @@ def _diagnose(model: nn.Module, inputs: Tensor, targets: Tensor | None, loss_fn:
 
 def _suggestions(model: nn.Module, layers: list[LayerDiagnosis], records: list[LayerRecord],
                  overall: str, ill: bool) -> list[Suggestion]:
+    from signalprop.diagnostics.sensitivity import find_sensitive_layers
+
+    try:
+        sensitive = {layer.name for layer in find_sensitive_layers(model)}
+    except ConfigError:  # e.g. a stacked nn.RNN, which SAL refuses
+        sensitive = set()
     info = [LayerInfo(lay.index, lay.name, rec.module, lay.backward_gain, lay.verdict,
-                      is_recurrent(rec.module)) for lay, rec in zip(layers, records, strict=True)]
+                      is_recurrent(rec.module), sensitive=lay.name in sensitive,
+                      steps=None if rec.sequence is None else int(rec.sequence.shape[0]))
+            for lay, rec in zip(layers, records, strict=True)]
     modules = dict(model.named_modules())
     model_type = f"{type(model).__module__}.{type(model).__qualname__}"
     order = [overall] + [v for v in PRIORITY if v != overall]

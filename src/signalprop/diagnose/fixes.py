@@ -37,16 +37,35 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(_module(model, parent) if parent else model, child, new)
 
 
+def _weight(model: nn.Module, name: str) -> Tensor:
+    """The weight of layer ``name``; ``<stack>.<l>`` is layer ``l`` of a stacked module (its
+    slice ``weight[l]``), as diagnose names the layers of an ``AdditiveFilterStack``."""
+    from signalprop.diagnostics.gradients import stacked_depth
+
+    parent, _, last = name.rpartition(".")
+    try:
+        module = model.get_submodule(name)
+    except AttributeError:
+        stack = _module(model, parent) if parent and last.isdigit() else None
+        depth = stack and stacked_depth(stack)
+        if not depth or int(last) >= depth:
+            raise ConfigError(f"the model has no layer {name!r} (names as in model."
+                              "named_modules(), or <stack>.<l> for a stacked module)") from None
+        return stack.weight[int(last)]  # type: ignore[union-attr,index]
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, Tensor):
+        raise ConfigError(f"layer {name!r} has no weight to rescale")
+    return weight
+
+
 @torch.no_grad()
 def rescale(model: nn.Module, names: Sequence[str], factor: float) -> None:
-    """``W <- factor * W`` for the weight of each named layer (biases unchanged)."""
+    """``W <- factor * W`` for the weight of each named layer (biases unchanged); a stacked
+    module's layers are named ``<stack>.<l>`` (``stack.0`` ... ``stack.999``)."""
     if not factor > 0:
         raise ConfigError(f"rescale factor must be > 0, got {factor}")
     for name in names:
-        weight = getattr(_module(model, name), "weight", None)
-        if not isinstance(weight, Tensor):
-            raise ConfigError(f"layer {name!r} has no weight to rescale")
-        weight.mul_(factor)
+        _weight(model, name).mul_(factor)
 
 
 def add_layer_norm(model: nn.Module, names: Sequence[str]) -> None:
@@ -112,3 +131,32 @@ def add_additive_filter(model: nn.Module, names: Sequence[str], beta: float | No
             raise ConfigError(f"add_additive_filter: block {name!r} does not keep its width "
                               "(its first Linear's inputs differ from its last's outputs)")
         _replace(model, name, AdditiveFilterWrapper(block, width, beta, generator))
+
+
+@torch.no_grad()
+def chrono_init(model: nn.Module, names: Sequence[str], steps: int, seed: int = 0) -> None:
+    """Chrono initialisation (Tallec & Ollivier, arXiv 1804.11188) of each named ``nn.LSTM``
+    or ``nn.GRU``: gate biases ``log U(1, steps - 1)`` that keep a unit's state for up to
+    ``steps`` steps. LSTM: forget gate ``+b``, input gate ``-b``; GRU (``h' = (1 - z) n + z h``):
+    update gate ``+b``. The other biases are unchanged."""
+    generator = torch.Generator().manual_seed(seed)
+    for name in names:
+        rnn = _module(model, name)
+        if not isinstance(rnn, nn.LSTM | nn.GRU):
+            raise ConfigError(f"chrono_init: layer {name!r} is a {type(rnn).__name__}, not an "
+                              "nn.LSTM or nn.GRU")
+        size = rnn.hidden_size
+        for layer in range(rnn.num_layers * (2 if rnn.bidirectional else 1)):
+            suffix = f"_l{layer // (2 if rnn.bidirectional else 1)}"
+            suffix += "_reverse" if rnn.bidirectional and layer % 2 else ""
+            b_ih, b_hh = getattr(rnn, f"bias_ih{suffix}", None), getattr(rnn, f"bias_hh{suffix}",
+                                                                        None)
+            if b_ih is None or b_hh is None:
+                raise ConfigError(f"chrono_init: layer {name!r} has no biases (bias=False)")
+            u = torch.empty(size).uniform_(1.0, max(float(steps) - 1.0, 1.0 + 1e-6),
+                                           generator=generator)
+            bias = torch.log(u).to(b_ih)
+            gate = slice(size, 2 * size)  # LSTM: [i, f, g, o]; GRU: [r, z, n]
+            b_ih[gate], b_hh[gate] = bias, 0.0
+            if isinstance(rnn, nn.LSTM):
+                b_ih[:size], b_hh[:size] = -bias, 0.0

@@ -32,8 +32,8 @@ class LayerDiagnosis:
     lyapunov: float | None  # recurrent layers: largest exponent per step
     verdict: str
     reasons: list[str] = field(default_factory=list)
-    #: stacked modules (e.g. AdditiveFilterStack): ||dL/dtheta|| of each stacked layer, in order
-    layer_grad_norms: list[float] | None = None
+    #: the stacked module (e.g. an AdditiveFilterStack) this layer belongs to, if any
+    stack: str | None = None
     #: why a layer has no sensitivity value (e.g. an LSTM), shown under the table
     sensitivity_note: str | None = None
 
@@ -67,29 +67,49 @@ def _fmt(value: float | None, spec: str = ".3g") -> str:
 STACK_ROWS = 8
 
 
-def _stack_rows(lay: LayerDiagnosis, columns: int) -> list[tuple[str, ...] | str]:
-    """Rows of a stacked module's layers: only the name, ``stack layer`` and ``|dL/dW|``."""
-    norms = lay.layer_grad_norms
-    if not norms:
-        return []
+def _verdict_counts(layers: list[LayerDiagnosis]) -> str:
+    """``988 healthy, 12 vanishing`` (most frequent first)."""
+    counts: dict[str, int] = {}
+    for lay in layers:
+        counts[lay.verdict] = counts.get(lay.verdict, 0) + 1
+    return ", ".join(f"{n} {v}" for v, n in sorted(counts.items(), key=lambda kv: -kv[1]))
 
-    def row(i: int) -> tuple[str, ...]:
-        return ("", f"{lay.name}.{i}", "stack layer", _fmt(norms[i])) + ("",) * (columns - 4)
 
-    if len(norms) <= STACK_ROWS:
-        return [row(i) for i in range(len(norms))]
+def _row(lay: LayerDiagnosis) -> tuple[str, ...]:
+    return (str(lay.index), lay.name, lay.kind, _fmt(lay.grad_norm), _fmt(lay.backward_gain),
+            lay.activation or "-", _fmt(lay.act_mean, ".2g"), _fmt(lay.act_std, ".2g"),
+            _fmt(lay.saturated_fraction, ".0%"), _fmt(lay.dead_fraction, ".0%"),
+            "n/a" if lay.sensitivity_note else _fmt(lay.sensitivity_mean, ".2f"),
+            _fmt(lay.lyapunov, ".3f"), lay.verdict)
+
+
+def _stack_rows(group: list[LayerDiagnosis]) -> list[tuple[str, ...] | str]:
+    """A stacked module: its summary row, then its layers (all up to :data:`STACK_ROWS`, else
+    the first and last few around a line summarising the others)."""
+    first, name = group[0], group[0].stack or ""
+    total = math.sqrt(sum(lay.grad_norm**2 for lay in group if lay.grad_norm is not None
+                          and math.isfinite(lay.grad_norm)))
+    sens = [lay.sensitivity_mean for lay in group if lay.sensitivity_mean is not None]
+    summary = (f"{first.index}-{group[-1].index}", name, f"stack of {len(group)}", _fmt(total),
+               _fmt(first.backward_gain), first.activation or "-", "", "", "", "",
+               _fmt(sum(sens) / len(sens), ".2f") if sens else "-", "-", _verdict_counts(group))
+    if len(group) <= STACK_ROWS:
+        return [summary] + [_row(lay) for lay in group]
     end = STACK_ROWS // 2
-    middle = range(end, len(norms) - end)
-    values = [norms[i] for i in middle]
-    low = min(middle, key=lambda i: norms[i])
-    high = max(middle, key=lambda i: norms[i])
-    ordered = sorted(values)
-    summary = (f"    {lay.name}.{middle[0]} ... {lay.name}.{middle[-1]}: {len(middle)} stacked "
-               f"layers not listed; |dL/dW| median {_fmt(ordered[len(ordered) // 2])}, min "
-               f"{_fmt(norms[low])} ({lay.name}.{low}), max {_fmt(norms[high])} "
-               f"({lay.name}.{high})")
-    return ([row(i) for i in range(end)] + [summary]
-            + [row(i) for i in range(len(norms) - end, len(norms))])
+    middle = group[end:-end]
+    norms = [lay for lay in middle if lay.grad_norm is not None]
+    line = f"    {middle[0].name} ... {middle[-1].name}: {len(middle)} stacked layers not listed"
+    if norms:
+        ordered = sorted(lay.grad_norm for lay in norms)  # type: ignore[misc]
+        low = min(norms, key=lambda lay: lay.grad_norm)  # type: ignore[arg-type,return-value]
+        high = max(norms, key=lambda lay: lay.grad_norm)  # type: ignore[arg-type,return-value]
+        line += (f"; |dL/dW| median {_fmt(ordered[len(ordered) // 2])}, min "
+                 f"{_fmt(low.grad_norm)} ({low.name}), max {_fmt(high.grad_norm)} ({high.name})")
+    if middle[0].backward_gain is not None:
+        line += (f"; gain {_fmt(middle[0].backward_gain)} to {_fmt(middle[-1].backward_gain)}"
+                 f"; {_verdict_counts(middle)}")
+    return [summary] + [_row(lay) for lay in group[:end]] + [line] + [
+        _row(lay) for lay in group[-end:]]
 
 
 @dataclass
@@ -144,16 +164,19 @@ class Diagnosis:
         header = ("#", "layer", "type", "|dL/dW|", "gain", "act", "mean", "std", "sat",
                   "dead", "sens", "lyap", "verdict")
         rows: list[tuple[str, ...] | str] = []
-        for lay in self.layers:
-            rows.append((
-                str(lay.index), lay.name, lay.kind, _fmt(lay.grad_norm),
-                _fmt(lay.backward_gain), lay.activation or "-", _fmt(lay.act_mean, ".2g"),
-                _fmt(lay.act_std, ".2g"), _fmt(lay.saturated_fraction, ".0%"),
-                _fmt(lay.dead_fraction, ".0%"),
-                "n/a" if lay.sensitivity_note else _fmt(lay.sensitivity_mean, ".2f"),
-                _fmt(lay.lyapunov, ".3f"), lay.verdict,
-            ))
-            rows += _stack_rows(lay, len(header))
+        index = 0
+        while index < len(self.layers):
+            lay = self.layers[index]
+            if lay.stack is None:
+                rows.append(_row(lay))
+                index += 1
+                continue
+            group = [lay]
+            while index + len(group) < len(self.layers) and \
+                    self.layers[index + len(group)].stack == lay.stack:
+                group.append(self.layers[index + len(group)])
+            rows += _stack_rows(group)
+            index += len(group)
         if len(rows) > max_rows:
             keep = max_rows // 2
             elided = len(rows) - 2 * keep
@@ -172,14 +195,18 @@ class Diagnosis:
     @property
     def depth(self) -> int:
         """Layers counted one by one (a stacked module counts each of its layers)."""
-        return sum(len(lay.layer_grad_norms) if lay.layer_grad_norms else 1
-                   for lay in self.layers)
+        return len(self.layers)
+
+    @property
+    def modules(self) -> int:
+        """Modules: layers outside stacks, plus one per stacked module."""
+        return len({lay.stack or f"\0{lay.name}" for lay in self.layers})
 
     def __str__(self) -> str:
         jac = self.jacobian
         size = f"{len(self.layers)} layers"
-        if self.depth != len(self.layers):
-            size = f"{self.depth} layers in {len(self.layers)} modules"
+        if self.modules != len(self.layers):
+            size = f"{len(self.layers)} layers in {self.modules} modules"
         out = [f"signalprop diagnosis: {self.verdict} ({size}, batch {self.batch_size}, loss "
                f"{self.loss:.4g} [{self.loss_kind}])", self.table()]
         out += [f"sens n/a for {lay.name} ({lay.kind}): {lay.sensitivity_note}"
@@ -238,13 +265,8 @@ class Diagnosis:
         fig = Figure(figsize=(9, 3.6))
         FigureCanvasAgg(fig)
         ax_g, ax_s = fig.subplots(1, 2)
-        position, grads, inputs, start = 0, [], [], {}
-        for lay in self.layers:  # a stacked module takes one position per layer
-            start[lay.name] = position
-            inputs.append((position, lay.input_grad_norm))
-            for value in lay.layer_grad_norms or [lay.grad_norm]:
-                grads.append((position, value))
-                position += 1
+        grads = [(lay.index, lay.grad_norm) for lay in self.layers]
+        inputs = [(lay.index, lay.input_grad_norm) for lay in self.layers]
         for pts, label in ((grads, "||dL/dW_l||"), (inputs, "||dL/dx_l||")):
             pts = [(x, v) for x, v in pts if v not in (None, 0.0) and math.isfinite(v)]
             if pts:
@@ -255,7 +277,7 @@ class Diagnosis:
         ax_g.set_ylabel("gradient norm")
         ax_g.set_title(f"gradients ({self.verdict})")
         ax_g.legend(fontsize=8)
-        pts = [(start[lay.name], lay.sensitivity_mean) for lay in self.layers
+        pts = [(lay.index, lay.sensitivity_mean) for lay in self.layers
                if lay.sensitivity_mean is not None]
         if pts:
             ax_s.plot(*zip(*pts, strict=True), marker=".", color="C2")

@@ -98,6 +98,9 @@ def build_report(
 
     previous = _read_manifest(out)
     _check_ownership(out, files, previous)
+    # Claim every file before writing any, so a report interrupted half-way is recognised as
+    # the report's own by the next one (which then finishes it and drops what is stale).
+    _write_manifest(out, previous | set(files))
     for rel, data in files.items():
         atomic_write_bytes(out / rel, data)
     for rel in sorted(previous - set(files)):  # stale output of an earlier report
@@ -107,9 +110,13 @@ def build_report(
                 target.unlink()
             except OSError:
                 pass
+    _write_manifest(out, set(files))
+    return out / INDEX
+
+
+def _write_manifest(out: Path, files: set[str]) -> None:
     manifest = {"generator": "signalprop.report", "files": sorted(files)}
     atomic_write_bytes(out / MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode())
-    return out / INDEX
 
 
 def _run_copies(run_dir: Path, folder: str,

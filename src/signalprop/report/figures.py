@@ -75,17 +75,34 @@ def compact_png(png: bytes) -> bytes:
     return buf.getvalue() if buf.tell() < len(png) else png
 
 
-def _colors(n: int) -> list[Any]:
+#: Line styles after the ten colours are used up: line ``i`` gets colour ``i % 10`` and style
+#: ``i // 10``, so up to 40 lines differ from each other.
+LINESTYLES = ("-", "--", ":", "-.")
+#: Legends with more entries than this go to the right of the axes, outside the curves.
+LEGEND_INSIDE = 8
+
+
+def line_styles(n: int) -> list[tuple[Any, str]]:
+    """``(colour, linestyle)`` for ``n`` lines: tab10 colours, then the same colours dashed,
+    dotted and dash-dotted; distinct pairs for up to 40 lines."""
     import matplotlib
 
-    cmap = matplotlib.colormaps["tab10" if n <= 10 else "tab20"]
-    return [cmap(i % cmap.N) for i in range(n)]
+    cmap = matplotlib.colormaps["tab10"]
+    return [(cmap(i % 10), LINESTYLES[(i // 10) % len(LINESTYLES)]) for i in range(n)]
+
+
+def _colors(n: int) -> list[Any]:
+    return [color for color, _ in line_styles(n)]
 
 
 def _legend(ax: Any, n: int) -> None:
     if n == 0:
         return
-    ax.legend(fontsize="small" if n <= 8 else "x-small", ncol=1 if n <= 12 else 2, frameon=False)
+    if n <= LEGEND_INSIDE:
+        ax.legend(fontsize="small", frameon=False)
+        return
+    ax.legend(fontsize="x-small", ncol=1 if n <= 20 else 2, frameon=False, loc="upper left",
+              bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
 
 
 def _finite(v: Any) -> bool:
@@ -111,9 +128,10 @@ def _epoch_figure(subruns: Sequence[SubRun], key: str, label: str, log_if_wide: 
     if not lines:
         return None
     fig, ax = _new_figure()
-    for (name, pts), color in zip(lines, _colors(len(lines)), strict=True):
+    for (name, pts), (color, style) in zip(lines, line_styles(len(lines)), strict=True):
         xs, ys = zip(*pts, strict=True)
-        ax.plot(xs, ys, marker="o" if len(pts) < 30 else None, ms=3, color=color, label=name)
+        ax.plot(xs, ys, marker="o" if len(pts) < 30 else None, ms=3, color=color,
+                linestyle=style, label=name)
     if log_if_wide and spans_decades([y for _, pts in lines for _, y in pts]):
         ax.set_yscale("log")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -212,8 +230,9 @@ def series_figure(spec: dict[str, Any], name: str = "") -> bytes | None:
     if not lines:
         return None
     fig, ax = _new_figure()
-    for (label, xs, ys), color in zip(lines, _colors(len(lines)), strict=True):
-        ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, ms=3, color=color, label=label)
+    for (label, xs, ys), (color, style) in zip(lines, line_styles(len(lines)), strict=True):
+        ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, ms=3, color=color,
+                linestyle=style, label=label)
     if spec.get("logy") is True:
         if all(y > 0 for _, _, ys in lines for y in ys):
             ax.set_yscale("log")
