@@ -26,9 +26,9 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 #: import its own layer and lower ones. The package root (``signalprop/__init__.py``) is the
 #: facade on top.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("signalprop.errors", "signalprop.version"),
+    ("signalprop.errors", "signalprop.version", "signalprop.threads", "signalprop.heartbeat"),
     ("signalprop.config", "signalprop.device", "signalprop.distributed", "signalprop.storage",
-     "signalprop.runs", "signalprop.metrics_file"),
+     "signalprop.runs", "signalprop.metrics_file", "signalprop.cli_checks"),
     ("signalprop.data",),
     ("signalprop.nn",),
     ("signalprop.diagnostics",),

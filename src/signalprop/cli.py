@@ -13,6 +13,7 @@ from pathlib import Path
 
 from signalprop.cli_checks import (
     EXIT_RUN_FAILED,
+    add_threads_option,
     check_writable,
     claim_lines,
     interrupt_hint,
@@ -61,13 +62,6 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda:N")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     add_threads_option(parser)
-
-
-def add_threads_option(parser: argparse.ArgumentParser) -> None:
-    """``--threads N``; without it, one thread per core that other processes leave free."""
-    parser.add_argument("--threads", type=int, default=None, metavar="N",
-                        help="CPU threads for torch (default: cores minus the load average, "
-                             "at least 1; docs/threads.md)")
 
 
 def build_parser() -> argparse.ArgumentParser:

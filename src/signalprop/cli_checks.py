@@ -98,3 +98,10 @@ def claim_lines(run_dir: Path) -> tuple[list[str], bool]:
         why = f" ({ours[len('not checked: '):]})" if ours.startswith(RUN_FAILED) else ""
         lines.append(f"claim {index}/{len(claims)}: {label}{why}: {claim.get('claim')}")
     return lines, failed
+
+
+def add_threads_option(parser: argparse.ArgumentParser) -> None:
+    """``--threads N``; without it, one thread per core that other processes leave free."""
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="CPU threads for torch (default: cores minus the load average, "
+                             "at least 1; docs/threads.md)")

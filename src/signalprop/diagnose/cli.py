@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="experiments: use the --quick config (e.g. smaller depth)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="experiments: override a config field")
-    from signalprop.cli import add_threads_option
+    from signalprop.cli_checks import add_threads_option
 
     add_threads_option(parser)
 

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from signalprop.diagnose.capture import ActivationStats, _peak
 from signalprop.diagnostics.sensitivity import activation_derivatives, neuron_sensitivity
 from signalprop.nn.activations import SATURATING
-from signalprop.nn.orthogonal import AdditiveFilterStack, _act, _layer
+from signalprop.nn.orthogonal import AdditiveFilterStack, activate, filter_layer
 
 
 @dataclass
@@ -44,7 +44,7 @@ def _stats(stack: AdditiveFilterStack, u: Tensor, weight: Tensor) -> tuple[Activ
                                                                          float, float]:
     name = stack.activation
     stats = ActivationStats(name, saturating=name in SATURATING)
-    stats.add_values(_act(name, u))
+    stats.add_values(activate(name, u))
     stats.add_slopes(activation_derivatives(name, u)[0].abs(), -1, _peak(name, name))
     s = neuron_sensitivity(u, weight, name).double()
     log_rms = 0.5 * math.log(max(float(s.pow(2).mean()), 1e-300))
@@ -63,7 +63,7 @@ def unroll(stack: AdditiveFilterStack, h0: Tensor, grad_out: Tensor) -> list[Sta
         for layer in range(depth):
             if layer % segment == 0:
                 starts.append(h)
-            h, _ = _layer(h, weight[layer], bias[layer], filt, *config)
+            h, _ = filter_layer(h, weight[layer], bias[layer], filt, *config)
     found: list[StackLayer | None] = [None] * depth
     g = grad_out.detach()
     for index in range(len(starts) - 1, -1, -1):
@@ -71,7 +71,8 @@ def unroll(stack: AdditiveFilterStack, h0: Tensor, grad_out: Tensor) -> list[Sta
         with torch.enable_grad():
             states = [starts[index].clone().requires_grad_(True)]
             for layer in range(lo, hi):
-                states.append(_layer(states[-1], weight[layer], bias[layer], filt, *config)[0])
+                h, _ = filter_layer(states[-1], weight[layer], bias[layer], filt, *config)
+                states.append(h)
             grads = torch.autograd.grad(states[-1], states[:-1], grad_outputs=g)
         after = float(torch.linalg.vector_norm(g.double()))
         with torch.no_grad():

@@ -88,7 +88,7 @@ def _act_grad_from_output(name: str, p: Tensor) -> Tensor:
     return ACTIVATIONS[name].derivative_from_output(p)
 
 
-def _layer(h: Tensor, weight: Tensor, bias: Tensor, filt: Tensor | None, a: float, b: float,
+def filter_layer(h: Tensor, weight: Tensor, bias: Tensor, filt: Tensor | None, a: float, b: float,
            skip: str, act: str) -> tuple[Tensor, Tensor]:
     """One layer, no autograd bookkeeping: returns ``(h_next, p)`` with ``p = phi(W h + c)``."""
     p = activate(act, torch.addmm(bias, h, weight.t()))
@@ -127,7 +127,7 @@ class _CheckpointedStack(torch.autograd.Function):
             for layer in range(depth):
                 if layer % segment == 0:
                     checkpoints.append(h)
-                h, _ = _layer(h, weight[layer], bias[layer], filt, a, b, skip, act)
+                h, _ = filter_layer(h, weight[layer], bias[layer], filt, a, b, skip, act)
         return h, torch.stack(checkpoints)
 
     @staticmethod
@@ -162,7 +162,8 @@ class _CheckpointedStack(torch.autograd.Function):
                 stop = min(start + segment, depth)
                 states, acts = [checkpoints[index]], []
                 for layer in range(start, stop):
-                    h, p = _layer(states[-1], weight[layer], bias[layer], filt, a, b, skip, act)
+                    h, p = filter_layer(states[-1], weight[layer], bias[layer], filt, a, b, skip,
+                                        act)
                     states.append(h)
                     acts.append(p)
                 grad_z_all = []
@@ -298,7 +299,7 @@ class AdditiveFilterStack(nn.Module):
                                             self.activation, self.segment, *extra)[0]
         if not opened and feedback is None:
             for layer in range(self.depth):
-                h, _ = _layer(h, weight[layer], bias[layer], filt, self.a, self.b, self.skip,
+                h, _ = filter_layer(h, weight[layer], bias[layer], filt, self.a, self.b, self.skip,
                               self.activation)
             return h
         for layer in range(self.depth):
