@@ -121,7 +121,7 @@ NOT_FAMILIES: dict[str, str] = {
 
 
 def _decorrelation(model: nn.Module) -> tuple[LearningRule, ...]:
-    from signalprop.nn.decorrelated_layers import decorrelate
+    from signalprop.nn.decorrelation_policy import decorrelate
 
     decorrelate(model, lr=1e-2)
     return (DecorrelationRule(),)
