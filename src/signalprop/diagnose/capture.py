@@ -177,7 +177,7 @@ def first_tensor(value: Any) -> Tensor | None:
     return None
 
 
-def _peak(name: str, fn: Callable[[Tensor], Tensor] | str) -> float:
+def activation_peak(name: str, fn: Callable[[Tensor], Tensor] | str) -> float:
     if name not in _PEAKS:
         _PEAKS[name] = peak_slope(fn)
     return _PEAKS[name]
@@ -316,7 +316,7 @@ class Recorder:
         slope = activation_derivatives(fn, u.detach())[0].abs()
         module = record.module
         unit_dim = 1 if isinstance(module, nn.modules.conv._ConvNd) and u.dim() > 2 else -1
-        record.act.add_slopes(slope, unit_dim, _peak(key, fn))
+        record.act.add_slopes(slope, unit_dim, activation_peak(key, fn))
         if paired and isinstance(module, nn.Linear) and u.shape[-1] == module.out_features:
             self._add_sensitivity(record, u.detach(), fn)
         return record.act

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from signalprop.diagnose.capture import ActivationStats, _peak
+from signalprop.diagnose.capture import ActivationStats, activation_peak
 from signalprop.diagnostics.sensitivity import activation_derivatives, neuron_sensitivity
 from signalprop.nn.activations import SATURATING
 from signalprop.nn.orthogonal import AdditiveFilterStack, activate, filter_layer
@@ -45,7 +45,7 @@ def _stats(stack: AdditiveFilterStack, u: Tensor, weight: Tensor) -> tuple[Activ
     name = stack.activation
     stats = ActivationStats(name, saturating=name in SATURATING)
     stats.add_values(activate(name, u))
-    stats.add_slopes(activation_derivatives(name, u)[0].abs(), -1, _peak(name, name))
+    stats.add_slopes(activation_derivatives(name, u)[0].abs(), -1, activation_peak(name, name))
     s = neuron_sensitivity(u, weight, name).double()
     log_rms = 0.5 * math.log(max(float(s.pow(2).mean()), 1e-300))
     return stats, float(s.mean(0).mean()), log_rms

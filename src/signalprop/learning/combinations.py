@@ -116,7 +116,10 @@ NOT_FAMILIES: dict[str, str] = {
     "AdditiveFilterBlock": "one filter layer; the stack in AdditiveFilterMLP is the family",
     "ShiftedSigmoid": "an activation",
     "ShortcutMLP": "the weight-space export of TargetSpaceMLP: Linear layers, as MLP",
-    "TargetSpaceElmanRNN": "the weight-space export of TargetSpaceRNN: an nn.RNN, as ElmanRNN",
+    "WeightSpaceElmanRNN": "the weight-space export of TargetSpaceRNN: an nn.RNN, as ElmanRNN",
+    "LEM": "the long-memory positive control (Rusch et al. 2022), trained by backprop only; "
+           "not yet in the matrix",
+    "LEMCell": "one step of LEM (see LEM)",
 }
 
 
