@@ -17,8 +17,7 @@ from signalprop.learning.decorrelation_rule import DecorrelationRule, decorrelat
 from signalprop.learning.feedback_alignment import DirectFeedbackAlignment, FeedbackAlignment
 from signalprop.learning.perturbation import NodePerturbation
 from signalprop.learning.sensitivity import SensitivityAdjustment
-from signalprop.nn.decorrelation_policy import decorrelate
-from signalprop.nn.decorrelation_policy import decorrelation_summary
+from signalprop.nn.decorrelation_policy import decorrelate, decorrelation_summary
 from signalprop.nn.feedback import linear_with_feedback
 from signalprop.nn.gated import GatedMLP, variant_options
 from signalprop.nn.mlp import MLP
