@@ -38,7 +38,8 @@ class Row:
     def to_dict(self) -> dict[str, Any]:
         """Flat and JSON-ready: the fields above, then every metric by name."""
         out = {name: getattr(self, name) for name in _FIELDS}
-        out.update(self.metrics)
+        out.update({k: None if isinstance(v, float) and not math.isfinite(v) else v
+                    for k, v in self.metrics.items()})  # strict JSON: no NaN
         return out
 
     @classmethod

@@ -348,8 +348,9 @@ class StudyRunner:
             else:
                 final = {}
         for key in ("test_acc", "test_loss", "train_loss", "wall_s", "step"):
-            value = final.get(key)
-            metrics[key] = float(value) if isinstance(value, int | float) else math.nan
+            value = final.get(key)  # absent (a regression has no accuracy; a lost run): no key
+            if isinstance(value, int | float):
+                metrics[key] = float(value)
         sub_run = self.ctx.run_dir / name
         if status == "ok" and self.study.measure is not None:
             metrics.update(self.study.measure(final, sub_run, point))
