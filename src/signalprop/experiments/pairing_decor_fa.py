@@ -61,7 +61,7 @@ class DecorFAConfig:
     data: Data = field(default_factory=pr.default_data)
     model: FilterPairModel = field(default_factory=FilterPairModel)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        epochs=10, batch_size=128, lr=1e-3, log_every=20))
+        epochs=8, batch_size=128, lr=1e-3, log_every=20))
     learning: LearningConfig = field(default_factory=dm.decor_learning)
     tuning: Tuning = field(default_factory=lambda: Tuning(lrs=pr.LRS))
     methods: tuple[str, ...] = METHODS

@@ -60,7 +60,7 @@ class SALDecorConfig:
     data: Data = field(default_factory=pr.default_data)
     model: TanhPairModel = field(default_factory=TanhPairModel)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        epochs=10, batch_size=128, lr=1e-3, log_every=20))
+        epochs=8, batch_size=128, lr=1e-3, log_every=20))
     learning: LearningConfig = field(default_factory=dm.decor_learning)
     sal: SALConfig = field(default_factory=lambda: SALConfig(lr=0.03, beta=0.0))
     tuning: Tuning = field(default_factory=lambda: Tuning(lrs=pr.LRS))

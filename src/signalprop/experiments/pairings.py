@@ -38,8 +38,8 @@ MARGIN = 0.01  #: one point of test accuracy: the smallest gain we call a help
 
 
 def default_data() -> Data:
-    """6,000 Fashion-MNIST training images (1,000 carved for validation), 2,000 test images."""
-    return Data("fashion-mnist", n_train=6000, n_val=1000, n_test=2000)
+    """5,000 Fashion-MNIST training images (1,000 carved for validation), 2,000 test images."""
+    return Data("fashion-mnist", n_train=5000, n_val=1000, n_test=2000)
 
 
 def load(ctx: RunContext, cfg: Data) -> Splits:
