@@ -168,6 +168,23 @@ def _spirals(target: tuple[int, int], weight: tuple[int, int]) -> dict[str, Any]
         out[f"{side}_epochs_per_seed"] = [epochs] * solved + ["not solved"] * (10 - solved)
     return out
 
+
+def _pairing(spread: float = 0.002, **means: float) -> dict[str, Any]:
+    """A pairing study's rows: each variant's test accuracy mean ± ``spread`` over 3 seeds
+    (variant names with ``_`` for ``-``)."""
+    return {"seeds": 3, "dataset": "fashion-mnist", "rows": [
+        _row(v.replace("_", "-"), seed, test_acc=m + d, train_loss=1.0 - m)
+        for v, m in means.items() for seed, d in enumerate((-spread, 0.0, spread))]}
+
+
+def _decor_fa(pair: float, control: float) -> dict[str, Any]:
+    return _pairing(bp=0.84, fa=0.78, fa_decor=pair, readout=0.70, decor_readout=control)
+
+
+def _sal_decor(pair: float, sal: float = 0.70, decor: float = 0.70) -> dict[str, Any]:
+    return _pairing(bp=0.65, decor=decor, sal=sal, sal_decor=pair)
+
+
 CASES: dict[str, dict[str, dict[str, Any]]] = {
     "decorrelation-approximate#0": {R: _approx("fa", [0.83, 0.84, 0.82]),
                                     P: _approx("fa", [0.60, 0.61, 0.59]),
@@ -277,4 +294,9 @@ CASES: dict[str, dict[str, dict[str, Any]]] = {
         P: _spirals((10, 500), (5, 300)),  # more reliable, slower
         N: _spirals((4, 500), (5, 300)),
     },
+    "pairing-decor-fa#0": {R: _decor_fa(0.80, 0.72),
+                           P: _decor_fa(0.80, 0.80),  # no better than R alone on a readout
+                           N: _decor_fa(0.779, 0.72)},
+    "pairing-sal-decor#0": {R: _sal_decor(0.75), P: _sal_decor(0.705), N: _sal_decor(0.69)},
+    "pairing-sal-decor#1": {R: _sal_decor(0.75), P: _sal_decor(0.705), N: _sal_decor(0.70)},
 }
