@@ -203,6 +203,8 @@ def test_gated_depth_and_kernel_write_rows(tmp_path):
                      for k in ("alignment_ratio", "permuted_ratio")]
             assert fixed == pytest.approx([1.0] * 8)  # fixed gates: the kernel never moves
             assert all(r["alignment_start"] > 0 and 0 <= r["test_sign_acc"] <= 1 for r in rows)
+            assert {(r["point"], r["n_train"], r["n_kernel"]) for r in rows} == {
+                ("paper", 200, 20), ("ours", 20, 20)}  # tiny: 200 training images, ν on 20
             assert (run_dir / "paper-relu-s1").is_dir() and (run_dir / "ours-relu-s0").is_dir()
 
 

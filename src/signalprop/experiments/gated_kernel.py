@@ -268,7 +268,7 @@ def points(cfg: KernelConfig) -> list[str]:
 def study(ctx: RunContext) -> Study:
     cfg: KernelConfig = ctx.config
     d, m = cfg.data, cfg.model
-    start: dict[str, tuple[float, float]] = {}  # sub-run name -> (ν_0, permuted ν_0)
+    start: dict[str, dict[str, float]] = {}  # sub-run name -> ν_0, permuted ν_0, sizes
 
     def data(ctx: RunContext, point: str) -> KernelSplits:
         if point == "ours":
@@ -287,8 +287,10 @@ def study(ctx: RunContext) -> Study:
             model = kernel_model(name, splits, m, paper=_arm(point) == "paper")
             x, y, permuted = splits.kernel
             h = path_kernel(model, x)
-            start[f"{point}-{name}-s{seed}"] = (label_alignment(h, y, m.ridge),
-                                                label_alignment(h, permuted, m.ridge))
+            start[f"{point}-{name}-s{seed}"] = {
+                "alignment_start": label_alignment(h, y, m.ridge),
+                "permuted_start": label_alignment(h, permuted, m.ridge),
+                "n_train": float(len(splits.train)), "n_kernel": float(y.numel())}
             return model, ()
 
         def where(point: str) -> bool:
@@ -298,13 +300,14 @@ def study(ctx: RunContext) -> Study:
                        where=where)
 
     def measure(final: dict[str, Any], sub_run: Path, point: str) -> dict[str, float]:
-        nu0, permuted0 = start[sub_run.name]
+        first = start[sub_run.name]
+        nu0, permuted0 = first["alignment_start"], first["permuted_start"]
         end = curve(sub_run, "alignment")
         permuted_end = curve(sub_run, "alignment_permuted")
         nu_end = end[-1][1] if end else nu0
         permuted = permuted_end[-1][1] if permuted_end else permuted0
         records = epoch_records(sub_run)
-        return {"alignment_start": nu0, "alignment_end": nu_end,
+        return {**first, "alignment_end": nu_end,
                 "alignment_ratio": nu_end / nu0, "permuted_ratio": permuted / permuted0,
                 "test_sign_acc": records[-1]["test_sign_acc"] if records else math.nan}
 
@@ -356,7 +359,10 @@ def _judged(rows: list[Row]) -> tuple[list[Row], str]:
     made before it, or ``protocols=[ours]``) the rows it has, labelled."""
     paper = [r for r in rows if r.point == "paper"]
     if paper:
-        return paper, "paper's protocol (all training images of the two classes, ν on 200)"
+        n, k = paper[0].value("n_train"), paper[0].value("n_kernel")
+        sizes = (f"{n:,.0f} training images, ν on {k:.0f}" if math.isfinite(n + k)
+                 else "all training images of the two classes, ν on 200")
+        return paper, f"paper's protocol ({sizes})"
     ours = [r for r in rows if r.point in (None, "ours")]
     return ours, "our protocol only (this run has no paper-protocol arm)"
 
