@@ -396,6 +396,9 @@ def _alignment_improves(results: dict[str, Any]) -> tuple[str, str]:
                  f"{beyond.mean:+.1%} ({'p n/a' if math.isnan(q) else f'paired t-test p {q:.3g}'})")
     else:
         text += "; no permuted-label control in this run"
+    for v in ("dlnpf", "dlgn"):  # other learnt gates, reported
+        if select(judged, v):
+            text += f"; {v}: {_ratio_text(judged, v)}"
     # Control 2 (reported): gates fixed at initialisation, so the kernel cannot move.
     for v in ("frnpf-ii", "frnpf-di"):
         if select(judged, v):
