@@ -18,7 +18,7 @@ def run_cli(capsys, *argv):
 def test_list_shows_experiments_and_claims(capsys):
     code, out, _ = run_cli(capsys, "list")
     assert code == 0 and "deep-tanh-mlp" in out and "claim:" in out
-    assert "rule v3: ReLU net's ν_end/ν_0 over seeds" in out  # gated-kernel's rule, versioned
+    assert "rule v4: On the paper's protocol (NPF notebook" in out  # gated-kernel's rule, versioned
     assert "models: deep, shallow" in out  # the registry's model names (issue 18.6)
 
 

@@ -50,6 +50,72 @@ def test_binary_subset_relabels_two_classes():
     assert len(sub.test) == 4
 
 
+def test_paper_subset_trains_on_every_image_of_the_two_classes():
+    splits = _splits(90, 3)
+    sub = gated_kernel.paper_subset(splits, (0, 2), 5, 0, 0, seed=3)
+    x, y = sub.train.tensors
+    assert x.shape == (60, 4) and (y == 1).sum() == 30 and (y == -1).sum() == 30
+    kx, ky, kp = sub.kernel
+    assert kx.shape == (10, 4) and (ky == 1).sum() == 5 and sorted(kp.tolist()) == sorted(
+        ky.tolist())  # permuted labels: the same class counts
+    rows = {tuple(r.tolist()) for r in x}
+    assert all(tuple(r.tolist()) in rows for r in kx)  # the kernel examples are training images
+    assert len(sub.test) == 7  # the two classes' test images (10 test examples, 3 classes)
+    assert len(gated_kernel.paper_subset(splits, (0, 2), 5, 20, 4, seed=3).train) == 20
+    with pytest.raises(ConfigError):
+        gated_kernel.paper_subset(splits, (0, 2), 31, 0, 0, seed=3)
+
+
+def test_paper_model_draws_every_weight_at_plus_minus_root_two_over_width():
+    splits = gated_kernel.paper_subset(_splits(90, 3), (0, 2), 5, 0, 0, seed=0)
+    m = gated_kernel.KernelModel(width=8, depth=3)
+    for variant in ("relu", "frnpf-ii"):
+        model = gated_kernel.kernel_model(variant, splits, m, paper=True)
+        values = torch.cat([p.detach().abs().flatten() for p in model.parameters()])
+        assert torch.allclose(values, torch.full_like(values, 0.5))  # √(2/8)
+    ours = gated_kernel.kernel_model("relu", splits, m)
+    assert float(ours.value_layers[0].weight.detach().abs().max()) == pytest.approx((2 / 4) ** 0.5)
+
+
+def _kernel_rows(paper, ours=(0.5, 0.5, 0.5), permuted=None):
+    permuted = permuted or [1.0] * len(paper)
+    rows = [{"variant": "relu", "point": "paper", "seed": s, "alignment_ratio": r,
+             "permuted_ratio": q} for s, (r, q) in enumerate(zip(paper, permuted, strict=True))]
+    rows += [{"variant": "relu", "point": "ours", "seed": s, "alignment_ratio": r,
+              "permuted_ratio": 1.0} for s, r in enumerate(ours)]
+    return {"seeds": len(paper), "rows": rows}
+
+
+def test_kernel_claim_is_judged_on_the_paper_arm_only():
+    check = get_experiment("gated-kernel").claims[0].check
+    text, verdict = check(_kernel_rows([0.45, 0.5, 0.4]))
+    assert verdict == "reproduced" and text.startswith("paper's protocol")
+    assert "our protocol (200 training images, not judged): ReLU 0.500" in text
+    # the paper arm fails: a fall on our protocol does not rescue it
+    assert check(_kernel_rows([1.0, 0.98, 1.03]))[1] == "not reproduced"
+    # the paper arm holds: our protocol not falling does not sink it
+    assert check(_kernel_rows([0.45, 0.5, 0.4], ours=(1.0, 1.1, 0.9)))[1] == "reproduced"
+    assert check(_kernel_rows([0.9, 0.92, 0.88]))[1] == "partly"
+
+
+def test_kernel_claim_fails_when_permuted_labels_fall_as_far():
+    check = get_experiment("gated-kernel").claims[0].check
+    text, verdict = check(_kernel_rows([0.45, 0.5, 0.4], permuted=[0.44, 0.52, 0.41]))
+    assert verdict == "not reproduced" and "permuted labels on the same kernels" in text
+    # permuted labels' ν rising is no obstacle; falling less than the labels' is none either
+    assert check(_kernel_rows([0.45, 0.5, 0.4], permuted=[0.8, 0.85, 0.75]))[1] == "reproduced"
+
+
+def test_kernel_claim_judges_a_run_without_the_paper_arm_on_its_rows():
+    exp = get_experiment("gated-kernel")
+    legacy = exp.with_rows({"seeds": 5, "relu_alignment_ratio_per_seed":
+                            [0.8, 0.85, 0.78, 0.84, 0.86], "frnpf-di_alignment_ratio_per_seed":
+                            [1.0] * 5})
+    text, verdict = exp.claims[0].check(legacy)
+    assert verdict == "partly" and text.startswith("our protocol only")
+    assert "no permuted-label control in this run" in text
+
+
 def test_squared_loss_is_half_sum_of_squares():
     out = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
     assert float(gated_depth.squared_loss(out, torch.tensor([0, 1]))) == pytest.approx(0.25)
@@ -130,9 +196,16 @@ def test_gated_depth_and_kernel_write_rows(tmp_path):
             assert all(r["condition"] > 0 and r["mean_train_loss"] > 0 for r in rows)
             assert (run_dir / "depth_4_s1").is_dir()
         else:
-            assert {r["variant"] for r in rows} == {"relu", "dlnpf", "frnpf-di"}
-            fixed = [r["alignment_ratio"] for r in rows if r["variant"] == "frnpf-di"]
-            assert fixed == pytest.approx([1.0, 1.0])  # fixed gates: the kernel never moves
+            arms = {(r["point"], r["variant"]) for r in rows}
+            assert arms == {("paper", "relu"), ("paper", "frnpf-ii"), ("ours", "relu"),
+                            ("ours", "dlnpf"), ("ours", "frnpf-di")}
+            fixed = [r[k] for r in rows if r["variant"].startswith("frnpf")
+                     for k in ("alignment_ratio", "permuted_ratio")]
+            assert fixed == pytest.approx([1.0] * 8)  # fixed gates: the kernel never moves
+            assert all(r["alignment_start"] > 0 and 0 <= r["test_sign_acc"] <= 1 for r in rows)
+            assert {(r["point"], r["n_train"], r["n_kernel"]) for r in rows} == {
+                ("paper", 200, 20), ("ours", 20, 20)}  # tiny: 200 training images, ν on 20
+            assert (run_dir / "paper-relu-s1").is_dir() and (run_dir / "ours-relu-s0").is_dir()
 
 
 @pytest.mark.slow

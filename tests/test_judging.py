@@ -112,8 +112,8 @@ def test_report_keeps_the_stored_verdict_and_shows_todays_when_the_rule_changed(
     assert row["verdict"] == "reproduced" and row["our_value"] == "old text"
     assert row["rule_version"] == 1 and row["change"] == "rule changed since the run"
     assert row["label"].startswith("reproduced on Fashion-MNIST")
-    assert row["now"].startswith("partly on Fashion-MNIST") and "rule v3" in row["now"]
-    assert row["rule_now"].startswith("v3: ReLU net's")
+    assert row["now"].startswith("partly on Fashion-MNIST") and "rule v4" in row["now"]
+    assert row["rule_now"].startswith("v4: On the paper's protocol")
     same = [{**now, "our_value": "as stored"}]
     (row,) = merge_claims(same, [now])
     assert "now" not in row and row["our_value"] == "as stored"
