@@ -150,3 +150,32 @@ def test_exploding_rnn_state_names_the_layer(tmp_path):
     with pytest.raises(DivergenceError, match=r"first non-finite output: rnn \(ElmanRNN\)"):
         fit(LastState(), TensorDataset(x, y), None, TrainConfig(epochs=1, batch_size=32),
             tmp_path)
+
+
+def test_a_model_built_for_other_shapes_is_one_clear_error(tmp_path, blobs):
+    from signalprop.errors import ConfigError
+
+    train, test = blobs
+    wrong = nn.Sequential(nn.Linear(7, 4), nn.Tanh(), nn.Linear(4, 3))  # blobs have 8 features
+    with pytest.raises(ConfigError, match=r"does not fit the data: inputs \(16, 8\)") as info:
+        fit(wrong, train, test, TrainConfig(epochs=1, batch_size=16), tmp_path / "run")
+    assert "flatten=True" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_later_runtime_error_is_not_renamed(tmp_path, blobs):
+    class FailsOnSecondStep(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear, self.calls = nn.Linear(8, 3), 0
+
+        def forward(self, x):
+            self.calls += 1
+            if self.calls == 2:
+                raise RuntimeError("mat1 and mat2 shapes cannot be multiplied (a later step)")
+            return self.linear(x)
+
+    train, test = blobs
+    with pytest.raises(RuntimeError, match="later step") as info:
+        fit(FailsOnSecondStep(), train, test, TrainConfig(epochs=1, batch_size=16),
+            tmp_path / "run")
+    assert not isinstance(info.value, ValueError)

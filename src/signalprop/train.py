@@ -13,12 +13,13 @@ a larger ``epochs`` continues a finished run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from signalprop import distributed, threads
 from signalprop import training_options as options
 from signalprop.diagnostics.gradients import GradNormRecorder
 from signalprop.divergence import diverged
-from signalprop.errors import CheckpointCorrupt
+from signalprop.errors import CheckpointCorrupt, ConfigError
 from signalprop.heartbeat import Heartbeat
 from signalprop.learning.base import LearningRule, LossFn
 from signalprop.runs import CHECKPOINT, METRICS, RESULT
@@ -130,6 +131,29 @@ class _Batches:
         )
         for batch in loader:
             yield tuple(t.to(self.device) for t in batch)
+
+
+#: Fragments of torch's messages for a model that does not fit its data's shape.
+SHAPE_MESSAGES = ("cannot be multiplied", "size mismatch", "must match the size",
+                  "Expected input", "expected input", "shape '[")
+
+
+@contextlib.contextmanager
+def _shape_errors_named(inputs: Tensor, targets: Tensor, first: bool) -> Iterator[None]:
+    """On the first training step, a shape error from the model becomes one ConfigError line
+    that names the batch's shapes and the fix (the first step is where a model built for other
+    data fails; later errors pass through unchanged)."""
+    try:
+        yield
+    except RuntimeError as exc:
+        if not first or not any(m in str(exc) for m in SHAPE_MESSAGES):
+            raise
+        first_line = str(exc).splitlines()[0]
+        raise ConfigError(
+            f"the model does not fit the data: inputs {tuple(inputs.shape)}, targets "
+            f"{tuple(targets.shape)} ({first_line}); build the model for these shapes (input "
+            "size, flatten=True for an MLP on images) or load the data it was built for"
+        ) from exc
 
 
 @torch.no_grad()
@@ -335,17 +359,19 @@ def fit(
                 if sharded:
                     (inputs, targets), share = ddp.shard((inputs, targets))
                 optimizer.zero_grad(set_to_none=True)
-                computed = None
-                for rule in rules:
-                    computed = rule.compute_gradients(model, inputs, targets, loss_fn)
-                    if computed is not None:
-                        break
-                if not sharded:
-                    loss, _ = computed or precision.backprop(net, inputs, targets, loss_fn)
-                    loss_value = float(loss.detach())
-                else:
-                    loss_value = ddp.distributed_gradients(net, model, computed, inputs, targets,
-                                                        loss_fn, share, precision)
+                first = not losses and epoch == start_epoch
+                with _shape_errors_named(inputs, targets, first):
+                    computed = None
+                    for rule in rules:
+                        computed = rule.compute_gradients(model, inputs, targets, loss_fn)
+                        if computed is not None:
+                            break
+                    if not sharded:
+                        loss, _ = computed or precision.backprop(net, inputs, targets, loss_fn)
+                        loss_value = float(loss.detach())
+                    else:
+                        loss_value = ddp.distributed_gradients(net, model, computed, inputs,
+                                                            targets, loss_fn, share, precision)
                 if not math.isfinite(loss_value):
                     with precision.autocast():
                         raise diverged(

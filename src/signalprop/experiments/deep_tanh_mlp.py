@@ -77,13 +77,21 @@ MODELS = {
 }
 
 
+def flat(name: str) -> dict[str, Any]:
+    """``flatten=True`` for image datasets (the MLP reads vectors), nothing for vector data."""
+    from signalprop import data
+
+    return {"flatten": True} if "flatten" in data.options_of(name) else {}
+
+
 def sample(cfg: TanhMLPConfig, n: int, seed: int) -> Any:
-    return load_sample(cfg.data.name, n, seed, fallback=None)
+    return load_sample(cfg.data.name, n, seed, fallback=None, **flat(cfg.data.name))
 
 
 def run(ctx: RunContext) -> dict[str, Any]:
     cfg: TanhMLPConfig = ctx.config
-    splits = ctx.load_data(cfg.data.name, n_train=cfg.data.n_train, n_test=cfg.data.n_test)
+    splits = ctx.load_data(cfg.data.name, n_train=cfg.data.n_train, n_test=cfg.data.n_test,
+                           **flat(cfg.data.name))
     rows, lines = [], {}
     for label, depth in (("shallow", cfg.model.shallow_depth), ("deep", cfg.model.depth)):
         final = ctx.fit(label, build_mlp(cfg, splits, depth), splits, cfg.train)
