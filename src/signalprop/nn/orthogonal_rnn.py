@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from signalprop.config import require_int
 from signalprop.errors import ConfigError
-from signalprop.nn import reusable_buffers as buffers
+from signalprop.nn import reusable_buffers
 from signalprop.nn.orthogonal import activate, check_positive, filter_mixing
 from signalprop.nn.orthogonal_filters import FILTERS, make_filter
 from signalprop.nn.precision import autocast_off, float32_inputs, only_grad_transforms
@@ -54,7 +54,7 @@ def _run_recurrence(x: Tensor, h0: Tensor, weight_ih: Tensor, bias: Tensor | Non
     hidden = weight.shape[0]
     tanh = act == "tanh"
     k = 2.0 if tanh else 1.0
-    acts = buffers.take_buffer(x, (steps, batch, hidden))
+    acts = reusable_buffers.take_buffer(x, (steps, batch, hidden))
     x2d, acts2d = x.reshape(steps * batch, -1), acts.view(-1, hidden)
     if bias is None:
         torch.mm(x2d, weight_ih.t() * k, out=acts2d)
@@ -160,7 +160,7 @@ class _AdditiveFilterBPTT(torch.autograd.Function):
             grad_ih = gz2d.t() @ x.reshape(steps * batch, -1) if need[2] else None
             grad_bias = gz2d.sum(0) if bias is not None and need[3] else None
             grad_x = (gz2d @ weight_ih).view(x.shape) if need[0] else None
-        buffers.give_back(acts)
+        reusable_buffers.give_back(acts)
         grad_h0 = g.clone() if need[1] else None
         return grad_x, grad_h0, grad_ih, grad_bias, grad_weight, None, None, None, None
 
@@ -326,7 +326,7 @@ class AdditiveFilterRNN(nn.Module):
             if not needs_grad:
                 states, acts = _run_recurrence(x, h, weight_ih, bias, weight_hh, filt_or_perm,
                                                cell.a, cell.b, cell.activation)
-                buffers.give_back(acts)
+                reusable_buffers.give_back(acts)
                 return states[1:], states[-1]
             states, last, _, _ = _AdditiveFilterBPTT.apply(x, h, weight_ih, bias, weight_hh,
                                                            filt_or_perm, cell.a, cell.b,
