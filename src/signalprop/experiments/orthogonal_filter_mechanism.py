@@ -160,7 +160,7 @@ register(Experiment(
     run=run,
     models={kind: Model(f"the filter RNN with filter={kind!r} (b = 1/T, T = lengths[0])",
                         lambda cfg, splits, kind=kind: model_for(cfg, kind, cfg.lengths[0], 1.0))
-            for kind in FILTERS},
+            for kind in MechanismConfig().filters},
     sample=lambda cfg, n, seed: load_sample("adding", n, seed, fallback=None,
                                             T=cfg.lengths[0]),
     quick={"lengths": (30, 100), "beta_scales": (1.0, 4.0), "steps": 200, "seeds": 2,
