@@ -174,9 +174,8 @@ class AdditiveFilterRNNCell(nn.Module):
     +1 eigenvalue, a *fixed direction*, for even ``hidden_size``), ``"haar-det+1"`` and
     ``"haar-no-fixed"`` (without one), or, where ``O h`` is a gather, ``"permutation"``,
     ``"cycle"`` (the cyclic shift ``(O h)_i = h_{i-1}`` of the author's later reservoir code)
-    and ``"identity"``. A value written at step ``t`` reaches ``h_T`` rotated by ``O^(T-t)``:
-    see docs/methods/orthogonal.md ("The filter's spectrum") for which of these learn the
-    adding problem.
+    and ``"identity"``. Which of them learn the adding problem (a fixed direction is not what
+    it needs): docs/methods/orthogonal.md, "The filter's spectrum".
     """
 
     def __init__(
