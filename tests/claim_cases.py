@@ -99,7 +99,8 @@ def _deep(acc: float, spread: float, control: float = 0.4) -> dict[str, Any]:
 def _memory(task: str, per_length: dict[int, dict[str, float]]) -> dict[str, Any]:
     """orthogonal-long-memory results: ``{T: {model: mean}}``, three seeds spread ±0.002."""
     metric = "test_mse" if task == "adding" else "test_acc"
-    out: dict[str, Any] = {"seeds": 3, "recall_classes": 8, f"{task}_lengths": list(per_length)}
+    out: dict[str, Any] = {"seeds": 3, "recall_classes": 8, "lag_classes": 8,
+                           f"{task}_lengths": list(per_length)}
     for length, models in per_length.items():
         for kind, mean in models.items():
             out[f"{task}_T{length}_{kind}_{metric}_per_seed"] = [mean - 0.002, mean, mean + 0.002]
@@ -108,6 +109,7 @@ def _memory(task: str, per_length: dict[int, dict[str, float]]) -> dict[str, Any
 
 
 _FAIL = {"frozen": 0.17, "rnn": 0.168, "lstm": 0.167}  # adding MSE of models that do not learn
+_LEM = {"lem": 0.001}  # the positive control learned (adding MSE)
 
 
 def _psmnist(key: str, acc: float) -> dict[str, Any]:
@@ -238,22 +240,29 @@ CASES: dict[str, dict[str, dict[str, Any]]] = {
     "orthogonal-deep-mlp#0": {R: _deep(0.6, 2.0), P: _deep(0.6, 2.0, control=0.6),
                               N: _deep(0.1, 50.0)},
     "orthogonal-long-memory#0": {
-        R: _memory("adding", {1000: {"filter": 0.001, **_FAIL},
+        R: _memory("adding", {1000: {"filter": 0.001, **_FAIL, **_LEM},
                               10000: {"filter": 0.01, "frozen": 0.17}}),
-        P: _memory("adding", {100: {"filter": 0.05, **_FAIL}, 10000: {"filter": 0.165,
-                                                                       "frozen": 0.17}}),
-        N: _memory("adding", {100: {"filter": 0.1, **_FAIL}, 10000: {"filter": 0.01,
-                                                                      "frozen": 0.011}})},
+        P: _memory("adding", {100: {"filter": 0.05, **_FAIL, **_LEM},
+                              10000: {"filter": 0.165, "frozen": 0.17, **_LEM}}),
+        N: _memory("adding", {100: {"filter": 0.1, **_FAIL, **_LEM},
+                              10000: {"filter": 0.01, "frozen": 0.011, "lem": 0.17}})},
     "orthogonal-long-memory#1": {
-        R: _memory("adding", {100: {"filter": 0.001, **_FAIL}, 1000: {"filter": 0.01, **_FAIL}}),
-        P: _memory("adding", {100: {"filter": 0.001, **_FAIL},
-                              1000: {"filter": 0.01, **_FAIL, "lstm": 0.005}}),
-        N: _memory("adding", {100: {"filter": 0.1, **_FAIL}, 1000: {"filter": 0.165, **_FAIL}})},
+        R: _memory("adding", {100: {"filter": 0.001, **_FAIL, **_LEM},
+                              1000: {"filter": 0.01, **_FAIL, **_LEM}}),
+        P: _memory("adding", {100: {"filter": 0.001, **_FAIL, **_LEM},
+                              1000: {"filter": 0.01, **_FAIL, "lstm": 0.005, **_LEM}}),
+        N: _memory("adding", {100: {"filter": 0.1, **_FAIL, **_LEM},
+                              1000: {"filter": 0.165, **_FAIL, "lem": 0.17}})},
     "orthogonal-long-memory#2": {
-        R: _memory("recall", {10000: {"filter": 0.995, "frozen": 0.125}}),
-        P: _memory("recall", {1000: {"filter": 0.6, "frozen": 0.125, "lstm": 0.125},
-                              10000: {"filter": 0.13, "frozen": 0.125}}),
-        N: _memory("recall", {1000: {"filter": 0.126, "frozen": 0.125}})},
+        R: _memory("recall", {10000: {"filter": 0.995, "frozen": 0.125, "lem": 0.9}}),
+        P: _memory("recall", {1000: {"filter": 0.6, "frozen": 0.125, "lstm": 0.125, "lem": 0.9},
+                              10000: {"filter": 0.13, "frozen": 0.125, "lem": 0.9}}),
+        N: _memory("recall", {1000: {"filter": 0.126, "frozen": 0.125, "lem": 0.9}})},
+    "orthogonal-long-memory#3": {
+        R: _memory("lag", {10000: {"filter": 0.995, "frozen": 0.125, "lem": 0.99}}),
+        P: _memory("lag", {100: {"filter": 0.5, "frozen": 0.125, "lem": 0.99},
+                           10000: {"filter": 0.125, "frozen": 0.125, "lem": 0.99}}),
+        N: _memory("lag", {100: {"filter": 0.126, "frozen": 0.125, "lem": 0.99}})},
     "orthogonal-psmnist#0": {R: _psmnist("acc_epoch1", 0.95), P: _psmnist("acc_epoch1", 0.9),
                              N: _psmnist("acc_epoch1", 0.5)},
     "orthogonal-psmnist#1": {R: _psmnist("acc_final", 0.985), P: _psmnist("acc_final", 0.95),

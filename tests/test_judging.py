@@ -180,7 +180,7 @@ def test_wall_clock_wording(mean, text):
 
 def test_a_delayed_recall_run_from_before_v2_reads_not_checked_not_a_crash():
     """Runs made before rule v2 (delayed recall, one accuracy per model) lack the adding keys."""
-    memory, baselines, _ = get_experiment("orthogonal-long-memory").claims
+    memory, baselines = get_experiment("orthogonal-long-memory").claims[:2]
     old = {"filter_test_acc": 1.0, "rnn_test_acc": None, "lstm_test_acc": 0.5, "T": 10000}
     for claim in (memory, baselines):
         row = judge(claim, {"results": old}, command="c", quick=False, health={})

@@ -19,7 +19,8 @@ from signalprop.experiments.registry import get_experiment
 from signalprop.train import TrainConfig, fit
 
 TINY = ["adding.lengths=6,12", "adding.steps=4,3", "adding.baselines_up_to=6",
-        "recall.lengths=5", "recall.steps=3", "seeds=2", "evals=1", "tuning.lrs=[0.001,0.01]",
+        "recall.lengths=5", "recall.steps=3", "lag.lengths=4", "lag.steps=2", "seeds=2",
+        "evals=1", "tuning.lrs=[0.001,0.01]",
         "tuning.max_extensions=0", "data.n_test=20", "data.n_val=10"]
 
 
@@ -40,10 +41,12 @@ def test_frozen_control_trains_only_its_readout(tmp_path):
 def test_models_per_length():
     cfg = om.LongMemoryConfig()
     study = om.study(_Ctx(cfg))
-    assert list(study.points) == ["adding-T100", "adding-T1000", "adding-T10000", "recall-T1000"]
+    assert list(study.points) == ["adding-T100", "adding-T1000", "adding-T10000", "recall-T1000",
+                                  "lag-T100", "lag-T1000"]
     at = {v.name: [p for p in study.points if v.where(p)] for v in study.variants}
-    assert at["filter"] == at["frozen"] == list(study.points)
-    assert at["lstm"] == at["rnn"] == ["adding-T100", "adding-T1000", "recall-T1000"]
+    assert at["filter"] == at["frozen"] == at["lem"] == list(study.points)
+    assert at["lstm"] == at["rnn"] == ["adding-T100", "adding-T1000", "recall-T1000",
+                                       "lag-T100", "lag-T1000"]
     m = cfg.model
     assert _build("filter", 400, m).rnn.cell.b == pytest.approx(1 / 400)
     assert _build("filter", 400, om.MemoryModel(beta_scale=10)).rnn.cell.b == \
@@ -91,8 +94,10 @@ def test_tiny_run_records_every_model_seed_and_tuned_rate(tmp_path):
     tuning = summary["results"]["tuning"]["filter-adding-T6-s0"]
     assert set(tuning["validation_loss"]) == {"lr 0.001", "lr 0.01"}
     assert [r.variant for r in rows if r.seed == 0 and r.point.startswith("adding")] == [
-        "filter", "frozen", "rnn", "lstm", "filter", "frozen"]
-    assert {c["verdict"] for c in summary["claims"]} <= {"not reproduced", "partly"}
+        "filter", "frozen", "rnn", "lstm", "lem", "filter", "frozen", "lem"]
+    assert len(select(rows, "lem", "lag-T4")) == 2 and om.lengths(rows, "lag") == [4]
+    assert {c["verdict"] for c in summary["claims"]} <= {"not reproduced", "partly",
+                                                          "not checked"}
 
 
 def test_one_seed_cannot_show_learning():
@@ -112,9 +117,29 @@ def test_learning_needs_both_marked_values():
 
 def test_claims_are_registered_with_new_rule_versions():
     claims = get_experiment("orthogonal-long-memory").claims
-    assert [c.rule_version for c in claims] == [3, 3, 2]
+    assert [c.rule_version for c in claims] == [4, 4, 3, 1]
     assert all(c.stochastic for c in claims)
 
 
 def with_rows(results: dict) -> dict:
     return get_experiment("orthogonal-long-memory").with_rows(results)
+
+
+def test_positive_control_decides_what_is_checked():
+    """Where LEM did not learn (and the filter did not), the row is not checked; a run without
+    LEM (before rule v4) is judged as before."""
+    fails = {"filter": 0.165, **_FAIL}
+    no_lem = _memory("adding", {100: fails})
+    assert om.adding_learns(with_rows(no_lem))[1] == "not reproduced"
+    lem_fails = _memory("adding", {100: {**fails, "lem": 0.17}})
+    text, verdict = om.adding_learns(with_rows(lem_fails))
+    assert verdict == "not checked"
+    assert "not checked: the harness did not show success at T=100" in text
+    lem_learns = _memory("adding", {100: {**fails, "lem": 0.001}})
+    assert om.adding_learns(with_rows(lem_learns))[1] == "not reproduced"
+    # a filter success needs no control: it shows success at T itself
+    filter_learns = _memory("adding", {100: {**_FAIL, "filter": 0.01, "lem": 0.17}})
+    assert om.adding_learns(with_rows(filter_learns))[1] == "partly"
+    assert om.beats_baselines(with_rows(lem_fails))[1] == "not checked"
+    lag = _memory("lag", {100: {"filter": 0.126, "frozen": 0.125, "lem": 0.126}})
+    assert om.lag_learns(with_rows(lag))[1] == "not checked"

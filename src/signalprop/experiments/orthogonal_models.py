@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from signalprop.config import in_range, one_of, positive
 from signalprop.errors import ConfigError
 from signalprop.experiments.registry import Model
+from signalprop.nn.lem import LEM
 from signalprop.nn.orthogonal import AdditiveFilterMLP, AdditiveFilterStack
 from signalprop.nn.orthogonal_rnn import FILTERS, AdditiveFilterRNN, LastStepClassifier
 
@@ -32,7 +33,8 @@ def peak_rss_gib() -> float:
 
 
 # ---------------------------------------------------------------- RNNs
-RNN_KINDS = ("filter", "frozen", "rnn", "lstm")
+#: "lem" is the positive control of orthogonal-long-memory (:class:`~signalprop.nn.lem.LEM`)
+RNN_KINDS = ("filter", "frozen", "rnn", "lstm", "lem")
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,7 @@ class RNNModel:
     beta: float = 0.05
     readout_scale: float = 0.0
     baselines: tuple[str, ...] = ("lstm",)
-    filter: str = "haar"  # or "permutation", "cycle" (O h is a gather)
+    filter: str = "haar"  # or haar-det+1/-1, haar-no-fixed, permutation, cycle, identity
 
     def __post_init__(self) -> None:
         positive("model.hidden", self.hidden)
@@ -62,7 +64,10 @@ def rnn_classifier(kind: str, inputs: int, classes: int, m: RNNModel, beta: floa
     """``filter``: the additive-filter RNN with ``b = beta`` read out at ``h_T * readout_scale``
     (0: ``h_T / b``, the state's natural scale being ``b``); ``frozen``: the same with its
     recurrent layer frozen (only the readout trains); ``rnn``/``lstm``: ``nn.RNN`` (tanh) or
-    ``nn.LSTM``; every one of ``m.hidden`` units, read out at the last step."""
+    ``nn.LSTM``; ``lem``: :class:`~signalprop.nn.lem.LEM` (Rusch et al. 2022, ``Δt = 1``); every
+    one of ``m.hidden`` units, read out at the last step."""
+    if kind == "lem":
+        return LastStepClassifier(LEM(inputs, m.hidden), classes)
     if kind in ("rnn", "lstm"):
         return baseline_classifier(kind, inputs, classes, m.hidden)
     rnn = AdditiveFilterRNN(inputs, m.hidden, beta=beta, filter=m.filter)

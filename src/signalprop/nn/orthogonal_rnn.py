@@ -31,43 +31,18 @@ from torch import Tensor, nn
 
 from signalprop.config import require_int
 from signalprop.errors import ConfigError
-from signalprop.nn.orthogonal import (
-    activate,
-    check_positive,
-    filter_mixing,
-    random_orthogonal,
-)
+from signalprop.nn import reusable_buffers
+from signalprop.nn.orthogonal import activate, check_positive, filter_mixing
+from signalprop.nn.orthogonal_filters import FILTERS, make_filter
 from signalprop.nn.precision import autocast_off, float32_inputs, only_grad_transforms
 from signalprop.nn.readout import LastStepClassifier
 
 #: The activations the fused BPTT kernel implements in place (tanh as ``2 sigmoid(2 z) - 1``);
 #: the cell and the autograd loop take ``phi`` from :mod:`signalprop.nn.activations`.
 RNN_ACTIVATIONS = ("tanh", "relu")
-FILTERS = ("haar", "permutation", "cycle")
 IMPLS = ("bptt", "loop")
 
 __all__ = ["AdditiveFilterRNN", "AdditiveFilterRNNCell", "LastStepClassifier"]
-
-
-_SPARE_BUFFERS: dict[tuple, Tensor] = {}  # free activation buffers, one per shape/dtype/device
-_MAX_SPARE = 4
-
-
-def _take_buffer(like: Tensor, shape: tuple[int, ...]) -> Tensor:
-    """A ``(T, B, n)`` buffer, reusing one a finished backward gave back: a fresh 50 MB tensor
-    costs more in page faults than the GEMMs that fill it."""
-    if torch.compiler.is_compiling():  # compiled graphs own their memory
-        return like.new_empty(shape)
-    spare = _SPARE_BUFFERS.pop((shape, like.dtype, like.device), None)
-    return spare if spare is not None else like.new_empty(shape)
-
-
-def _give_back(buffer: Tensor) -> None:
-    if torch.compiler.is_compiling() or torch._C._functorch.is_functorch_wrapped_tensor(buffer):
-        return  # a traced or torch.func-wrapped buffer stays with its graph or transform
-    if len(_SPARE_BUFFERS) >= _MAX_SPARE:
-        _SPARE_BUFFERS.pop(next(iter(_SPARE_BUFFERS)))
-    _SPARE_BUFFERS[(tuple(buffer.shape), buffer.dtype, buffer.device)] = buffer
 
 
 def _run_recurrence(x: Tensor, h0: Tensor, weight_ih: Tensor, bias: Tensor | None,
@@ -79,7 +54,7 @@ def _run_recurrence(x: Tensor, h0: Tensor, weight_ih: Tensor, bias: Tensor | Non
     hidden = weight.shape[0]
     tanh = act == "tanh"
     k = 2.0 if tanh else 1.0
-    acts = _take_buffer(x, (steps, batch, hidden))
+    acts = reusable_buffers.take_buffer(x, (steps, batch, hidden))
     x2d, acts2d = x.reshape(steps * batch, -1), acts.view(-1, hidden)
     if bias is None:
         torch.mm(x2d, weight_ih.t() * k, out=acts2d)
@@ -185,7 +160,7 @@ class _AdditiveFilterBPTT(torch.autograd.Function):
             grad_ih = gz2d.t() @ x.reshape(steps * batch, -1) if need[2] else None
             grad_bias = gz2d.sum(0) if bias is not None and need[3] else None
             grad_x = (gz2d @ weight_ih).view(x.shape) if need[0] else None
-        _give_back(acts)
+        reusable_buffers.give_back(acts)
         grad_h0 = g.clone() if need[1] else None
         return grad_x, grad_h0, grad_ih, grad_bias, grad_weight, None, None, None, None
 
@@ -194,10 +169,13 @@ class AdditiveFilterRNNCell(nn.Module):
     """One step ``h' = a * O h + b * phi(W h + U x + c)``, ``a = 1 - b`` (arXiv 2210.01245).
 
     ``W ~ N(0, gain^2 / hidden)``, ``U ~ N(0, input_gain^2 / input_size)``, ``c = 0``; ``O`` is a
-    fixed Haar-random orthogonal buffer (QR with sign correction). Cheaper options, where
-    ``O h`` is a gather: ``filter="permutation"``, a fixed random permutation matrix, and
-    ``filter="cycle"``, the cyclic shift ``(O h)_i = h_{i-1}`` that the author's later reservoir
-    code offers.
+    fixed Haar-random orthogonal buffer (QR with sign correction). ``filter`` picks another
+    ``O`` (:mod:`signalprop.nn.orthogonal_filters`): ``"haar-det-1"`` (a Haar draw with an exact
+    +1 eigenvalue, a *fixed direction*, for even ``hidden_size``), ``"haar-det+1"`` and
+    ``"haar-no-fixed"`` (without one), or, where ``O h`` is a gather, ``"permutation"``,
+    ``"cycle"`` (the cyclic shift ``(O h)_i = h_{i-1}`` of the author's later reservoir code)
+    and ``"identity"``. Which of them learn the adding problem (a fixed direction is not what
+    it needs): docs/methods/orthogonal.md, "The filter's spectrum".
     """
 
     def __init__(
@@ -216,8 +194,7 @@ class AdditiveFilterRNNCell(nn.Module):
     ) -> None:
         super().__init__()
         if filter not in FILTERS:
-            raise ConfigError(f"AdditiveFilterRNNCell filter must be one of {FILTERS}, "
-                              f"got {filter!r}")
+            raise ConfigError(f"AdditiveFilterRNNCell filter: one of {FILTERS}, not {filter!r}")
         self.filter_kind = filter
         self.input_size = require_int("AdditiveFilterRNNCell", "input_size", input_size)
         self.hidden_size = require_int("AdditiveFilterRNNCell", "hidden_size", hidden_size)
@@ -228,15 +205,9 @@ class AdditiveFilterRNNCell(nn.Module):
         self.weight_ih = nn.Parameter(torch.empty(hidden_size, input_size, **factory))
         self.weight_hh = nn.Parameter(torch.empty(hidden_size, hidden_size, **factory))
         self.bias = nn.Parameter(torch.empty(hidden_size, **factory)) if bias else None
-        if filter == "haar":
-            self.register_buffer("filter", random_orthogonal(hidden_size, generator=generator,
-                                                             **factory))
-            self.permutation = None
-        else:
-            perm = (torch.randperm(hidden_size, generator=generator) if filter == "permutation"
-                    else torch.arange(hidden_size).roll(1))
-            self.register_buffer("permutation", perm.to(device))
-            self.register_buffer("filter", torch.eye(hidden_size, dtype=dtype)[perm].to(device))
+        filt, perm = make_filter(filter, hidden_size, generator=generator, **factory)
+        self.register_buffer("filter", filt)
+        self.register_buffer("permutation", perm)  # gather filters: O h = h[:, perm]
         self.reset_parameters(generator)
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
@@ -354,7 +325,7 @@ class AdditiveFilterRNN(nn.Module):
             if not needs_grad:
                 states, acts = _run_recurrence(x, h, weight_ih, bias, weight_hh, filt_or_perm,
                                                cell.a, cell.b, cell.activation)
-                _give_back(acts)
+                reusable_buffers.give_back(acts)
                 return states[1:], states[-1]
             states, last, _, _ = _AdditiveFilterBPTT.apply(x, h, weight_ih, bias, weight_hh,
                                                            filt_or_perm, cell.a, cell.b,
