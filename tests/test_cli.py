@@ -2,17 +2,7 @@ import json
 
 import pytest
 import torch
-
-from signalprop.cli import main
-
-
-def run_cli(capsys, *argv):
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:  # argparse errors
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
+from cli_runner import run_cli
 
 
 def test_list_shows_experiments_and_claims(capsys):

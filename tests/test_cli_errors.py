@@ -8,6 +8,7 @@ import shlex
 from pathlib import Path
 
 import pytest
+from cli_runner import run_cli
 
 from signalprop import cli_checks
 from signalprop.cli import EXIT_USAGE, build_parser, main
@@ -16,14 +17,6 @@ from signalprop.cli_checks import EXIT_RUN_FAILED
 SMALL = ("--set", "model.depth=6", "--set", "train.epochs=2", "--set", "data.n_train=512",
          "--no-progress")
 
-
-def run_cli(capsys, *argv):
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _one_line(err: str) -> str:

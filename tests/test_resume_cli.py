@@ -8,20 +8,13 @@ import re
 import shlex
 
 import pytest
+from cli_runner import run_cli
 
-from signalprop.cli import EXIT_DIVERGED, EXIT_USAGE, main
+from signalprop.cli import EXIT_DIVERGED, EXIT_USAGE
 
 SMALL = ("--set", "model.depth=6", "--set", "train.epochs=2", "--set", "data.n_train=512",
          "--no-progress")
 
-
-def run_cli(capsys, *argv):
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _diverge(capsys, tmp_path):

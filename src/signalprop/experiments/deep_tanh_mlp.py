@@ -23,7 +23,7 @@ from signalprop.experiments.common import at_least, grad_norm_profile
 from signalprop.experiments.context import RunContext
 from signalprop.experiments.evidence import Row, per_seed, rows_of, rows_table
 from signalprop.experiments.registry import Claim, Experiment, Model, register
-from signalprop.experiments.samples import load_sample
+from signalprop.experiments.samples import flatten_options, load_sample
 from signalprop.nn.mlp import MLP
 from signalprop.train import TrainConfig
 
@@ -77,21 +77,14 @@ MODELS = {
 }
 
 
-def flat(name: str) -> dict[str, Any]:
-    """``flatten=True`` for image datasets (the MLP reads vectors), nothing for vector data."""
-    from signalprop import data
-
-    return {"flatten": True} if "flatten" in data.options_of(name) else {}
-
-
 def sample(cfg: TanhMLPConfig, n: int, seed: int) -> Any:
-    return load_sample(cfg.data.name, n, seed, fallback=None, **flat(cfg.data.name))
+    return load_sample(cfg.data.name, n, seed, fallback=None, **flatten_options(cfg.data.name))
 
 
 def run(ctx: RunContext) -> dict[str, Any]:
     cfg: TanhMLPConfig = ctx.config
     splits = ctx.load_data(cfg.data.name, n_train=cfg.data.n_train, n_test=cfg.data.n_test,
-                           **flat(cfg.data.name))
+                           **flatten_options(cfg.data.name))
     rows, lines = [], {}
     for label, depth in (("shallow", cfg.model.shallow_depth), ("deep", cfg.model.depth)):
         final = ctx.fit(label, build_mlp(cfg, splits, depth), splits, cfg.train)

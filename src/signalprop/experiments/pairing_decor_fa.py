@@ -29,7 +29,6 @@ from torch import nn
 
 from signalprop.config import positive
 from signalprop.data.splits import Splits
-from signalprop.errors import ConfigError
 from signalprop.experiments import decorrelation_models as dm
 from signalprop.experiments import pairings as pr
 from signalprop.experiments.context import RunContext
@@ -60,17 +59,14 @@ class FilterPairModel:
 class DecorFAConfig:
     data: Data = field(default_factory=pr.default_data)
     model: FilterPairModel = field(default_factory=FilterPairModel)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        epochs=8, batch_size=128, lr=1e-3, log_every=20))
+    train: TrainConfig = field(default_factory=pr.default_train)
     learning: LearningConfig = field(default_factory=dm.decor_learning)
     tuning: Tuning = field(default_factory=lambda: Tuning(lrs=pr.LRS))
     methods: tuple[str, ...] = METHODS
     seeds: int = 3
 
     def __post_init__(self) -> None:
-        for method in self.methods:
-            if method not in METHODS:
-                raise ConfigError(f"methods: unknown {method!r}; choose from {METHODS}")
+        pr.check_methods(self.methods, METHODS)
 
 
 def filter_net(cfg: DecorFAConfig, splits: Splits) -> AdditiveFilterMLP:
@@ -85,11 +81,10 @@ def build(cfg: DecorFAConfig, method: str, splits: Splits, seed: int
     """``method``'s model and rules: the filter net, decorrelated for ``*decor*`` methods, with
     FA for ``fa*``; for ``*readout`` only the readout's weights train."""
     model = filter_net(cfg, splits)
-    decor = "decor" in method
-    learning = replace(cfg.learning, rule="fa" if method.startswith("fa") else "bp",
-                       decorrelation=(cfg.learning.decorrelation if cfg.learning.decorrelation
-                                      != "none" else "normalised") if decor else "none")
-    rules = build_rules(learning, model, seed=seed)
+    learning = (pr.decorrelated(cfg.learning) if "decor" in method
+                else replace(cfg.learning, decorrelation="none"))
+    rules = build_rules(replace(learning, rule="fa" if method.startswith("fa") else "bp"), model,
+                        seed=seed)
     if method.endswith("readout"):
         model.input.requires_grad_(False)
         model.stack.requires_grad_(False)

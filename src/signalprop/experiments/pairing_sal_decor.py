@@ -27,7 +27,6 @@ from torch import nn
 
 from signalprop.config import positive
 from signalprop.data.splits import Splits
-from signalprop.errors import ConfigError
 from signalprop.experiments import decorrelation_models as dm
 from signalprop.experiments import pairings as pr
 from signalprop.experiments.context import RunContext
@@ -59,8 +58,7 @@ class TanhPairModel:
 class SALDecorConfig:
     data: Data = field(default_factory=pr.default_data)
     model: TanhPairModel = field(default_factory=TanhPairModel)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        epochs=8, batch_size=128, lr=1e-3, log_every=20))
+    train: TrainConfig = field(default_factory=pr.default_train)
     learning: LearningConfig = field(default_factory=dm.decor_learning)
     sal: SALConfig = field(default_factory=lambda: SALConfig(lr=0.03, beta=0.0))
     tuning: Tuning = field(default_factory=lambda: Tuning(lrs=pr.LRS))
@@ -68,9 +66,7 @@ class SALDecorConfig:
     seeds: int = 3
 
     def __post_init__(self) -> None:
-        for method in self.methods:
-            if method not in METHODS:
-                raise ConfigError(f"methods: unknown {method!r}; choose from {METHODS}")
+        pr.check_methods(self.methods, METHODS)
 
 
 def tanh_net(cfg: SALDecorConfig, splits: Splits) -> MLP:
@@ -83,11 +79,9 @@ def tanh_net(cfg: SALDecorConfig, splits: Splits) -> MLP:
 def build(cfg: SALDecorConfig, method: str, splits: Splits) -> tuple[nn.Module, tuple]:
     """``method``'s model and rules: decorrelated for ``*decor``, with SAL for ``sal*``."""
     model = tanh_net(cfg, splits)
-    decorrelation = "none"
-    if method.endswith("decor"):
-        decorrelation = cfg.learning.decorrelation if cfg.learning.decorrelation != "none" \
-            else "normalised"
-    rules = build_rules(replace(cfg.learning, rule="bp", decorrelation=decorrelation), model)
+    learning = (pr.decorrelated(cfg.learning) if method.endswith("decor")
+                else replace(cfg.learning, decorrelation="none"))
+    rules = build_rules(replace(learning, rule="bp"), model)
     if method.startswith("sal"):
         rules = (*rules, cfg.sal.rule())
     return model, rules

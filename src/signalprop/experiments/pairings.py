@@ -19,15 +19,19 @@ the fallback that caps a verdict at *not checked*.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from signalprop.data.splits import Splits
+from signalprop.errors import ConfigError
 from signalprop.experiments.context import RunContext
 from signalprop.experiments.evidence import Row, chosen_lr, notes, per_seed
 from signalprop.experiments.lr_tuning import log_spaced
-from signalprop.experiments.samples import load_sample
+from signalprop.experiments.samples import flatten_options, load_sample
 from signalprop.experiments.stats import Difference
 from signalprop.experiments.study import Data
+from signalprop.learning.registry import LearningConfig
+from signalprop.train import TrainConfig
 
 SOURCE = "our hypothesis (issue 29.5), rule in docs/rules.md 2026-12-07"
 PAPER_DATA = "Fashion-MNIST (our choice)"
@@ -42,17 +46,33 @@ def default_data() -> Data:
     return Data("fashion-mnist", n_train=5000, n_val=1000, n_test=2000)
 
 
+def default_train() -> TrainConfig:
+    """8 epochs of Adam, batch 128 (the rate is tuned per variant on :data:`LRS`)."""
+    return TrainConfig(epochs=8, batch_size=128, lr=1e-3, log_every=20)
+
+
+def check_methods(methods: Sequence[str], known: Sequence[str]) -> None:
+    """A config's ``methods`` must all be among the study's ``known`` ones."""
+    for method in methods:
+        if method not in known:
+            raise ConfigError(f"methods: unknown {method!r}; choose from {tuple(known)}")
+
+
+def decorrelated(learning: LearningConfig) -> LearningConfig:
+    """``learning`` with decorrelation on: its own rule, or the normalised one if it has none."""
+    if learning.decorrelation != "none":
+        return learning
+    return replace(learning, decorrelation="normalised")
+
+
 def load(ctx: RunContext, cfg: Data) -> Splits:
     """``cfg``'s images flattened, MNIST-1D when they are missing."""
-    options: dict[str, Any] = {"n_train": cfg.n_train, "n_test": cfg.n_test}
-    if cfg.name in ("fashion-mnist", "mnist"):
-        options["flatten"] = True
-    return ctx.load_data(cfg.name, fallback="mnist1d", **options)
+    return ctx.load_data(cfg.name, fallback="mnist1d", n_train=cfg.n_train, n_test=cfg.n_test,
+                         **flatten_options(cfg.name))
 
 
 def sample(cfg: Any, n: int, seed: int) -> Splits:
-    options = {"flatten": True} if cfg.data.name in ("fashion-mnist", "mnist") else {}
-    return load_sample(cfg.data.name, n, seed, **options)
+    return load_sample(cfg.data.name, n, seed, **flatten_options(cfg.data.name))
 
 
 def gain(rows: Sequence[Row], a: str, b: str, metric: str = "test_acc") -> Difference:

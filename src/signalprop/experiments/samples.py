@@ -14,6 +14,14 @@ from signalprop.data.splits import Splits
 from signalprop.errors import DatasetCorrupt, DatasetMissing
 
 
+def flatten_options(name: str) -> dict[str, Any]:
+    """``{"flatten": True}`` for a dataset of images (an MLP reads vectors), ``{}`` for one
+    that is vectors already (it has no ``flatten`` option)."""
+    from signalprop import data
+
+    return {"flatten": True} if "flatten" in data.options_of(name) else {}
+
+
 def load_sample(name: str, n: int, seed: int, *, fallback: str | None = "mnist1d",
                 **options: Any) -> Splits:
     """``data.load(name, n_train=n, n_test=n, **options)``; ``fallback``'s data (with the
