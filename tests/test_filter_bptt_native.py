@@ -50,3 +50,13 @@ def test_switching_the_native_loops_off_by_the_environment(monkeypatch):
     assert native_loops() is None
     monkeypatch.setenv(ENV, "1")
     assert native_loops() is not None
+
+
+def test_the_pip_ninja_is_put_on_path_when_none_is_there(monkeypatch):
+    ninja = pytest.importorskip("ninja")
+    from signalprop.nn import filter_bptt_native
+
+    monkeypatch.setattr(filter_bptt_native.shutil, "which", lambda name: None)
+    monkeypatch.setenv("PATH", "/nowhere")
+    filter_bptt_native._ninja_on_path()
+    assert filter_bptt_native.os.environ["PATH"].split(":")[0] == ninja.BIN_DIR

@@ -16,6 +16,7 @@ while ``torch.compile`` traces, :func:`native_loops` returns None and the Python
 from __future__ import annotations
 
 import os
+import shutil
 import warnings
 from types import ModuleType
 
@@ -98,9 +99,21 @@ def native_loops() -> ModuleType | None:
     return _state["module"]
 
 
+def _ninja_on_path() -> None:
+    """torch runs ``ninja`` from PATH; a venv not activated has the pip one off it."""
+    if shutil.which("ninja") is None:
+        try:
+            import ninja
+        except ImportError:
+            return
+        os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
+
+
 def _build() -> ModuleType | None:
     try:
         from torch.utils.cpp_extension import load_inline
+
+        _ninja_on_path()
 
         return load_inline(name=NAME, cpp_sources=SOURCE,
                            functions=["forward_loop", "backward_loop"],
