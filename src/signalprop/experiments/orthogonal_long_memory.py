@@ -49,7 +49,7 @@ from signalprop.experiments.orthogonal_memory_claims import (  # noqa: F401 (re-
     recall_learns,
     sides,
 )
-from signalprop.experiments.registry import Claim, Experiment, Model, register
+from signalprop.experiments.registry import Claim, Model, declare
 from signalprop.experiments.samples import load_sample
 from signalprop.experiments.study import Study, Tuning, Variant, run_study
 from signalprop.train import TrainConfig
@@ -247,17 +247,13 @@ SOURCE = "arXiv 2210.01245, abstract"
 #: the positive control's part of every rule (orthogonal_memory_claims.shown)
 CHECKED = ("T where LEM (the positive control, same run) or the filter learned count as "
            'checked, elsewhere "not checked: the harness did not show success at T"; ')
-register(Experiment(
+declare(__name__,
     name="orthogonal-long-memory",
     summary="Adding problem, cue recall and fixed-lag recall at T up to 10,000: filter RNN vs "
             "nn.RNN, nn.LSTM, a frozen-recurrence control and LEM (positive control), tuned "
             "learning rates, equal step budgets.",
     paper=om.PAPER,
     make_config=LongMemoryConfig,
-    run=run,
-    models=MODELS,
-    sample=sample,
-    legacy_rows=legacy_rows,
     quick={"adding.lengths": (30, 100), "adding.steps": (120, 60), "adding.baselines_up_to": 30,
            "recall.lengths": (30,), "recall.steps": (60,), "lag.lengths": (30,),
            "lag.steps": (60,), "seeds": 2, "evals": 2,
@@ -313,4 +309,4 @@ register(Experiment(
               paper_data="a 10,000-step task (\"the input ... 10k time steps in the past\")",
               same_data=("lag-recall",)),
     ),
-))
+)

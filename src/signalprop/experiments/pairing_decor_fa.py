@@ -27,13 +27,13 @@ from typing import Any
 
 from torch import nn
 
-from signalprop.config import positive
+from signalprop.config import config_part
 from signalprop.data.splits import Splits
 from signalprop.experiments import decorrelation_models as dm
 from signalprop.experiments import pairings as pr
 from signalprop.experiments.context import RunContext
 from signalprop.experiments.evidence import rows_of
-from signalprop.experiments.registry import Claim, Experiment, Model, register
+from signalprop.experiments.registry import Claim, Model, declare
 from signalprop.experiments.study import Data, Study, Tuning, Variant, run_study
 from signalprop.learning.registry import LearningConfig, build_rules
 from signalprop.nn.orthogonal import AdditiveFilterMLP
@@ -42,17 +42,13 @@ from signalprop.train import TrainConfig
 METHODS = ("bp", "fa", "fa-decor", "readout", "decor-readout")
 
 
-@dataclass(frozen=True)
+@config_part("model", positive=("width", "depth", "beta_scale"))
 class FilterPairModel:
     """``model.*``: the filter MLP's width and depth ``L`` (``b = beta_scale / L``)."""
 
     width: int = 128
     depth: int = 32
     beta_scale: float = 1.0
-
-    def __post_init__(self) -> None:
-        for name in ("width", "depth", "beta_scale"):
-            positive(f"model.{name}", getattr(self, name))
 
 
 @dataclass(frozen=True)
@@ -118,14 +114,13 @@ def check(results: dict[str, Any]) -> tuple[str, str]:
     return text, pr.verdict(help_, extra=control.beyond_noise())
 
 
-register(Experiment(
+declare(__name__,
     name="pairing-decor-fa",
     summary="Our hypothesis: decorrelation helps feedback alignment through a deep "
             "additive-filter MLP.",
     paper="our hypothesis (issue 29.5), pairing Ahmad 2024 (arXiv 2407.10780), Lillicrap et "
           "al. 2016 (arXiv 1411.0247) and Ceni 2022 (arXiv 2210.01245)",
     make_config=DecorFAConfig,
-    run=run,
     models={"filter": Model("the additive-filter MLP, plain",
                             lambda cfg, splits: filter_net(cfg, splits)),
             "filter-decor": Model("the additive-filter MLP with R in every layer's input and "
@@ -149,4 +144,4 @@ register(Experiment(
              "partly: > 0 with p < 0.05; else not reproduced",
         paper_data=pr.PAPER_DATA, same_data=pr.SAME_DATA, stochastic=True,
         learns=("bp-s*",)),),
-))
+)

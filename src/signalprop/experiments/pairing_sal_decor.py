@@ -25,13 +25,13 @@ from typing import Any
 
 from torch import nn
 
-from signalprop.config import positive
+from signalprop.config import config_part
 from signalprop.data.splits import Splits
 from signalprop.experiments import decorrelation_models as dm
 from signalprop.experiments import pairings as pr
 from signalprop.experiments.context import RunContext
 from signalprop.experiments.evidence import rows_of
-from signalprop.experiments.registry import Claim, Experiment, Model, register
+from signalprop.experiments.registry import Claim, Model, declare
 from signalprop.experiments.sensitivity_models import SALConfig
 from signalprop.experiments.study import Data, Study, Tuning, Variant, run_study
 from signalprop.learning.registry import LearningConfig, build_rules
@@ -41,17 +41,13 @@ from signalprop.train import TrainConfig
 METHODS = ("bp", "decor", "sal", "sal-decor")
 
 
-@dataclass(frozen=True)
+@config_part("model", positive=("width", "depth", "gain"))
 class TanhPairModel:
     """``model.*``: ``depth`` tanh layers of ``width`` from the initial gain ``gain``."""
 
     width: int = 64
     depth: int = 20
     gain: float = 0.5
-
-    def __post_init__(self) -> None:
-        for name in ("width", "depth", "gain"):
-            positive(f"model.{name}", getattr(self, name))
 
 
 @dataclass(frozen=True)
@@ -126,14 +122,13 @@ def _claim(other: str, name: str) -> Claim:
         paper_data=pr.PAPER_DATA, same_data=pr.SAME_DATA, stochastic=True, learns=("bp-s*",))
 
 
-register(Experiment(
+declare(__name__,
     name="pairing-sal-decor",
     summary="Our hypothesis: SAL and decorrelation together beat each alone on a deep tanh "
             "MLP.",
     paper="our hypothesis (issue 29.5), pairing Shibata et al. 2021 (arXiv 2012.13134) and "
           "Ahmad 2024 (arXiv 2407.10780)",
     make_config=SALDecorConfig,
-    run=run,
     models={"tanh": Model("the deep tanh MLP at the small gain, plain",
                           lambda cfg, splits: tanh_net(cfg, splits)),
             "tanh-decor": Model("the deep tanh MLP with every layer's input decorrelated",
@@ -145,4 +140,4 @@ register(Experiment(
     tiny={"data.n_train": 200, "data.n_val": 50, "data.n_test": 80, "train.epochs": 1,
           "model.depth": 3, "model.width": 16, "tuning.lrs": (1e-3,)},
     claims=(_claim("sal", "SAL"), _claim("decor", "decorrelation")),
-))
+)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import pkgutil
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -143,6 +144,23 @@ def register(experiment: Experiment) -> Experiment:
         raise ValueError(f"experiment {experiment.name!r} declares models but no sample data")
     _REGISTRY[experiment.name] = experiment
     return experiment
+
+
+#: ``Experiment`` field -> the module-level name :func:`declare` takes it from
+MODULE_NAMES = {"run": "run", "models": "MODELS", "sample": "sample",
+                "legacy_rows": "legacy_rows"}
+
+
+def declare(module: str, **fields: Any) -> Experiment:
+    """:func:`register` the experiment that module ``module`` (pass its ``__name__``) declares.
+
+    The module's ``run``, ``MODELS``, ``sample`` and ``legacy_rows`` (those it defines, see
+    :data:`MODULE_NAMES`) are the experiment's run function, models, sample data and legacy
+    rows; ``fields`` are its other :class:`Experiment` fields and win over the module's names.
+    """
+    namespace = vars(sys.modules[module])
+    found = {key: namespace[name] for key, name in MODULE_NAMES.items() if name in namespace}
+    return register(Experiment(**{**found, **fields}))
 
 
 def _load_all() -> None:

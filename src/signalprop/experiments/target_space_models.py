@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from signalprop.config import in_range, one_of, positive
+from signalprop.config import in_range, one_of, positive, positive_fields
 from signalprop.data.splits import Splits, tensors
 from signalprop.errors import ConfigError
 from signalprop.nn.target_space import (
@@ -53,8 +53,7 @@ class SpiralsModel:
     mode: str = "scu"
 
     def __post_init__(self) -> None:
-        positive("model.width", self.width)
-        positive("model.depth", self.depth)
+        positive_fields(self, "model", "width", "depth")
         in_range("model.ridge", self.ridge, 0.0, 1e6)
         one_of("model.mode", self.mode, MODES)
 
@@ -83,10 +82,7 @@ class ImagesModel:
     cnn_init_std: float = 0.1
 
     def __post_init__(self) -> None:
-        positive("model.mlp_width", self.mlp_width)
-        positive("model.mlp_depth", self.mlp_depth)
-        positive("model.kernel", self.kernel)
-        positive("model.n_bar", self.n_bar)
+        positive_fields(self, "model", "mlp_width", "mlp_depth", "kernel", "n_bar")
         in_range("model.mlp_ridge", self.mlp_ridge, 0.0, 1e6)
         in_range("model.cnn_ridge", self.cnn_ridge, 0.0, 1e6)
         positive("model.cnn_init_std", self.cnn_init_std)
@@ -162,8 +158,7 @@ class RecallModel:
     ridge: float = 0.1
 
     def __post_init__(self) -> None:
-        positive("model.extra_hidden", self.extra_hidden)
-        positive("model.n_bar", self.n_bar)
+        positive_fields(self, "model", "extra_hidden", "n_bar")
         in_range("model.ridge", self.ridge, 0.0, 1e6)
 
 
