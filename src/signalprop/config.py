@@ -62,13 +62,17 @@ def config_part(section: str, positive: tuple[str, ...] = (),
     """Class decorator: a frozen dataclass for the config part ``section`` (``data``, ``model``,
     ...) whose ``positive`` fields must be > 0 and ``non_negative`` ones >= 0, checked (with
     :func:`positive_fields` and :func:`non_negative_fields`) before the class's own
-    ``__post_init__``, if it has one. ``@config_part("model", positive=("width",))`` stands for
-    ``@dataclass(frozen=True)`` and a ``__post_init__`` that checks ``model.width > 0``."""
+    ``__post_init__``, if it has one, and after a base class's (when it has none of its own).
+    ``@config_part("model", positive=("width",))`` stands for ``@dataclass(frozen=True)`` and a
+    ``__post_init__`` that checks ``model.width > 0``."""
 
     def wrap(cls: type[T]) -> type[T]:
         own = cls.__dict__.get("__post_init__")
 
         def __post_init__(self: Any) -> None:
+            inherited = getattr(super(cls, self), "__post_init__", None)
+            if own is None and inherited is not None:  # a base part's checks come first
+                inherited()
             positive_fields(self, section, *positive)
             non_negative_fields(self, section, *non_negative)
             if own is not None:

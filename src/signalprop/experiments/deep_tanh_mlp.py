@@ -115,11 +115,9 @@ def _vanishing(results: dict[str, Any]) -> tuple[str, str]:
     return f"last/first layer gradient ratio {ratio:.3g}", at_least(ratio, 100.0, 10.0)
 
 
-declare(__name__,
-    name="deep-tanh-mlp",
+declare(__name__, TanhMLPConfig,
     summary="A deep tanh MLP at torch's default init has vanishing gradients (baseline).",
     paper="Glorot & Bengio 2010 (baseline for all methods)",
-    make_config=TanhMLPConfig,
     quick={"train.epochs": 3, "data.n_train": 1000, "model.depth": 20},
     tiny={"train.epochs": 1, "data.n_train": 300, "data.n_test": 100, "model.depth": 8},
     claims=(Claim(

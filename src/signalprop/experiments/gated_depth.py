@@ -247,12 +247,10 @@ def _kernel_mechanism(results: dict[str, Any]) -> tuple[str, str]:
     return text, verdict
 
 
-declare(__name__,
-    name="gated-depth",
+declare(__name__, DepthConfig,
     summary="Fixed random gates: training speed vs depth at fixed width, with the path kernel's "
             "conditioning and finite-width fluctuation.",
     paper=PAPER,
-    make_config=DepthConfig,
     sample=sample_flat,
     quick={"data.n_train": 1000, "data.n_kernel": 100, "data.n_fluctuation": 16,
            "model.width": 64, "model.depths": (1, 2, 4, 8, 16), "seeds": 1,

@@ -416,12 +416,10 @@ def _alignment_improves(results: dict[str, Any]) -> tuple[str, str]:
     return text, "not reproduced"
 
 
-declare(__name__,
-    name="gated-kernel",
+declare(__name__, KernelConfig,
     summary="Label alignment of the neural path kernel during training (learnt vs fixed gates), "
             "in the NPF code's protocol and ours.",
     paper=PAPER,
-    make_config=KernelConfig,
     sample=sample_binary,
     quick={"seeds": 2, "train.epochs": 10, "data.n_train": 2000, "data.n_per_class": 50,
            "data.n_test": 500},

@@ -22,17 +22,17 @@ from signalprop.experiments.evidence import Row, notes, per_seed, rows_of, selec
 from signalprop.experiments.gated_models import ORDER, PAPER, accuracy, sample_flat
 from signalprop.experiments.registry import Claim, Model, declare
 from signalprop.experiments.stats import Side
-from signalprop.experiments.study import Data, Study, StudyRunner, Tuning, Variant
+from signalprop.experiments.study import Data, MLPSize, Study, StudyRunner, Tuning, Variant
 from signalprop.nn.gated import VARIANT_DESCRIPTIONS, VARIANTS, gated_mlp
 from signalprop.train import TrainConfig
 
 BEST_STATE = "best_val_state.pt"
 
 
-@config_part("model", positive=("width", "depth", "beta"))
-class VariantsModel:
-    width: int = 128
-    depth: int = 5
+@config_part("model", positive=("beta",))
+class VariantsModel(MLPSize):
+    """``model.*``: the gated MLP's size (the paper's FC 5x128) and gate slope ``beta``."""
+
     beta: float = 4.0
 
 
@@ -197,12 +197,10 @@ def _gates_hold_the_information(results: dict[str, Any]) -> tuple[str, str]:
             at_least(recovered, 0.6, 0.3))
 
 
-declare(__name__,
-    name="gated-variants",
+declare(__name__, VariantsConfig,
     summary="Deep gated network variants (fixed random / fixed learnt / decoupled gates, DLGN, "
             "ReLU) on the NPF paper's FC 5x128 table.",
     paper=PAPER,
-    make_config=VariantsConfig,
     sample=sample_flat,
     quick={"data.n_train": 1500, "data.n_test": 1000, "data.n_val": 300, "seeds": 2,
            "train.epochs": 2, "train.lr": 1e-3},

@@ -246,11 +246,9 @@ def sample(cfg: DeepMLPConfig, n: int, seed: int) -> Any:
     return load_sample(cfg.data.name, n, seed, flatten=True)
 
 
-declare(__name__,
-    name="orthogonal-deep-mlp",
+declare(__name__, DeepMLPConfig,
     summary="A 50,000-layer additive-filter MLP trains by backprop; plain/residual MLPs compared.",
     paper=om.PAPER,
-    make_config=DeepMLPConfig,
     quick={"model.depth": 300, "model.jacobian_depth": 300, "data.n_train": 1000,
            "data.n_val": 100, "seeds": 2, "data.n_test": 500, "train.epochs": 2,
            "train.max_steps_per_epoch": 8, "train.batch_size": 64},

@@ -151,12 +151,10 @@ def run(ctx: RunContext) -> dict[str, Any]:
     return runner_summary
 
 
-declare(__name__,
-    name="orthogonal-filter-mechanism",
+declare(__name__, MechanismConfig,
     summary="Adding problem: the filter RNN with Haar O of det +1 and -1, Haar without its "
             "fixed direction, a cyclic shift and the identity, b = c/T, at several T (issue 28.3).",
     paper=om.PAPER,
-    make_config=MechanismConfig,
     models={kind: Model(f"the filter RNN with filter={kind!r} (b = 1/T, T = lengths[0])",
                         lambda cfg, splits, kind=kind: model_for(cfg, kind, cfg.lengths[0], 1.0))
             for kind in MechanismConfig().filters},

@@ -185,11 +185,9 @@ def sample(cfg: PSMNISTConfig, n: int, seed: int) -> Any:
 
 
 LEARNS = ("fashion-mnist*-filter*", "mnist*-filter*")  # the final runs, not "tune-*"
-declare(__name__,
-    name="orthogonal-psmnist",
+declare(__name__, PSMNISTConfig,
     summary="One additive-filter RNN layer on permuted pixel-by-pixel (Fashion-)MNIST vs LSTM.",
     paper=om.PAPER,
-    make_config=PSMNISTConfig,
     quick={"data.n_train": 160, "data.n_val": 32, "data.n_test": 128, "train.epochs": 1,
            "train.batch_size": 64, "data.names": ("fashion-mnist",), "tuning.n_train": 96,
            "tuning.lrs": (1e-3, 3e-3), "tuning.max_extensions": 0},

@@ -34,7 +34,7 @@ from signalprop.experiments import pairings as pr
 from signalprop.experiments.context import RunContext
 from signalprop.experiments.evidence import rows_of
 from signalprop.experiments.registry import Claim, Model, declare
-from signalprop.experiments.study import Data, Study, Tuning, Variant, run_study
+from signalprop.experiments.study import Data, MLPSize, Study, Tuning, Variant, run_study
 from signalprop.learning.registry import LearningConfig, build_rules
 from signalprop.nn.orthogonal import AdditiveFilterMLP
 from signalprop.train import TrainConfig
@@ -42,11 +42,10 @@ from signalprop.train import TrainConfig
 METHODS = ("bp", "fa", "fa-decor", "readout", "decor-readout")
 
 
-@config_part("model", positive=("width", "depth", "beta_scale"))
-class FilterPairModel:
+@config_part("model", positive=("beta_scale",))
+class FilterPairModel(MLPSize):
     """``model.*``: the filter MLP's width and depth ``L`` (``b = beta_scale / L``)."""
 
-    width: int = 128
     depth: int = 32
     beta_scale: float = 1.0
 
@@ -114,13 +113,11 @@ def check(results: dict[str, Any]) -> tuple[str, str]:
     return text, pr.verdict(help_, extra=control.beyond_noise())
 
 
-declare(__name__,
-    name="pairing-decor-fa",
+declare(__name__, DecorFAConfig,
     summary="Our hypothesis: decorrelation helps feedback alignment through a deep "
             "additive-filter MLP.",
     paper="our hypothesis (issue 29.5), pairing Ahmad 2024 (arXiv 2407.10780), Lillicrap et "
           "al. 2016 (arXiv 1411.0247) and Ceni 2022 (arXiv 2210.01245)",
-    make_config=DecorFAConfig,
     models={"filter": Model("the additive-filter MLP, plain",
                             lambda cfg, splits: filter_net(cfg, splits)),
             "filter-decor": Model("the additive-filter MLP with R in every layer's input and "

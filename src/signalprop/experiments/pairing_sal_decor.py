@@ -33,7 +33,7 @@ from signalprop.experiments.context import RunContext
 from signalprop.experiments.evidence import rows_of
 from signalprop.experiments.registry import Claim, Model, declare
 from signalprop.experiments.sensitivity_models import SALConfig
-from signalprop.experiments.study import Data, Study, Tuning, Variant, run_study
+from signalprop.experiments.study import Data, MLPSize, Study, Tuning, Variant, run_study
 from signalprop.learning.registry import LearningConfig, build_rules
 from signalprop.nn.mlp import MLP
 from signalprop.train import TrainConfig
@@ -41,8 +41,8 @@ from signalprop.train import TrainConfig
 METHODS = ("bp", "decor", "sal", "sal-decor")
 
 
-@config_part("model", positive=("width", "depth", "gain"))
-class TanhPairModel:
+@config_part("model", positive=("gain",))
+class TanhPairModel(MLPSize):
     """``model.*``: ``depth`` tanh layers of ``width`` from the initial gain ``gain``."""
 
     width: int = 64
@@ -122,13 +122,11 @@ def _claim(other: str, name: str) -> Claim:
         paper_data=pr.PAPER_DATA, same_data=pr.SAME_DATA, stochastic=True, learns=("bp-s*",))
 
 
-declare(__name__,
-    name="pairing-sal-decor",
+declare(__name__, SALDecorConfig,
     summary="Our hypothesis: SAL and decorrelation together beat each alone on a deep tanh "
             "MLP.",
     paper="our hypothesis (issue 29.5), pairing Shibata et al. 2021 (arXiv 2012.13134) and "
           "Ahmad 2024 (arXiv 2407.10780)",
-    make_config=SALDecorConfig,
     models={"tanh": Model("the deep tanh MLP at the small gain, plain",
                           lambda cfg, splits: tanh_net(cfg, splits)),
             "tanh-decor": Model("the deep tanh MLP with every layer's input decorrelated",

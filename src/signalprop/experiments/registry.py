@@ -151,16 +151,19 @@ MODULE_NAMES = {"run": "run", "models": "MODELS", "sample": "sample",
                 "legacy_rows": "legacy_rows"}
 
 
-def declare(module: str, **fields: Any) -> Experiment:
-    """:func:`register` the experiment that module ``module`` (pass its ``__name__``) declares.
+def declare(module: str, make_config: Callable[[], Any], **fields: Any) -> Experiment:
+    """:func:`register` the experiment that module ``module`` (pass its ``__name__``) declares,
+    with config ``make_config``.
 
-    The module's ``run``, ``MODELS``, ``sample`` and ``legacy_rows`` (those it defines, see
-    :data:`MODULE_NAMES`) are the experiment's run function, models, sample data and legacy
-    rows; ``fields`` are its other :class:`Experiment` fields and win over the module's names.
+    One file per experiment: its name is the module's (``gated_kernel`` declares
+    ``gated-kernel``), and the module's ``run``, ``MODELS``, ``sample`` and ``legacy_rows``
+    (those it defines, see :data:`MODULE_NAMES`) are its run function, models, sample data and
+    legacy rows; ``fields`` are its other :class:`Experiment` fields and win over the module's.
     """
     namespace = vars(sys.modules[module])
     found = {key: namespace[name] for key, name in MODULE_NAMES.items() if name in namespace}
-    return register(Experiment(**{**found, **fields}))
+    name = module.rsplit(".", 1)[-1].replace("_", "-")
+    return register(Experiment(**{"name": name, **found, **fields, "make_config": make_config}))
 
 
 def _load_all() -> None:

@@ -65,6 +65,15 @@ class Data:
     n_test: int = 5000
 
 
+@config_part("model", positive=("width", "depth"))
+class MLPSize:
+    """An MLP's ``width`` and number of hidden layers ``depth`` (``model.*``): the base of a
+    study's model part, which adds its own fields (a gain, a filter scale)."""
+
+    width: int = 128
+    depth: int = 5
+
+
 @dataclass(frozen=True)
 class Tuning:
     """The learning-rate sweep every variant gets (``tuning.*``).

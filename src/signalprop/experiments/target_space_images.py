@@ -114,11 +114,9 @@ def check(results: dict[str, Any]) -> tuple[str, str]:
             + notes(rows, VARIANTS)), verdict
 
 
-declare(__name__,
-    name="target-space-images",
+declare(__name__, ImagesConfig,
     summary="MLP and CNN on Fashion-MNIST: target vs weight space, loss per epoch and per second.",
     paper=tm.PAPER,
-    make_config=ImagesConfig,
     models={v: Model(f"the {v.split('-')[0].upper()} trained in {v.split('-')[1]} space",
                      lambda cfg, splits, v=v: tm.images_model(*v.split("-"), splits, cfg.model))
             for v in VARIANTS},

@@ -161,11 +161,9 @@ def _sample(cfg: RecallConfig, n: int, seed: int) -> Any:
     return load_sample(cfg.data.name, n, seed, fallback=None, T=k + cfg.data.extra_steps, k=k)
 
 
-declare(__name__,
-    name="target-space-recall",
+declare(__name__, RecallConfig,
     summary="Bit-stream recall with a tanh RNN as the delay grows: target vs weight space.",
     paper=tm.PAPER,
-    make_config=RecallConfig,
     models={side: Model(f"the tanh RNN trained in {side} space, at the longest of the delays",
                         lambda cfg, splits, side=side: tm.recall_model(
                             side, splits, cfg.model, max(cfg.delays)))

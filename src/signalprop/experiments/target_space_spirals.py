@@ -236,11 +236,9 @@ def check(results: dict[str, Any]) -> tuple[str, str]:
     return ours, "not reproduced"
 
 
-declare(__name__,
-    name="target-space-spirals",
+declare(__name__, SpiralsConfig,
     summary="Two spirals with a narrow shortcut MLP: target space vs weight space, lr sweeps.",
     paper=tm.PAPER,
-    make_config=SpiralsConfig,
     models={side: Model(f"the shortcut MLP trained in {side} space",
                         lambda cfg, splits, side=side: tm.spirals_model(
                             side, splits.train.tensors[0], cfg.model))
