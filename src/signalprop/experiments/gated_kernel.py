@@ -228,7 +228,7 @@ MODELS = {v: Model(f"{VARIANT_DESCRIPTIONS[v]}; one output, no biases",
           for v in KERNEL_VARIANTS}
 
 
-def sample_binary(cfg: KernelConfig, n: int, seed: int) -> Splits:
+def sample(cfg: KernelConfig, n: int, seed: int) -> Splits:
     """About ``n`` training examples, half of each class (the first ``n`` hold both)."""
     raw = load_sample(cfg.data.name, max(n, 200), seed, flatten=True)
     return binary_subset(raw, cfg.data.classes, math.ceil(n / 2), n, seed)
@@ -420,7 +420,6 @@ declare(__name__, KernelConfig,
     summary="Label alignment of the neural path kernel during training (learnt vs fixed gates), "
             "in the NPF code's protocol and ours.",
     paper=PAPER,
-    sample=sample_binary,
     quick={"seeds": 2, "train.epochs": 10, "data.n_train": 2000, "data.n_per_class": 50,
            "data.n_test": 500},
     tiny={"train.epochs": 2, "data.n_train": 200, "data.n_per_class": 10, "data.n_test": 50,

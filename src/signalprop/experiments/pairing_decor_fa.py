@@ -21,23 +21,20 @@ did the work: ``readout`` (input and stack frozen at init, only the readout trai
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import nn
 
 from signalprop.config import config_part
 from signalprop.data.splits import Splits
-from signalprop.experiments import decorrelation_models as dm
 from signalprop.experiments import pairings as pr
 from signalprop.experiments.context import RunContext
 from signalprop.experiments.evidence import rows_of
 from signalprop.experiments.registry import Claim, Model, declare
-from signalprop.experiments.study import Data, MLPSize, Study, Tuning, Variant, run_study
-from signalprop.learning.registry import LearningConfig, build_rules
+from signalprop.experiments.study import MLPSize, Tuning
+from signalprop.learning.registry import build_rules
 from signalprop.nn.orthogonal import AdditiveFilterMLP
-from signalprop.train import TrainConfig
 
 METHODS = ("bp", "fa", "fa-decor", "readout", "decor-readout")
 
@@ -51,24 +48,17 @@ class FilterPairModel(MLPSize):
 
 
 @dataclass(frozen=True)
-class DecorFAConfig:
-    data: Data = field(default_factory=pr.default_data)
+class DecorFAConfig(pr.PairingConfig):
+    METHODS: ClassVar[tuple[str, ...]] = METHODS
     model: FilterPairModel = field(default_factory=FilterPairModel)
-    train: TrainConfig = field(default_factory=pr.default_train)
-    learning: LearningConfig = field(default_factory=dm.decor_learning)
     tuning: Tuning = field(default_factory=lambda: Tuning(lrs=pr.LRS))
     methods: tuple[str, ...] = METHODS
     seeds: int = 3
 
-    def __post_init__(self) -> None:
-        pr.check_methods(self.methods, METHODS)
-
 
 def filter_net(cfg: DecorFAConfig, splits: Splits) -> AdditiveFilterMLP:
     """The filter MLP for ``splits`` (inputs flattened)."""
-    m = cfg.model
-    return AdditiveFilterMLP(math.prod(splits.input_shape), m.width, m.depth, splits.num_classes,
-                             beta_scale=m.beta_scale)
+    return AdditiveFilterMLP(*cfg.model.dims(splits), beta_scale=cfg.model.beta_scale)
 
 
 def build(cfg: DecorFAConfig, method: str, splits: Splits, seed: int
@@ -86,20 +76,8 @@ def build(cfg: DecorFAConfig, method: str, splits: Splits, seed: int
     return model, rules
 
 
-def study(ctx: RunContext) -> Study:
-    cfg: DecorFAConfig = ctx.config
-
-    def variant(method: str) -> Variant:
-        return Variant(method, lambda point, setting, splits, seed:
-                       build(cfg, method, splits, seed))
-
-    return Study(variants=[variant(m) for m in cfg.methods], train=cfg.train,
-                 data=lambda ctx, point: pr.load(ctx, cfg.data), tuning=cfg.tuning,
-                 seeds=cfg.seeds)
-
-
 def run(ctx: RunContext) -> dict[str, Any]:
-    return run_study(ctx, study(ctx))
+    return pr.run(ctx, build)
 
 
 def check(results: dict[str, Any]) -> tuple[str, str]:

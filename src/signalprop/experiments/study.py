@@ -73,6 +73,11 @@ class MLPSize:
     width: int = 128
     depth: int = 5
 
+    def dims(self, splits: Splits) -> tuple[int, int, int, int]:
+        """``(in_features, width, depth, out_features)`` of this MLP on ``splits`` (inputs
+        flattened)."""
+        return math.prod(splits.input_shape), self.width, self.depth, splits.num_classes
+
 
 @dataclass(frozen=True)
 class Tuning:
