@@ -115,7 +115,8 @@ def _vanishing(results: dict[str, Any]) -> tuple[str, str]:
     return f"last/first layer gradient ratio {ratio:.3g}", at_least(ratio, 100.0, 10.0)
 
 
-declare(__name__, TanhMLPConfig,
+declare(
+    __name__, TanhMLPConfig,
     summary="A deep tanh MLP at torch's default init has vanishing gradients (baseline).",
     paper="Glorot & Bengio 2010 (baseline for all methods)",
     quick={"train.epochs": 3, "data.n_train": 1000, "model.depth": 20},

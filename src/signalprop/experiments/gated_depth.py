@@ -247,7 +247,8 @@ def _kernel_mechanism(results: dict[str, Any]) -> tuple[str, str]:
     return text, verdict
 
 
-declare(__name__, DepthConfig,
+declare(
+    __name__, DepthConfig,
     summary="Fixed random gates: training speed vs depth at fixed width, with the path kernel's "
             "conditioning and finite-width fluctuation.",
     paper=PAPER,

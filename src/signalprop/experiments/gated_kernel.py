@@ -416,7 +416,8 @@ def _alignment_improves(results: dict[str, Any]) -> tuple[str, str]:
     return text, "not reproduced"
 
 
-declare(__name__, KernelConfig,
+declare(
+    __name__, KernelConfig,
     summary="Label alignment of the neural path kernel during training (learnt vs fixed gates), "
             "in the NPF code's protocol and ours.",
     paper=PAPER,

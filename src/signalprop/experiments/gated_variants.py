@@ -197,7 +197,8 @@ def _gates_hold_the_information(results: dict[str, Any]) -> tuple[str, str]:
             at_least(recovered, 0.6, 0.3))
 
 
-declare(__name__, VariantsConfig,
+declare(
+    __name__, VariantsConfig,
     summary="Deep gated network variants (fixed random / fixed learnt / decoupled gates, DLGN, "
             "ReLU) on the NPF paper's FC 5x128 table.",
     paper=PAPER,

@@ -246,7 +246,8 @@ def sample(cfg: DeepMLPConfig, n: int, seed: int) -> Any:
     return load_sample(cfg.data.name, n, seed, flatten=True)
 
 
-declare(__name__, DeepMLPConfig,
+declare(
+    __name__, DeepMLPConfig,
     summary="A 50,000-layer additive-filter MLP trains by backprop; plain/residual MLPs compared.",
     paper=om.PAPER,
     quick={"model.depth": 300, "model.jacobian_depth": 300, "data.n_train": 1000,

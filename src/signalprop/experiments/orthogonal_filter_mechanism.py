@@ -151,7 +151,8 @@ def run(ctx: RunContext) -> dict[str, Any]:
     return runner_summary
 
 
-declare(__name__, MechanismConfig,
+declare(
+    __name__, MechanismConfig,
     summary="Adding problem: the filter RNN with Haar O of det +1 and -1, Haar without its "
             "fixed direction, a cyclic shift and the identity, b = c/T, at several T (issue 28.3).",
     paper=om.PAPER,

@@ -258,7 +258,8 @@ def per_t_rule(task: str, learns: str, reproduced: str) -> str:
             "learned at some T; not reproduced: at no checked T; not checked: no T checked")
 
 
-declare(__name__, LongMemoryConfig,
+declare(
+    __name__, LongMemoryConfig,
     summary="Adding problem, cue recall and fixed-lag recall at T up to 10,000: filter RNN vs "
             "nn.RNN, nn.LSTM, a frozen-recurrence control and LEM (positive control), tuned "
             "learning rates, equal step budgets.",

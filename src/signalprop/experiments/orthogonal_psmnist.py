@@ -185,7 +185,8 @@ def sample(cfg: PSMNISTConfig, n: int, seed: int) -> Any:
 
 
 LEARNS = ("fashion-mnist*-filter*", "mnist*-filter*")  # the final runs, not "tune-*"
-declare(__name__, PSMNISTConfig,
+declare(
+    __name__, PSMNISTConfig,
     summary="One additive-filter RNN layer on permuted pixel-by-pixel (Fashion-)MNIST vs LSTM.",
     paper=om.PAPER,
     quick={"data.n_train": 160, "data.n_val": 32, "data.n_test": 128, "train.epochs": 1,

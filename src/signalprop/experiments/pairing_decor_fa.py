@@ -91,7 +91,8 @@ def check(results: dict[str, Any]) -> tuple[str, str]:
     return text, pr.verdict(help_, extra=control.beyond_noise())
 
 
-declare(__name__, DecorFAConfig,
+declare(
+    __name__, DecorFAConfig,
     summary="Our hypothesis: decorrelation helps feedback alignment through a deep "
             "additive-filter MLP.",
     paper="our hypothesis (issue 29.5), pairing Ahmad 2024 (arXiv 2407.10780), Lillicrap et "

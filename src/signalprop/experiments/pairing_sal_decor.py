@@ -101,7 +101,8 @@ def _claim(other: str, name: str) -> Claim:
         paper_data=pr.PAPER_DATA, same_data=pr.SAME_DATA, stochastic=True, learns=("bp-s*",))
 
 
-declare(__name__, SALDecorConfig,
+declare(
+    __name__, SALDecorConfig,
     summary="Our hypothesis: SAL and decorrelation together beat each alone on a deep tanh "
             "MLP.",
     paper="our hypothesis (issue 29.5), pairing Shibata et al. 2021 (arXiv 2012.13134) and "

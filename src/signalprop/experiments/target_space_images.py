@@ -114,7 +114,8 @@ def check(results: dict[str, Any]) -> tuple[str, str]:
             + notes(rows, VARIANTS)), verdict
 
 
-declare(__name__, ImagesConfig,
+declare(
+    __name__, ImagesConfig,
     summary="MLP and CNN on Fashion-MNIST: target vs weight space, loss per epoch and per second.",
     paper=tm.PAPER,
     models={v: Model(f"the {v.split('-')[0].upper()} trained in {v.split('-')[1]} space",

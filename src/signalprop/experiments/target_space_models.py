@@ -10,7 +10,9 @@ In target space a layer's weights are not parameters: the parameters are the lay
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -18,6 +20,7 @@ from torch import nn
 from signalprop.config import in_range, one_of, positive, positive_fields
 from signalprop.data.splits import Splits, tensors
 from signalprop.errors import ConfigError
+from signalprop.experiments.registry import Model
 from signalprop.nn.target_space import (
     MODES,
     ShortcutMLP,
@@ -31,6 +34,15 @@ from signalprop.nn.target_space_rnn import ElmanRNN, TargetSpaceRNN
 
 PAPER = "Fairbank, Samothrakis & Citi, Deep Learning in Target Space, JMLR 2022 (arXiv 2006.01578)"
 SPACES = ("target", "weight")
+
+
+def space_models(net: str, build: Callable[[str, Any, Splits], nn.Module],
+                 note: str = "") -> dict[str, Model]:
+    """One model per space (:data:`SPACES`): "the ``net`` trained in <side> space``note``",
+    made by ``build(side, config, splits)``."""
+    return {side: Model(f"the {net} trained in {side} space{note}",
+                        lambda cfg, splits, side=side: build(side, cfg, splits))
+            for side in SPACES}
 
 
 def x_bar(splits: Splits, n_bar: int) -> torch.Tensor:

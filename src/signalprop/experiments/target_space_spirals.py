@@ -31,7 +31,7 @@ from signalprop.experiments import target_space_models as tm
 from signalprop.experiments.context import RunContext
 from signalprop.experiments.evidence import Row, notes, rows_of, rows_table, select
 from signalprop.experiments.lr_tuning import log_spaced
-from signalprop.experiments.registry import Claim, Model, declare
+from signalprop.experiments.registry import Claim, declare
 from signalprop.experiments.samples import load_sample
 from signalprop.experiments.study import Tuning
 from signalprop.train import TrainConfig, make_optimizer, seed_everything
@@ -236,13 +236,12 @@ def check(results: dict[str, Any]) -> tuple[str, str]:
     return ours, "not reproduced"
 
 
-declare(__name__, SpiralsConfig,
+declare(
+    __name__, SpiralsConfig,
     summary="Two spirals with a narrow shortcut MLP: target space vs weight space, lr sweeps.",
     paper=tm.PAPER,
-    models={side: Model(f"the shortcut MLP trained in {side} space",
-                        lambda cfg, splits, side=side: tm.spirals_model(
-                            side, splits.train.tensors[0], cfg.model))
-            for side in tm.SPACES},
+    models=tm.space_models("shortcut MLP", lambda side, cfg, splits: tm.spirals_model(
+        side, splits.train.tensors[0], cfg.model)),
     sample=lambda cfg, n, seed: load_sample("spirals", n, seed, fallback=None,
                                             noise=cfg.data.noise, turns=cfg.data.turns),
     quick={"train.epochs": 600, "seeds": 3, "tuning.repeats": 2, "data.turns": 2.0,
