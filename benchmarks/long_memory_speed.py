@@ -1,5 +1,6 @@
 """One training step (forward + backward) at T = 10,000: the additive-filter RNN's hand-written
-BPTT against its autograd loop, LEM and torch.nn.LSTM, and against its GEMM floor.
+BPTT (its time loops in C++, ``filter_bptt``, and in Python, ``filter_bptt_python``) against
+its autograd loop, LEM and torch.nn.LSTM, and against its GEMM floor.
 
 Adding-problem shapes (2 input features, a linear head on the last state, squared loss),
 batch 50, one thread, every model timed in this process by its CPU time
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -22,6 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from signalprop.nn.filter_bptt_native import ENV, native_loops
 from signalprop.nn.lem import LEM
 from signalprop.nn.orthogonal_rnn import AdditiveFilterRNN
 from signalprop.nn.readout import LastStepClassifier
@@ -99,9 +102,15 @@ def main() -> None:
     report: dict = {"steps": args.steps, "batch": args.batch, "threads": 1,
                     "machine": platform.processor() or platform.machine(),
                     "torch": torch.__version__, "hidden": {}}
+    report["native_loops"] = native_loops() is not None
     for hidden in args.hidden:
-        times = {name: step_time(m, x, y, args.repeats)
-                 for name, m in models(hidden, args.steps).items()}
+        times = {}
+        for name, m in models(hidden, args.steps).items():
+            times[name] = step_time(m, x, y, args.repeats)
+            if name == "filter_bptt":  # the same model with the Python time loops
+                os.environ[ENV] = "0"
+                times["filter_bptt_python"] = step_time(m, x, y, args.repeats)
+                os.environ[ENV] = "1"
         times["gemm_floor"], times["gemm_batched"] = gemm_floor(args.steps, args.batch, hidden,
                                                                 args.repeats)
         per_step = {k: v / args.steps * 1e6 for k, v in times.items()}

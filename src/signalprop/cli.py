@@ -117,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _cmd_list(args: argparse.Namespace) -> int:
     from signalprop import config as config_lib
+    from signalprop.experiments.paper_budgets import scales_of
+    from signalprop.experiments.paper_scale import default_data, scale_row
     from signalprop.experiments.registry import all_experiments, get_experiment
 
     if args.config:
@@ -127,10 +129,17 @@ def _cmd_list(args: argparse.Namespace) -> int:
             print(f"{key} = {value!r}")
         return 0
     for exp in all_experiments():
+        defaults = config_lib.to_dict(exp.make_config())
         print(f"{exp.name:28s} {exp.summary}")
         print(f"{'':28s}   models: {', '.join(exp.models)}")
-        for claim in exp.claims:
+        scales = scales_of(exp.name, len(exp.claims))
+        for claim, scale in zip(exp.claims, scales, strict=True):
             print(f"{'':28s}   claim: {claim.text} [{claim.source}]")
+            print(f"{'':28s}   data: ours {default_data(defaults, claim.same_data)}; "
+                  f"paper {claim.paper_data}")
+            scale_text = scale_row(scale, defaults)[0]
+            if scale_text:
+                print(f"{'':28s}   scale: {scale_text}")
             print(f"{'':28s}   rule v{claim.rule_version}: {claim.rule}")
     return 0
 

@@ -179,13 +179,15 @@ def evaluate_claims(experiment: Experiment, summary: dict[str, Any], command: st
     ``legacy_rows`` reads them from the results it stored then.
     """
     from signalprop.experiments.judging import judge
+    from signalprop.experiments.paper_budgets import scales_of
 
     health = summary.get("health", {}) if health is None else health
     results = summary.get("results")
     if isinstance(results, dict):
         summary = {**summary, "results": experiment.with_rows(results)}
-    return [judge(claim, summary, command=command, quick=quick, health=health, config=config)
-            for claim in experiment.claims]
+    scales = scales_of(experiment.name, len(experiment.claims))
+    return [judge(claim, summary, command=command, quick=quick, health=health, config=config,
+                  scale=scale) for claim, scale in zip(experiment.claims, scales, strict=True)]
 
 
 def run_experiment(
@@ -271,7 +273,8 @@ def run_experiment(
         from signalprop.experiments.judging import subrun_health
 
         summary["health"] = subrun_health(run_dir)
-    summary["claims"] = evaluate_claims(experiment, summary, command, quick=quick)
+    summary["claims"] = evaluate_claims(experiment, summary, command, quick=quick,
+                                        config=record["config"])
     ctx.write_json("summary.json", summary)
     return run_dir
 

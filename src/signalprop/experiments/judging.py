@@ -20,6 +20,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from signalprop.experiments.paper_scale import Scale, judge_at_scale
 from signalprop.experiments.registry import VERDICTS, Claim
 from signalprop.metrics_file import metrics_lines, metrics_path
 from signalprop.runs import RESULT, find_subrun_dirs, subrun_name
@@ -166,8 +167,11 @@ def verdict_label(verdict: str, *, ours: list[str], claim_data: str, same: bool,
 
 
 def judge(claim: Claim, summary: dict[str, Any], *, command: str, quick: bool,
-          health: dict[str, dict[str, Any]], config: dict[str, Any] | None = None) -> dict:
-    """One claim row: the rule's verdict after the run-health and data checks, with labels."""
+          health: dict[str, dict[str, Any]], config: dict[str, Any] | None = None,
+          scale: Scale | None = None) -> dict:
+    """One claim row: the rule's verdict after the run-health, data and scale checks (a "not
+    reproduced" below the paper's budget: :func:`~signalprop.experiments.paper_scale.
+    judge_at_scale`), with labels and the paper's budget beside ours."""
     results = summary.get("results", {}) if isinstance(summary.get("results"), dict) else {}
     try:
         ours, verdict = claim.check(results)
@@ -185,6 +189,7 @@ def judge(claim: Claim, summary: dict[str, Any], *, command: str, quick: bool,
             ours = (f"not checked: ran on the fallback {data_name(str(fb.get('used')))} because "
                     f"{data_name(str(fb.get('wanted')))} is missing; {ours}")
             verdict = "not checked"
+    verdict, ours, scale_text = judge_at_scale(verdict, ours, scale, config)
     seeds = seed_count(claim, results)
     label = verdict_label(verdict, ours=used, claim_data=claim.paper_data, same=same,
                           note=indicative_note(quick, seeds))
@@ -192,6 +197,6 @@ def judge(claim: Claim, summary: dict[str, Any], *, command: str, quick: bool,
         "claim": claim.text, "source": claim.source, "paper_value": claim.paper_value,
         "our_value": ours, "verdict": verdict, "label": label,
         "dataset": results.get("dataset", ", ".join(used)), "paper_data": claim.paper_data,
-        "seeds": seeds, "rule": claim.rule, "rule_version": claim.rule_version,
+        "scale": scale_text, "seeds": seeds, "rule": claim.rule, "rule_version": claim.rule_version,
         "command": command,
     }

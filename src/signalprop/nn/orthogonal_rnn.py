@@ -33,6 +33,7 @@ from signalprop.config import require_int
 from signalprop.errors import ConfigError
 from signalprop.nn import reusable_buffers
 from signalprop.nn.cell_layer import CellLayer
+from signalprop.nn.filter_bptt_native import native_loops
 from signalprop.nn.orthogonal import activate, check_positive, filter_mixing
 from signalprop.nn.orthogonal_filters import FILTERS, make_filter
 from signalprop.nn.precision import autocast_off, float32_inputs, only_grad_transforms
@@ -66,6 +67,10 @@ def _run_recurrence(x: Tensor, h0: Tensor, weight_ih: Tensor, bias: Tensor | Non
     permute = filt.dtype == torch.long
     w_t = weight.t() * k
     o_t = filt if permute else filt.t()
+    native = native_loops()
+    if native is not None:
+        native.forward_loop(acts, states, w_t, o_t, a, b, tanh, permute)
+        return states, acts
     for p_t, h, h_t in zip(acts.unbind(0), states[:-1].unbind(0), states[1:].unbind(0),
                            strict=True):
         p_t.addmm_(h, w_t)
@@ -144,8 +149,11 @@ class _AdditiveFilterBPTT(torch.autograd.Function):
                 g.add_(direct[-1])
             permute = filt.dtype == torch.long
             filt_a = torch.argsort(filt) if permute else filt * a
+            native = native_loops()
+            if native is not None:
+                g = native.backward_loop(acts, g, direct, weight, filt_a, a, permute)
             buffers = (torch.empty_like(g), torch.empty_like(g))
-            for t in range(steps - 1, -1, -1):
+            for t in range(steps - 1 if native is None else -1, -1, -1):
                 gz = acts[t].mul_(g)  # dL/dz_t overwrites the slope
                 if t > 0 and direct is not None:
                     nxt = torch.addmm(direct[t - 1], gz, weight, out=buffers[t % 2])

@@ -100,7 +100,8 @@ def rule_text(c: dict[str, Any]) -> str:
 
 def data_text(c: dict[str, Any]) -> str:
     ours = MISSING if c.get("dataset") in (None, "") else fmt_value(c["dataset"])
-    return f"{ours} ({c['paper_data']})" if c.get("paper_data") else ours
+    text = f"{ours} ({c['paper_data']})" if c.get("paper_data") else ours
+    return f"{text}\nscale: {c['scale']}" if c.get("scale") else text
 
 
 def claim_cells(c: dict[str, Any]) -> list[str]:

@@ -64,7 +64,9 @@ def render_results_block(data: dict[str, Any]) -> str:
                   "|---|---|---|---|---|---|---|---|"]
         for c in data["claims"]:
             cells = [c.get(k, "") for k in ("experiment", "claim", "source", "paper_value",
-                                            "our_value", "dataset")]
+                                            "our_value")]
+            cells.append(f"{c.get('dataset', '')}; scale: {c['scale']}" if c.get("scale")
+                         else c.get("dataset", ""))
             cells.append(c.get("verdict_text", c.get("verdict", "")))
             lines.append("| " + " | ".join(_cell(v) for v in cells)
                          + f" | `{_cell(c.get('command', ''))}` |")

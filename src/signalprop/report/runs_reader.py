@@ -27,8 +27,9 @@ from signalprop.experiments.registry import get_experiment
 from signalprop.metrics_file import THINNED, metrics_lines, metrics_path, usable_profile
 from signalprop.runs import CONFIG, FIGURES, RESULT, SUMMARY, find_subrun_dirs, subrun_name
 
-CLAIM_FIELDS = ("claim", "source", "paper_value", "our_value", "dataset", "paper_data", "verdict",
-                "label", "rule", "rule_version", "rule_now", "seeds", "now", "change", "command")
+CLAIM_FIELDS = ("claim", "source", "paper_value", "our_value", "dataset", "paper_data", "scale",
+                "verdict", "label", "rule", "rule_version", "rule_now", "seeds", "now", "change",
+                "command")
 
 _DIR_TIMESTAMP = re.compile(r"(\d{8})-(\d{6})")
 
