@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="benchmark JSON file or folder (default: benchmarks/results)")
     p_report.add_argument("--readme", type=Path, default=None,
                           help="also rewrite the results section of this README")
+    p_report.add_argument("--standalone", action="store_true",
+                          help="inline the figures in index.html (one page that opens on its "
+                               "own) instead of referring to figures/*.png")
 
     p_repro = sub.add_parser("reproduce", help="run every experiment, then the report")
     size = p_repro.add_mutually_exclusive_group()
@@ -204,14 +207,14 @@ def _benchmark_paths(given: list[Path] | None) -> list[Path]:
 
 
 def _write_report(run_dirs: list[Path], out: Path, benchmarks: list[Path] | None,
-                  readme: Path | None) -> None:
+                  readme: Path | None, standalone: bool = False) -> None:
     """Report (README.md, index.html, figures), results.json and, optionally, a README block."""
     from signalprop.report import build_report
     from signalprop.report.results_block import render_results_block, results_data, update_readme
     from signalprop.storage import atomic_write_json
 
     bench = _benchmark_paths(benchmarks)
-    index = build_report(run_dirs, out, benchmarks=bench)
+    index = build_report(run_dirs, out, benchmarks=bench, standalone=standalone)
     data = results_data(run_dirs, bench, " ".join(["signalprop", *sys.argv[1:]]))
     atomic_write_json(out / "results.json", data)
     if readme is not None:
@@ -231,7 +234,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
             raise SignalpropError(f"run directory not found: {path}")
     _check_readme(args.readme)
     check_writable(args.out)
-    _write_report(list(args.run_dirs), args.out, args.benchmarks, args.readme)
+    _write_report(list(args.run_dirs), args.out, args.benchmarks, args.readme, args.standalone)
     return 0
 
 

@@ -43,6 +43,48 @@ def non_negative(name: str, value: float) -> None:
         raise ConfigError(f"{name} must be >= 0, got {value!r}")
 
 
+def positive_fields(cfg: Any, section: str, *names: str) -> None:
+    """:func:`positive` on each field ``names`` of the config part ``cfg``, in order, each named
+    ``<section>.<field>`` (``model.width must be > 0, got 0``)."""
+    for name in names:
+        positive(f"{section}.{name}", getattr(cfg, name))
+
+
+def non_negative_fields(cfg: Any, section: str, *names: str) -> None:
+    """:func:`non_negative` on each field ``names`` of ``cfg``, as :func:`positive_fields`."""
+    for name in names:
+        non_negative(f"{section}.{name}", getattr(cfg, name))
+
+
+@typing.dataclass_transform(frozen_default=True)
+def config_part(section: str, positive: tuple[str, ...] = (),
+                non_negative: tuple[str, ...] = ()) -> typing.Callable[[type[T]], type[T]]:
+    """Class decorator: a frozen dataclass for the config part ``section`` (``data``, ``model``,
+    ...) whose ``positive`` fields must be > 0 and ``non_negative`` ones >= 0, checked (with
+    :func:`positive_fields` and :func:`non_negative_fields`) before the class's own
+    ``__post_init__``, if it has one, and after a base class's (when it has none of its own).
+    ``@config_part("model", positive=("width",))`` stands for ``@dataclass(frozen=True)`` and a
+    ``__post_init__`` that checks ``model.width > 0``."""
+
+    def wrap(cls: type[T]) -> type[T]:
+        own = cls.__dict__.get("__post_init__")
+
+        def __post_init__(self: Any) -> None:
+            inherited = getattr(super(cls, self), "__post_init__", None)
+            if own is None and inherited is not None:  # a base part's checks come first
+                inherited()
+            positive_fields(self, section, *positive)
+            non_negative_fields(self, section, *non_negative)
+            if own is not None:
+                own(self)
+
+        __post_init__.__qualname__ = f"{cls.__qualname__}.__post_init__"
+        cls.__post_init__ = __post_init__  # type: ignore[attr-defined]
+        return dataclasses.dataclass(frozen=True)(cls)
+
+    return wrap
+
+
 def in_range(name: str, value: float, low: float, high: float) -> None:
     """Raise ConfigError unless ``low <= value <= high``."""
     if not low <= value <= high:

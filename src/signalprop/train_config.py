@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from signalprop import training_options as options
-from signalprop.config import non_negative, one_of, positive
+from signalprop.config import non_negative, non_negative_fields, one_of, positive, positive_fields
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 
@@ -45,13 +45,9 @@ class TrainConfig:
     log: str = "jsonl"
 
     def __post_init__(self) -> None:
-        positive("train.epochs", self.epochs)
-        positive("train.batch_size", self.batch_size)
-        positive("train.lr", self.lr)
+        positive_fields(self, "train", "epochs", "batch_size", "lr")
         one_of("train.optimizer", self.optimizer, OPTIMIZERS)
-        non_negative("train.momentum", self.momentum)
-        non_negative("train.weight_decay", self.weight_decay)
-        non_negative("train.grad_clip", self.grad_clip)
+        non_negative_fields(self, "train", "momentum", "weight_decay", "grad_clip")
         positive("train.log_every", self.log_every)
         non_negative("train.max_steps_per_epoch", self.max_steps_per_epoch)
         positive("train.eval_batch_size", self.eval_batch_size)

@@ -84,16 +84,34 @@ def test_run_without_summary_is_incomplete(make_run, tmp_path: Path) -> None:
     assert list((out / "figures").glob("*-loss.png"))
 
 
-def test_html_is_self_contained(make_run, tmp_path: Path) -> None:
-    make_run(figure_png=tiny_png())
-    page = build_report([tmp_path / "runs"], tmp_path / "r").read_text()
+def _offline_images(page: str) -> list[str]:
+    """The page's image sources, after checking that it loads nothing from the network."""
     assert not re.search(r"https?://", page)
     assert not re.search(r"<(script|link|iframe)\b", page, re.I)
     srcs = re.findall(r"<img\b[^>]*\bsrc=\"([^\"]*)\"", page)
     assert len(srcs) == len(re.findall(r"<img\b", page)) >= 4
+    return srcs
+
+
+def test_html_refers_to_each_figure_file_once(make_run, tmp_path: Path) -> None:
+    make_run(figure_png=tiny_png())
+    out = tmp_path / "r"
+    page = build_report([tmp_path / "runs"], out).read_text()
+    srcs = _offline_images(page)
+    assert "data:image" not in page
+    assert sorted(srcs) == sorted(f"figures/{p.name}" for p in (out / "figures").glob("*.png"))
+    assert all((out / src).read_bytes().startswith(PNG_SIGNATURE) for src in srcs)
+
+
+def test_standalone_html_is_self_contained(make_run, tmp_path: Path) -> None:
+    make_run(figure_png=tiny_png())
+    out = tmp_path / "r"
+    page = build_report([tmp_path / "runs"], out, standalone=True).read_text()
+    srcs = _offline_images(page)
     for src in srcs:
         assert src.startswith("data:image/png;base64,")
         assert base64.b64decode(src.split(",", 1)[1]).startswith(PNG_SIGNATURE)
+    assert len(srcs) == len(list((out / "figures").glob("*.png")))
     hrefs = re.findall(r"href=\"([^\"]*)\"", page)
     # anchors, or links to the copied raw run files next to the page (navigation, not loads)
     assert all(h.startswith("#") or (tmp_path / "r" / h).is_dir() for h in hrefs)

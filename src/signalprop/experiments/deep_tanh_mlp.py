@@ -18,11 +18,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from signalprop.config import positive
+from signalprop.config import config_part
 from signalprop.experiments.common import at_least, grad_norm_profile
 from signalprop.experiments.context import RunContext
 from signalprop.experiments.evidence import Row, per_seed, rows_of, rows_table
-from signalprop.experiments.registry import Claim, Experiment, Model, register
+from signalprop.experiments.registry import Claim, Model, declare
 from signalprop.experiments.samples import flatten_options, load_sample
 from signalprop.nn.mlp import MLP
 from signalprop.train import TrainConfig
@@ -39,19 +39,13 @@ class TanhMLPData:
     n_test: int = 1000
 
 
-@dataclass(frozen=True)
+@config_part("model", positive=("width", "depth", "shallow_depth", "gain"))
 class DeepTanhModelConfig:
     width: int = 64
     depth: int = 30
     shallow_depth: int = 2
     activation: str = "tanh"
     gain: float = 1 / math.sqrt(3)
-
-    def __post_init__(self) -> None:
-        positive("model.width", self.width)
-        positive("model.depth", self.depth)
-        positive("model.shallow_depth", self.shallow_depth)
-        positive("model.gain", self.gain)
 
 
 @dataclass(frozen=True)
@@ -121,15 +115,10 @@ def _vanishing(results: dict[str, Any]) -> tuple[str, str]:
     return f"last/first layer gradient ratio {ratio:.3g}", at_least(ratio, 100.0, 10.0)
 
 
-register(Experiment(
-    name="deep-tanh-mlp",
+declare(
+    __name__, TanhMLPConfig,
     summary="A deep tanh MLP at torch's default init has vanishing gradients (baseline).",
     paper="Glorot & Bengio 2010 (baseline for all methods)",
-    make_config=TanhMLPConfig,
-    run=run,
-    models=MODELS,
-    sample=sample,
-    legacy_rows=legacy_rows,
     quick={"train.epochs": 3, "data.n_train": 1000, "model.depth": 20},
     tiny={"train.epochs": 1, "data.n_train": 300, "data.n_test": 100, "model.depth": 8},
     claims=(Claim(
@@ -143,4 +132,4 @@ register(Experiment(
         paper_data="Shapeset-3x2, MNIST, CIFAR-10", same_data=("mnist",),
         learns=("shallow",),
     ),),
-))
+)

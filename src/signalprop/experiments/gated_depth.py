@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch.utils.data import TensorDataset
 
-from signalprop.config import one_of, positive
+from signalprop.config import config_part, one_of, positive
 from signalprop.data.splits import Splits, tensors
 from signalprop.diagnostics.path_kernel import (
     condition_number,
@@ -38,7 +38,7 @@ from signalprop.experiments.common import curve
 from signalprop.experiments.context import RunContext
 from signalprop.experiments.evidence import Row, per_seed, rows_of, rows_table
 from signalprop.experiments.gated_models import PAPER, accuracy, sample_flat
-from signalprop.experiments.registry import Claim, Experiment, Model, register
+from signalprop.experiments.registry import Claim, Model, declare
 from signalprop.experiments.stats import Difference, log_linear_fit, rank_correlation
 from signalprop.nn.gated import gated_mlp
 from signalprop.train import TrainConfig
@@ -47,17 +47,12 @@ VARIANT = "frnpf-di"
 KERNEL_METRICS = ("condition", "off_diagonal", "deviation")
 
 
-@dataclass(frozen=True)
+@config_part("data", positive=("n_train", "n_kernel", "n_fluctuation"))
 class DepthData:
     name: str = "fashion-mnist"
     n_train: int = 4000
     n_kernel: int = 200
     n_fluctuation: int = 40
-
-    def __post_init__(self) -> None:
-        positive("data.n_train", self.n_train)
-        positive("data.n_kernel", self.n_kernel)
-        positive("data.n_fluctuation", self.n_fluctuation)
 
 
 @dataclass(frozen=True)
@@ -252,16 +247,12 @@ def _kernel_mechanism(results: dict[str, Any]) -> tuple[str, str]:
     return text, verdict
 
 
-register(Experiment(
-    name="gated-depth",
+declare(
+    __name__, DepthConfig,
     summary="Fixed random gates: training speed vs depth at fixed width, with the path kernel's "
             "conditioning and finite-width fluctuation.",
     paper=PAPER,
-    make_config=DepthConfig,
-    run=run,
-    models=MODELS,
     sample=sample_flat,
-    legacy_rows=legacy_rows,
     quick={"data.n_train": 1000, "data.n_kernel": 100, "data.n_fluctuation": 16,
            "model.width": 64, "model.depths": (1, 2, 4, 8, 16), "seeds": 1,
            "train.epochs": 3},
@@ -288,4 +279,4 @@ register(Experiment(
                    "0.8); both: reproduced, one: partly, none: not reproduced",
               paper_data="synthetic data (DGN paper)"),
     ),
-))
+)

@@ -36,7 +36,13 @@ from typing import Any
 import torch
 from torch.utils.data import TensorDataset
 
-from signalprop.config import in_range, non_negative, one_of, positive
+from signalprop.config import (
+    config_part,
+    in_range,
+    non_negative_fields,
+    one_of,
+    positive,
+)
 from signalprop.data.splits import Splits, tensors
 from signalprop.diagnostics.path_kernel import label_alignment, path_kernel
 from signalprop.errors import ConfigError
@@ -44,7 +50,7 @@ from signalprop.experiments.common import at_least, curve, epoch_records
 from signalprop.experiments.context import RunContext
 from signalprop.experiments.evidence import Row, notes, per_seed, rows_of, select
 from signalprop.experiments.gated_models import ORDER, PAPER
-from signalprop.experiments.registry import Claim, Experiment, Model, register
+from signalprop.experiments.registry import Claim, Model, declare
 from signalprop.experiments.samples import load_sample
 from signalprop.experiments.stats import Side
 from signalprop.experiments.study import Study, Tuning, Variant, run_study
@@ -77,24 +83,17 @@ class KernelData:
         if len(self.classes) != 2 or self.classes[0] == self.classes[1]:
             raise ConfigError(f"data.classes must be two different labels, got {self.classes}")
         positive("data.n_per_class", self.n_per_class)
-        non_negative("data.n_train", self.n_train)
-        non_negative("data.n_test", self.n_test)
+        non_negative_fields(self, "data", "n_train", "n_test")
         if self.name in self.also:
             raise ConfigError(f"data.also repeats data.name ({self.name!r})")
 
 
-@dataclass(frozen=True)
+@config_part("model", positive=("width", "depth", "every"), non_negative=("ridge",))
 class KernelModel:
     width: int = 100
     depth: int = 5
     every: int = 2
     ridge: float = 1e-6
-
-    def __post_init__(self) -> None:
-        positive("model.width", self.width)
-        positive("model.depth", self.depth)
-        positive("model.every", self.every)
-        non_negative("model.ridge", self.ridge)
 
 
 @dataclass(frozen=True)
@@ -229,7 +228,7 @@ MODELS = {v: Model(f"{VARIANT_DESCRIPTIONS[v]}; one output, no biases",
           for v in KERNEL_VARIANTS}
 
 
-def sample_binary(cfg: KernelConfig, n: int, seed: int) -> Splits:
+def sample(cfg: KernelConfig, n: int, seed: int) -> Splits:
     """About ``n`` training examples, half of each class (the first ``n`` hold both)."""
     raw = load_sample(cfg.data.name, max(n, 200), seed, flatten=True)
     return binary_subset(raw, cfg.data.classes, math.ceil(n / 2), n, seed)
@@ -417,16 +416,11 @@ def _alignment_improves(results: dict[str, Any]) -> tuple[str, str]:
     return text, "not reproduced"
 
 
-register(Experiment(
-    name="gated-kernel",
+declare(
+    __name__, KernelConfig,
     summary="Label alignment of the neural path kernel during training (learnt vs fixed gates), "
             "in the NPF code's protocol and ours.",
     paper=PAPER,
-    make_config=KernelConfig,
-    run=run,
-    models=MODELS,
-    sample=sample_binary,
-    legacy_rows=legacy_rows,
     quick={"seeds": 2, "train.epochs": 10, "data.n_train": 2000, "data.n_per_class": 50,
            "data.n_test": 500},
     tiny={"train.epochs": 2, "data.n_train": 200, "data.n_per_class": 10, "data.n_test": 50,
@@ -443,4 +437,4 @@ register(Experiment(
              "p < 0.05); partly: >= 5% with both tests; else not reproduced",
         paper_data="binary MNIST (4 vs 7)", same_data=("mnist",), stochastic=True,
         learns=("paper-relu-s*", "ours-relu-s*", "relu_s*")),),
-))
+)

@@ -14,31 +14,26 @@ from typing import Any
 
 import torch
 
-from signalprop.config import one_of, positive
+from signalprop.config import config_part, one_of, positive
 from signalprop.data.splits import Splits
 from signalprop.experiments.common import at_least, epoch_records
 from signalprop.experiments.context import RunContext
 from signalprop.experiments.evidence import Row, notes, per_seed, rows_of, select
 from signalprop.experiments.gated_models import ORDER, PAPER, accuracy, sample_flat
-from signalprop.experiments.registry import Claim, Experiment, Model, register
+from signalprop.experiments.registry import Claim, Model, declare
 from signalprop.experiments.stats import Side
-from signalprop.experiments.study import Data, Study, StudyRunner, Tuning, Variant
+from signalprop.experiments.study import Data, MLPSize, Study, StudyRunner, Tuning, Variant
 from signalprop.nn.gated import VARIANT_DESCRIPTIONS, VARIANTS, gated_mlp
 from signalprop.train import TrainConfig
 
 BEST_STATE = "best_val_state.pt"
 
 
-@dataclass(frozen=True)
-class VariantsModel:
-    width: int = 128
-    depth: int = 5
-    beta: float = 4.0
+@config_part("model", positive=("beta",))
+class VariantsModel(MLPSize):
+    """``model.*``: the gated MLP's size (the paper's FC 5x128) and gate slope ``beta``."""
 
-    def __post_init__(self) -> None:
-        positive("model.width", self.width)
-        positive("model.depth", self.depth)
-        positive("model.beta", self.beta)
+    beta: float = 4.0
 
 
 @dataclass(frozen=True)
@@ -202,16 +197,12 @@ def _gates_hold_the_information(results: dict[str, Any]) -> tuple[str, str]:
             at_least(recovered, 0.6, 0.3))
 
 
-register(Experiment(
-    name="gated-variants",
+declare(
+    __name__, VariantsConfig,
     summary="Deep gated network variants (fixed random / fixed learnt / decoupled gates, DLGN, "
             "ReLU) on the NPF paper's FC 5x128 table.",
     paper=PAPER,
-    make_config=VariantsConfig,
-    run=run,
-    models=MODELS,
     sample=sample_flat,
-    legacy_rows=legacy_rows,
     quick={"data.n_train": 1500, "data.n_test": 1000, "data.n_val": 300, "seeds": 2,
            "train.epochs": 2, "train.lr": 1e-3},
     tiny={"data.n_train": 300, "data.n_test": 100, "data.n_val": 60, "seeds": 1,
@@ -235,4 +226,4 @@ register(Experiment(
                    "(seed means); partly: >= 30%; not reproduced: less, or no gap",
               paper_data="MNIST", same_data=("mnist",), stochastic=True, learns=("*",)),
     ),
-))
+)

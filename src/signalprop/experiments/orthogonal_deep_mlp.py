@@ -28,7 +28,7 @@ from signalprop.experiments import orthogonal_models as om
 from signalprop.experiments.common import epoch_records
 from signalprop.experiments.context import RunContext
 from signalprop.experiments.evidence import per_seed, rows_of, select
-from signalprop.experiments.registry import Claim, Experiment, Model, register
+from signalprop.experiments.registry import Claim, Model, declare
 from signalprop.experiments.samples import load_sample
 from signalprop.experiments.stats import Difference
 from signalprop.experiments.study import Data, Study, Tuning, Variant, run_study
@@ -246,15 +246,10 @@ def sample(cfg: DeepMLPConfig, n: int, seed: int) -> Any:
     return load_sample(cfg.data.name, n, seed, flatten=True)
 
 
-register(Experiment(
-    name="orthogonal-deep-mlp",
+declare(
+    __name__, DeepMLPConfig,
     summary="A 50,000-layer additive-filter MLP trains by backprop; plain/residual MLPs compared.",
     paper=om.PAPER,
-    make_config=DeepMLPConfig,
-    run=run,
-    models=MODELS,
-    sample=sample,
-    legacy_rows=legacy_rows,
     quick={"model.depth": 300, "model.jacobian_depth": 300, "data.n_train": 1000,
            "data.n_val": 100, "seeds": 2, "data.n_test": 500, "train.epochs": 2,
            "train.max_steps_per_epoch": 8, "train.batch_size": 64},
@@ -273,4 +268,4 @@ register(Experiment(
         rule_version=3, stochastic=True,
         paper_data="not named in the abstract", learns=("filter", "filter-s[0-9]*"),
     ),),
-))
+)

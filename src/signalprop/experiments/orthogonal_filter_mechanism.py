@@ -35,7 +35,7 @@ from signalprop.experiments import orthogonal_models as om
 from signalprop.experiments.context import RunContext
 from signalprop.experiments.evidence import Row, rows_of
 from signalprop.experiments.orthogonal_long_memory import MemoryModel
-from signalprop.experiments.registry import Experiment, Model, register
+from signalprop.experiments.registry import Model, declare
 from signalprop.experiments.samples import load_sample
 from signalprop.experiments.study import Study, Tuning, Variant, run_study
 from signalprop.nn.orthogonal_filters import FILTERS, smallest_angle
@@ -151,13 +151,11 @@ def run(ctx: RunContext) -> dict[str, Any]:
     return runner_summary
 
 
-register(Experiment(
-    name="orthogonal-filter-mechanism",
+declare(
+    __name__, MechanismConfig,
     summary="Adding problem: the filter RNN with Haar O of det +1 and -1, Haar without its "
             "fixed direction, a cyclic shift and the identity, b = c/T, at several T (issue 28.3).",
     paper=om.PAPER,
-    make_config=MechanismConfig,
-    run=run,
     models={kind: Model(f"the filter RNN with filter={kind!r} (b = 1/T, T = lengths[0])",
                         lambda cfg, splits, kind=kind: model_for(cfg, kind, cfg.lengths[0], 1.0))
             for kind in MechanismConfig().filters},
@@ -167,4 +165,4 @@ register(Experiment(
            "evals": 2, "n_test": 100},
     tiny={"lengths": (6,), "beta_scales": (1.0,), "steps": 3, "evals": 1, "n_test": 20,
           "hidden": 8, "filters": ("haar-det-1", "haar-no-fixed", "identity")},
-))
+)

@@ -49,7 +49,7 @@ from signalprop.experiments.orthogonal_memory_claims import (  # noqa: F401 (re-
     recall_learns,
     sides,
 )
-from signalprop.experiments.registry import Claim, Experiment, Model, register
+from signalprop.experiments.registry import Claim, Model, declare
 from signalprop.experiments.samples import load_sample
 from signalprop.experiments.study import Study, Tuning, Variant, run_study
 from signalprop.train import TrainConfig
@@ -247,17 +247,23 @@ SOURCE = "arXiv 2210.01245, abstract"
 #: the positive control's part of every rule (orthogonal_memory_claims.shown)
 CHECKED = ("T where LEM (the positive control, same run) or the filter learned count as "
            'checked, elsewhere "not checked: the harness did not show success at T"; ')
-register(Experiment(
-    name="orthogonal-long-memory",
+TEN_K = "learns 10k-step dependencies"  #: the paper's value for every task
+
+
+def per_t_rule(task: str, learns: str, reproduced: str) -> str:
+    """The rule of a task judged at each T: what "learned" means there (``learns``, against the
+    frozen-recurrence control), and the result that ``reproduced`` asks for at T >= 10,000."""
+    return (f"{task}, per T: learned = {learns} by Welch one-sided p < 0.05 (n >= 2 seeds); "
+            + CHECKED + f"reproduced: filter learned with {reproduced} at T >= 10,000; partly: "
+            "learned at some T; not reproduced: at no checked T; not checked: no T checked")
+
+
+declare(
+    __name__, LongMemoryConfig,
     summary="Adding problem, cue recall and fixed-lag recall at T up to 10,000: filter RNN vs "
             "nn.RNN, nn.LSTM, a frozen-recurrence control and LEM (positive control), tuned "
             "learning rates, equal step budgets.",
     paper=om.PAPER,
-    make_config=LongMemoryConfig,
-    run=run,
-    models=MODELS,
-    sample=sample,
-    legacy_rows=legacy_rows,
     quick={"adding.lengths": (30, 100), "adding.steps": (120, 60), "adding.baselines_up_to": 30,
            "recall.lengths": (30,), "recall.steps": (60,), "lag.lengths": (30,),
            "lag.steps": (60,), "seeds": 2, "evals": 2,
@@ -269,13 +275,9 @@ register(Experiment(
           "data.n_val": 10, "tuning.lrs": (1e-3,), "model.hidden": 8},
     claims=(
         Claim(text="An Elman RNN with an orthogonal additive filter learns a dependency 10,000 "
-              "steps in the past", source=SOURCE, paper_value="learns 10k-step dependencies",
-              check=adding_learns,
-              rule="adding problem, per T: learned = MSE < 1/12 and below the "
-                   "frozen-recurrence control by Welch one-sided p < 0.05 (n >= 2 seeds); "
-                   + CHECKED + "reproduced: filter learned with MSE <= 1/60 at T >= 10,000; "
-                   "partly: learned at some T; not reproduced: at no checked T; not checked: "
-                   "no T checked",
+              "steps in the past", source=SOURCE, paper_value=TEN_K, check=adding_learns,
+              rule=per_t_rule("adding problem", "MSE < 1/12 and below the frozen-recurrence "
+                              "control", "MSE <= 1/60"),
               rule_version=4, stochastic=True,
               paper_data="a 10,000-step task (not named in the abstract; LEM's adding log "
                          "is the public anchor)", same_data=("adding",)),
@@ -292,25 +294,19 @@ register(Experiment(
               paper_data="a 10,000-step task (not named in the abstract)",
               same_data=("adding",)),
         Claim(text="The additive-filter RNN learns to recall a cue (one of k >= 8 classes) "
-              "across 10,000 steps of distractors", source=SOURCE,
-              paper_value="learns 10k-step dependencies", check=recall_learns,
-              rule="cue recall, per T: learned = acc above the frozen-recurrence control "
-                   "by Welch one-sided p < 0.05 (n >= 2 seeds); " + CHECKED + "reproduced: "
-                   "filter learned with acc >= 0.99 at T >= 10,000; partly: learned at some T; "
-                   "not reproduced: at no checked T; not checked: no T checked",
-              rule_version=3, stochastic=True,
+              "across 10,000 steps of distractors", source=SOURCE, paper_value=TEN_K,
+              check=recall_learns, rule_version=3, stochastic=True,
+              rule=per_t_rule("cue recall", "acc above the frozen-recurrence control",
+                              "acc >= 0.99"),
               paper_data="a 10,000-step task (not named in the abstract)",
               same_data=("cue-recall",)),
         Claim(text="The additive-filter RNN learns to recall the input presented exactly T steps "
               "before a query (one of k >= 8 classes, a random symbol at every step), up to "
-              "T = 10,000", source=SOURCE, paper_value="learns 10k-step dependencies",
-              check=lag_learns,
-              rule="fixed-lag recall, per T: learned = acc above the frozen-recurrence control "
-                   "by Welch one-sided p < 0.05 (n >= 2 seeds); " + CHECKED + "reproduced: "
-                   "filter learned with acc >= 0.99 at T >= 10,000; partly: learned at some T; "
-                   "not reproduced: at no checked T; not checked: no T checked",
+              "T = 10,000", source=SOURCE, paper_value=TEN_K, check=lag_learns,
+              rule=per_t_rule("fixed-lag recall", "acc above the frozen-recurrence control",
+                              "acc >= 0.99"),
               rule_version=1, stochastic=True,
               paper_data="a 10,000-step task (\"the input ... 10k time steps in the past\")",
               same_data=("lag-recall",)),
     ),
-))
+)

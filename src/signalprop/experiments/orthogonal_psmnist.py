@@ -25,7 +25,7 @@ from signalprop.experiments import orthogonal_models as om
 from signalprop.experiments.common import at_least, curve
 from signalprop.experiments.context import RunContext
 from signalprop.experiments.evidence import Row, per_seed, rows_of
-from signalprop.experiments.registry import Claim, Experiment, Model, register
+from signalprop.experiments.registry import Claim, Model, declare
 from signalprop.experiments.samples import load_sample
 from signalprop.experiments.study import Study, Tuning, Variant, run_study
 from signalprop.train import TrainConfig
@@ -185,15 +185,10 @@ def sample(cfg: PSMNISTConfig, n: int, seed: int) -> Any:
 
 
 LEARNS = ("fashion-mnist*-filter*", "mnist*-filter*")  # the final runs, not "tune-*"
-register(Experiment(
-    name="orthogonal-psmnist",
+declare(
+    __name__, PSMNISTConfig,
     summary="One additive-filter RNN layer on permuted pixel-by-pixel (Fashion-)MNIST vs LSTM.",
     paper=om.PAPER,
-    make_config=PSMNISTConfig,
-    run=run,
-    models=MODELS,
-    sample=sample,
-    legacy_rows=legacy_rows,
     quick={"data.n_train": 160, "data.n_val": 32, "data.n_test": 128, "train.epochs": 1,
            "train.batch_size": 64, "data.names": ("fashion-mnist",), "tuning.n_train": 96,
            "tuning.lrs": (1e-3, 3e-3), "tuning.max_extensions": 0},
@@ -209,4 +204,4 @@ register(Experiment(
         for metric, good, partly, when, short, rule in (
             ("acc_epoch1", 0.94, 0.85, "the first epoch", "epoch 1", "epoch 1"),
             ("acc_final", 0.98, 0.9, "ten epochs", "10 epochs", "ten epochs"))),
-))
+)

@@ -21,59 +21,44 @@ did the work: ``readout`` (input and stack frozen at init, only the readout trai
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import nn
 
-from signalprop.config import positive
+from signalprop.config import config_part
 from signalprop.data.splits import Splits
-from signalprop.experiments import decorrelation_models as dm
 from signalprop.experiments import pairings as pr
 from signalprop.experiments.context import RunContext
 from signalprop.experiments.evidence import rows_of
-from signalprop.experiments.registry import Claim, Experiment, Model, register
-from signalprop.experiments.study import Data, Study, Tuning, Variant, run_study
-from signalprop.learning.registry import LearningConfig, build_rules
+from signalprop.experiments.registry import Claim, Model, declare
+from signalprop.experiments.study import MLPSize, Tuning
+from signalprop.learning.registry import build_rules
 from signalprop.nn.orthogonal import AdditiveFilterMLP
-from signalprop.train import TrainConfig
 
 METHODS = ("bp", "fa", "fa-decor", "readout", "decor-readout")
 
 
-@dataclass(frozen=True)
-class FilterPairModel:
+@config_part("model", positive=("beta_scale",))
+class FilterPairModel(MLPSize):
     """``model.*``: the filter MLP's width and depth ``L`` (``b = beta_scale / L``)."""
 
-    width: int = 128
     depth: int = 32
     beta_scale: float = 1.0
 
-    def __post_init__(self) -> None:
-        for name in ("width", "depth", "beta_scale"):
-            positive(f"model.{name}", getattr(self, name))
-
 
 @dataclass(frozen=True)
-class DecorFAConfig:
-    data: Data = field(default_factory=pr.default_data)
+class DecorFAConfig(pr.PairingConfig):
+    METHODS: ClassVar[tuple[str, ...]] = METHODS
     model: FilterPairModel = field(default_factory=FilterPairModel)
-    train: TrainConfig = field(default_factory=pr.default_train)
-    learning: LearningConfig = field(default_factory=dm.decor_learning)
     tuning: Tuning = field(default_factory=lambda: Tuning(lrs=pr.LRS))
     methods: tuple[str, ...] = METHODS
     seeds: int = 3
 
-    def __post_init__(self) -> None:
-        pr.check_methods(self.methods, METHODS)
-
 
 def filter_net(cfg: DecorFAConfig, splits: Splits) -> AdditiveFilterMLP:
     """The filter MLP for ``splits`` (inputs flattened)."""
-    m = cfg.model
-    return AdditiveFilterMLP(math.prod(splits.input_shape), m.width, m.depth, splits.num_classes,
-                             beta_scale=m.beta_scale)
+    return AdditiveFilterMLP(*cfg.model.dims(splits), beta_scale=cfg.model.beta_scale)
 
 
 def build(cfg: DecorFAConfig, method: str, splits: Splits, seed: int
@@ -91,20 +76,8 @@ def build(cfg: DecorFAConfig, method: str, splits: Splits, seed: int
     return model, rules
 
 
-def study(ctx: RunContext) -> Study:
-    cfg: DecorFAConfig = ctx.config
-
-    def variant(method: str) -> Variant:
-        return Variant(method, lambda point, setting, splits, seed:
-                       build(cfg, method, splits, seed))
-
-    return Study(variants=[variant(m) for m in cfg.methods], train=cfg.train,
-                 data=lambda ctx, point: pr.load(ctx, cfg.data), tuning=cfg.tuning,
-                 seeds=cfg.seeds)
-
-
 def run(ctx: RunContext) -> dict[str, Any]:
-    return run_study(ctx, study(ctx))
+    return pr.run(ctx, build)
 
 
 def check(results: dict[str, Any]) -> tuple[str, str]:
@@ -118,14 +91,12 @@ def check(results: dict[str, Any]) -> tuple[str, str]:
     return text, pr.verdict(help_, extra=control.beyond_noise())
 
 
-register(Experiment(
-    name="pairing-decor-fa",
+declare(
+    __name__, DecorFAConfig,
     summary="Our hypothesis: decorrelation helps feedback alignment through a deep "
             "additive-filter MLP.",
     paper="our hypothesis (issue 29.5), pairing Ahmad 2024 (arXiv 2407.10780), Lillicrap et "
           "al. 2016 (arXiv 1411.0247) and Ceni 2022 (arXiv 2210.01245)",
-    make_config=DecorFAConfig,
-    run=run,
     models={"filter": Model("the additive-filter MLP, plain",
                             lambda cfg, splits: filter_net(cfg, splits)),
             "filter-decor": Model("the additive-filter MLP with R in every layer's input and "
@@ -149,4 +120,4 @@ register(Experiment(
              "partly: > 0 with p < 0.05; else not reproduced",
         paper_data=pr.PAPER_DATA, same_data=pr.SAME_DATA, stochastic=True,
         learns=("bp-s*",)),),
-))
+)

@@ -19,61 +19,47 @@ in the pair as alone.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import nn
 
-from signalprop.config import positive
+from signalprop.config import config_part
 from signalprop.data.splits import Splits
-from signalprop.experiments import decorrelation_models as dm
 from signalprop.experiments import pairings as pr
 from signalprop.experiments.context import RunContext
 from signalprop.experiments.evidence import rows_of
-from signalprop.experiments.registry import Claim, Experiment, Model, register
+from signalprop.experiments.registry import Claim, Model, declare
 from signalprop.experiments.sensitivity_models import SALConfig
-from signalprop.experiments.study import Data, Study, Tuning, Variant, run_study
-from signalprop.learning.registry import LearningConfig, build_rules
+from signalprop.experiments.study import MLPSize, Tuning
+from signalprop.learning.registry import build_rules
 from signalprop.nn.mlp import MLP
-from signalprop.train import TrainConfig
 
 METHODS = ("bp", "decor", "sal", "sal-decor")
 
 
-@dataclass(frozen=True)
-class TanhPairModel:
+@config_part("model", positive=("gain",))
+class TanhPairModel(MLPSize):
     """``model.*``: ``depth`` tanh layers of ``width`` from the initial gain ``gain``."""
 
     width: int = 64
     depth: int = 20
     gain: float = 0.5
 
-    def __post_init__(self) -> None:
-        for name in ("width", "depth", "gain"):
-            positive(f"model.{name}", getattr(self, name))
-
 
 @dataclass(frozen=True)
-class SALDecorConfig:
-    data: Data = field(default_factory=pr.default_data)
+class SALDecorConfig(pr.PairingConfig):
+    METHODS: ClassVar[tuple[str, ...]] = METHODS
     model: TanhPairModel = field(default_factory=TanhPairModel)
-    train: TrainConfig = field(default_factory=pr.default_train)
-    learning: LearningConfig = field(default_factory=dm.decor_learning)
     sal: SALConfig = field(default_factory=lambda: SALConfig(lr=0.03, beta=0.0))
     tuning: Tuning = field(default_factory=lambda: Tuning(lrs=pr.LRS))
     methods: tuple[str, ...] = METHODS
     seeds: int = 3
 
-    def __post_init__(self) -> None:
-        pr.check_methods(self.methods, METHODS)
-
 
 def tanh_net(cfg: SALDecorConfig, splits: Splits) -> MLP:
     """The deep tanh MLP for ``splits`` (inputs flattened) at ``model.gain``."""
-    m = cfg.model
-    return MLP(math.prod(splits.input_shape), m.width, m.depth, splits.num_classes, "tanh",
-               m.gain)
+    return MLP(*cfg.model.dims(splits), "tanh", cfg.model.gain)
 
 
 def build(cfg: SALDecorConfig, method: str, splits: Splits) -> tuple[nn.Module, tuple]:
@@ -87,19 +73,8 @@ def build(cfg: SALDecorConfig, method: str, splits: Splits) -> tuple[nn.Module, 
     return model, rules
 
 
-def study(ctx: RunContext) -> Study:
-    cfg: SALDecorConfig = ctx.config
-
-    def variant(method: str) -> Variant:
-        return Variant(method, lambda point, setting, splits, seed: build(cfg, method, splits))
-
-    return Study(variants=[variant(m) for m in cfg.methods], train=cfg.train,
-                 data=lambda ctx, point: pr.load(ctx, cfg.data), tuning=cfg.tuning,
-                 seeds=cfg.seeds)
-
-
 def run(ctx: RunContext) -> dict[str, Any]:
-    return run_study(ctx, study(ctx))
+    return pr.run(ctx, lambda cfg, method, splits, seed: build(cfg, method, splits))
 
 
 def check(other: str):
@@ -126,14 +101,12 @@ def _claim(other: str, name: str) -> Claim:
         paper_data=pr.PAPER_DATA, same_data=pr.SAME_DATA, stochastic=True, learns=("bp-s*",))
 
 
-register(Experiment(
-    name="pairing-sal-decor",
+declare(
+    __name__, SALDecorConfig,
     summary="Our hypothesis: SAL and decorrelation together beat each alone on a deep tanh "
             "MLP.",
     paper="our hypothesis (issue 29.5), pairing Shibata et al. 2021 (arXiv 2012.13134) and "
           "Ahmad 2024 (arXiv 2407.10780)",
-    make_config=SALDecorConfig,
-    run=run,
     models={"tanh": Model("the deep tanh MLP at the small gain, plain",
                           lambda cfg, splits: tanh_net(cfg, splits)),
             "tanh-decor": Model("the deep tanh MLP with every layer's input decorrelated",
@@ -145,4 +118,4 @@ register(Experiment(
     tiny={"data.n_train": 200, "data.n_val": 50, "data.n_test": 80, "train.epochs": 1,
           "model.depth": 3, "model.width": 16, "tuning.lrs": (1e-3,)},
     claims=(_claim("sal", "SAL"), _claim("decor", "decorrelation")),
-))
+)

@@ -18,18 +18,19 @@ the fallback that caps a verdict at *not checked*.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import replace
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar
 
 from signalprop.data.splits import Splits
 from signalprop.errors import ConfigError
+from signalprop.experiments import decorrelation_models as dm
 from signalprop.experiments.context import RunContext
 from signalprop.experiments.evidence import Row, chosen_lr, notes, per_seed
 from signalprop.experiments.lr_tuning import log_spaced
 from signalprop.experiments.samples import flatten_options, load_sample
 from signalprop.experiments.stats import Difference
-from signalprop.experiments.study import Data
+from signalprop.experiments.study import Built, Data, MLPSize, Study, Variant, run_study
 from signalprop.learning.registry import LearningConfig
 from signalprop.train import TrainConfig
 
@@ -49,6 +50,38 @@ def default_data() -> Data:
 def default_train() -> TrainConfig:
     """8 epochs of Adam, batch 128 (the rate is tuned per variant on :data:`LRS`)."""
     return TrainConfig(epochs=8, batch_size=128, lr=1e-3, log_every=20)
+
+
+@dataclass(frozen=True)
+class PairingConfig:
+    """The parts every pairing study's config starts with, in this order: ``data``
+    (:func:`default_data`), ``model`` (the study's own :class:`MLPSize` part), ``train``
+    (:func:`default_train`) and ``learning`` (decorrelation's defaults); a study adds its own
+    parts after them, among them ``methods``, which must be among the study's :attr:`METHODS`."""
+
+    METHODS: ClassVar[tuple[str, ...]] = ()  #: every method the study knows
+    data: Data = field(default_factory=default_data)
+    model: MLPSize = field(default_factory=MLPSize)
+    train: TrainConfig = field(default_factory=default_train)
+    learning: LearningConfig = field(default_factory=dm.decor_learning)
+
+    def __post_init__(self) -> None:
+        check_methods(getattr(self, "methods", ()), self.METHODS)
+
+
+def run(ctx: RunContext, build: Callable[[Any, str, Splits, int], Built]) -> dict[str, Any]:
+    """The pairing study of ``ctx.config``: each of its ``methods`` is a variant whose model and
+    rules ``build(cfg, method, splits, seed)`` makes, trained on ``data`` (:func:`load`) with the
+    config's ``train``, ``tuning`` and ``seeds``."""
+    cfg = ctx.config
+
+    def variant(method: str) -> Variant:
+        return Variant(method, lambda point, setting, splits, seed:
+                       build(cfg, method, splits, seed))
+
+    return run_study(ctx, Study(variants=[variant(m) for m in cfg.methods], train=cfg.train,
+                                data=lambda ctx, point: load(ctx, cfg.data),
+                                tuning=cfg.tuning, seeds=cfg.seeds))
 
 
 def check_methods(methods: Sequence[str], known: Sequence[str]) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import pkgutil
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -143,6 +144,26 @@ def register(experiment: Experiment) -> Experiment:
         raise ValueError(f"experiment {experiment.name!r} declares models but no sample data")
     _REGISTRY[experiment.name] = experiment
     return experiment
+
+
+#: ``Experiment`` field -> the module-level name :func:`declare` takes it from
+MODULE_NAMES = {"run": "run", "models": "MODELS", "sample": "sample",
+                "legacy_rows": "legacy_rows"}
+
+
+def declare(module: str, make_config: Callable[[], Any], **fields: Any) -> Experiment:
+    """:func:`register` the experiment that module ``module`` (pass its ``__name__``) declares,
+    with config ``make_config``.
+
+    One file per experiment: its name is the module's (``gated_kernel`` declares
+    ``gated-kernel``), and the module's ``run``, ``MODELS``, ``sample`` and ``legacy_rows``
+    (those it defines, see :data:`MODULE_NAMES`) are its run function, models, sample data and
+    legacy rows; ``fields`` are its other :class:`Experiment` fields and win over the module's.
+    """
+    namespace = vars(sys.modules[module])
+    found = {key: namespace[name] for key, name in MODULE_NAMES.items() if name in namespace}
+    name = module.rsplit(".", 1)[-1].replace("_", "-")
+    return register(Experiment(**{"name": name, **found, **fields, "make_config": make_config}))
 
 
 def _load_all() -> None:

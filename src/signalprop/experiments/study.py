@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from signalprop.config import positive, positive_values
+from signalprop.config import config_part, positive, positive_values
 from signalprop.errors import ConfigError, DivergenceError
 from signalprop.experiments.evidence import Row, rows_table
 from signalprop.experiments.lr_tuning import log_spaced, tuning_splits
@@ -54,7 +54,7 @@ DIVERGED_POLICIES = ("chance", "lost")
 
 
 # --------------------------------------------------------------------------- config parts
-@dataclass(frozen=True)
+@config_part("data", positive=("n_train", "n_val", "n_test"))
 class Data:
     """The dataset and its sizes (``data.*``). ``n_val`` validation examples are carved from
     the ``n_train`` training examples for tuning; the test split is never used to choose."""
@@ -64,10 +64,19 @@ class Data:
     n_val: int = 2000
     n_test: int = 5000
 
-    def __post_init__(self) -> None:
-        positive("data.n_train", self.n_train)
-        positive("data.n_val", self.n_val)
-        positive("data.n_test", self.n_test)
+
+@config_part("model", positive=("width", "depth"))
+class MLPSize:
+    """An MLP's ``width`` and number of hidden layers ``depth`` (``model.*``): the base of a
+    study's model part, which adds its own fields (a gain, a filter scale)."""
+
+    width: int = 128
+    depth: int = 5
+
+    def dims(self, splits: Splits) -> tuple[int, int, int, int]:
+        """``(in_features, width, depth, out_features)`` of this MLP on ``splits`` (inputs
+        flattened)."""
+        return math.prod(splits.input_shape), self.width, self.depth, splits.num_classes
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from signalprop.experiments import target_space_models as tm
 from signalprop.experiments.context import RunContext
 from signalprop.experiments.evidence import chosen_lr, notes, per_seed, rows_of, select
 from signalprop.experiments.lr_tuning import log_spaced
-from signalprop.experiments.registry import Claim, Experiment, Model, register
+from signalprop.experiments.registry import Claim, Model, declare
 from signalprop.experiments.samples import load_sample
 from signalprop.experiments.stats import Difference
 from signalprop.experiments.study import Data, Study, Tuning, Variant, run_study
@@ -114,17 +114,14 @@ def check(results: dict[str, Any]) -> tuple[str, str]:
             + notes(rows, VARIANTS)), verdict
 
 
-register(Experiment(
-    name="target-space-images",
+declare(
+    __name__, ImagesConfig,
     summary="MLP and CNN on Fashion-MNIST: target vs weight space, loss per epoch and per second.",
     paper=tm.PAPER,
-    make_config=ImagesConfig,
-    run=run,
     models={v: Model(f"the {v.split('-')[0].upper()} trained in {v.split('-')[1]} space",
                      lambda cfg, splits, v=v: tm.images_model(*v.split("-"), splits, cfg.model))
             for v in VARIANTS},
     sample=lambda cfg, n, seed: load_sample(cfg.data.name, n, seed),
-    legacy_rows=legacy_rows,
     quick={"data.n_train": 1200, "data.n_val": 200, "data.n_test": 500, "train.epochs": 2,
            "model.cnn_channels": (8, 16), "model.n_bar": 50, "tuning.lrs": (1e-3, 1e-2),
            "tuning.epochs": 1, "tuning.max_extensions": 0, "seeds": 1},
@@ -143,4 +140,4 @@ register(Experiment(
         paper_data="MNIST, CIFAR-10/100", same_data=("mnist",), stochastic=True,
         learns=("mlp-weight-s*", "cnn-weight-s*"),
     ),),
-))
+)

@@ -10,14 +10,17 @@ In target space a layer's weights are not parameters: the parameters are the lay
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
-from signalprop.config import in_range, one_of, positive
+from signalprop.config import in_range, one_of, positive, positive_fields
 from signalprop.data.splits import Splits, tensors
 from signalprop.errors import ConfigError
+from signalprop.experiments.registry import Model
 from signalprop.nn.target_space import (
     MODES,
     ShortcutMLP,
@@ -31,6 +34,15 @@ from signalprop.nn.target_space_rnn import ElmanRNN, TargetSpaceRNN
 
 PAPER = "Fairbank, Samothrakis & Citi, Deep Learning in Target Space, JMLR 2022 (arXiv 2006.01578)"
 SPACES = ("target", "weight")
+
+
+def space_models(net: str, build: Callable[[str, Any, Splits], nn.Module],
+                 note: str = "") -> dict[str, Model]:
+    """One model per space (:data:`SPACES`): "the ``net`` trained in <side> space``note``",
+    made by ``build(side, config, splits)``."""
+    return {side: Model(f"the {net} trained in {side} space{note}",
+                        lambda cfg, splits, side=side: build(side, cfg, splits))
+            for side in SPACES}
 
 
 def x_bar(splits: Splits, n_bar: int) -> torch.Tensor:
@@ -53,8 +65,7 @@ class SpiralsModel:
     mode: str = "scu"
 
     def __post_init__(self) -> None:
-        positive("model.width", self.width)
-        positive("model.depth", self.depth)
+        positive_fields(self, "model", "width", "depth")
         in_range("model.ridge", self.ridge, 0.0, 1e6)
         one_of("model.mode", self.mode, MODES)
 
@@ -83,10 +94,7 @@ class ImagesModel:
     cnn_init_std: float = 0.1
 
     def __post_init__(self) -> None:
-        positive("model.mlp_width", self.mlp_width)
-        positive("model.mlp_depth", self.mlp_depth)
-        positive("model.kernel", self.kernel)
-        positive("model.n_bar", self.n_bar)
+        positive_fields(self, "model", "mlp_width", "mlp_depth", "kernel", "n_bar")
         in_range("model.mlp_ridge", self.mlp_ridge, 0.0, 1e6)
         in_range("model.cnn_ridge", self.cnn_ridge, 0.0, 1e6)
         positive("model.cnn_init_std", self.cnn_init_std)
@@ -162,8 +170,7 @@ class RecallModel:
     ridge: float = 0.1
 
     def __post_init__(self) -> None:
-        positive("model.extra_hidden", self.extra_hidden)
-        positive("model.n_bar", self.n_bar)
+        positive_fields(self, "model", "extra_hidden", "n_bar")
         in_range("model.ridge", self.ridge, 0.0, 1e6)
 
 

@@ -17,7 +17,7 @@ from signalprop.experiments import target_space_models as tm
 from signalprop.experiments.context import RunContext
 from signalprop.experiments.evidence import Row, chosen_lr, notes, per_seed, rows_of
 from signalprop.experiments.lr_tuning import log_spaced
-from signalprop.experiments.registry import Claim, Experiment, Model, register
+from signalprop.experiments.registry import Claim, declare
 from signalprop.experiments.samples import load_sample
 from signalprop.experiments.stats import Difference
 from signalprop.experiments.study import Data, Study, Tuning, Variant, run_study
@@ -161,18 +161,13 @@ def _sample(cfg: RecallConfig, n: int, seed: int) -> Any:
     return load_sample(cfg.data.name, n, seed, fallback=None, T=k + cfg.data.extra_steps, k=k)
 
 
-register(Experiment(
-    name="target-space-recall",
+declare(
+    __name__, RecallConfig,
     summary="Bit-stream recall with a tanh RNN as the delay grows: target vs weight space.",
     paper=tm.PAPER,
-    make_config=RecallConfig,
-    run=run,
-    models={side: Model(f"the tanh RNN trained in {side} space, at the longest of the delays",
-                        lambda cfg, splits, side=side: tm.recall_model(
-                            side, splits, cfg.model, max(cfg.delays)))
-            for side in tm.SPACES},
+    models=tm.space_models("tanh RNN", lambda side, cfg, splits: tm.recall_model(
+        side, splits, cfg.model, max(cfg.delays)), note=", at the longest of the delays"),
     sample=_sample,
-    legacy_rows=legacy_rows,
     quick={"delays": (2, 4), "data.extra_steps": 8, "data.n_train": 500, "data.n_val": 100,
            "data.n_test": 200, "model.n_bar": 50, "train.epochs": 4,
            "tuning.lrs": (0.003, 0.03), "tuning.epochs": 1, "tuning.max_extensions": 0,
@@ -193,4 +188,4 @@ register(Experiment(
         rule_version=3,
         paper_data="bit-stream recall", same_data=("bitstream",), stochastic=True,
     ),),
-))
+)

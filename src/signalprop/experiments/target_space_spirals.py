@@ -25,19 +25,19 @@ from typing import Any
 import torch
 from torch import nn
 
-from signalprop.config import positive
+from signalprop.config import config_part, positive
 from signalprop.errors import ConfigError
 from signalprop.experiments import target_space_models as tm
 from signalprop.experiments.context import RunContext
 from signalprop.experiments.evidence import Row, notes, rows_of, rows_table, select
 from signalprop.experiments.lr_tuning import log_spaced
-from signalprop.experiments.registry import Claim, Experiment, Model, register
+from signalprop.experiments.registry import Claim, declare
 from signalprop.experiments.samples import load_sample
 from signalprop.experiments.study import Tuning
 from signalprop.train import TrainConfig, make_optimizer, seed_everything
 
 
-@dataclass(frozen=True)
+@config_part("data", positive=("n_train", "n_test", "turns"))
 class SpiralsData:
     """``n_train`` points to solve; ``n_test`` held-out points the lrs are tuned on."""
 
@@ -45,11 +45,6 @@ class SpiralsData:
     n_test: int = 194
     noise: float = 0.0
     turns: float = 3.0
-
-    def __post_init__(self) -> None:
-        positive("data.n_train", self.n_train)
-        positive("data.n_test", self.n_test)
-        positive("data.turns", self.turns)
 
 
 @dataclass(frozen=True)
@@ -241,19 +236,14 @@ def check(results: dict[str, Any]) -> tuple[str, str]:
     return ours, "not reproduced"
 
 
-register(Experiment(
-    name="target-space-spirals",
+declare(
+    __name__, SpiralsConfig,
     summary="Two spirals with a narrow shortcut MLP: target space vs weight space, lr sweeps.",
     paper=tm.PAPER,
-    make_config=SpiralsConfig,
-    run=run,
-    models={side: Model(f"the shortcut MLP trained in {side} space",
-                        lambda cfg, splits, side=side: tm.spirals_model(
-                            side, splits.train.tensors[0], cfg.model))
-            for side in tm.SPACES},
+    models=tm.space_models("shortcut MLP", lambda side, cfg, splits: tm.spirals_model(
+        side, splits.train.tensors[0], cfg.model)),
     sample=lambda cfg, n, seed: load_sample("spirals", n, seed, fallback=None,
                                             noise=cfg.data.noise, turns=cfg.data.turns),
-    legacy_rows=legacy_rows,
     quick={"train.epochs": 600, "seeds": 3, "tuning.repeats": 2, "data.turns": 2.0,
            "tuning.target.lrs": (0.1, 0.3), "tuning.weight.lrs": (0.01, 0.03),
            "tuning.target.max_extensions": 0, "tuning.weight.max_extensions": 0},
@@ -272,4 +262,4 @@ register(Experiment(
         rule_version=2,
         paper_data="two spirals", same_data=("spirals",), stochastic=True,
     ),),
-))
+)

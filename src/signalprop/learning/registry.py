@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import nn
 
-from signalprop.config import in_range, non_negative, one_of, positive, require_int
+from signalprop.config import in_range, non_negative, one_of, positive_fields, require_int
 from signalprop.errors import ConfigError
 from signalprop.learning.base import LearningRule
 from signalprop.learning.decorrelation_rule import DecorrelationRule
@@ -76,8 +76,7 @@ class LearningConfig:
         one_of("learning.subsample", self.subsample, SUBSAMPLING)
         non_negative("learning.max_samples", self.max_samples)
         require_int("learning", "block_size", self.block_size, minimum=0)
-        positive("learning.feedback_scale", self.feedback_scale)
-        positive("learning.np_sigma", self.np_sigma)
+        positive_fields(self, "learning", "feedback_scale", "np_sigma")
 
 
 def build_rules(cfg: LearningConfig, model: nn.Module, seed: int = 0) -> tuple[LearningRule, ...]:

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from signalprop.config import require_int
 from signalprop.errors import ConfigError
+from signalprop.nn.cell_layer import CellLayer
 from signalprop.nn.precision import autocast_off, float32_inputs
 
 __all__ = ["LEM", "LEMCell"]
@@ -84,7 +85,7 @@ class LEMCell(nn.Module):
         return self.step(self.input_maps(x), *state)
 
 
-class LEM(nn.Module):
+class LEM(CellLayer):
     """A single-layer LEM over a sequence, with the ``torch.nn.LSTM`` calling convention.
 
     ``forward(input, (y0, z0)=None) -> (output, (y_n, z_n))``: input ``(B, T, input_size)``
@@ -101,16 +102,6 @@ class LEM(nn.Module):
         super().__init__()
         self.cell = LEMCell(input_size, hidden_size, dt, device=device, dtype=dtype)
         self.batch_first = bool(batch_first)
-
-    @property
-    def hidden_size(self) -> int:
-        return self.cell.hidden_size
-
-    def reset_parameters(self) -> None:
-        self.cell.reset_parameters()
-
-    def extra_repr(self) -> str:
-        return f"batch_first={self.batch_first}"
 
     def forward(self, input: Tensor, state: tuple[Tensor, Tensor] | None = None
                 ) -> tuple[Tensor, tuple[Tensor, Tensor]]:

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from signalprop.config import require_int
 from signalprop.errors import ConfigError
 from signalprop.nn import reusable_buffers
+from signalprop.nn.cell_layer import CellLayer
 from signalprop.nn.filter_bptt_native import native_loops
 from signalprop.nn.orthogonal import activate, check_positive, filter_mixing
 from signalprop.nn.orthogonal_filters import FILTERS, make_filter
@@ -250,7 +251,7 @@ class AdditiveFilterRNNCell(nn.Module):
         return self.a * h @ filt.t() + self.b * activate(self.activation, z)
 
 
-class AdditiveFilterRNN(nn.Module):
+class AdditiveFilterRNN(CellLayer):
     """Single-layer additive-filter Elman RNN with the ``torch.nn.RNN`` calling convention.
 
     ``forward(input, h0=None) -> (output, h_n)`` with input ``(B, T, input_size)`` when
@@ -283,15 +284,8 @@ class AdditiveFilterRNN(nn.Module):
         self.batch_first = bool(batch_first)
         self.impl = impl
 
-    @property
-    def hidden_size(self) -> int:
-        return self.cell.hidden_size
-
-    def reset_parameters(self) -> None:
-        self.cell.reset_parameters()
-
     def extra_repr(self) -> str:
-        return f"batch_first={self.batch_first}, impl={self.impl!r}"
+        return f"{super().extra_repr()}, impl={self.impl!r}"
 
     def forward(self, input: Tensor, h0: Tensor | None = None) -> tuple[Tensor, Tensor]:
         if input.dim() != 3:

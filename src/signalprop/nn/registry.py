@@ -175,6 +175,7 @@ MODULES: dict[str, ModuleSpec] = {
 
 #: Public nn.Module classes of ``signalprop.nn`` that are not standalone modules, and why.
 NOT_STANDALONE: dict[str, str] = {
+    "CellLayer": "base class of LEM and AdditiveFilterRNN (a cell run over a sequence)",
     "GatedNetwork": "base class of GatedMLP and GatedConvNet",
     "TargetLayer": "base class of the target-space layers",
     "TargetLinear": "a layer of TargetSpaceSequential, solved by it (no forward of its own)",

@@ -1,4 +1,4 @@
-"""Reports of finished (or interrupted) runs: README.md + self-contained index.html + PNGs.
+"""Reports of finished (or interrupted) runs: README.md + index.html + PNGs they both refer to.
 
 >>> from signalprop.report import build_report
 >>> build_report(["runs/deep-tanh-mlp"], "report/")  # doctest: +SKIP

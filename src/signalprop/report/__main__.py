@@ -1,4 +1,4 @@
-"""``python -m signalprop.report RUN_OR_RUNS_DIR... -o OUT_DIR [--title TITLE]``."""
+"""``python -m signalprop.report RUN_OR_RUNS_DIR... -o OUT_DIR [--title TITLE] [--standalone]``."""
 
 from __future__ import annotations
 
@@ -17,9 +17,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("runs", nargs="+", help="run directories or folders containing runs")
     parser.add_argument("-o", "--out", required=True, help="output directory of the report")
     parser.add_argument("--title", default="signalprop report")
+    parser.add_argument("--standalone", action="store_true",
+                        help="inline the figures in index.html instead of referring to figures/")
     args = parser.parse_args(argv)
     try:
-        index = build_report(args.runs, args.out, title=args.title)
+        index = build_report(args.runs, args.out, title=args.title, standalone=args.standalone)
     except SignalpropError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -39,17 +39,21 @@ def build_report(
     out_dir: str | os.PathLike[str],
     title: str = "signalprop report",
     benchmarks: Iterable[str | os.PathLike[str]] = (),
+    standalone: bool = False,
 ) -> Path:
     """Write a report of ``run_dirs`` into ``out_dir`` and return the path of its index.html.
 
     Each entry of ``run_dirs`` is a run directory (``runs/<experiment>/<timestamp>``) or a
     directory containing run directories at any depth (``runs/``, ``runs/<experiment>/``).
-    Runs are only read. ``out_dir`` receives ``README.md`` (figures by relative path),
-    ``index.html`` (self-contained), ``figures/*.png`` and ``runs/<experiment>/<run id>/``:
-    a copy of each run's ``config.json``, ``summary.json`` and every sub-run's ``result.json``
-    and metrics (no checkpoints), which each claim row links to, so the table can be re-derived
-    without rerunning. The copy keeps the metrics as ``metrics.jsonl.gz``: every epoch record
-    and at most :data:`~signalprop.metrics_file.MAX_STEP_RECORDS` step records per sub-run
+    Runs are only read. ``out_dir`` receives ``README.md`` and ``index.html`` (both refer to
+    the figures by relative path, so each PNG is stored once; ``standalone=True`` inlines them in
+    ``index.html`` instead, a page that opens on its own), ``figures/*.png`` and
+    ``runs/<experiment>/<run id>/``: a copy of each run's ``config.json``, ``summary.json`` and
+    every sub-run's ``result.json`` and metrics (no checkpoints), which each claim row links to,
+    so the table can be re-derived without rerunning. The copy keeps ``summary.json`` and
+    ``result.json`` as compact JSON (the same values without indentation) and the metrics as
+    ``metrics.jsonl.gz``: every epoch record and at most
+    :data:`~signalprop.metrics_file.MAX_STEP_RECORDS` step records per sub-run
     (:mod:`signalprop.metrics_file`); paths in the report are relative to it
     (:mod:`signalprop.report.paths`). ``benchmarks`` are benchmark JSON files or directories of
     them; their ratios get a table of their own.
@@ -89,7 +93,8 @@ def build_report(
     files: dict[str, bytes] = {
         README: md_render.render_markdown(title, sections, generated, FIGURES_DIR,
                                           bench).encode(),
-        INDEX: html_render.render_html(title, sections, generated, bench).encode(),
+        INDEX: html_render.render_html(title, sections, generated, bench,
+                                       None if standalone else FIGURES_DIR).encode(),
     }
     for sec in sections:
         for fig in sec.figures:
@@ -123,7 +128,8 @@ def _run_copies(run_dir: Path, folder: str,
                 runs: list[tuple[Path, str, str]]) -> dict[str, bytes]:
     """``{report-relative path: bytes}`` of a run's files worth keeping (:data:`RUN_FILES`):
     metrics as a thinned ``metrics.jsonl.gz`` (a plain file wins over an older gzip copy),
-    ``config.json`` with its commands' paths made relative to the report."""
+    ``config.json`` with its commands' paths made relative to the report, ``summary.json`` and
+    ``result.json`` as compact JSON."""
     out: dict[str, bytes] = {}
     for dirpath, dirnames, filenames in os.walk(run_dir):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != FIGURES_DIR)
@@ -142,6 +148,8 @@ def _run_copies(run_dir: Path, folder: str,
                 data = _metrics_copy(data)
             elif name == CONFIG and here == Path(run_dir):
                 data = _config_copy(data, runs)
+            elif name in (SUMMARY, RESULT):
+                data = _compact_json(data)
             if _is_safe_rel(f"{folder}/{rel}"):
                 out[f"{folder}/{rel}"] = data
     return out
@@ -153,6 +161,16 @@ def _metrics_copy(data: bytes) -> bytes:
         return compressed_copy(data)
     except (OSError, EOFError):
         return data
+
+
+def _compact_json(data: bytes) -> bytes:
+    """``data`` re-serialised without indentation (the same values, keys in the same order);
+    bytes that are not JSON are kept as they are."""
+    try:
+        value = json.loads(data)
+    except ValueError:
+        return data
+    return (json.dumps(value, separators=(",", ":")) + "\n").encode()
 
 
 def _config_copy(data: bytes, runs: list[tuple[Path, str, str]]) -> bytes:

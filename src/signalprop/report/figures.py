@@ -4,7 +4,7 @@ Figures are built with :class:`matplotlib.figure.Figure` directly (not ``pyplot`
 touches the user's global backend or figure registry and every figure is freed after saving.
 Every PNG the report writes (its own and a run's) is stored with a 256-colour palette
 (:func:`compact_png`): line plots look the same at about a third of the bytes, which keeps a
-committed report and its self-contained index.html light.
+committed report light.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 @dataclass
 class FigureImage:
-    """One PNG of the report: written to ``figures/<filename>`` and embedded in index.html."""
+    """One PNG of the report: written to ``figures/<filename>``, which README.md and index.html
+    refer to (a standalone index.html embeds it)."""
 
     filename: str
     title: str

@@ -1,7 +1,9 @@
-"""Render the report as one self-contained HTML page (inline CSS, figures as data URIs).
+"""Render the report as one HTML page with inline CSS.
 
-Nothing in the page refers to another file or the network, so it opens offline. Every piece
-of text from the run directories is HTML-escaped.
+Figures are ``<img>`` elements that refer to the report's own ``figures/*.png`` by relative path,
+so each PNG is stored once; with ``figures_dir=None`` they are inlined as data URIs instead and
+the page is self-contained (one file that opens anywhere). Nothing in the page refers to the
+network, so it opens offline. Every piece of text from the run directories is HTML-escaped.
 """
 
 from __future__ import annotations
@@ -74,15 +76,17 @@ def data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def _figure(fig: FigureImage) -> str:
+def _figure(fig: FigureImage, figures_dir: str | None) -> str:
+    src = data_uri(fig.png) if figures_dir is None else f"{figures_dir}/{fig.filename}"
     return (
-        f'<figure><img src="{data_uri(fig.png)}" alt="{escape(fig.title)}">'
+        f'<figure><img src="{escape(src)}" alt="{escape(fig.title)}">'
         f"<figcaption>{escape(fig.caption)}</figcaption></figure>"
     )
 
 
 def render_html(title: str, sections: list[RunSection], generated: str,
-                benchmarks: Table | None = None) -> str:
+                benchmarks: Table | None = None, figures_dir: str | None = None) -> str:
+    """The page; figures refer to ``<figures_dir>/<filename>``, or are inlined when it is None."""
     t = escape(title)
     parts = [
         "<!DOCTYPE html>",
@@ -107,12 +111,12 @@ def render_html(title: str, sections: list[RunSection], generated: str,
                      f"({state}{date})</li>")
     parts.append("</ul>")
     for sec in sections:
-        parts.append(_render_run(sec))
+        parts.append(_render_run(sec, figures_dir))
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 
 
-def _render_run(sec: RunSection) -> str:
+def _render_run(sec: RunSection, figures_dir: str | None) -> str:
     run = sec.run
     p = [f'<section id="{escape(sec.anchor)}"><h2>{escape(sec.label)}</h2>']
     if not run.complete:
@@ -146,7 +150,7 @@ def _render_run(sec: RunSection) -> str:
                  "input-side layer's norm over the output-side layer's; far below 1 means "
                  "vanishing gradients.</p>" + render_table(grads))
     if sec.figures:
-        p.append("<h3>Figures</h3>" + "".join(_figure(f) for f in sec.figures))
+        p.append("<h3>Figures</h3>" + "".join(_figure(f, figures_dir) for f in sec.figures))
     if run.config:
         cfg = json.dumps(run.config, indent=2, sort_keys=True, default=str)
         p.append(f"<details><summary>Resolved config</summary><pre>{escape(cfg)}</pre></details>")

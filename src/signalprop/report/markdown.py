@@ -60,7 +60,7 @@ def render_markdown(title: str, sections: list[RunSection], generated: str,
     out: list[str] = [MARKER, "", f"# {_text(title)}", ""]
     out += [
         f"Generated {_text(generated)} from {len(sections)} run(s). "
-        "`index.html` next to this file is the same report as one self-contained page.",
+        "`index.html` next to this file is the same report as one HTML page.",
         "",
         "## Claims",
         "",
