@@ -12,7 +12,11 @@ sampled decorrelated rows, the rules are:
 ``"whiten"``
     the whitening variant (Dalm et al. 2024, arXiv 2405.02385), a gradient step on
     ``(1-kappa) sum_{i!=j} C_ij^2 + kappa sum_i (C_ii - 1)^2``:
-    ``R <- R - lr * [(1-kappa) offdiag(C) + kappa diag(C_ii - 1)] R``.
+    ``R <- R - lr * [(1-kappa) offdiag(C) + kappa diag(C_ii - 1)] R``. With
+    ``variance="columns"`` the variance term scales ``R``'s columns instead, as decorbp's code
+    does (``v * W`` broadcasts over the last axis, ``decorrelation/decorrelation.py``):
+    ``R <- R - lr * [(1-kappa) offdiag(C) R + kappa R diag(C_ii - 1)]``. Both have the same
+    fixed points in ``C`` (``C = I``); they differ in how ``R`` moves towards them.
 ``"normalised"``
     the paper's new rule for distributed computing and computational neuroscience:
     ``g = mean_n ||x_n|| / ||z_n||`` (one scalar, ``x`` uncentred) and ``R <- (I - lr C) g R``.
@@ -63,6 +67,7 @@ from signalprop.nn.block_diagonal import (
 from signalprop.nn.precision import under_transform
 
 RULES = ("decorrelate", "whiten", "normalised", "foldiak")
+VARIANCE_SIDES = ("rows", "columns")
 SUBSAMPLING = ("first", "random", "replacement")
 # attributes set every step; they are never Parameters, buffers or modules, so they skip
 # nn.Module.__setattr__'s bookkeeping (a few microseconds per set, several sets per layer)
@@ -91,6 +96,9 @@ class Decorrelator(nn.Module):
             ``"foldiak"`` (forward ``z = R^-1 (x - mu)``).
         lr: decorrelation learning rate ``eta``; stability needs ``lr * lambda_max(C) < 1``.
         kappa: whitening weight of the variance term (``"whiten"`` only), in [0, 1].
+        variance: which side of ``R`` the whitening variance term ``diag(C_ii - 1)`` scales:
+            ``"rows"`` (``diag(v) R``, the gradient of the whitening loss; default) or
+            ``"columns"`` (``R diag(v)``, decorbp's code). ``"whiten"`` only.
         sample_fraction: fraction of the batch used for the update, ``k = floor(f B) + 1``
             (``max(1, floor(f B))`` with ``"replacement"``).
         subsample: ``"first"`` rows (Ahmad's code), ``"random"`` rows without replacement, or
@@ -114,6 +122,7 @@ class Decorrelator(nn.Module):
         center: bool = True,
         momentum: float = 0.1,
         block_size: int | None = None,
+        variance: str = "rows",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -133,6 +142,12 @@ class Decorrelator(nn.Module):
             raise ConfigError(
                 f"decorrelation sample_fraction must be in (0, 1], got {sample_fraction!r}"
             )
+        if variance not in VARIANCE_SIDES:
+            raise ConfigError(f"decorrelation variance must be one of {list(VARIANCE_SIDES)}, "
+                              f"got {variance!r}")
+        if variance == "columns" and rule != "whiten":
+            raise ConfigError(f"decorrelation variance='columns' needs rule='whiten' (the only "
+                              f"rule with a variance term), got rule {rule!r}; drop variance")
         if subsample not in SUBSAMPLING:
             raise ConfigError(f"subsample must be one of {list(SUBSAMPLING)}, got {subsample!r}")
         if max_samples is not None and max_samples < 1:
@@ -147,6 +162,7 @@ class Decorrelator(nn.Module):
         self.rule = rule
         self.lr = float(lr)
         self.kappa = float(kappa)
+        self.variance = variance
         self.sample_fraction = float(sample_fraction)
         self.subsample = subsample
         self.max_samples = max_samples
@@ -188,6 +204,8 @@ class Decorrelator(nn.Module):
 
     def extra_repr(self) -> str:
         extra = f", kappa={self.kappa}" if self.rule == "whiten" else ""
+        if self.variance == "columns":
+            extra += ", variance='columns'"
         if self.block_size is not None:
             extra += f", block_size={self.block_size}"
         return (f"{self.features}, rule={self.rule!r}, lr={self.lr}{extra}, "
@@ -406,12 +424,28 @@ class Decorrelator(nn.Module):
             return (1 + lr * sq_sum / k)[:, None], -lr / k
         if self.rule == "whiten":  # R - lr [(1-kappa)(C - diag C) + kappa diag(C - 1)] R
             c = sq_sum / k
-            rows = 1 + lr * (1 - self.kappa) * c - lr * self.kappa * (c - 1)
+            rows = 1 + lr * (1 - self.kappa) * c
+            if self.variance == "rows":  # columns: added by _column_term
+                rows = rows - lr * self.kappa * (c - 1)
             return rows[:, None], -lr * (1 - self.kappa) / k
         if self.rule == "normalised":  # g (R - lr C R)
             gain = gain_sum / valid if valid else 1.0
             return gain, -lr * gain / k
         return 1.0, lr / k  # foldiak: R + lr offdiag(C)
+
+    def _column_term(self, sq_sum: Tensor | None, k: float) -> Tensor | None:
+        """``R diag(C_ii - 1)`` from the current ``R`` (zero off the blocks, like ``R``), for
+        ``variance="columns"``; None otherwise. Taken before ``R`` is changed in place."""
+        if self.variance != "columns" or sq_sum is None:
+            return None
+        return self.R * (sq_sum / k - 1)[None, :]
+
+    def _add_column_term(self, term: Tensor | None) -> None:
+        if term is None:
+            return
+        self.R.add_(term, alpha=-self.lr * self.kappa)
+        if not math.isfinite(float(self.R.sum())):
+            self._diverged()
 
     @torch.no_grad()
     def apply_statistics(self, stats: Tensor) -> None:
@@ -423,12 +457,14 @@ class Decorrelator(nn.Module):
             return
         scale, alpha = self._coefficients(stats[size : size + d], float(stats[-3]),
                                           float(stats[-2]), k)
+        column = self._column_term(stats[size : size + d], k)
         products, start = [], 0
         for g in self.groups:
             n = g.count * g.size * g.size
             products.append(stats[start : start + n].reshape(g.count, g.size, g.size))
             start += n
         self._update_blocks(scale, alpha, products)
+        self._add_column_term(column)
 
     @torch.no_grad()
     def update(self) -> None:
@@ -446,6 +482,7 @@ class Decorrelator(nn.Module):
         gain_sum, valid = self._gain_sums(x, z) if self.rule == "normalised" else (0.0, 0.0)
         sq_sum = (z * z).sum(0) if self.rule in ("decorrelate", "whiten") else None
         scale, alpha = self._coefficients(sq_sum, gain_sum, valid, float(z.shape[0]))
+        column = self._column_term(sq_sum, float(z.shape[0]))
         if self.rule == "foldiak":
             self._update_blocks(scale, alpha, self._products(z))
         elif self.block_size is None and z.shape[0] <= self.features:
@@ -455,6 +492,7 @@ class Decorrelator(nn.Module):
                 self._diverged()
         else:
             self._update_in_place(z, scale, alpha)
+        self._add_column_term(column)
 
     def _update_in_place(self, z: Tensor, scale: Tensor | float, alpha: float) -> None:
         """``R_b <- s R_b + alpha Z_b^T Z_b R_b`` per block group with one ``baddbmm`` that reads
