@@ -32,7 +32,7 @@ _SPEEDUP = Scale((*_AHMAD_MLP, Quantity("CNN channels (widest)", "model.channels
 _RESNET = Scale((
     Quantity("ResNet-18 base width", "model.resnet_width", 64, "torchvision ResNet-18 (decorbp)"),
     Quantity("training images", "data.n_train", 50_000, f"at least {CIFAR}"),
-    Quantity("epochs", "train.epochs", None),
+    Quantity("epochs", "train.epochs", 20, "decorbp experiments/config/CIFAR10_RESNET18.txt"),
 ), note="data: Fashion-MNIST on CPU for the paper's CIFAR-10/ImageNet on GPUs")
 _VARIANTS = Scale((
     Quantity("epochs", "train.epochs", 100, NPF_ADAM),
