@@ -131,7 +131,8 @@ def _deep_sal(sal: list[float], other: list[float], other_key: str = "bp") -> di
     return {"dataset": "mnist1d", "seeds": 3, "bp-sal_test_acc_per_seed": sal,
             "bp-sal_test_acc": sum(sal) / 3,
             f"{other_key}_test_acc_per_seed": other, f"{other_key}_test_acc": sum(other) / 3,
-            "bp-sal_loss_drop": 0.3, "bp_loss_drop": 0.0}
+            "bp-sal_loss_drop": 0.3, "bp_loss_drop": 0.0,
+            f"{other_key}_setting": {"init": "gaussian", "gain": 1.0, "lr": 1e-4}}
 
 
 def _lag(sal_rate: float, sal: list[float], other: list[float],

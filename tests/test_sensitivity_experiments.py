@@ -33,6 +33,12 @@ def test_config_validation():
     with pytest.raises(ConfigError, match="model.tuned_init"):
         resolve_config(get_experiment("sensitivity-deep-mlp"), quick=True,
                        overrides=["model.tuned_init=uniform"])
+    with pytest.raises(ConfigError, match="variants lacks bp-tuned-gain"):
+        resolve_config(get_experiment("sensitivity-deep-mlp"), quick=True,
+                       overrides=["variants=[bp,bp-sal]"])
+    with pytest.raises(ConfigError, match="variants"):
+        resolve_config(get_experiment("sensitivity-deep-mlp"), quick=True,
+                       overrides=["variants=[bp,bp-tuned-gain,bp-sal,lstm]"])
 
 
 def _summary(run_dir):
@@ -85,32 +91,42 @@ def test_tiny_deep_run_tunes_each_variant_and_ablates_the_guard(tmp_path, monkey
 
     monkeypatch.setattr(SensitivityAdjustment, "__init__", recording_init)
     exp = get_experiment("sensitivity-deep-mlp")
+    variants = ("bp", "bp-tuned-gain", "bp-orthogonal-gain", "bp-sal", "bp-sal-no-guard")
     run_dir = run_experiment(exp, out=tmp_path, quick=True, progress=False,
-                             overrides=DEEP_TINY)
+                             overrides=[*DEEP_TINY, f"variants=[{','.join(variants)}]"])
     summary = _summary(run_dir)
     lines = summary["series"]["deep_grad_norm"]["lines"]
-    assert set(lines) == {f"{v}, {e}" for v in ("bp", "bp-tuned-gain", "bp-sal", "bp-sal-no-guard")
-                          for e in ("epoch 1", "last epoch")}
+    assert set(lines) == {f"{v}, {e}" for v in variants for e in ("epoch 1", "last epoch")}
     assert len(lines["bp, last epoch"]) == 4  # 3 hidden layers + head
     rows = rows_of(summary["results"])
     assert all("log10_grad_first_over_last_epoch1" in r.metrics for r in rows)
-    # Four SAL candidates are tuned (2 inits x 2 rates, guard on), then BP+SAL and its ablation.
-    assert guards == [True] * 5 + [False]
+    # Two SAL candidates are tuned (2 SAL rates x 1 Adam rate, guard on), then BP+SAL and its
+    # ablation.
+    assert guards == [True] * 3 + [False]
     sal, ablation = select(rows, "bp-sal")[0], select(rows, "bp-sal-no-guard")[0]
     assert (ablation.setting, ablation.lr) == (sal.setting, sal.lr)  # BP+SAL's choice reused
     result = json.loads((run_dir / sal.run / "result.json").read_text())
     assert result["step"] == 3  # 64 - 16 held out for validation = 48 examples, batch 16
-    # Equal budgets: every variant scored 4 candidates on validation; BP over its own rates.
+    # Equal budgets: every variant scored 2 candidates on validation; BP over its own rates.
+    # The paper's baseline tunes the scale of Gaussian weights only; the orthogonal one apart.
     tuning = summary["results"]["tuning"]
-    assert set(tuning) == {"bp-s0", "bp-tuned-gain-s0", "bp-sal-s0"}
-    assert {len(t["validation_loss"]) for t in tuning.values()} == {4}
+    assert set(tuning) == {"bp-s0", "bp-tuned-gain-s0", "bp-orthogonal-gain-s0", "bp-sal-s0"}
+    assert {len(t["validation_loss"]) for t in tuning.values()} == {2}
     assert set(tuning["bp-s0"]["validation_loss"]) == {
-        f"{i}-g0.5 lr {lr}" for i in ("gaussian", "orthogonal") for lr in ("0.0003", "0.001")}
+        f"gaussian-g0.5 lr {lr}" for lr in ("0.0003", "0.001")}
+    assert set(tuning["bp-tuned-gain-s0"]["validation_loss"]) == {
+        f"gaussian-g{g} lr 0.001" for g in ("1", "1.1")}
+    assert set(tuning["bp-orthogonal-gain-s0"]["validation_loss"]) == {
+        f"orthogonal-g{g} lr 0.001" for g in ("1", "1.1")}
     for variant, record in tuning.items():
         best = min(record["validation_loss"], key=record["validation_loss"].get)
         row = select(rows, variant.removesuffix("-s0"))[0]
         assert best == f"{row.setting} lr {row.lr:g}" == f"{record['setting']} lr {record['lr']:g}"
-    assert "tuned on validation" in summary["claims"][2]["our_value"]
+    ours = summary["claims"][2]["our_value"]
+    assert "tuned on validation" in ours and "beyond the paper (not judged)" in ours
+    assert "paper's epochs/width/data not read" in ours
+    table = summary["tables"]["baselines"]
+    assert [r[0] for r in table["rows"]] == ["bp-tuned-gain", "bp-orthogonal-gain"]
 
 
 @pytest.mark.slow
@@ -120,10 +136,37 @@ def test_quick_versions_run(tmp_path, name):
     assert summary["claims"]
 
 
-def _deep(sal, other, other_key, dataset="mnist1d"):
+def _deep(sal, other, other_key, dataset="mnist1d", family="gaussian"):
     return get_experiment("sensitivity-deep-mlp").with_rows({
         "dataset": dataset, "bp-sal_test_acc_per_seed": sal,
-        f"{other_key}_test_acc_per_seed": other, "bp-sal_loss_drop": 0.3, "bp_loss_drop": 0.0})
+        f"{other_key}_test_acc_per_seed": other, "bp-sal_loss_drop": 0.3, "bp_loss_drop": 0.0,
+        f"{other_key}_setting": {"init": family, "gain": 1.0, "lr": 1e-4}})
+
+
+def test_sal_is_judged_against_the_gaussian_scale_only():
+    """Rule v5 (issue 27.4): a tuned baseline that searched orthogonal weights is not the
+    paper's; such a run (the committed one before v5) is not checked, not judged."""
+    check = get_experiment("sensitivity-deep-mlp").claims[2].check
+    ours, verdict = check(_deep([0.45, 0.46, 0.44], [0.3, 0.31, 0.29], "bp-tuned-gain",
+                                family="orthogonal"))
+    assert verdict == "not checked" and "not Gaussian-only" in ours
+    assert check(_deep([0.45, 0.46, 0.44], [0.3, 0.31, 0.29], "bp-tuned-gain"))[1] == "reproduced"
+
+
+def test_orthogonal_baseline_is_shown_beside_the_claim_but_not_judged():
+    from signalprop.experiments.sensitivity_deep_mlp import baselines_table
+
+    results = _deep([0.45, 0.46, 0.44], [0.3, 0.31, 0.29], "bp-tuned-gain")
+    results["rows"] += [{"variant": "bp-orthogonal-gain", "seed": s, "test_acc": a, "lr": 1e-4,
+                         "setting": "orthogonal-g1.1"} for s, a in enumerate([0.6, 0.61, 0.59])]
+    ours, verdict = get_experiment("sensitivity-deep-mlp").claims[2].check(results)
+    assert verdict == "reproduced"  # SAL beats the Gaussian scale; orthogonal wins, unjudged
+    assert "beyond the paper (not judged): BP+SAL 0.450" in ours
+    assert "tuned orthogonal gain 0.600" in ours
+    rows = baselines_table(rows_of(results))["rows"]
+    assert [(r[0], r[4], r[5]) for r in rows] == [
+        ("bp-tuned-gain", "0.300 ± 0.010", "+0.150"),
+        ("bp-orthogonal-gain", "0.600 ± 0.010", "-0.150")]
 
 
 @pytest.mark.parametrize(("claim", "other_key"), [(1, "bp"), (2, "bp-tuned-gain")])
