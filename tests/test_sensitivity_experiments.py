@@ -66,19 +66,83 @@ def test_tiny_chaos_run_tracks_both_quantities(tmp_path):
         assert row["rule_version"] == claim.rule_version
 
 
-def test_tiny_lag_run_scores_success_per_seed_on_all_training_data(tmp_path):
-    run_dir = run_experiment(get_experiment("sensitivity-lag"), out=tmp_path, quick=True,
-                             progress=False, overrides=["data.lag=5", "data.n_train=64",
-                                                        "data.n_test=32", "seeds=1",
-                                                        "train.epochs=1"])
-    rows = rows_of(_summary(run_dir)["results"])
-    assert [r.variant for r in rows] == ["bptt", "bptt-tuned-radius", "bptt-sal"]
+LAG_VARIANTS = ["bptt", "bptt-tuned-radius", "bptt-sal", "readout-only", "lstm"]
+
+
+def test_tiny_lag_run_tunes_every_variant_at_both_lags_on_validation(tmp_path):
+    exp = get_experiment("sensitivity-lag")
+    run_dir = run_experiment(exp, out=tmp_path, quick=True, progress=False, overrides=[
+        "data.lag=5", "data.control_lag=2", "data.n_train=64", "data.n_val=16",
+        "data.n_test=32", "seeds=1", "train.epochs=1"])
+    summary = _summary(run_dir)
+    rows = rows_of(summary["results"])
+    assert [(r.point, r.variant) for r in rows] == [(lag, v) for lag in (2, 5)
+                                                    for v in LAG_VARIANTS]
     for row in rows:
         result = json.loads((run_dir / row.run / "result.json").read_text())
-        assert row.value("test_acc") == result["test_acc"] and row.lr == 1e-3
+        assert row.value("test_acc") == result["test_acc"]
         assert row.value("success") == float(result["test_acc"] >= 0.95)
-        assert result["step"] == 2  # 64 examples / batch 32: no validation split carved
-    assert not any(tmp_path.rglob("tune-*"))
+        assert result["step"] == 2  # 64 - 16 held out for validation = 48, batch 32
+    # Equal budgets (2 candidates each, quick grids), chosen on validation at each lag.
+    tuning = summary["results"]["tuning"]
+    assert set(tuning) == {f"{v}-{lag}-s0" for v in LAG_VARIANTS for lag in (2, 5)}
+    assert {len(t["validation_loss"]) for t in tuning.values()} == {2}
+    assert set(tuning["bptt-tuned-radius-5-s0"]["validation_loss"]) == {
+        "radius1 lr 0.001", "radius1.2 lr 0.001"}
+    assert set(tuning["bptt-sal-5-s0"]["validation_loss"]) == {"sal0.01 lr 0.001",
+                                                               "sal0.03 lr 0.001"}
+    for claim, row in zip(exp.claims, summary["claims"], strict=True):
+        assert row["rule_version"] == claim.rule_version == 4
+        assert "frozen-recurrence control" in row["our_value"]
+
+
+def test_lag_data_are_eight_cue_classes_with_distractors_and_unseen_test_sequences():
+    from signalprop.data import load
+
+    splits = load("cue-recall", seed=0, T=300, classes=8, n_train=200, n_test=100)
+    x, y = splits.train.tensors
+    xt, _ = splits.test.tensors
+    assert x.shape == (200, 301, 9) and splits.num_classes == 8
+    assert set(y.tolist()) == set(range(8))
+    assert (x[:, 1:, :8].sum(-1) == 1).all()  # a distractor symbol at every later step
+    assert not (x[:, None] == xt[None]).flatten(2).all(-1).any()  # no test sequence in train
+
+
+def test_frozen_control_trains_only_the_readout():
+    exp = get_experiment("sensitivity-lag")
+    cfg = resolve_config(exp, quick=True, overrides=[])
+    model = exp.build_model(cfg, exp.sample_splits(cfg, 8), "readout-only")
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all(not n.startswith("rnn.") for n in trainable)
+
+
+def test_lag_config_refuses_a_control_lag_not_shorter_and_unequal_budgets(tmp_path):
+    exp = get_experiment("sensitivity-lag")
+    with pytest.raises(ConfigError, match="data.control_lag"):
+        run_experiment(exp, out=tmp_path, quick=False, progress=False,
+                       overrides=["data.control_lag=300"])
+    with pytest.raises(ConfigError, match="same tuning budget"):
+        run_experiment(exp, out=tmp_path, quick=True, progress=False,
+                       overrides=["tuning.bptt_lrs=[1e-3]"])
+    assert not any(tmp_path.rglob("result.json"))
+
+
+def test_lag_claims_need_a_positive_control_before_failing_sal():
+    """Rule v4: with no variant succeeding at the lag, a SAL failure is not checked; with none
+    succeeding at the control lag either, the harness cannot see success at all."""
+    from claim_cases import _CHANCE, lag_rows
+
+    exp = get_experiment("sensitivity-lag")
+    flat = {v: _CHANCE for v in LAG_VARIANTS}
+    for claim in exp.claims:
+        ours, verdict = claim.check(lag_rows(flat))
+        assert verdict == "not checked" and "no variant succeeded at lag 300" in ours
+        ours, verdict = claim.check(lag_rows(flat, short=flat))
+        assert verdict == "not checked" and "even at the control lag 20" in ours
+        # a committed run of the old task (delayed recall, test = train) is not judged
+        legacy = exp.with_rows({"lag": 300, "bptt-sal_mean_test_acc_per_seed": [1.0],
+                                "bptt_mean_test_acc_per_seed": [0.5]})
+        assert claim.check(legacy)[1] == "not checked"
 
 
 def test_tiny_deep_run_tunes_each_variant_and_ablates_the_guard(tmp_path, monkeypatch):
@@ -187,15 +251,16 @@ def test_deep_claims_need_a_meaningful_accuracy(claim, other_key):
 
 
 def test_lag_claims_name_a_diverged_seed_and_count_it_as_failed():
+    from claim_cases import _CHANCE, lag_rows
+
     exp = get_experiment("sensitivity-lag")
-    rows = [{"variant": v, "seed": s, "test_acc": acc, "success": float(acc >= 0.95),
-             "status": "ok", "run": f"{v}-s{s}"}
-            for v, accs in (("bptt", [0.5, 0.52, 0.49]), ("bptt-sal", [1.0, 1.0, 0.99]))
-            for s, acc in enumerate(accs)]
-    rows[-1] = {**rows[-1], "status": "diverged", "success": float("nan"), "test_acc": 0.5}
-    ours, verdict = exp.claims[0].check({"lag": 300, "rows": rows})
-    assert "BPTT+SAL 0.67" in ours and "diverged: bptt-sal-s2" in ours
-    assert verdict == "not reproduced"  # 1.0, 1.0, 0.5 vs 0.5: not beyond noise at n = 3
+    results = lag_rows({"bptt": _CHANCE, "bptt-sal": [1.0, 1.0, 0.99], "readout-only": _CHANCE,
+                        "lstm": [1.0, 1.0, 1.0]})
+    last = [i for i, r in enumerate(results["rows"]) if r["variant"] == "bptt-sal"][-1]
+    results["rows"][last] |= {"status": "diverged", "success": float("nan"), "test_acc": 0.125}
+    ours, verdict = exp.claims[0].check(results)
+    assert "BPTT+SAL 0.67" in ours and "diverged: 300-bptt-sal-s2" in ours
+    assert verdict == "not reproduced"  # 1.0, 1.0, 0.125 vs chance: not beyond noise at n = 3
 
 
 def test_tuned_gain_model_is_orthogonal_when_asked():
