@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from signalprop.errors import ConfigError
 from signalprop.experiments.context import resolve_config, run_experiment
@@ -96,16 +97,31 @@ def test_tiny_lag_run_tunes_every_variant_at_both_lags_on_validation(tmp_path):
         assert "frozen-recurrence control" in row["our_value"]
 
 
-def test_lag_data_are_eight_cue_classes_with_distractors_and_unseen_test_sequences():
-    from signalprop.data import load
-
-    splits = load("cue-recall", seed=0, T=300, classes=8, n_train=200, n_test=100)
+def test_lag_data_are_eight_cues_with_distractors_and_noise_and_unseen_test_sequences():
+    exp = get_experiment("sensitivity-lag")
+    cfg = resolve_config(exp, quick=False, overrides=[])
+    splits = exp.sample_splits(cfg, 200)
     x, y = splits.train.tensors
     xt, _ = splits.test.tensors
-    assert x.shape == (200, 301, 9) and splits.num_classes == 8
+    assert x.shape == (200, cfg.data.lag + 1, 16) and splits.num_classes == 8 == cfg.data.classes
     assert set(y.tolist()) == set(range(8))
-    assert (x[:, 1:, :8].sum(-1) == 1).all()  # a distractor symbol at every later step
+    clean = x.round()  # noise of std 0.05 on every channel of every step
+    assert (clean[:, 1:, 8:].sum(-1) == 1).all()  # a distractor symbol at every later step
+    assert torch.equal(clean[:, 0, :8].argmax(-1), y)
+    assert 0.04 < (x - clean).std().item() < 0.06
     assert not (x[:, None] == xt[None]).flatten(2).all(-1).any()  # no test sequence in train
+
+
+def test_lag_verdict_below_the_papers_lag_is_capped_at_partly():
+    from claim_cases import _CHANCE, lag_rows
+
+    exp = get_experiment("sensitivity-lag")
+    results = lag_rows({"bptt-sal": [1.0, 0.99, 1.0], "bptt": _CHANCE, "readout-only": _CHANCE,
+                        "bptt-tuned-radius": _CHANCE}, lag=50)
+    for claim in exp.claims:
+        ours, verdict = claim.check(results)
+        assert verdict == "partly" and "below the paper's 300" in ours
+        assert "ours lag 50 of the paper's 300" in ours
 
 
 def test_frozen_control_trains_only_the_readout():
@@ -264,8 +280,6 @@ def test_lag_claims_name_a_diverged_seed_and_count_it_as_failed():
 
 
 def test_tuned_gain_model_is_orthogonal_when_asked():
-    import torch
-
     exp = get_experiment("sensitivity-deep-mlp")
     cfg = resolve_config(exp, quick=True, overrides=["model.tuned_init=orthogonal",
                                                      "model.tuned_gain=1.05", "model.width=16"])
@@ -278,8 +292,6 @@ def test_tuned_gain_model_is_orthogonal_when_asked():
 
 
 def test_orthogonal_init_scales_square_weights_by_the_gain():
-    import torch
-
     from signalprop.experiments.sensitivity_deep_mlp import orthogonal_init_
     from signalprop.nn.mlp import MLP
 

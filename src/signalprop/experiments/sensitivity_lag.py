@@ -1,10 +1,13 @@
-"""``sensitivity-lag``: cue recall over a 300-step lag (Shibata et al., arXiv 2012.13134).
+"""``sensitivity-lag``: recall of a cue over a long lag (Shibata et al., arXiv 2012.13134).
 
-A tanh RNN ``h_t = tanh(W_ih x_t + W_hh h_{t-1})`` sees one of ``data.classes`` (8) cue symbols,
-marked, at step 0, then ``data.lag`` steps of random distractor symbols from the same alphabet
-(plus Gaussian noise of std ``data.noise``), and must name the cue after the last step (the
-``cue-recall`` task; chance ``1/classes``). Train and test sequences are independent random
-draws, so the test sequences were never seen in training.
+A tanh RNN ``h_t = tanh(W_ih x_t + W_hh h_{t-1})`` sees one of ``data.classes`` (8) cues,
+one-hot, at step 0, then ``data.lag`` steps each holding a random one-hot distractor symbol (on
+``data.distractors`` channels of their own), with Gaussian noise of std ``data.noise`` on every
+channel of every step, and must name the cue after the last step (``delayed-recall`` in its cue
+layout; chance ``1/classes``). Train and test sequences are independent random draws, so no
+test sequence was seen in training. The paper's lag is 300 (``PAPER_LAG``); on this CPU no
+model we tried learned it in minutes (docs/methods/sensitivity.md), so the default judged lag
+is 50 and the rows say so (``--set data.lag=300`` runs the paper's).
 
 Variants, each tuned with an equal budget on validation data (``data.n_val`` training sequences
 held out, first seed; :class:`LagTuning`):
@@ -46,19 +49,23 @@ from signalprop.nn.elman import LastStepClassifier
 from signalprop.train import TrainConfig
 
 VARIANTS = ("bptt", "bptt-tuned-radius", "bptt-sal", "readout-only", "lstm")
+#: the lag between the first input and the output in the paper's RNN experiment
+PAPER_LAG = 300
 #: the variants whose success at a lag shows the budget can solve the task there
 LEARNERS = ("lstm", "bptt-tuned-radius", "bptt", "bptt-sal")
 
 
 @dataclass(frozen=True)
 class LagData:
-    """The cue-recall task (``data.*``): the lags, the alphabet, the sizes and the noise."""
+    """The recall task (``data.*``): the lags, the cue and distractor alphabets, the sizes and
+    the noise."""
 
-    lag: int = 300
+    lag: int = 50
     control_lag: int = 20
     classes: int = 8
-    noise: float = 0.0
-    n_train: int = 4000
+    distractors: int = 8
+    noise: float = 0.05
+    n_train: int = 8500
     n_val: int = 500
     n_test: int = 1000
 
@@ -66,6 +73,7 @@ class LagData:
         for name in ("lag", "control_lag", "n_train", "n_val", "n_test"):
             positive(f"data.{name}", getattr(self, name))
         non_negative("data.noise", self.noise)
+        non_negative("data.distractors", self.distractors)
         if self.classes < 2:
             raise ConfigError(f"data.classes must be >= 2 (the paper-style task uses 8), got "
                               f"{self.classes}")
@@ -85,7 +93,7 @@ class LagModelConfig:
     hidden: int = 32
     small_radius: float = 0.5
     tuned_radius: float = 1.0
-    input_scale: float = 0.5
+    input_scale: float = 0.3
 
     def __post_init__(self) -> None:
         positive("model.hidden", self.hidden)
@@ -102,7 +110,7 @@ class LagTuning(Tuning):
     BPTT from the small radius and of the LSTM). The budgets must be equal."""
 
     lrs: tuple[float, ...] = (1e-3, 3e-3)
-    epochs: int = 4
+    epochs: int = 3
     max_extensions: int = 1
     radii: tuple[float, ...] = (1.0, 1.2)
     sal_lrs: tuple[float, ...] = (0.01, 0.03)
@@ -129,8 +137,8 @@ class LagConfig:
     tuning: LagTuning = field(default_factory=LagTuning)
     sal: SALConfig = field(default_factory=lambda: SALConfig(lr=0.01, beta=0.0))
     train: TrainConfig = field(
-        default_factory=lambda: TrainConfig(epochs=15, batch_size=64, lr=1e-3, grad_clip=1.0,
-                                            log_every=8)
+        default_factory=lambda: TrainConfig(epochs=10, batch_size=64, lr=1e-3, grad_clip=1.0,
+                                            log_every=16)
     )
     seeds: int = 3
     success_acc: float = 0.95
@@ -183,11 +191,11 @@ MODELS = {
 
 def _options(cfg: LagConfig, lag: int) -> dict[str, Any]:
     d = cfg.data
-    return {"T": lag, "classes": d.classes, "noise": d.noise}
+    return {"T": lag, "classes": d.classes, "distractors": d.distractors, "noise": d.noise}
 
 
 def sample(cfg: LagConfig, n: int, seed: int) -> Splits:
-    return load_sample("cue-recall", n, seed, fallback=None, **_options(cfg, cfg.data.lag))
+    return load_sample("delayed-recall", n, seed, fallback=None, **_options(cfg, cfg.data.lag))
 
 
 def study(ctx: RunContext) -> Study:
@@ -220,10 +228,10 @@ def study(ctx: RunContext) -> Study:
     ]
     return Study(
         variants=variants, points=(cfg.data.control_lag, cfg.data.lag),
-        data=lambda ctx, lag: ctx.load_data("cue-recall", n_train=cfg.data.n_train,
+        data=lambda ctx, lag: ctx.load_data("delayed-recall", n_train=cfg.data.n_train,
                                             n_test=cfg.data.n_test, **_options(cfg, lag)),
         train=cfg.train, tuning=t, seeds=cfg.seeds, measure=success,
-        curve="test_acc", curve_title=f"Cue recall ({cfg.data.classes} classes): test accuracy")
+        curve="test_acc", curve_title=f"Recall of {cfg.data.classes} cues: test accuracy")
 
 
 def run(ctx: RunContext) -> dict[str, Any]:
@@ -231,7 +239,8 @@ def run(ctx: RunContext) -> dict[str, Any]:
     summary = run_study(ctx, study(ctx), ("test_acc", "success", "train_loss"))
     d = cfg.data
     summary["results"].update(
-        dataset=f"{summary['results']['dataset']} ({d.classes} classes, lag {d.lag})",
+        dataset=f"{summary['results']['dataset']} ({d.classes} cues, {d.distractors} "
+                f"distractors, noise {d.noise:g}, lag {d.lag})",
         lag=d.lag, control_lag=d.control_lag, classes=d.classes, success_acc=cfg.success_acc,
         epochs=cfg.train.epochs, hidden=cfg.model.hidden, n_train_used=d.n_train - d.n_val)
     return summary
@@ -262,8 +271,17 @@ def _acc(rows: list[Row], variant: str, lag: Any) -> Any:
 
 
 def budget(results: dict[str, Any]) -> str:
-    return (f"; budget: ours {results['epochs']} epochs on {results['n_train_used']} "
-            f"sequences, hidden {results['hidden']}; paper's not read")
+    return (f"; budget: ours lag {results['lag']} of the paper's {PAPER_LAG}, "
+            f"{results['epochs']} epochs on {results['n_train_used']} sequences, hidden "
+            f"{results['hidden']}; the paper's epochs, size and data not read")
+
+
+def _short(results: dict[str, Any], ours: str, verdict: str) -> tuple[str, str]:
+    """A reproduced verdict at a lag below the paper's is capped at partly, with the reason."""
+    if verdict == "reproduced" and results["lag"] < PAPER_LAG:
+        return (f"{ours}; capped at partly: shown at lag {results['lag']}, below the paper's "
+                f"{PAPER_LAG}"), "partly"
+    return ours, verdict
 
 
 def harness(results: dict[str, Any]) -> tuple[str, str]:
@@ -314,7 +332,7 @@ def _sal(results: dict[str, Any]) -> tuple[str, str]:
             + _chosen(rows, lag, "bptt-sal", "bptt") + notes(rows, ("bptt-sal", "bptt"))
             + budget(results))
     if acc.beyond_noise() and ctl.beyond_noise():
-        return ours, "reproduced" if sal >= 0.8 else "partly"
+        return _short(results, ours, "reproduced" if sal >= 0.8 else "partly")
     if why:
         return f"{ours}; not checked: {why}", "not checked"
     return ours, "not reproduced"
@@ -334,7 +352,7 @@ def _vs_tuned(results: dict[str, Any]) -> tuple[str, str]:
             + _chosen(rows, lag, "bptt-sal", "bptt-tuned-radius")
             + notes(rows, ("bptt-sal", "bptt-tuned-radius")) + budget(results))
     if ctl.beyond_noise() and acc.diff > 0:
-        return ours, "reproduced" if acc.beyond_noise() else "partly"
+        return _short(results, ours, "reproduced" if acc.beyond_noise() else "partly")
     if why:
         return f"{ours}; not checked: {why}", "not checked"
     return ours, "not reproduced"
@@ -342,9 +360,9 @@ def _vs_tuned(results: dict[str, Any]) -> tuple[str, str]:
 
 register(Experiment(
     name="sensitivity-lag",
-    summary="Cue recall (8 classes, distractors at every step) over a 300-step lag: BPTT from "
-    "a small radius, from a tuned spectral radius, with SAL; a frozen-recurrence control and "
-    "an LSTM positive control.",
+    summary="Recall of 8 cues with distractors and noise at every step over a long lag (the "
+    "paper's 300 by --set data.lag=300; 50 by default): BPTT from a small radius, from a tuned "
+    "spectral radius, with SAL; a frozen-recurrence control and an LSTM positive control.",
     paper=PAPER,
     make_config=LagConfig,
     run=run,
@@ -366,8 +384,8 @@ register(Experiment(
             check=_sal, rule_version=4,
             rule="at data.lag: test acc BPTT+SAL above BPTT and above the frozen-recurrence "
                  "control (Welch one-sided p < 0.05 each): reproduced if SAL's success rate "
-                 ">= 0.8, else partly; otherwise not reproduced, or not checked when no variant "
-                 "succeeded at the control lag or at data.lag (positive controls)",
+                 ">= 0.8 (partly below lag 300), else partly; otherwise not reproduced, or not "
+                 "checked when no variant succeeded at the control lag or at data.lag",
             paper_data="300-step lag task (construction not read)", stochastic=True,
         ),
         Claim(
@@ -378,8 +396,8 @@ register(Experiment(
             check=_vs_tuned, rule_version=4,
             rule="at data.lag: test acc BPTT+SAL − tuned radius (chosen on validation, equal "
                  "budget): reproduced if Welch one-sided p < 0.05 and SAL above the frozen "
-                 "control (p < 0.05); partly > 0 with SAL above the control; else not "
-                 "reproduced, or not checked when no variant succeeded (positive controls)",
+                 "control (p < 0.05) (partly below lag 300); partly > 0 with SAL above the "
+                 "control; else not reproduced, or not checked when no variant succeeded",
             paper_data="300-step lag task (construction not read)", stochastic=True,
         ),
     ),
