@@ -93,7 +93,7 @@ class LagModelConfig:
     hidden: int = 32
     small_radius: float = 0.5
     tuned_radius: float = 1.0
-    input_scale: float = 0.3
+    input_scale: float = 0.1
 
     def __post_init__(self) -> None:
         positive("model.hidden", self.hidden)
