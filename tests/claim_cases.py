@@ -131,15 +131,24 @@ def _deep_sal(sal: list[float], other: list[float], other_key: str = "bp") -> di
     return {"dataset": "mnist1d", "seeds": 3, "bp-sal_test_acc_per_seed": sal,
             "bp-sal_test_acc": sum(sal) / 3,
             f"{other_key}_test_acc_per_seed": other, f"{other_key}_test_acc": sum(other) / 3,
-            "bp-sal_loss_drop": 0.3, "bp_loss_drop": 0.0}
+            "bp-sal_loss_drop": 0.3, "bp_loss_drop": 0.0,
+            f"{other_key}_setting": {"init": "gaussian", "gain": 1.0, "lr": 1e-4}}
 
 
-def _lag(sal_rate: float, sal: list[float], other: list[float],
-         other_key: str = "bptt") -> dict[str, Any]:
-    out = {"lag": 300, "seeds": len(sal), "bptt-sal_success_rate": sal_rate,
-           "bptt_success_rate": 0.0, "bptt-tuned-radius_success_rate": 0.6,
-           "bptt-sal_mean_test_acc_per_seed": sal, f"{other_key}_mean_test_acc_per_seed": other}
-    return out
+def lag_rows(accs: dict[str, list[float]], short: dict[str, list[float]] | None = None,
+             lag: int = 300, control_lag: int = 20) -> dict[str, Any]:
+    """sensitivity-lag results (rule v4) from per-seed test accuracies at ``lag`` and, at the
+    control lag, ``short`` (default: every variant recalls perfectly there)."""
+    short = short or {v: [1.0, 1.0, 1.0] for v in accs}
+    rows = [{"variant": v, "point": point, "seed": s, "test_acc": a, "success": float(a >= 0.95),
+             "status": "ok", "lr": 1e-3, "setting": "", "run": f"{point}-{v}-s{s}"}
+            for point, by in ((control_lag, short), (lag, accs)) for v, seeds in by.items()
+            for s, a in enumerate(seeds)]
+    return {"lag": lag, "control_lag": control_lag, "classes": 8, "success_acc": 0.95,
+            "epochs": 15, "hidden": 32, "n_train_used": 3500, "seeds": 3, "rows": rows}
+
+
+_CHANCE = [0.12, 0.13, 0.125]
 
 
 def _images(mlp_wins: bool, cnn_wins: bool) -> dict[str, Any]:
@@ -282,16 +291,21 @@ CASES: dict[str, dict[str, dict[str, Any]]] = {
         P: _deep_sal([0.21, 0.16, 0.11], [0.14, 0.12, 0.10], "bp-tuned-gain"),
         N: _deep_sal([0.15, 0.16, 0.14], [0.2, 0.21, 0.19], "bp-tuned-gain"),
     },
+    # Rule v4: above BPTT and above the frozen-recurrence control; success >= 0.8 to reproduce.
     "sensitivity-lag#0": {
-        R: _lag(1.0, [1.0, 1.0, 1.0, 0.99, 1.0], [0.5, 0.52, 0.49, 0.5, 0.51]),
-        P: _lag(0.4, [1.0, 1.0, 0.6, 0.55, 0.6], [0.5, 0.52, 0.49, 0.5, 0.51]),
-        N: _lag(0.0, [0.5, 0.52, 0.49, 0.5, 0.51], [0.5, 0.52, 0.49, 0.5, 0.51]),
+        R: lag_rows({"bptt-sal": [1.0, 0.99, 1.0], "bptt": _CHANCE, "readout-only": _CHANCE}),
+        P: lag_rows({"bptt-sal": [0.6, 0.55, 0.62], "bptt": _CHANCE, "readout-only": _CHANCE}),
+        # SAL beats BPTT, but not the frozen control; the LSTM shows the budget suffices
+        N: lag_rows({"bptt-sal": [0.3, 0.32, 0.31], "bptt": _CHANCE,
+                     "readout-only": [0.3, 0.31, 0.32], "lstm": [1.0, 1.0, 0.99]}),
     },
     "sensitivity-lag#1": {
-        R: _lag(1.0, [1.0, 1.0, 1.0, 0.99, 1.0], [0.5, 0.6, 0.7, 0.5, 0.6], "bptt-tuned-radius"),
-        P: _lag(0.6, [1.0, 1.0, 0.6, 0.6, 1.0], [1.0, 0.6, 1.0, 0.6, 0.9], "bptt-tuned-radius"),
-        # the committed full run's pattern: SAL 0.80 success against the tuned radius's 1.00
-        N: _lag(0.8, [1.0, 1.0, 1.0, 1.0, 0.55], [1.0, 1.0, 1.0, 1.0, 1.0], "bptt-tuned-radius"),
+        R: lag_rows({"bptt-sal": [1.0, 0.99, 1.0], "bptt-tuned-radius": [0.5, 0.6, 0.55],
+                     "readout-only": _CHANCE}),
+        P: lag_rows({"bptt-sal": [1.0, 0.6, 0.97], "bptt-tuned-radius": [0.9, 0.6, 0.8],
+                     "readout-only": _CHANCE}),
+        N: lag_rows({"bptt-sal": [0.5, 0.55, 0.6], "bptt-tuned-radius": [1.0, 1.0, 1.0],
+                     "readout-only": _CHANCE}),
     },
     "target-space-images#0": {R: _images(True, True), P: _images(True, False),
                               N: _images(False, False)},

@@ -155,3 +155,18 @@ def test_lag_recall_labels_the_unmarked_symbol_exactly_t_steps_before_the_query(
     xt = s.test.tensors[0]
     seen = {tuple(r.argmax(1).tolist()) for r in x[:, :-1, :8]}
     assert not any(tuple(r.argmax(1).tolist()) in seen for r in xt[:, :-1, :8])
+
+
+def test_delayed_recall_cue_layout_has_distractors_and_noise_at_every_step():
+    s = load("delayed-recall", n_train=400, n_test=50, T=6, classes=8, distractors=8)
+    x, y = s.train.tensors
+    assert x.shape == (400, 7, 16) and s.num_classes == 8 and set(y.tolist()) == set(range(8))
+    assert torch.equal(x[:, 0, :8].argmax(-1), y) and (x[:, 0].sum(-1) == 1).all()
+    assert (x[:, 1:, :8] == 0).all() and (x[:, 1:, 8:].sum(-1) == 1).all()
+    noisy = load("delayed-recall", n_train=400, n_test=50, T=6, classes=8, distractors=8,
+                 noise=0.1)
+    xn, yn = noisy.train.tensors
+    assert abs((xn - xn.round()).std().item() - 0.1) < 0.01  # on every channel and step
+    assert torch.equal(xn[:, 0, :8].argmax(-1), yn)
+    test = noisy.test.tensors[0]
+    assert not (xn[:, None] == test[None]).flatten(2).all(-1).any()  # unseen test sequences

@@ -1,16 +1,22 @@
 """``sensitivity-deep-mlp``: a 300-layer tanh MLP trained by backprop from small weights, from a
-tuned initial gain, and with SAL (Shibata et al., arXiv 2012.13134).
+tuned initial weight scale, and with SAL (Shibata et al., arXiv 2012.13134).
 
 Backprop through ``h_{l+1} = tanh(W_l h_l)`` multiplies the gradient by ``W_l^T diag(f')`` per
 layer; from small weights (gain 0.5) it vanishes long before the first of 300 layers. SAL lifts
 every neuron's sensitivity ``|f'(U_j)| ‖w_j‖`` towards 1 after each step, keeping that product
-near norm 1. The baseline SAL is said to beat starts from a tuned gain instead (Gaussian or
-orthogonal weights: Saxe et al. 2014; dynamical isometry near gain 1, Pennington et al. 2017).
+near norm 1.
 
-The study runner tunes every variant with an equal budget (:class:`DeepTuning`);
-``bp-sal-no-guard`` (the saturation guard's ablation, this library's extension) reuses BP+SAL's
-choice. Measured per run: test accuracy, the train-loss drop from epoch 1, and ``log10`` of the
-first over the last layer's gradient norm.
+The paper's baseline is a *manually tuned spectral radius of random Gaussian weights*: for
+``W_ij ~ N(0, g²/n)`` the spectral radius is about ``g``, so ``bp-tuned-gain`` tunes ``g`` of
+Gaussian weights, and the claim "SAL beats the tuned scale" is judged against it only.
+``bp-orthogonal-gain`` tunes the gain of orthogonal weights instead (Saxe et al. 2014; dynamical
+isometry near gain 1, Pennington et al. 2017): a stronger baseline that goes beyond the paper,
+reported beside the claim and in its own table, never judged (issue 27.4).
+
+The study runner tunes every variant with an equal budget (:class:`DeepTuning`) on validation
+data; ``bp-sal-no-guard`` (the saturation guard's ablation, this library's extension; add it with
+``variants``) reuses BP+SAL's choice. Measured per run: test accuracy, the train-loss drop from
+epoch 1, and ``log10`` of the first over the last layer's gradient norm.
 """
 
 from __future__ import annotations
@@ -38,7 +44,12 @@ from signalprop.storage import read_jsonl
 from signalprop.train import TrainConfig, epoch_records
 
 INITS = ("gaussian", "orthogonal")
-VARIANTS = ("bp", "bp-tuned-gain", "bp-sal", "bp-sal-no-guard")
+VARIANTS = ("bp", "bp-tuned-gain", "bp-orthogonal-gain", "bp-sal", "bp-sal-no-guard")
+#: the variants the claims read (a run must train them)
+JUDGED = ("bp", "bp-tuned-gain", "bp-sal")
+#: the paper's baseline and ours beyond it, for the baselines table
+BASELINES = {"bp-tuned-gain": "the paper's: tuned spectral radius of Gaussian weights",
+             "bp-orthogonal-gain": "beyond the paper: tuned gain of orthogonal weights"}
 GRAD_RATIOS = ("log10_grad_first_over_last", "log10_grad_first_over_last_epoch1")
 #: Logistic regression's test accuracy on MNIST-1D (4000/1000; Greydanus 2020; we measure 0.31):
 #: a deep net below it has not trained to a meaningful accuracy (docs/methods/sensitivity.md).
@@ -68,30 +79,30 @@ class DeepModelConfig:
 
 @dataclass(frozen=True)
 class DeepTuning(Tuning):
-    """The runner's sweep (``tuning.lrs``: the Adam rates of the tuned gain and BP+SAL) plus
-    each variant's own settings: weight families ``inits`` for all, ``bp_lrs`` (BP's Adam
-    grid), ``gains`` (tuned gain), ``sal_lrs`` (SAL's rate). The three budgets must be equal."""
+    """The runner's sweep (``tuning.lrs``: the Adam rates of the tuned scales and BP+SAL) plus
+    each variant's own settings: ``bp_lrs`` (BP's Adam grid), ``gains`` (the Gaussian weights'
+    scale, i.e. spectral radius: the paper's baseline), ``orthogonal_gains`` (beyond the
+    paper), ``sal_lrs`` (SAL's rate). The four budgets must be equal."""
 
     lrs: tuple[float, ...] = (1e-4, 2e-4)
     epochs: int = 8
-    inits: tuple[str, ...] = INITS
-    gains: tuple[float, ...] = (1.0, 1.05, 1.1)
-    sal_lrs: tuple[float, ...] = (0.01, 0.03, 0.1)
-    bp_lrs: tuple[float, ...] = (3e-5, 6e-5, 1e-4, 2e-4, 4e-4, 8e-4)
+    max_extensions: int = 1
+    gains: tuple[float, ...] = (1.0, 1.05)
+    orthogonal_gains: tuple[float, ...] = (1.05, 1.1)
+    sal_lrs: tuple[float, ...] = (0.01, 0.03)
+    bp_lrs: tuple[float, ...] = (5e-5, 1e-4, 2e-4, 4e-4)
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not self.inits:
-            raise ConfigError("tuning.inits must name at least one of gaussian, orthogonal")
-        for init in self.inits:
-            one_of("tuning.inits", init, INITS)
-        for name in ("gains", "sal_lrs", "bp_lrs"):
+        for name in ("gains", "orthogonal_gains", "sal_lrs", "bp_lrs"):
             positive_values(f"tuning.{name}", getattr(self, name))
 
     def check_equal_budget(self) -> None:
         """Checked when the run starts (overrides are applied one key at a time)."""
         sizes = {"tuning.bp_lrs": len(self.bp_lrs),
                  "tuning.gains x tuning.lrs": len(self.gains) * len(self.lrs),
+                 "tuning.orthogonal_gains x tuning.lrs": (len(self.orthogonal_gains)
+                                                          * len(self.lrs)),
                  "tuning.sal_lrs x tuning.lrs": len(self.sal_lrs) * len(self.lrs)}
         if len(set(sizes.values())) != 1:
             raise ConfigError("every variant must get the same tuning budget, but the sweeps "
@@ -100,6 +111,8 @@ class DeepTuning(Tuning):
 
 @dataclass(frozen=True)
 class DeepConfig:
+    """``variants``: which arms train (the claims need bp, bp-tuned-gain and bp-sal)."""
+
     data: Data = field(default_factory=lambda: Data("mnist1d", 4000, 500, 1000))
     model: DeepModelConfig = field(default_factory=DeepModelConfig)
     tuning: DeepTuning = field(default_factory=DeepTuning)
@@ -107,6 +120,14 @@ class DeepConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         epochs=30, lr=2e-4, grad_norms=True, log_every=4))
     seeds: int = 3
+    variants: tuple[str, ...] = VARIANTS[:4]
+
+    def __post_init__(self) -> None:
+        for name in self.variants:
+            one_of("variants", name, VARIANTS)
+        if missing := [v for v in JUDGED if v not in self.variants]:
+            raise ConfigError(f"variants lacks {', '.join(missing)}, which the claims compare; "
+                              f"add them (e.g. --set variants=[{','.join(VARIANTS[:4])}])")
 
 
 def orthogonal_init_(model: nn.Module, gain: float) -> nn.Module:
@@ -151,12 +172,14 @@ class DeepSetting:
 
 
 def deep_sweeps(cfg: DeepConfig) -> dict[str, dict[str, DeepSetting]]:
-    """Each tuned variant's candidate settings by label (equal budgets, see DeepTuning)."""
-    t, small = cfg.tuning, cfg.model.small_gain
+    """Each tuned variant's candidate settings by label (equal budgets, see DeepTuning). BP
+    and BP+SAL start from ``model.small_init`` weights at ``model.small_gain``."""
+    t, small, init = cfg.tuning, cfg.model.small_gain, cfg.model.small_init
     t.check_equal_budget()
-    sweeps = {"bp": [DeepSetting(i, small) for i in t.inits],
-              "bp-tuned-gain": [DeepSetting(i, g) for i in t.inits for g in t.gains],
-              "bp-sal": [DeepSetting(i, small, eta) for i in t.inits for eta in t.sal_lrs]}
+    sweeps = {"bp": [DeepSetting(init, small)],
+              "bp-tuned-gain": [DeepSetting("gaussian", g) for g in t.gains],
+              "bp-orthogonal-gain": [DeepSetting("orthogonal", g) for g in t.orthogonal_gains],
+              "bp-sal": [DeepSetting(init, small, eta) for eta in t.sal_lrs]}
     return {v: {s.label: s for s in settings} for v, settings in sweeps.items()}
 
 
@@ -191,8 +214,12 @@ def study(ctx: RunContext) -> Study:
             return deep_mlp(cfg, splits, s.gain, s.init), rules
         return Variant(name, build, settings=sweeps[name.removesuffix("-no-guard")], **options)
 
-    return Study(variants=[variant("bp", lrs=cfg.tuning.bp_lrs), variant("bp-tuned-gain"),
-                           variant("bp-sal"), variant("bp-sal-no-guard", False, tuned_as="bp-sal")],
+    variants = {"bp": variant("bp", lrs=cfg.tuning.bp_lrs),
+                "bp-tuned-gain": variant("bp-tuned-gain"),
+                "bp-orthogonal-gain": variant("bp-orthogonal-gain"),
+                "bp-sal": variant("bp-sal"),
+                "bp-sal-no-guard": variant("bp-sal-no-guard", False, tuned_as="bp-sal")}
+    return Study(variants=[variants[v] for v in VARIANTS if v in cfg.variants],
                  data=lambda ctx, point: ctx.load_data(
                      cfg.data.name, fallback="mnist1d", n_train=cfg.data.n_train,
                      n_test=cfg.data.n_test),
@@ -206,7 +233,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
                                           "log10_grad_first_over_last"))
     rows = rows_of(summary["results"])
     grads, sens = {}, {}
-    for variant in VARIANTS:
+    for variant in cfg.variants:
         first = [ctx.run_dir / r.run for r in select(rows, variant, status="ok")
                  if r.seed == ctx.seed]
         for label, epoch in (("epoch 1", 0), ("last epoch", -1)):
@@ -224,8 +251,26 @@ def run(ctx: RunContext) -> dict[str, Any]:
                               f"epoch (seed {ctx.seed})", "layer (input to output)",
                               "||dL/dW||", grads, logy=True),
         deep_sal_sensitivity=series("SAL run: sensitivity", "step", "value", sens))
-    summary["results"]["depth"] = cfg.model.depth
+    summary["tables"]["baselines"] = baselines_table(rows)
+    summary["results"].update(depth=cfg.model.depth, width=cfg.model.width,
+                              epochs=cfg.train.epochs,
+                              n_train_used=cfg.data.n_train - cfg.data.n_val)
     return summary
+
+
+def baselines_table(rows: list[Row]) -> dict[str, Any]:
+    """Every tuned initial scale beside BP+SAL: the paper's baseline (Gaussian) and ours beyond
+    the paper (orthogonal), with the choice made on validation data."""
+    sal = per_seed(rows, variant="bp-sal", metric="test_acc")
+    out = []
+    for variant, label in BASELINES.items():
+        if not select(rows, variant):
+            continue
+        acc = Difference(sal, per_seed(rows, variant=variant, metric="test_acc"))
+        out.append([variant, label, select(rows, variant)[0].setting, chosen_lr(rows, variant),
+                    f"{acc.b.mean:.3f} ± {acc.b.std:.3f}", f"{acc.diff:+.3f}", f"{acc.p:.3g}"])
+    return {"columns": ["variant", "baseline", "setting (validation)", "lr", "test acc",
+                        "BP+SAL − baseline", "Welch p (SAL better)"], "rows": out}
 
 
 def legacy_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -237,6 +282,8 @@ def legacy_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
 
     rows = []
     for v in VARIANTS:
+        if not any(key.startswith(f"{v}_") for key in results):
+            continue  # not trained by that run (the orthogonal baseline came later)
         chosen = results.get(f"{v}_setting") or {"init": "", "gain": 0, "lr": None}
         setting = DeepSetting(chosen["init"], chosen["gain"], chosen.get("sal_lr"))
         for seed in range(len(results.get(f"{v}_test_acc_per_seed") or [None])):
@@ -276,11 +323,20 @@ def _accuracy(results: dict[str, Any], other: str) -> tuple[list[Row], Differenc
     return rows, Difference(sal, base)
 
 
+def budget(results: dict[str, Any]) -> str:
+    """Our budget beside the paper's (not read: the full text was unavailable)."""
+    if "epochs" not in results:
+        return ""
+    return (f"; budget: ours {results.get('depth')} layers x width {results.get('width')}, "
+            f"{results.get('n_train_used')} {results.get('dataset')} training examples, "
+            f"{results['epochs']} epochs; paper's epochs/width/data not read")
+
+
 def _trains(results: dict[str, Any]) -> tuple[str, str]:
     rows, acc = _accuracy(results, "bp")
     drop = [per_seed(rows, variant=v, metric="loss_drop").mean for v in ("bp-sal", "bp")]
     ours = (f"test acc: {acc.text('BP+SAL', 'BP')}; train-loss drop (epoch 1 to last) "
-            f"{drop[0]:.3f} vs {drop[1]:.3f}" + _chosen(rows, "bp-sal", "bp"))
+            f"{drop[0]:.3f} vs {drop[1]:.3f}" + _chosen(rows, "bp-sal", "bp") + budget(results))
     if not acc.beyond_noise():
         return ours, "not reproduced"
     return _capped(at_least(acc.diff, 0.10, 0.03), results, acc, ours)
@@ -295,10 +351,25 @@ def _gradient(results: dict[str, Any]) -> tuple[str, str]:
     return ours, at_most(abs(sal), 2.0, 4.0)
 
 
+def _beyond(rows: list[Row]) -> str:
+    """The orthogonal baseline beside the judged one, labelled as beyond the paper."""
+    if not select(rows, "bp-orthogonal-gain"):
+        return ""
+    acc = Difference(per_seed(rows, variant="bp-sal", metric="test_acc"),
+                     per_seed(rows, variant="bp-orthogonal-gain", metric="test_acc"))
+    return (f"; beyond the paper (not judged): {acc.text('BP+SAL', 'tuned orthogonal gain')}"
+            + _chosen(rows, "bp-orthogonal-gain"))
+
+
 def _vs_tuned(results: dict[str, Any]) -> tuple[str, str]:
+    """Rule v5: against the tuned scale of Gaussian weights only (the paper's baseline)."""
     rows, acc = _accuracy(results, "bp-tuned-gain")
-    ours = (f"test acc: {acc.text('BP+SAL', 'tuned initial gain')}"
-            + _chosen(rows, "bp-sal", "bp-tuned-gain"))
+    families = {r.setting.split("-")[0] for r in select(rows, "bp-tuned-gain")}
+    ours = (f"test acc: {acc.text('BP+SAL', 'tuned Gaussian scale')}"
+            + _chosen(rows, "bp-sal", "bp-tuned-gain") + _beyond(rows) + budget(results))
+    if families != {"gaussian"}:
+        return (f"{ours}; the tuned baseline is not Gaussian-only (setting "
+                f"{', '.join(sorted(families))}): a run made before rule v5"), "not checked"
     return _capped(better(acc, 0.02), results, acc, ours)
 
 
@@ -314,10 +385,11 @@ register(Experiment(
     quick={"model.depth": 30, "data.n_train": 512, "data.n_val": 128, "data.n_test": 256,
            "train.epochs": 3, "train.batch_size": 64, "model.width": 32, "seeds": 1,
            "tuning.epochs": 1, "tuning.lrs": (1e-3,), "tuning.max_extensions": 0,
-           "tuning.gains": (1.0, 1.1), "tuning.sal_lrs": (0.03, 0.1),
+           "tuning.gains": (1.0, 1.1), "tuning.orthogonal_gains": (1.0, 1.1),
+           "tuning.sal_lrs": (0.03, 0.1),
            "tuning.bp_lrs": (3e-4, 1e-3)},
     tiny={"model.depth": 3, "model.width": 8, "data.n_train": 64, "data.n_val": 16,
-          "data.n_test": 32, "train.epochs": 1, "tuning.inits": ("gaussian",)},
+          "data.n_test": 32, "train.epochs": 1},
     claims=(
         Claim(
             text="SAL with BP avoids the vanishing gradient in a 300-layer network: the gradient "
@@ -338,12 +410,14 @@ register(Experiment(
             paper_data="not stated in the abstract", stochastic=True,
         ),
         Claim(
-            text="BP with SAL learns better than BP from a tuned initial weight scale",
+            text="BP with SAL learns better than BP from a tuned initial weight scale "
+            "(spectral radius) of random Gaussian weights",
             source=SOURCE, paper_value="significant improvement (numbers not read)",
-            check=_vs_tuned, rule_version=4,
-            rule="test acc BP+SAL − tuned gain over seeds: reproduced >= 0.02 and Welch "
-                 "one-sided p < 0.05 with BP+SAL's mean >= the linear reference (MNIST-1D "
-                 "logistic regression 0.32); partly > 0; not reproduced <= 0",
+            check=_vs_tuned, rule_version=5,
+            rule="test acc BP+SAL − tuned Gaussian scale (the paper's baseline; the orthogonal "
+                 "one is shown, not judged) over seeds: reproduced >= 0.02 and Welch one-sided "
+                 "p < 0.05 with BP+SAL's mean >= the linear reference (MNIST-1D logistic "
+                 "regression 0.32); partly > 0; not reproduced <= 0",
             paper_data="not stated in the abstract", stochastic=True,
         ),
     ),
