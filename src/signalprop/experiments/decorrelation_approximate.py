@@ -26,8 +26,7 @@ from signalprop.train import TrainConfig
 class ApproximateConfig:
     data: Data = field(default_factory=Data)
     model: dm.ModelConfig = field(default_factory=dm.ModelConfig)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        epochs=10, batch_size=256, lr=1e-3, log_every=20))
+    train: TrainConfig = field(default_factory=dm.decor_train)
     learning: LearningConfig = field(default_factory=dm.decor_learning)
     # the whole 10-epoch horizon, from 3.16e-5 (docs/rules.md, 2026-12-06)
     tuning: Tuning = field(default_factory=lambda: Tuning(

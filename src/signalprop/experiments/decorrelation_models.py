@@ -23,7 +23,7 @@ from signalprop.experiments.samples import load_sample
 from signalprop.experiments.stats import Side
 from signalprop.experiments.study import Data
 from signalprop.learning.registry import LearningConfig, build_rules
-from signalprop.train import epoch_records
+from signalprop.train import TrainConfig, epoch_records
 
 PAPER = "Ahmad 2024, Correlations Are Ruining Your Gradient Descent (arXiv 2407.10780)"
 
@@ -42,6 +42,11 @@ class ModelConfig:
         positive("model.depth", self.depth)
         if not self.channels or any(c < 1 for c in self.channels):
             raise ConfigError(f"model.channels must be positive integers, got {self.channels!r}")
+
+
+def decor_train() -> TrainConfig:
+    """Both MLP/CNN decorrelation experiments: 10 epochs of 256, Adam 1e-3 before tuning."""
+    return TrainConfig(epochs=10, batch_size=256, lr=1e-3, log_every=20)
 
 
 def decor_learning() -> LearningConfig:

@@ -328,6 +328,10 @@ def _check_accuracy(results: dict[str, Any]) -> tuple[str, str]:
     return text + scale, verdict
 
 
+_AT_SCALE = "not checked at scale below the paper's budget (20 epochs, 50,000 images, width 64)"
+_SHARED = {"rule_version": 3, "stochastic": True, "learns": ("resnet18-bp-*",),
+           "paper_data": "CIFAR-10 and ImageNet on GPUs (ours: a Fashion-MNIST subset on CPU)"}
+
 register(Experiment(
     name="decorrelation-resnet",
     summary="Decorrelated backprop (Dalm's rule) against backprop on ResNet-18: decorbp's protocol "
@@ -353,20 +357,14 @@ register(Experiment(
               rule="wall-clock to BP's final train loss, BP/DBP (dense R), mean over seeds, "
                    "on the decorbp-protocol arm when run (else ours): reproduced >= 2.0 and "
                    "above 1 by a one-sided t-test (p < 0.05); partly >= 1.2; else not "
-                   "reproduced, or not checked at scale below the paper's budget (20 epochs, "
-                   "50,000 images, width 64)",
-              rule_version=3,
-              paper_data="CIFAR-10 and ImageNet on GPUs (ours: a Fashion-MNIST subset on CPU)",
-              stochastic=True, learns=("resnet18-bp-*",)),
+                   f"reproduced, or {_AT_SCALE}",
+              **_SHARED),
         Claim(text="... and reaches a higher test accuracy than BP",
               source="Dalm et al. 2024 (arXiv 2405.02385 v2), abstract",
               paper_value="higher test accuracy than BP", check=_check_accuracy,
               rule="DBP minus BP mean test accuracy, on the decorbp-protocol arm when run "
                    "(else ours): reproduced > 0 with Welch one-sided p < 0.05; partly > 0 "
-                   "(DBP ahead, not significant); else not reproduced, or not checked at scale "
-                   "below the paper's budget (20 epochs, 50,000 images, width 64)",
-              rule_version=3,
-              paper_data="CIFAR-10 and ImageNet on GPUs (ours: a Fashion-MNIST subset on CPU)",
-              stochastic=True, learns=("resnet18-bp-*",)),
+                   f"(DBP ahead, not significant); else not reproduced, or {_AT_SCALE}",
+              **_SHARED),
     ),
 ))

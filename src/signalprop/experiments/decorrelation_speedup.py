@@ -32,8 +32,7 @@ from signalprop.train import TrainConfig
 class SpeedupConfig:
     data: Data = field(default_factory=Data)
     model: dm.ModelConfig = field(default_factory=dm.ModelConfig)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        epochs=10, batch_size=256, lr=1e-3, log_every=20))
+    train: TrainConfig = field(default_factory=dm.decor_train)
     learning: LearningConfig = field(default_factory=dm.decor_learning)
     tuning: Tuning = field(default_factory=lambda: Tuning(
         lrs=log_spaced(1e-4, 10**-1.5, 6), epochs=2))
