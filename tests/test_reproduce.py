@@ -130,7 +130,7 @@ window.addEventListener('load', () => {
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium not installed (apt-get install chromium)")
 def test_report_renders_in_headless_chromium(quick_run, tmp_path):
     out, _ = quick_run
-    page = tmp_path / "probe.html"
+    page = out / "report" / "probe.html"  # beside index.html: its figures are relative paths
     page.write_text((out / "report" / "index.html").read_text().replace("</body>",
                                                                          PROBE + "</body>"))
     proc = subprocess.run(

@@ -268,7 +268,8 @@ def baselines_table(rows: list[Row]) -> dict[str, Any]:
             continue
         acc = Difference(sal, per_seed(rows, variant=variant, metric="test_acc"))
         out.append([variant, label, select(rows, variant)[0].setting, chosen_lr(rows, variant),
-                    f"{acc.b.mean:.3f} ± {acc.b.std:.3f}", f"{acc.diff:+.3f}", f"{acc.p:.3g}"])
+                    f"{acc.b.mean:.3f} ± {acc.b.std:.3f}", f"{acc.diff:+.3f}",
+                    f"{acc.p:.3g}" if math.isfinite(acc.p) else "n/a (one seed)"])
     return {"columns": ["variant", "baseline", "setting (validation)", "lr", "test acc",
                         "BP+SAL − baseline", "Welch p (SAL better)"], "rows": out}
 
