@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 import torch
+from pairing_runs import tiny_pairing_run
 
 from signalprop.experiments import pairing_sal_decor as ps
-from signalprop.experiments.context import resolve_config, run_experiment
+from signalprop.experiments.context import resolve_config
 from signalprop.experiments.registry import get_experiment
 from signalprop.learning.decorrelation_rule import DecorrelationRule
 from signalprop.learning.sensitivity import SensitivityAdjustment
@@ -65,16 +66,7 @@ def test_sal_adjusts_the_decorrelated_net_it_is_paired_with(tmp_path: Path):
 
 
 def test_tiny_study_tunes_every_variant_on_one_grid_and_writes_rows(tmp_path: Path):
-    run_dir = run_experiment(EXP, out=tmp_path, quick=True, progress=False, overrides=[
-        "data.n_train=160", "data.n_val=40", "data.n_test=60", "train.epochs=1",
-        "model.depth=3", "model.width=8", "tuning.lrs=[0.001,0.01]",
-        "tuning.max_extensions=0", "seeds=2"])
-    summary = json.loads((run_dir / "summary.json").read_text())
-    rows = summary["results"]["rows"]
-    assert [(r["variant"], r["seed"]) for r in rows] == [(v, s) for v in ps.METHODS
-                                                         for s in (0, 1)]
-    assert sorted(p.name for p in run_dir.glob("tune-*")) == sorted(
-        f"tune-{v}-s0-lr{lr}" for v in ps.METHODS for lr in ("0.001", "0.01"))
+    summary = tiny_pairing_run(EXP, ps.METHODS, tmp_path)
     assert [c["source"][:14] for c in summary["claims"]] == ["our hypothesis"] * 2
     for index, claim in enumerate(EXP.claims):
         text, _ = claim.check(summary["results"])
