@@ -33,7 +33,7 @@ from typing import Any
 
 from torch import nn
 
-from signalprop.config import one_of, positive, require_int
+from signalprop.config import config_part, one_of, positive, require_int
 from signalprop.errors import ConfigError
 from signalprop.experiments import decorrelation_models as dm
 from signalprop.experiments.context import RunContext
@@ -55,7 +55,8 @@ ARCHITECTURES = ("resnet18", "vit")
 JUDGED = "resnet18"  # the claims are about ResNet-18 with a dense R (variant "dbp")
 
 
-@dataclass(frozen=True)
+@config_part("model", positive=("resnet_width", "vit_dim", "vit_depth", "vit_heads",
+                               "vit_patch"))
 class ResNetModelConfig:
     """ResNet-18 channel width (64 in torchvision; 32 by default here, for the CPU budget) and
     the ViT's size."""
@@ -65,10 +66,6 @@ class ResNetModelConfig:
     vit_depth: int = 4
     vit_heads: int = 4
     vit_patch: int = 7
-
-    def __post_init__(self) -> None:
-        for name in ("resnet_width", "vit_dim", "vit_depth", "vit_heads", "vit_patch"):
-            positive(f"model.{name}", getattr(self, name))
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch.utils.data import TensorDataset
 
-from signalprop.config import non_negative, one_of, positive
+from signalprop.config import config_part, non_negative, one_of, positive
 from signalprop.data.splits import Splits
 from signalprop.diagnostics.lyapunov import rnn_lyapunov
 from signalprop.errors import ConfigError
@@ -48,7 +48,8 @@ class ChaosModelConfig:
         one_of("model.nonlinearity", self.nonlinearity, sorted(RNN_ACTIVATIONS))
 
 
-@dataclass(frozen=True)
+@config_part("run", positive=("steps", "batch_size", "seq_len", "eval_every", "eval_len"),
+             non_negative=("warmup",))
 class ChaosRunConfig:
     """SAL steps, the probe (``eval_len`` steps, the first ``warmup`` discarded), the gains of
     the random-weight table and the edge below which the two quantities are compared."""
@@ -63,9 +64,6 @@ class ChaosRunConfig:
     edge: float = -0.05
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "seq_len", "eval_every", "eval_len"):
-            positive(f"run.{name}", getattr(self, name))
-        non_negative("run.warmup", self.warmup)
         if self.warmup >= self.eval_len:
             raise ConfigError("run.warmup must be < run.eval_len")
         if not self.gains or any(g <= 0 for g in self.gains):

@@ -28,7 +28,7 @@ from typing import Any
 
 from torch import nn
 
-from signalprop.config import one_of, positive, positive_values
+from signalprop.config import config_part, one_of, positive_values
 from signalprop.data.splits import Splits
 from signalprop.errors import ConfigError
 from signalprop.experiments.common import at_least, at_most, grad_norm_profile
@@ -56,7 +56,7 @@ GRAD_RATIOS = ("log10_grad_first_over_last", "log10_grad_first_over_last_epoch1"
 LINEAR_REFERENCE = {"mnist1d": 0.32}
 
 
-@dataclass(frozen=True)
+@config_part("model", positive=("width", "depth", "small_gain", "tuned_gain"))
 class DeepModelConfig:
     """The MLP. ``small_gain`` is where BP and BP+SAL start; ``small_init``, ``tuned_gain`` and
     ``tuned_init`` only set the models ``signalprop diagnose`` builds (the run tunes them)."""
@@ -70,8 +70,6 @@ class DeepModelConfig:
     tuned_init: str = "gaussian"
 
     def __post_init__(self) -> None:
-        for name in ("width", "depth", "small_gain", "tuned_gain"):
-            positive(f"model.{name}", getattr(self, name))
         one_of("model.activation", self.activation, ("tanh", "sigmoid"))
         one_of("model.tuned_init", self.tuned_init, INITS)
         one_of("model.small_init", self.small_init, INITS)

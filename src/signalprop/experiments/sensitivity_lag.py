@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from signalprop.config import in_range, non_negative, positive, positive_values
+from signalprop.config import config_part, in_range, positive, positive_values
 from signalprop.data.splits import Splits
 from signalprop.errors import ConfigError
 from signalprop.experiments.context import RunContext
@@ -55,7 +55,8 @@ PAPER_LAG = 300
 LEARNERS = ("lstm", "bptt-tuned-radius", "bptt", "bptt-sal")
 
 
-@dataclass(frozen=True)
+@config_part("data", positive=("lag", "control_lag", "n_train", "n_val", "n_test"),
+             non_negative=("noise", "distractors"))
 class LagData:
     """The recall task (``data.*``): the lags, the cue and distractor alphabets, the sizes and
     the noise."""
@@ -70,10 +71,6 @@ class LagData:
     n_test: int = 1000
 
     def __post_init__(self) -> None:
-        for name in ("lag", "control_lag", "n_train", "n_val", "n_test"):
-            positive(f"data.{name}", getattr(self, name))
-        non_negative("data.noise", self.noise)
-        non_negative("data.distractors", self.distractors)
         if self.classes < 2:
             raise ConfigError(f"data.classes must be >= 2 (the paper-style task uses 8), got "
                               f"{self.classes}")
