@@ -90,6 +90,25 @@ def _run_recurrence(x: Tensor, h0: Tensor, weight_ih: Tensor, bias: Tensor | Non
     return states, acts
 
 
+def _backward_loop(acts: Tensor, g: Tensor, direct: Tensor | None, weight: Tensor,
+                   filt_a: Tensor, a: float, permute: bool) -> Tensor:
+    """The time loop of the backward pass: ``acts`` holds the slopes ``b phi'(z_t)`` on entry
+    and ``dL/dz_t`` on exit; returns ``dL/dh_0``. ``filt_a`` is ``a O`` (or, for a permutation,
+    the inverse permutation). The C++ ``backward_loop`` makes the same calls."""
+    buffers = (torch.empty_like(g), torch.empty_like(g))
+    for t in range(acts.shape[0] - 1, -1, -1):
+        gz = acts[t].mul_(g)  # dL/dz_t overwrites the slope
+        if t > 0 and direct is not None:
+            nxt = torch.addmm(direct[t - 1], gz, weight, out=buffers[t % 2])
+        else:
+            nxt = torch.mm(gz, weight, out=buffers[t % 2])
+        if permute:
+            g = nxt.add_(g.index_select(1, filt_a), alpha=a)
+        else:
+            g = nxt.addmm_(g, filt_a)
+    return g
+
+
 class _AdditiveFilterBPTT(torch.autograd.Function):
     """States ``H[t] = h_t`` (time-major ``(T, B, n)``) and a copy of ``h_T`` from time-major
     inputs ``x``.
@@ -150,19 +169,8 @@ class _AdditiveFilterBPTT(torch.autograd.Function):
             permute = filt.dtype == torch.long
             filt_a = torch.argsort(filt) if permute else filt * a
             native = native_loops()
-            if native is not None:
-                g = native.backward_loop(acts, g, direct, weight, filt_a, a, permute)
-            buffers = (torch.empty_like(g), torch.empty_like(g))
-            for t in range(steps - 1 if native is None else -1, -1, -1):
-                gz = acts[t].mul_(g)  # dL/dz_t overwrites the slope
-                if t > 0 and direct is not None:
-                    nxt = torch.addmm(direct[t - 1], gz, weight, out=buffers[t % 2])
-                else:
-                    nxt = torch.mm(gz, weight, out=buffers[t % 2])
-                if permute:
-                    g = nxt.add_(g.index_select(1, filt_a), alpha=a)
-                else:
-                    g = nxt.addmm_(g, filt_a)
+            loop = _backward_loop if native is None else native.backward_loop
+            g = loop(acts, g, direct, weight, filt_a, a, permute)
             gz2d = acts.view(-1, hidden)
             need = ctx.needs_input_grad
             grad_weight = gz2d.t() @ states[:-1].reshape(-1, hidden) if need[4] else None
