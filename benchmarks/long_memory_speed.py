@@ -108,9 +108,13 @@ def main() -> None:
         for name, m in models(hidden, args.steps).items():
             times[name] = step_time(m, x, y, args.repeats)
             if name == "filter_bptt":  # the same model with the Python time loops
+                previous = os.environ.get(ENV)
                 os.environ[ENV] = "0"
                 times["filter_bptt_python"] = step_time(m, x, y, args.repeats)
-                os.environ[ENV] = "1"
+                if previous is None:
+                    del os.environ[ENV]
+                else:
+                    os.environ[ENV] = previous
         times["gemm_floor"], times["gemm_batched"] = gemm_floor(args.steps, args.batch, hidden,
                                                                 args.repeats)
         per_step = {k: v / args.steps * 1e6 for k, v in times.items()}
