@@ -73,6 +73,25 @@ def test_bad_config_names_the_field(override, message):
         apply_overrides(om.LongMemoryConfig(), [override])
 
 
+@pytest.mark.parametrize(("task", "max_elements"), [("adding", 40_000_000), ("lag", 40_000_000),
+                                                     ("recall", 400_000_000)])
+def test_a_capped_training_set_still_gets_the_whole_step_budget(task, max_elements):
+    cfg = apply_overrides(om.LongMemoryConfig(), [f"data.max_elements={max_elements}"])
+    train = om.train_config(cfg, task, 1000, 2000)
+    batches = math.ceil(om.training_examples(cfg, task, 1000, 2000) / cfg.train.batch_size)
+    assert train.max_steps_per_epoch <= batches
+    assert 2000 <= train.epochs * train.max_steps_per_epoch < 2000 + train.epochs
+    assert train.epochs >= cfg.evals
+
+
+def test_an_empty_length_list_skips_that_task():
+    cfg = apply_overrides(om.LongMemoryConfig(), ["adding.lengths=[]", "adding.steps=[]",
+                                                  "recall.lengths=[]", "recall.steps=[]"])
+    assert list(om.study(_Ctx(cfg)).points) == ["lag-T100", "lag-T1000"]
+    with pytest.raises(ConfigError, match="all empty"):
+        apply_overrides(cfg, ["lag.lengths=[]", "lag.steps=[]"])
+
+
 def test_lengths_without_matching_steps_fail_before_training(tmp_path, capsys):
     code = main(["run", "orthogonal-long-memory", "--quick", "--out", str(tmp_path), "--set",
                  "adding.lengths=30,100,300"])

@@ -65,8 +65,9 @@ class AddingData:
     def __post_init__(self) -> None:
         for value in (*self.lengths, *self.steps):
             positive(f"{self.TASK}.lengths/steps", value)
-        if not self.lengths or min(self.lengths) < 2:
-            raise ConfigError(f"{self.TASK}.lengths must be >= 2, got {self.lengths}")
+        if self.lengths and min(self.lengths) < 2:  # empty: the task is not run
+            raise ConfigError(f"{self.TASK}.lengths must be >= 2 (or [] to skip the task), "
+                              f"got {self.lengths}")
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,9 @@ class LongMemoryConfig:
     def __post_init__(self) -> None:
         for name in ("seeds", "evals"):
             positive(name, getattr(self, name))
+        if not (self.adding.lengths or self.recall.lengths or self.lag.lengths):
+            raise ConfigError("adding.lengths, recall.lengths and lag.lengths are all empty: "
+                              "give at least one task a length, e.g. --set adding.lengths=[100]")
 
 
 def points(cfg: LongMemoryConfig) -> dict[str, tuple[str, int, int, int]]:
@@ -156,22 +160,31 @@ def points(cfg: LongMemoryConfig) -> dict[str, tuple[str, int, int, int]]:
     return out
 
 
-def train_config(cfg: LongMemoryConfig, steps: int) -> TrainConfig:
-    """``steps`` Adam steps split into ``evals`` epochs (a test evaluation after each)."""
-    per_epoch = max(1, math.ceil(steps / cfg.evals))
-    return dataclasses.replace(cfg.train, epochs=math.ceil(steps / per_epoch),
-                               max_steps_per_epoch=per_epoch)
-
-
-def load(ctx: RunContext, cfg: LongMemoryConfig, task: str, length: int, steps: int) -> Any:
-    """Training set: one fresh sequence per example of the step budget, capped at
-    ``data.max_elements`` input values (then sequences repeat across epochs), plus the
-    validation split; a test set never seen in training."""
+def training_examples(cfg: LongMemoryConfig, task: str, length: int, steps: int) -> int:
+    """Training sequences for ``steps`` Adam steps: one fresh sequence per example of the step
+    budget, capped at ``data.max_elements`` input values (then sequences repeat across epochs)."""
     spec = {"recall": cfg.recall, "lag": cfg.lag}.get(task)
     channels = 2 if spec is None else spec.classes + 1
     steps_in = length + 1 + (cfg.lag.lead if task == "lag" else 0)
     cap = max(cfg.train.batch_size, cfg.data.max_elements // (steps_in * channels))
-    n_train = min(steps * cfg.train.batch_size, cap) + cfg.data.n_val
+    return min(steps * cfg.train.batch_size, cap)
+
+
+def train_config(cfg: LongMemoryConfig, task: str, length: int, steps: int) -> TrainConfig:
+    """``steps`` Adam steps split into ``evals`` epochs (a test evaluation after each), or into
+    more, shorter epochs when a capped training set has fewer batches than an epoch needs, so
+    the whole step budget is trained (up to one batch per epoch more)."""
+    batches = math.ceil(training_examples(cfg, task, length, steps) / cfg.train.batch_size)
+    per_epoch = max(1, min(math.ceil(steps / cfg.evals), batches))
+    epochs = math.ceil(steps / per_epoch)
+    return dataclasses.replace(cfg.train, epochs=epochs,
+                               max_steps_per_epoch=math.ceil(steps / epochs))
+
+
+def load(ctx: RunContext, cfg: LongMemoryConfig, task: str, length: int, steps: int) -> Any:
+    """Training set (:func:`training_examples`) plus the validation split; a test set never
+    seen in training."""
+    n_train = training_examples(cfg, task, length, steps) + cfg.data.n_val
     if task == "adding":
         return ctx.load_data("adding", T=length, n_train=n_train, n_test=cfg.data.n_test)
     if task == "lag":
@@ -199,7 +212,7 @@ def study(ctx: RunContext) -> Study:
             outputs = {"adding": 1, "recall": cfg.recall.classes, "lag": cfg.lag.classes}[task]
             return om.rnn_classifier(kind, splits.input_shape[-1], outputs, m, m.b(length)), ()
 
-        return Variant(kind, build, train=lambda train, point: train_config(cfg, where[point][2]),
+        return Variant(kind, build, train=lambda train, point: train_config(cfg, *where[point][:3]),
                        where=lambda p: kind not in ("rnn", "lstm") or where[p][1] <= where[p][3])
 
     kinds = ["filter", *(["frozen"] if m.control else []), *m.baselines, "lem"]
