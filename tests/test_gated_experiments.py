@@ -128,6 +128,10 @@ def test_bad_config_values_raise():
         gated_depth.DepthModel(depths=())
     with pytest.raises(ConfigError):
         gated_depth.DepthModel(lr_scaling="auto")
+    with pytest.raises(ConfigError, match="tuning.multipliers"):
+        apply_overrides(gated_depth.DepthConfig(), ["tuning.multipliers=[1,-2]"])
+    untuned = apply_overrides(gated_depth.DepthConfig(), ["tuning.multipliers=[]"])
+    assert untuned.tuning.multipliers == ()  # every depth at train.lr, as before rule v4
     with pytest.raises(ConfigError):
         gated_kernel.KernelData(classes=(3, 3))
     with pytest.raises(ConfigError):
@@ -198,6 +202,12 @@ def test_gated_depth_and_kernel_write_rows(tmp_path):
             assert sorted({r["point"] for r in rows}) == [1, 2, 4]
             assert all(r["condition"] > 0 and r["mean_train_loss"] > 0 for r in rows)
             assert (run_dir / "depth_4_s1").is_dir()
+            tuning = json.loads((run_dir / "summary.json").read_text())["results"]["tuning"]
+            for depth in (1, 2, 4):  # every depth tried the same grid on the base seed
+                assert set(tuning[f"depth {depth}"]["validation_loss"]) == {"lr 2", "lr 8"}
+                assert (run_dir / f"tune-depth_{depth}-m8").is_dir()
+                chosen = {r["multiplier"] for r in rows if r["point"] == depth}
+                assert chosen == {tuning[f"depth {depth}"]["lr"]}
         else:
             arms = {(r["point"], r["variant"]) for r in rows}
             assert arms == {("paper", "relu"), ("paper", "frnpf-ii"), ("ours", "relu"),
