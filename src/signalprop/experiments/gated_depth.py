@@ -287,6 +287,9 @@ def _depth_helps_then_hurts(results: dict[str, Any]) -> tuple[str, str]:
     best = min(depths, key=lambda d: speed[d].mean)
     text = f"fastest training at depth {best} (of {depths}); mean train loss over epochs " + \
         ", ".join(f"{d}: {speed[d].mean:.3f}" for d in depths)
+    text += ("; every depth at its own step multiplier, tuned on validation" if
+             results.get("tuning") else "; every depth at one fixed step (no tuning: the "
+             "protocol before rule v4)")
     if len(depths) < 3:
         return text, "not checked"
     helps = Difference(speed[depths[0]], speed[best])
