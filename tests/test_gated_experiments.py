@@ -228,3 +228,20 @@ def test_quick_experiments_run(tmp_path, name):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["claims"] and all(c["verdict"] != "not checked" for c in summary["claims"])
     assert summary["wall_s"] < 60
+
+
+def test_gated_variants_choose_the_epoch_on_validation_and_can_tune_each_rate(tmp_path):
+    exp = get_experiment("gated-variants")
+    tiny = [f"{k}={v}" for k, v in exp.tiny.items()] + [
+        "variants=[relu,frnpf-ii]", "train.epochs=2", "lr_tuning=true",
+        "tuning.lrs=[0.001,0.01]", "tuning.epochs=1", "tuning.max_extensions=0"]
+    run_dir = run_experiment(exp, out=tmp_path, quick=True, progress=False, overrides=tiny)
+    records = [r for run in ("relu-s0", "frnpf-ii-s0") for r in epoch_records(run_dir / run)]
+    # the validation split is carved from the training data, not the test split (the runs
+    # before this test scored "validation" on the test set)
+    assert records and any(r["val_acc"] != r["test_acc"] for r in records)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    tuning = summary["results"]["tuning"]
+    assert set(tuning) == {"relu-s0", "frnpf-ii-s0"}
+    assert all(set(t["validation_loss"]) == {"lr 0.001", "lr 0.01"} for t in tuning.values())
+    assert {r["lr"] for r in summary["results"]["rows"]} <= {0.001, 0.01}

@@ -152,7 +152,9 @@ class Study:
     speed-up against the baseline of the same seed). ``curve`` names the epoch-record key drawn
     for every variant's first seed. ``on_epoch(variant, sub_run, val_splits)``, when given,
     makes the epoch hook of each final (not tuning) run: ``hook(model, epoch) -> dict`` adds to
-    that epoch's record, and ``val_splits.test`` is the validation split.
+    that epoch's record. ``val_splits.test`` is the validation split (``data.n_val`` examples
+    carved from the training data) when some variant is tuned or ``validation`` is set;
+    otherwise no split is carved and it is the test split (for hooks that only report).
     """
 
     variants: Sequence[Variant]
@@ -166,6 +168,7 @@ class Study:
     curve: str = "test_acc"
     curve_title: str = "Test accuracy per epoch"
     on_epoch: Callable[[Variant, Path, Splits], Callable[[Any, int], dict[str, Any]]] | None = None
+    validation: bool = False  # carve the validation split even when nothing is tuned
 
     def __post_init__(self) -> None:
         positive("seeds", self.seeds)
@@ -319,7 +322,7 @@ class StudyRunner:
             splits = study.data(ctx, point)
             self.dataset = splits.name
             train_splits, tune_splits = splits, splits  # nothing tuned: no split carved
-            if any(v.tuned for v in study.variants):
+            if study.validation or any(v.tuned for v in study.variants):
                 train_splits, tune_splits = tuning_splits(splits, ctx.config.data.n_val,
                                                           ctx.seed)
                 tune_splits = _subset(tune_splits, study.tuning.n_train, ctx.seed)
