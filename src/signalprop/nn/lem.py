@@ -20,8 +20,9 @@ to all steps at once, the three state maps ``[W_1; W_2; W_z]`` one ``Linear(n, 3
 Speed: the input maps of all steps are one GEMM under autograd; the recurrence then runs in a
 custom autograd Function (``impl="bptt"``, the default) with a hand-written backward through
 time, as the additive-filter RNN does (:mod:`signalprop.nn.orthogonal_rnn`). Its forward keeps
-``y_t``, ``z_t`` and the gates ``tanh(·)``, ``Δt_n``, ``Δt̄_n`` of every step (per step two
-in-place GEMMs, a sigmoid, two tanh and two lerps); its backward runs the adjoint::
+``y_t``, ``z_t`` and the gates ``tanh(·)``, ``Δt_n``, ``Δt̄_n`` of every step in a buffer
+reused across training steps (per step two in-place GEMMs, a sigmoid, two tanh and two lerps);
+its backward runs the adjoint::
 
     g_q = g_y ⊙ Δt̄_n ⊙ (1 − tanh²(q)),  g_z += g_q W_y,
     g_{a_z} = g_z ⊙ Δt_n ⊙ (1 − tanh²(a_z)),
@@ -30,8 +31,8 @@ in-place GEMMs, a sigmoid, two tanh and two lerps); its backward runs the adjoin
     g_{y,n-1} = g_y ⊙ (1 − Δt̄_n) + [g_{a_1}, g_{a_2}, g_{a_z}] W_s + dL/dy_{n-1},
     g_{z,n-1} = g_z ⊙ (1 − Δt_n)
 
-(four element-wise calls and two GEMMs per step; every factor that does not depend on the
-adjoint is computed for all steps at once before the loop), then the gradients of ``W_s``,
+(two GEMMs per step; in C++ the element-wise rest is two fused passes over the step's
+saved gates, in Python about twenty small calls), then the gradients of ``W_s``,
 ``W_y``, their biases and the projected inputs as single GEMMs/sums over all steps. Both time
 loops are C++ (:mod:`signalprop.nn.lem_bptt_native`, built on first use; the Python loops here
 are the reference and run where the build fails or with ``SIGNALPROP_NATIVE_BPTT=0``). At hidden
@@ -51,6 +52,7 @@ from torch import Tensor, nn
 
 from signalprop.config import require_int
 from signalprop.errors import ConfigError
+from signalprop.nn import reusable_buffers
 from signalprop.nn.cell_layer import CellLayer
 from signalprop.nn.lem_bptt_native import native_loops
 from signalprop.nn.precision import autocast_off, float32_inputs, only_grad_transforms
@@ -67,7 +69,8 @@ def _forward_loop(acts: Tensor, ys: Tensor, zs: Tensor, ws_t: Tensor, wy_t: Tens
     ``[tanh(a_z), Δt_n, Δt̄_n, tanh(q)]`` on exit; ``ys``, ``zs`` (T + 1, B, n) hold ``y_0``,
     ``z_0`` in row 0 and get the states. ``ws_t = [W_z; W_1; W_2]^T`` (the state maps' rows
     rolled so that the sigmoids and the tanh are contiguous), ``wy_t = W_y^T``. The C++
-    ``forward_loop`` makes the same calls."""
+    ``forward_loop`` makes the same GEMMs and fuses the element-wise rest (tanh as
+    ``2 sigmoid(2 x) - 1``, see :mod:`signalprop.nn.lem_bptt_native`)."""
     n = ys.shape[2]
     for t in range(acts.shape[0]):
         a, y, z, z_next = acts[t], ys[t], zs[t], zs[t + 1]
@@ -81,63 +84,88 @@ def _forward_loop(acts: Tensor, ys: Tensor, zs: Tensor, ws_t: Tensor, wy_t: Tens
         torch.lerp(y, hy, a[:, 2 * n:3 * n], out=ys[t + 1])
 
 
-def _backward_loop(mult: Tensor, keep: Tensor, gy: Tensor, gz: Tensor, direct: Tensor | None,
-                   ws: Tensor, wy: Tensor) -> tuple[Tensor, Tensor]:
-    """The backward time loop, in place. ``mult`` (T, B, 4n) holds the factors
-    ``[F_z, E_z, E_y, F_y]`` (``F = Δt (1 − tanh²)``, ``E = (tanh − state) σ'``) on entry and the
-    gradients of the pre-activations ``[a_z, a_1, a_2, q]`` on exit; ``keep`` (T, B, 2n) holds
-    ``[1 − Δt_n, 1 − Δt̄_n]``. ``gy`` (direct part included) and ``gz`` are the gradients of
-    ``y_T`` and ``z_T`` (``gz`` is overwritten); returns those of ``y_0`` and ``z_0``. The C++
-    ``backward_loop`` makes the same calls."""
+def _backward_loop(acts: Tensor, ys: Tensor, zs: Tensor, gy: Tensor, gz: Tensor,
+                   direct: Tensor | None, ws: Tensor, wy: Tensor, dt: float
+                   ) -> tuple[Tensor, Tensor]:
+    """The backward time loop, in place. ``acts`` (T, B, 4n) holds the gates
+    ``[tanh(a_z), Δt_n, Δt̄_n, tanh(q)]`` of :func:`_forward_loop` on entry and the gradients of
+    the pre-activations ``[a_z, a_1, a_2, q]`` on exit; ``ys``, ``zs`` are the states
+    (T + 1, B, n), ``gy`` (direct part included) and ``gz`` the gradients of ``y_T`` and ``z_T``
+    (``gz`` is overwritten), ``direct`` the gradients of every output ``y_t`` (or None),
+    ``ws = [W_z; W_1; W_2]``. Returns the gradients of ``y_0`` and ``z_0``. The C++
+    ``backward_loop`` computes the same per-step values (its element-wise part as one fused
+    pass over the step's gates)."""
     batch, n = gy.shape
     buffers = (torch.empty_like(gy), torch.empty_like(gy))
-    for t in range(mult.shape[0] - 1, -1, -1):
-        m, k = mult[t], keep[t]
-        m[:, 2 * n:].view(batch, 2, n).mul_(gy.unsqueeze(1))  # g_{a_2}, g_q
-        gz.addmm_(m[:, 3 * n:], wy)
-        m[:, :2 * n].view(batch, 2, n).mul_(gz.unsqueeze(1))  # g_{a_z}, g_{a_1}
-        if t > 0 and direct is not None:
-            nxt = torch.addcmul(direct[t - 1], gy, k[:, n:], out=buffers[t % 2])
+    for t in range(acts.shape[0] - 1, -1, -1):
+        m = acts[t]
+        hz, d1, d2, hy = m.split(n, dim=1)
+        if t > 0 and direct is not None:  # g_y (1 - Δt̄) + dL/dy_{t-1}
+            nxt = torch.addcmul(direct[t - 1], gy, 1.0 - d2, out=buffers[t % 2])
         else:
-            nxt = torch.mul(gy, k[:, n:], out=buffers[t % 2])
+            nxt = torch.mul(gy, 1.0 - d2, out=buffers[t % 2])
+        g_a2 = gy * (hy - ys[t]) * d2 * (1.0 - d2 / dt)
+        hy.copy_(gy * d2 * (1.0 - hy * hy))  # g_q
+        d2.copy_(g_a2)
+        gz.addmm_(hy, wy)
+        g_a1 = gz * (hz - zs[t]) * d1 * (1.0 - d1 / dt)
+        hz.copy_(gz * d1 * (1.0 - hz * hz))  # g_{a_z}
+        gz.mul_(1.0 - d1)
+        d1.copy_(g_a1)
         gy = nxt.addmm_(m[:, :3 * n], ws)
-        gz.mul_(k[:, :n])
     return gy, gz
 
 
-def _run_forward(projected: Tensor, y0: Tensor, z0: Tensor, ws_r: Tensor, bs_r: Tensor,
+def _loops(*tensors: Tensor):
+    """The C++ loops where they run for ``tensors`` (plain CPU float32/float64 tensors, not
+    wrapped by a ``torch.func`` transform: the backward loop reads their memory), else None."""
+    for t in tensors:
+        if (t.device.type != "cpu" or t.dtype not in (torch.float32, torch.float64)
+                or torch._C._functorch.is_functorch_wrapped_tensor(t)):
+            return None
+    return native_loops()
+
+
+def _run_forward(projected: Tensor, y0: Tensor, z0: Tensor, ws: Tensor, bs: Tensor,
                  wy: Tensor, by: Tensor, dt: float) -> tuple[Tensor, Tensor, Tensor]:
-    """States ``ys``, ``zs`` (T + 1, B, n) and the gates (T, B, 4n) of :func:`_forward_loop`,
-    from the projected inputs in ``LEMCell.step``'s order ``[u_1, u_2, u_y, u_z]`` and the
-    rolled state maps ``ws_r = [W_z; W_1; W_2]``, ``bs_r``."""
+    """States ``ys``, ``zs`` (T + 1, B, n) and the gates (T, B, 4n, a reusable buffer) of
+    :func:`_forward_loop`, from the projected inputs in ``LEMCell.step``'s order
+    ``[u_1, u_2, u_y, u_z]``."""
     steps, batch, four_n = projected.shape
     n = four_n // 4
-    acts = projected.roll(n, dims=-1)  # [u_z, u_1, u_2, u_y], a fresh tensor
-    acts.add_(torch.cat([bs_r, by]))
+    acts = reusable_buffers.take_buffer(projected, (steps, batch, four_n))
+    torch.add(projected[..., 3 * n:], bs[2 * n:], out=acts[..., :n])  # u_z + b_z
+    torch.add(projected[..., :2 * n], bs[:2 * n], out=acts[..., n:3 * n])  # u_1, u_2 + b
+    torch.add(projected[..., 2 * n:3 * n], by, out=acts[..., 3 * n:])  # u_y + b_y
     ys = projected.new_empty(steps + 1, batch, n)
     zs = projected.new_empty(steps + 1, batch, n)
     ys[0], zs[0] = y0, z0
-    native = native_loops()
-    loop = _forward_loop if native is None else native.forward_loop
-    loop(acts, ys, zs, ws_r.t(), wy.t(), dt)
+    ws_r = ws.roll(n, 0)  # [W_z; W_1; W_2]
+    native = _loops(projected, y0, z0, ws, wy)
+    if native is None:
+        _forward_loop(acts, ys, zs, ws_r.t(), wy.t(), dt)
+    else:  # tanh(x) = 2 sigmoid(2 x) - 1, the factors 2 in the weights and inputs
+        acts.view(steps, batch, 4, n)[:, :, ::3].mul_(2.0)  # a_z and q
+        ws_r[:n] *= 2.0
+        native.forward_loop(acts, ys, zs, ws_r.t(), 2.0 * wy.t(), dt)
     return ys, zs, acts
 
 
 class _LEMBPTT(torch.autograd.Function):
     """LEM's recurrence with a hand-written backward through time (module docstring).
 
-    Inputs: the projected inputs ``input_maps(u)`` of all steps (T, B, 4n), ``y_0``, ``z_0``
-    (B, n), the state maps' weight (3n, n) and bias, ``z_to_y``'s weight (n, n) and bias, and
-    ``Δt``. Outputs: every ``y_t`` (T, B, n), copies of ``y_T`` and ``z_T``, and (not
-    differentiable) the saved states and gates.
+    Inputs: the projected inputs ``input_maps(u)`` of all steps (T, B, 4n, in ``LEMCell.step``'s
+    order), ``y_0``, ``z_0`` (B, n), the state maps' weight (3n, n) and bias, ``z_to_y``'s
+    weight (n, n) and bias, and ``Δt``. Outputs: every ``y_t`` (T, B, n), copies of ``y_T`` and
+    ``z_T``, and (not differentiable) the saved states and gates. Backward overwrites the gates
+    with the pre-activations' gradients (recomputing them if it runs a second time) and hands
+    the buffer back for the next forward.
     """
 
     @staticmethod
     def forward(projected, y0, z0, ws, bs, wy, by, dt):  # type: ignore[override]
-        n = y0.shape[-1]
         with torch.no_grad():
-            ys, zs, gates = _run_forward(projected, y0, z0, ws.roll(n, 0), bs.roll(n, 0), wy,
-                                         by, dt)
+            ys, zs, gates = _run_forward(projected, y0, z0, ws, bs, wy, by, dt)
         return ys[1:], ys[-1].clone(), zs[-1].clone(), ys, zs, gates
 
     @staticmethod
@@ -146,7 +174,8 @@ class _LEMBPTT(torch.autograd.Function):
         _, _, _, ys, zs, gates = output
         ctx.set_materialize_grads(False)
         ctx.mark_non_differentiable(ys, zs, gates)
-        ctx.save_for_backward(ws, wy, ys, zs, gates)
+        ctx.save_for_backward(projected, ws, bs, wy, by, ys, zs)
+        ctx.gates = gates  # overwritten by backward; recomputed if backward runs again
         ctx.dt = dt
         ctx.device_type = projected.device.type
 
@@ -158,35 +187,34 @@ class _LEMBPTT(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out, grad_y, grad_z, *unused):  # type: ignore[override]
-        ws, wy, ys, zs, gates = ctx.saved_tensors
+        projected, ws, bs, wy, by, ys, zs = ctx.saved_tensors
         dt = ctx.dt
         steps, batch, n = ys[1:].shape
         need = ctx.needs_input_grad
+        acts, ctx.gates = ctx.gates, None
         with torch.no_grad(), autocast_off(ctx.device_type):
-            hz, d1, d2, hy = gates.split(n, dim=-1)
-            keep = torch.rsub(gates[..., n:3 * n], 1.0)  # [1 - Δt_n, 1 - Δt̄_n]
-            mult = torch.cat([  # [F_z, E_z, E_y, F_y], see _backward_loop
-                d1 * (1.0 - hz * hz),
-                (hz - zs[:-1]) * d1 * (1.0 - d1 / dt),
-                (hy - ys[:-1]) * d2 * (1.0 - d2 / dt),
-                d2 * (1.0 - hy * hy)], dim=-1)
+            if acts is None:  # a second backward (retain_graph): rebuild the overwritten gates
+                acts = _run_forward(projected, ys[0], zs[0], ws, bs, wy, by, dt)[2]
             direct = None if grad_out is None else grad_out.contiguous()
-            gy = torch.zeros_like(ys[0]) if grad_y is None else grad_y.clone()
+            gy = (torch.zeros_like(ys[0]) if grad_y is None
+                  else grad_y.clone(memory_format=torch.contiguous_format))
             if direct is not None:
                 gy.add_(direct[-1])
-            gz = torch.zeros_like(zs[0]) if grad_z is None else grad_z.clone()
-            ws_r = ws.roll(n, 0).contiguous()
-            native = native_loops()
+            gz = (torch.zeros_like(zs[0]) if grad_z is None
+                  else grad_z.clone(memory_format=torch.contiguous_format))
+            native = _loops(acts, ys, zs, gy, gz, ws, wy, *(() if direct is None else (direct,)))
             loop = _backward_loop if native is None else native.backward_loop
-            gy, gz = loop(mult, keep, gy, gz, direct, ws_r, wy.contiguous())
-            del keep
-            g2d = mult.view(steps * batch, 4 * n)
+            gy, gz = loop(acts, ys, zs, gy, gz, direct, ws.roll(n, 0).contiguous(),
+                          wy.contiguous(), dt)
+            g2d = acts.view(steps * batch, 4 * n)
             g_s, g_q = g2d[:, :3 * n], g2d[:, 3 * n:]
             grad_ws = (g_s.t() @ ys[:-1].reshape(-1, n)).roll(-n, 0) if need[3] else None
             grad_bs = g_s.sum(0).roll(-n, 0) if need[4] else None
             grad_wy = g_q.t() @ zs[1:].reshape(-1, n) if need[5] else None
             grad_by = g_q.sum(0) if need[6] else None
-            grad_projected = mult.roll(-n, dims=-1) if need[0] else None  # [u_1, u_2, u_y, u_z]
+            grad_projected = (torch.cat([acts[..., n:], acts[..., :n]], dim=-1)  # [u_1, u_2,
+                              if need[0] else None)  # u_y, u_z]
+        reusable_buffers.give_back(acts)
         return (grad_projected, gy if need[1] else None, gz if need[2] else None, grad_ws,
                 grad_bs, grad_wy, grad_by, None)
 
@@ -295,7 +323,12 @@ class LEM(CellLayer):
                     raise ValueError(f"{name} must have shape (1, {batch}, {n}), got "
                                      f"{tuple(s.shape)}")
             y, z = y0[0], z0[0]
-        projected = self.cell.input_maps(time_major)
+        # the input maps of all steps as one 2-d addmm with a row-major W^T, so that autograd
+        # computes the weight gradient as x^T g (a 4n-wide GEMM), not as (g^T x)^T: with two
+        # input features the latter is a 2-wide GEMM over T B rows, several times slower
+        maps = self.cell.input_maps
+        projected = torch.addmm(maps.bias, time_major.reshape(steps * batch, -1),
+                                maps.weight.t().contiguous()).view(steps, batch, 4 * n)
         if self.impl == "bptt" and steps > 0 and only_grad_transforms():
             output, y, z = self._bptt(projected, y, z)
             if self.batch_first:
@@ -317,10 +350,9 @@ class LEM(CellLayer):
         args = (projected.contiguous(), y.contiguous(), z.contiguous(), cell.state_maps.weight,
                 cell.state_maps.bias, cell.z_to_y.weight, cell.z_to_y.bias)
         if not (torch.is_grad_enabled() and any(t.requires_grad for t in args)):
-            n = y.shape[-1]
             with torch.no_grad():
-                ys, zs, _ = _run_forward(args[0], args[1], args[2], args[3].roll(n, 0),
-                                         args[4].roll(n, 0), args[5], args[6], cell.dt)
+                ys, zs, gates = _run_forward(*args, cell.dt)
+            reusable_buffers.give_back(gates)
             return ys[1:], ys[-1], zs[-1]
         output, y, z, _, _, _ = _LEMBPTT.apply(*args, cell.dt)
         return output, y, z
