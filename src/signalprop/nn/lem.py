@@ -118,7 +118,10 @@ def _backward_loop(acts: Tensor, ys: Tensor, zs: Tensor, gy: Tensor, gz: Tensor,
 
 def _loops(*tensors: Tensor):
     """The C++ loops where they run for ``tensors`` (plain CPU float32/float64 tensors, not
-    wrapped by a ``torch.func`` transform: the backward loop reads their memory), else None."""
+    wrapped by a ``torch.func`` transform: the loops read their memory), else None (always
+    while ``torch.compile`` traces)."""
+    if torch.compiler.is_compiling():
+        return None
     for t in tensors:
         if (t.device.type != "cpu" or t.dtype not in (torch.float32, torch.float64)
                 or torch._C._functorch.is_functorch_wrapped_tensor(t)):
@@ -134,9 +137,8 @@ def _run_forward(projected: Tensor, y0: Tensor, z0: Tensor, ws: Tensor, bs: Tens
     steps, batch, four_n = projected.shape
     n = four_n // 4
     acts = reusable_buffers.take_buffer(projected, (steps, batch, four_n))
-    torch.add(projected[..., 3 * n:], bs[2 * n:], out=acts[..., :n])  # u_z + b_z
-    torch.add(projected[..., :2 * n], bs[:2 * n], out=acts[..., n:3 * n])  # u_1, u_2 + b
-    torch.add(projected[..., 2 * n:3 * n], by, out=acts[..., 3 * n:])  # u_y + b_y
+    torch.cat([projected[..., 3 * n:], projected[..., :3 * n]], dim=-1, out=acts)
+    acts.add_(torch.cat([bs[2 * n:], bs[:2 * n], by]))  # [u_z, u_1, u_2, u_y] + biases
     ys = projected.new_empty(steps + 1, batch, n)
     zs = projected.new_empty(steps + 1, batch, n)
     ys[0], zs[0] = y0, z0
