@@ -36,8 +36,9 @@ saved gates, in Python about twenty small calls), then the gradients of ``W_s``,
 ``W_y``, their biases and the projected inputs as single GEMMs/sums over all steps. Both time
 loops are C++ (:mod:`signalprop.nn.lem_bptt_native`, built on first use; the Python loops here
 are the reference and run where the build fails or with ``SIGNALPROP_NATIVE_BPTT=0``). At hidden
-32, batch 50 this takes a training step from about 460 µs to tens of µs per time step (numbers:
-docs/methods/orthogonal.md, "Speed at T = 10,000"). ``impl="loop"`` is the plain autograd loop
+32, batch 50, one thread a training step at T = 10,000 took 108 µs per time step against 367 µs
+for the autograd loop in the same run (numbers: docs/methods/orthogonal.md, "Speed at
+T = 10,000"). ``impl="loop"`` is the plain autograd loop
 over :meth:`LEMCell.step`, kept as the reference; ``impl="bptt"`` runs it by itself under
 ``torch.func.vmap``/``jvp`` (the Function serves autograd and ``torch.func.grad``). The
 hand-written backward is not differentiable again (no double backward: use ``impl="loop"``).
