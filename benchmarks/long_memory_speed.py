@@ -1,6 +1,8 @@
 """One training step (forward + backward) at T = 10,000: the additive-filter RNN's hand-written
 BPTT (its time loops in C++, ``filter_bptt``, and in Python, ``filter_bptt_python``) against
-its autograd loop, LEM and torch.nn.LSTM, and against its GEMM floor.
+its autograd loop, LEM (its hand-written BPTT with C++ loops, ``lem``, with Python loops,
+``lem_python``, and its autograd loop, ``lem_autograd_loop``) and torch.nn.LSTM, and against
+the filter RNN's GEMM floor.
 
 Adding-problem shapes (2 input features, a linear head on the last state, squared loss),
 batch 50, one thread, every model timed in this process by its CPU time
@@ -26,6 +28,7 @@ from torch import nn
 
 from signalprop.nn.filter_bptt_native import ENV, native_loops
 from signalprop.nn.lem import LEM
+from signalprop.nn.lem_bptt_native import native_loops as lem_native_loops
 from signalprop.nn.orthogonal_rnn import AdditiveFilterRNN
 from signalprop.nn.readout import LastStepClassifier
 
@@ -75,6 +78,10 @@ def step_time(model: nn.Module, x: torch.Tensor, y: torch.Tensor, repeats: int) 
     return best
 
 
+#: The models with hand-written BPTT, timed again with their Python time loops under this name.
+PYTHON_LOOPS = {"filter_bptt": "filter_bptt_python", "lem": "lem_python"}
+
+
 def models(hidden: int, steps: int) -> dict[str, nn.Module]:
     beta = 1.0 / steps
     return {
@@ -82,6 +89,7 @@ def models(hidden: int, steps: int) -> dict[str, nn.Module]:
         "filter_autograd_loop": LastStepClassifier(
             AdditiveFilterRNN(2, hidden, beta=beta, impl="loop"), 1),
         "lem": LastStepClassifier(LEM(2, hidden), 1),
+        "lem_autograd_loop": LastStepClassifier(LEM(2, hidden, impl="loop"), 1),
         "lstm": LastStepClassifier(nn.LSTM(2, hidden, batch_first=True), 1),
     }
 
@@ -103,14 +111,15 @@ def main() -> None:
                     "machine": platform.processor() or platform.machine(),
                     "torch": torch.__version__, "hidden": {}}
     report["native_loops"] = native_loops() is not None
+    report["lem_native_loops"] = lem_native_loops() is not None
     for hidden in args.hidden:
         times = {}
         for name, m in models(hidden, args.steps).items():
             times[name] = step_time(m, x, y, args.repeats)
-            if name == "filter_bptt":  # the same model with the Python time loops
+            if name in PYTHON_LOOPS:  # the same model with the Python time loops
                 previous = os.environ.get(ENV)
                 os.environ[ENV] = "0"
-                times["filter_bptt_python"] = step_time(m, x, y, args.repeats)
+                times[PYTHON_LOOPS[name]] = step_time(m, x, y, args.repeats)
                 if previous is None:
                     del os.environ[ENV]
                 else:

@@ -27,5 +27,6 @@ def test_long_memory_benchmark_times_both_loops(tmp_path, monkeypatch):
         torch.set_num_threads(threads)
     report = json.loads(out.read_text())
     per_step = report["hidden"]["4"]["us_per_time_step"]
-    assert {"filter_bptt", "filter_bptt_python", "lem", "lstm", "gemm_floor"} <= set(per_step)
+    assert {"filter_bptt", "filter_bptt_python", "lem", "lem_python", "lem_autograd_loop",
+            "lstm", "gemm_floor"} <= set(per_step)
     assert all(v > 0 for v in per_step.values())

@@ -92,11 +92,21 @@ def enabled() -> bool:
 
 def native_loops() -> ModuleType | None:
     """The compiled loops, building them on the first call; None where they cannot run."""
+    return load_native(NAME, SOURCE, ("forward_loop", "backward_loop"),
+                       "the additive-filter RNN's C++ loops")
+
+
+def load_native(name: str, source: str, functions: tuple[str, ...], what: str
+                ) -> ModuleType | None:
+    """The extension ``name`` built from C++ ``source`` (cached per process and in torch's
+    extension cache); None with ``SIGNALPROP_NATIVE_BPTT=0``, while ``torch.compile`` traces,
+    or where the build fails (then once a warning naming ``what``). Shared by every
+    hand-written BPTT with C++ time loops (this module, :mod:`signalprop.nn.lem_bptt_native`)."""
     if not enabled() or torch.compiler.is_compiling():
         return None
-    if "module" not in _state:
-        _state["module"] = _build()
-    return _state["module"]
+    if name not in _state:
+        _state[name] = _build(name, source, functions, what)
+    return _state[name]
 
 
 def _ninja_on_path() -> None:
@@ -109,17 +119,16 @@ def _ninja_on_path() -> None:
         os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
 
 
-def _build() -> ModuleType | None:
+def _build(name: str, source: str, functions: tuple[str, ...], what: str
+           ) -> ModuleType | None:
     try:
         from torch.utils.cpp_extension import load_inline
 
         _ninja_on_path()
 
-        return load_inline(name=NAME, cpp_sources=SOURCE,
-                           functions=["forward_loop", "backward_loop"],
+        return load_inline(name=name, cpp_sources=source, functions=list(functions),
                            extra_cflags=["-O2"], verbose=False)
     except Exception as exc:  # noqa: BLE001 - any build failure falls back to Python
-        warnings.warn(f"the additive-filter RNN's C++ loops could not be built ({exc!s:.200}); "
-                      f"using the Python loops (set {ENV}=0 to skip the attempt)",
-                      RuntimeWarning, stacklevel=3)
+        warnings.warn(f"{what} could not be built ({exc!s:.200}); using the Python loops "
+                      f"(set {ENV}=0 to skip the attempt)", RuntimeWarning, stacklevel=4)
         return None

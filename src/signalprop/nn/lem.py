@@ -16,6 +16,32 @@ experiments: a model known to solve the task, run in the same harness.
 Layout: the four input maps ``[V_1; V_2; V_y; V_z]`` are one ``Linear(input, 4 n)`` applied
 to all steps at once, the three state maps ``[W_1; W_2; W_z]`` one ``Linear(n, 3 n)``, and
 ``W_y`` its own ``Linear(n, n)``; every weight and bias starts uniform in ``±1/sqrt(n)``.
+
+Speed: the input maps of all steps are one GEMM under autograd; the recurrence then runs in a
+custom autograd Function (``impl="bptt"``, the default) with a hand-written backward through
+time, as the additive-filter RNN does (:mod:`signalprop.nn.orthogonal_rnn`). Its forward keeps
+``y_t``, ``z_t`` and the gates ``tanh(·)``, ``Δt_n``, ``Δt̄_n`` of every step in a buffer
+reused across training steps (per step two in-place GEMMs, a sigmoid, two tanh and two lerps);
+its backward runs the adjoint::
+
+    g_q = g_y ⊙ Δt̄_n ⊙ (1 − tanh²(q)),  g_z += g_q W_y,
+    g_{a_z} = g_z ⊙ Δt_n ⊙ (1 − tanh²(a_z)),
+    g_{a_1} = g_z ⊙ (tanh(a_z) − z_{n-1}) ⊙ Δt_n (1 − Δt_n/Δt),
+    g_{a_2} = g_y ⊙ (tanh(q) − y_{n-1}) ⊙ Δt̄_n (1 − Δt̄_n/Δt),
+    g_{y,n-1} = g_y ⊙ (1 − Δt̄_n) + [g_{a_1}, g_{a_2}, g_{a_z}] W_s + dL/dy_{n-1},
+    g_{z,n-1} = g_z ⊙ (1 − Δt_n)
+
+(two GEMMs per step; in C++ the element-wise rest is two fused passes over the step's
+saved gates, in Python about twenty small calls), then the gradients of ``W_s``,
+``W_y``, their biases and the projected inputs as single GEMMs/sums over all steps. Both time
+loops are C++ (:mod:`signalprop.nn.lem_bptt_native`, built on first use; the Python loops here
+are the reference and run where the build fails or with ``SIGNALPROP_NATIVE_BPTT=0``). At hidden
+32, batch 50, one thread a training step at T = 10,000 took 108 µs per time step against 367 µs
+for the autograd loop in the same run (numbers: docs/methods/orthogonal.md, "Speed at
+T = 10,000"). ``impl="loop"`` is the plain autograd loop
+over :meth:`LEMCell.step`, kept as the reference; ``impl="bptt"`` runs it by itself under
+``torch.func.vmap``/``jvp`` (the Function serves autograd and ``torch.func.grad``). The
+hand-written backward is not differentiable again (no double backward: use ``impl="loop"``).
 """
 
 from __future__ import annotations
@@ -27,10 +53,173 @@ from torch import Tensor, nn
 
 from signalprop.config import require_int
 from signalprop.errors import ConfigError
+from signalprop.nn import reusable_buffers
 from signalprop.nn.cell_layer import CellLayer
-from signalprop.nn.precision import autocast_off, float32_inputs
+from signalprop.nn.lem_bptt_native import native_loops
+from signalprop.nn.precision import autocast_off, float32_inputs, only_grad_transforms
 
 __all__ = ["LEM", "LEMCell"]
+
+IMPLS = ("bptt", "loop")
+
+
+def _forward_loop(acts: Tensor, ys: Tensor, zs: Tensor, ws_t: Tensor, wy_t: Tensor,
+                  dt: float) -> None:
+    """The forward time loop, in place. ``acts`` (T, B, 4n) holds the pre-activations' input
+    parts ``[u_z + b_z, u_1 + b_1, u_2 + b_2, u_y + b_y]`` on entry and the gates
+    ``[tanh(a_z), Δt_n, Δt̄_n, tanh(q)]`` on exit; ``ys``, ``zs`` (T + 1, B, n) hold ``y_0``,
+    ``z_0`` in row 0 and get the states. ``ws_t = [W_z; W_1; W_2]^T`` (the state maps' rows
+    rolled so that the sigmoids and the tanh are contiguous), ``wy_t = W_y^T``. The C++
+    ``forward_loop`` makes the same GEMMs and fuses the element-wise rest (tanh as
+    ``2 sigmoid(2 x) - 1``, see :mod:`signalprop.nn.lem_bptt_native`)."""
+    n = ys.shape[2]
+    for t in range(acts.shape[0]):
+        a, y, z, z_next = acts[t], ys[t], zs[t], zs[t + 1]
+        a[:, :3 * n].addmm_(y, ws_t)
+        gates = a[:, n:3 * n].sigmoid_()
+        if dt != 1.0:
+            gates.mul_(dt)
+        hz = a[:, :n].tanh_()
+        torch.lerp(z, hz, a[:, n:2 * n], out=z_next)
+        hy = a[:, 3 * n:].addmm_(z_next, wy_t).tanh_()
+        torch.lerp(y, hy, a[:, 2 * n:3 * n], out=ys[t + 1])
+
+
+def _backward_loop(acts: Tensor, ys: Tensor, zs: Tensor, gy: Tensor, gz: Tensor,
+                   direct: Tensor | None, ws: Tensor, wy: Tensor, dt: float
+                   ) -> tuple[Tensor, Tensor]:
+    """The backward time loop, in place. ``acts`` (T, B, 4n) holds the gates
+    ``[tanh(a_z), Δt_n, Δt̄_n, tanh(q)]`` of :func:`_forward_loop` on entry and the gradients of
+    the pre-activations ``[a_z, a_1, a_2, q]`` on exit; ``ys``, ``zs`` are the states
+    (T + 1, B, n), ``gy`` (direct part included) and ``gz`` the gradients of ``y_T`` and ``z_T``
+    (``gz`` is overwritten), ``direct`` the gradients of every output ``y_t`` (or None),
+    ``ws = [W_z; W_1; W_2]``. Returns the gradients of ``y_0`` and ``z_0``. The C++
+    ``backward_loop`` computes the same per-step values (its element-wise part as one fused
+    pass over the step's gates)."""
+    batch, n = gy.shape
+    buffers = (torch.empty_like(gy), torch.empty_like(gy))
+    for t in range(acts.shape[0] - 1, -1, -1):
+        m = acts[t]
+        hz, d1, d2, hy = m.split(n, dim=1)
+        if t > 0 and direct is not None:  # g_y (1 - Δt̄) + dL/dy_{t-1}
+            nxt = torch.addcmul(direct[t - 1], gy, 1.0 - d2, out=buffers[t % 2])
+        else:
+            nxt = torch.mul(gy, 1.0 - d2, out=buffers[t % 2])
+        g_a2 = gy * (hy - ys[t]) * d2 * (1.0 - d2 / dt)
+        hy.copy_(gy * d2 * (1.0 - hy * hy))  # g_q
+        d2.copy_(g_a2)
+        gz.addmm_(hy, wy)
+        g_a1 = gz * (hz - zs[t]) * d1 * (1.0 - d1 / dt)
+        hz.copy_(gz * d1 * (1.0 - hz * hz))  # g_{a_z}
+        gz.mul_(1.0 - d1)
+        d1.copy_(g_a1)
+        gy = nxt.addmm_(m[:, :3 * n], ws)
+    return gy, gz
+
+
+def _loops(*tensors: Tensor):
+    """The C++ loops where they run for ``tensors`` (plain CPU float32/float64 tensors, not
+    wrapped by a ``torch.func`` transform: the loops read their memory), else None (always
+    while ``torch.compile`` traces)."""
+    if torch.compiler.is_compiling():
+        return None
+    for t in tensors:
+        if (t.device.type != "cpu" or t.dtype not in (torch.float32, torch.float64)
+                or torch._C._functorch.is_functorch_wrapped_tensor(t)):
+            return None
+    return native_loops()
+
+
+def _run_forward(projected: Tensor, y0: Tensor, z0: Tensor, ws: Tensor, bs: Tensor,
+                 wy: Tensor, by: Tensor, dt: float) -> tuple[Tensor, Tensor, Tensor]:
+    """States ``ys``, ``zs`` (T + 1, B, n) and the gates (T, B, 4n, a reusable buffer) of
+    :func:`_forward_loop`, from the projected inputs in ``LEMCell.step``'s order
+    ``[u_1, u_2, u_y, u_z]``."""
+    steps, batch, four_n = projected.shape
+    n = four_n // 4
+    acts = reusable_buffers.take_buffer(projected, (steps, batch, four_n))
+    torch.cat([projected[..., 3 * n:], projected[..., :3 * n]], dim=-1, out=acts)
+    acts.add_(torch.cat([bs[2 * n:], bs[:2 * n], by]))  # [u_z, u_1, u_2, u_y] + biases
+    ys = projected.new_empty(steps + 1, batch, n)
+    zs = projected.new_empty(steps + 1, batch, n)
+    ys[0], zs[0] = y0, z0
+    ws_r = ws.roll(n, 0)  # [W_z; W_1; W_2]
+    native = _loops(projected, y0, z0, ws, wy)
+    if native is None:
+        _forward_loop(acts, ys, zs, ws_r.t(), wy.t(), dt)
+    else:  # tanh(x) = 2 sigmoid(2 x) - 1, the factors 2 in the weights and inputs
+        acts.view(steps, batch, 4, n)[:, :, ::3].mul_(2.0)  # a_z and q
+        ws_r[:n] *= 2.0
+        native.forward_loop(acts, ys, zs, ws_r.t(), 2.0 * wy.t(), dt)
+    return ys, zs, acts
+
+
+class _LEMBPTT(torch.autograd.Function):
+    """LEM's recurrence with a hand-written backward through time (module docstring).
+
+    Inputs: the projected inputs ``input_maps(u)`` of all steps (T, B, 4n, in ``LEMCell.step``'s
+    order), ``y_0``, ``z_0`` (B, n), the state maps' weight (3n, n) and bias, ``z_to_y``'s
+    weight (n, n) and bias, and ``Δt``. Outputs: every ``y_t`` (T, B, n), copies of ``y_T`` and
+    ``z_T``, and (not differentiable) the saved states and gates. Backward overwrites the gates
+    with the pre-activations' gradients (recomputing them if it runs a second time) and hands
+    the buffer back for the next forward.
+    """
+
+    @staticmethod
+    def forward(projected, y0, z0, ws, bs, wy, by, dt):  # type: ignore[override]
+        with torch.no_grad():
+            ys, zs, gates = _run_forward(projected, y0, z0, ws, bs, wy, by, dt)
+        return ys[1:], ys[-1].clone(), zs[-1].clone(), ys, zs, gates
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):  # type: ignore[override]
+        projected, y0, z0, ws, bs, wy, by, dt = inputs
+        _, _, _, ys, zs, gates = output
+        ctx.set_materialize_grads(False)
+        ctx.mark_non_differentiable(ys, zs, gates)
+        ctx.save_for_backward(projected, ws, bs, wy, by, ys, zs)
+        ctx.gates = gates  # overwritten by backward; recomputed if backward runs again
+        ctx.dt = dt
+        ctx.device_type = projected.device.type
+
+    @staticmethod
+    def vmap(info, in_dims, *args):  # type: ignore[override]
+        raise ConfigError("LEM's hand-written BPTT does not support torch.func.vmap; LEM runs "
+                          "its autograd loop under it, so call the module rather than "
+                          "_LEMBPTT.apply")
+
+    @staticmethod
+    def backward(ctx, grad_out, grad_y, grad_z, *unused):  # type: ignore[override]
+        projected, ws, bs, wy, by, ys, zs = ctx.saved_tensors
+        dt = ctx.dt
+        steps, batch, n = ys[1:].shape
+        need = ctx.needs_input_grad
+        acts, ctx.gates = ctx.gates, None
+        with torch.no_grad(), autocast_off(ctx.device_type):
+            if acts is None:  # a second backward (retain_graph): rebuild the overwritten gates
+                acts = _run_forward(projected, ys[0], zs[0], ws, bs, wy, by, dt)[2]
+            direct = None if grad_out is None else grad_out.contiguous()
+            gy = (torch.zeros_like(ys[0]) if grad_y is None
+                  else grad_y.clone(memory_format=torch.contiguous_format))
+            if direct is not None:
+                gy.add_(direct[-1])
+            gz = (torch.zeros_like(zs[0]) if grad_z is None
+                  else grad_z.clone(memory_format=torch.contiguous_format))
+            native = _loops(acts, ys, zs, gy, gz, ws, wy, *(() if direct is None else (direct,)))
+            loop = _backward_loop if native is None else native.backward_loop
+            gy, gz = loop(acts, ys, zs, gy, gz, direct, ws.roll(n, 0).contiguous(),
+                          wy.contiguous(), dt)
+            g2d = acts.view(steps * batch, 4 * n)
+            g_s, g_q = g2d[:, :3 * n], g2d[:, 3 * n:]
+            grad_ws = (g_s.t() @ ys[:-1].reshape(-1, n)).roll(-n, 0) if need[3] else None
+            grad_bs = g_s.sum(0).roll(-n, 0) if need[4] else None
+            grad_wy = g_q.t() @ zs[1:].reshape(-1, n) if need[5] else None
+            grad_by = g_q.sum(0) if need[6] else None
+            grad_projected = (torch.cat([acts[..., n:], acts[..., :n]], dim=-1)  # [u_1, u_2,
+                              if need[0] else None)  # u_y, u_z]
+        reusable_buffers.give_back(acts)
+        return (grad_projected, gy if need[1] else None, gz if need[2] else None, grad_ws,
+                grad_bs, grad_wy, grad_by, None)
 
 
 class LEMCell(nn.Module):
@@ -91,17 +280,26 @@ class LEM(CellLayer):
     ``forward(input, (y0, z0)=None) -> (output, (y_n, z_n))``: input ``(B, T, input_size)``
     when ``batch_first`` (default) else ``(T, B, input_size)``; ``output`` holds every ``y_t``;
     ``y0, z0, y_n, z_n`` have shape ``(1, B, hidden_size)``. The input maps of all steps are one
-    matrix product before the loop. Under autocast the recurrence runs in float32 (see
-    :mod:`signalprop.nn.precision`). Works with
+    matrix product before the loop; the recurrence then runs in the hand-written BPTT Function
+    (``impl="bptt"``, default; C++ time loops where they build) or the plain autograd loop
+    (``impl="loop"``), see the module docstring. Under autocast the recurrence runs in float32
+    (see :mod:`signalprop.nn.precision`). Works with
     :class:`~signalprop.nn.readout.LastStepClassifier`.
     """
 
     def __init__(self, input_size: int, hidden_size: int, dt: float = 1.0,
-                 batch_first: bool = True, device: torch.device | str | None = None,
+                 batch_first: bool = True, impl: str = "bptt",
+                 device: torch.device | str | None = None,
                  dtype: torch.dtype | None = None) -> None:
         super().__init__()
+        if impl not in IMPLS:
+            raise ConfigError(f"LEM impl must be one of {IMPLS}, got {impl!r}")
         self.cell = LEMCell(input_size, hidden_size, dt, device=device, dtype=dtype)
         self.batch_first = bool(batch_first)
+        self.impl = impl
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, impl={self.impl!r}"
 
     def forward(self, input: Tensor, state: tuple[Tensor, Tensor] | None = None
                 ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
@@ -120,7 +318,7 @@ class LEM(CellLayer):
         steps, batch, _ = time_major.shape
         n = self.hidden_size
         if state is None:
-            y = z = time_major.new_zeros(batch, n)
+            y, z = time_major.new_zeros(batch, n), time_major.new_zeros(batch, n)
         else:
             y0, z0 = state
             for name, s in (("y0", y0), ("z0", z0)):
@@ -128,7 +326,17 @@ class LEM(CellLayer):
                     raise ValueError(f"{name} must have shape (1, {batch}, {n}), got "
                                      f"{tuple(s.shape)}")
             y, z = y0[0], z0[0]
-        projected = self.cell.input_maps(time_major)
+        # the input maps of all steps as one 2-d addmm with a row-major W^T, so that autograd
+        # computes the weight gradient as x^T g (a 4n-wide GEMM), not as (g^T x)^T: with two
+        # input features the latter is a 2-wide GEMM over T B rows, several times slower
+        maps = self.cell.input_maps
+        projected = torch.addmm(maps.bias, time_major.reshape(steps * batch, -1),
+                                maps.weight.t().contiguous()).view(steps, batch, 4 * n)
+        if self.impl == "bptt" and steps > 0 and only_grad_transforms():
+            output, y, z = self._bptt(projected, y, z)
+            if self.batch_first:
+                output = output.transpose(0, 1)
+            return output, (y.unsqueeze(0), z.unsqueeze(0))
         outputs = []
         for p_t in projected.unbind(0):
             y, z = self.cell.step(p_t, y, z)
@@ -137,3 +345,17 @@ class LEM(CellLayer):
         if self.batch_first:
             output = output.transpose(0, 1)
         return output, (y.unsqueeze(0), z.unsqueeze(0))
+
+    def _bptt(self, projected: Tensor, y: Tensor, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Every ``y_t`` (T, B, n), ``y_T`` and ``z_T`` by :class:`_LEMBPTT` (or its forward
+        alone where nothing needs a gradient)."""
+        cell = self.cell
+        args = (projected.contiguous(), y.contiguous(), z.contiguous(), cell.state_maps.weight,
+                cell.state_maps.bias, cell.z_to_y.weight, cell.z_to_y.bias)
+        if not (torch.is_grad_enabled() and any(t.requires_grad for t in args)):
+            with torch.no_grad():
+                ys, zs, gates = _run_forward(*args, cell.dt)
+            reusable_buffers.give_back(gates)
+            return ys[1:], ys[-1], zs[-1]
+        output, y, z, _, _, _ = _LEMBPTT.apply(*args, cell.dt)
+        return output, y, z

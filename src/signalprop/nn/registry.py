@@ -118,6 +118,8 @@ MODULES: dict[str, ModuleSpec] = {
         AdditiveFilterRNN, lambda **f: AdditiveFilterRNN(2, 6, impl="loop", **f),
         _data(3, 4, 2), F32, True),
     "LEM": ModuleSpec(LEM, lambda **f: LEM(2, 6, **f), _data(3, 4, 2), F32, True),
+    "LEM-loop": ModuleSpec(LEM, lambda **f: LEM(2, 6, impl="loop", **f), _data(3, 4, 2), F32,
+                           True),
     "LEMCell": ModuleSpec(LEMCell, lambda **f: LEMCell(2, 6, **f), _data(4, 2), F32, True),
     "Decorrelator": ModuleSpec(Decorrelator, lambda **f: Decorrelator(4, lr=1e-2, **f),
                                _data(6, 4), BF16),
