@@ -16,17 +16,58 @@ drawn with replacement (all their patches for a conv); no centring; and the upda
 where ``v * R`` broadcasts over the last axis: ``R diag(v)``, a scaling of ``R``'s columns
 (:class:`~signalprop.nn.decorrelation.Decorrelator` with ``variance="columns"``). Epoch 0 runs
 the training data forward only (no backward, no update) to log the initial losses.
+
+The pieces an experiment needs to run this protocol as an arm beside its own (``protocols``):
+:func:`check_protocols`, :func:`fixed_variant` (a ``-decorbp`` variant at ``decorbp.lr``, no lr
+search), :func:`arm` and :func:`speedups_by_arm` (each arm against its own baseline), and
+:func:`beside` (the judged arm's text with the other one's after it, labelled "not judged").
+Used by ``decorrelation-resnet`` and ``decorrelation-speedup``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from signalprop.config import one_of, positive, require_number
+from signalprop.errors import ConfigError
+from signalprop.experiments.decorrelation_models import speedups
+from signalprop.experiments.evidence import Row
+from signalprop.experiments.study import Builder, Variant
 from signalprop.nn.decorrelation import VARIANCE_SIDES
 
 PROTOCOLS = ("decorbp", "ours")
+SUFFIX = "-decorbp"  # the decorbp arm's variants are named ``{name}-decorbp``
+
+
+def check_protocols(protocols: tuple[str, ...]) -> None:
+    """``protocols`` (the config field) is a non-empty selection of :data:`PROTOCOLS`."""
+    if not protocols:
+        raise ConfigError("protocols must not be empty; use [decorbp], [ours] or both")
+    for protocol in protocols:
+        one_of("protocols", protocol, PROTOCOLS)
+
+
+def arm(variant: str) -> str:
+    """The protocol a variant belongs to."""
+    return "decorbp" if variant.endswith(SUFFIX) else "ours"
+
+
+def speedups_by_arm(rows: list[Row], run_dir: Path, baseline: str) -> list[Row]:
+    """:func:`~decorrelation_models.speedups` within each protocol, against its own baseline
+    (``baseline`` in ours, ``{baseline}-decorbp`` in decorbp's); row order kept."""
+    out = {id(r): r for r in rows}
+    for protocol, base in (("ours", baseline), ("decorbp", baseline + SUFFIX)):
+        mine = [r for r in rows if arm(r.variant) == protocol]
+        for old, new in zip(mine, speedups(mine, run_dir, baseline=base), strict=True):
+            out[id(old)] = new
+    return [out[id(r)] for r in rows]
+
+
+def beside(judged: str, other_label: str, other: str) -> str:
+    """The judged arm's claim text with the other arm's after it, labelled "not judged"."""
+    return f"{judged} | beside it, not judged, {other_label}: {other}"
 
 
 @dataclass(frozen=True)
@@ -52,6 +93,12 @@ class DecorbpProtocol:
         whitening rule, no centring, sampling with replacement)."""
         return {"preset": "dalm", "lr": self.decor_lr, "kappa": self.kappa,
                 "sample_fraction": self.sample_fraction, "variance": self.variance}
+
+
+def fixed_variant(name: str, build: Builder, protocol: DecorbpProtocol) -> Variant:
+    """The decorbp arm's ``{name}-decorbp``: trained at ``protocol.lr`` (one Adam lr for the
+    plain and the decorrelated network), no lr search."""
+    return Variant(name + SUFFIX, build, tuned=False, lr=protocol.lr)
 
 
 @dataclass(frozen=True)

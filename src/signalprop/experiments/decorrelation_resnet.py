@@ -37,7 +37,15 @@ from signalprop.config import config_part, one_of, positive, require_int
 from signalprop.errors import ConfigError
 from signalprop.experiments import decorrelation_models as dm
 from signalprop.experiments.context import RunContext
-from signalprop.experiments.decorbp_protocol import PROTOCOLS, DecorbpProtocol, at_scale
+from signalprop.experiments.decorbp_protocol import (
+    PROTOCOLS,
+    DecorbpProtocol,
+    at_scale,
+    beside,
+    check_protocols,
+    fixed_variant,
+    speedups_by_arm,
+)
 from signalprop.experiments.evidence import Row, chosen_lr, notes, per_seed, rows_of, select
 from signalprop.experiments.registry import Claim, Experiment, Model, register
 from signalprop.experiments.samples import load_sample
@@ -102,10 +110,7 @@ class ResNetConfig:
             one_of("architectures", arch, ARCHITECTURES)
         for size in self.block_sizes:
             require_int("block_sizes", "entry", size, minimum=0)
-        if not self.protocols:
-            raise ConfigError("protocols must not be empty; use [decorbp], [ours] or both")
-        for protocol in self.protocols:
-            one_of("protocols", protocol, PROTOCOLS)
+        check_protocols(self.protocols)
 
 
 def variants(cfg: ResNetConfig) -> dict[str, int | None]:
@@ -114,11 +119,6 @@ def variants(cfg: ResNetConfig) -> dict[str, int | None]:
     out: dict[str, int | None] = {"bp": None}
     out.update({"dbp" if size == 0 else f"dbp-b{size}": size for size in cfg.block_sizes})
     return out
-
-
-def arm(variant: str) -> str:
-    """The protocol a variant belongs to."""
-    return "decorbp" if variant.endswith("-decorbp") else "ours"
 
 
 def build_model(arch: str, input_shape: tuple[int, ...], classes: int,
@@ -180,15 +180,16 @@ def run(ctx: RunContext) -> dict[str, Any]:
         return Variant(name, lambda arch, setting, data, seed: make(arch, block, data, cfg))
 
     def decorbp(name: str, block: int | None) -> Variant:  # one fixed Adam lr, no search
-        return Variant(f"{name}-decorbp", lambda arch, setting, data, seed:
-                       make(arch, block, data, cfg, "decorbp"), tuned=False, lr=cfg.decorbp.lr)
+        return fixed_variant(name, lambda arch, setting, data, seed:
+                             make(arch, block, data, cfg, "decorbp"), cfg.decorbp)
 
     arms = [decorbp(n, b) for n, b in (("bp", None), ("dbp", 0)) if "decorbp" in cfg.protocols]
     if "ours" in cfg.protocols:
         arms += [variant(n, b) for n, b in variants(cfg).items()]
     study = Study(variants=arms, points=archs,
                   data=lambda ctx, arch: splits, train=cfg.train, tuning=cfg.tuning,
-                  seeds=cfg.seeds, derive=_speedups,
+                  seeds=cfg.seeds, derive=lambda rows, run_dir:
+                  speedups_by_arm(rows, run_dir, "bp"),
                   curve="train_loss", curve_title="Training loss: BP vs decorrelated BP")
     summary = run_study(ctx, study, ("train_loss", "test_acc", "epoch_speedup", "wall_speedup",
                                      "step_time_ratio"))
@@ -199,16 +200,6 @@ def run(ctx: RunContext) -> dict[str, Any]:
                               budget={"epochs": cfg.train.epochs, "width": cfg.model.resnet_width,
                                       "train_images": len(splits.train) - carved})
     return summary
-
-
-def _speedups(rows: list[Row], run_dir: Any) -> list[Row]:
-    """:func:`~decorrelation_models.speedups` within each protocol, against its own BP."""
-    out = {id(r): r for r in rows}
-    for protocol, baseline in (("ours", "bp"), ("decorbp", "bp-decorbp")):
-        mine = [r for r in rows if arm(r.variant) == protocol]
-        for old, new in zip(mine, dm.speedups(mine, run_dir, baseline=baseline), strict=True):
-            out[id(old)] = new
-    return [out[id(r)] for r in rows]
 
 
 LEGACY_METRICS = {"epoch_speedup": "epoch_speedup", "wall_speedup": "wall_speedup",
@@ -290,7 +281,7 @@ def _check_speedup(results: dict[str, Any]) -> tuple[str, str]:
     text, wall = _speedup(rows, judged)
     text = f"{judged.label}: {text}" + notes(rows, (judged.bp, judged.dbp))
     if other is not None:
-        text += f" | beside it, not judged, {other.label}: {_speedup(rows, other)[0]}"
+        text = beside(text, other.label, _speedup(rows, other)[0])
     if wall.mean >= 2.0 and wall.above(1.0):
         verdict = "reproduced"
     else:
@@ -315,8 +306,8 @@ def _check_accuracy(results: dict[str, Any]) -> tuple[str, str]:
     text = (f"{judged.label}: test acc " + gap.text("DBP", "BP", ".4f") + _lrs(rows, judged)
             + notes(rows, (judged.bp, judged.dbp)))
     if other is not None:
-        text += (f" | beside it, not judged, {other.label}: "
-                 + _gap(rows, other).text("DBP", "BP", ".4f") + _lrs(rows, other))
+        text = beside(text, other.label,
+                      _gap(rows, other).text("DBP", "BP", ".4f") + _lrs(rows, other))
     if gap.diff > 0 and gap.beyond_noise():
         verdict = "reproduced"
     else:
