@@ -120,6 +120,7 @@ NOT_FAMILIES: dict[str, str] = {
     "LEM": "the long-memory positive control (Rusch et al. 2022), trained by backprop only; "
            "not yet in the matrix",
     "LEMCell": "one step of LEM (see LEM)",
+    "LEM-loop": "LEM with its autograd time loop (impl='loop'; see LEM)",
 }
 
 
