@@ -136,7 +136,7 @@ def test_learning_needs_both_marked_values():
 
 def test_claims_are_registered_with_new_rule_versions():
     claims = get_experiment("orthogonal-long-memory").claims
-    assert [c.rule_version for c in claims] == [4, 4, 3, 1]
+    assert [c.rule_version for c in claims] == [5, 5, 3, 1]
     assert all(c.stochastic for c in claims)
 
 
@@ -162,3 +162,14 @@ def test_positive_control_decides_what_is_checked():
     assert om.beats_baselines(with_rows(lem_fails))[1] == "not checked"
     lag = _memory("lag", {100: {"filter": 0.126, "frozen": 0.125, "lem": 0.126}})
     assert om.lag_learns(with_rows(lag))[1] == "not checked"
+
+
+def test_a_frozen_seed_worse_than_the_constant_predictor_counts_as_the_constant():
+    """Rule v5: one frozen seed ending far above the always-1 MSE (a failed readout fit) must
+    not hide that LEM learned (the T = 1,000 run of 2026-12-07 had frozen 0.181, 0.674, 0.168)."""
+    results = _memory("adding", {1000: {"filter": 0.173, "frozen": 0.17, "lem": 0.001}})
+    results["adding_T1000_frozen_test_mse_per_seed"] = [0.181, 0.674, 0.168]
+    text, verdict = om.adding_learns(with_rows(results))
+    assert verdict == "not reproduced" and "LEM learned" in text
+    results["adding_T1000_frozen_test_mse_per_seed"] = [0.181, 0.174, 0.168]
+    assert om.adding_learns(with_rows(results))[1] == "not reproduced"
