@@ -91,7 +91,7 @@ def scale_row(scale: Scale | None, config: dict[str, Any] | None) -> tuple[str, 
     parts, below = [], []
     for q in scale.quantities:
         ours = config_value(config, q.key)
-        ours_text = "?" if ours is None else _number(ours)
+        ours_text = "none in this run" if ours is None else _number(ours)
         if q.paper is None:
             parts.append(f"{q.name}: ours {ours_text} (paper: not stated)")
             continue
