@@ -46,7 +46,7 @@ from signalprop.experiments.gated_models import PAPER, accuracy, sample_flat
 from signalprop.experiments.lr_tuning import tuning_splits
 from signalprop.experiments.registry import Claim, Model, declare
 from signalprop.experiments.stats import Difference, log_linear_fit, rank_correlation
-from signalprop.experiments.study import Sweep
+from signalprop.experiments.study import Sweep, sweep_rates, sweep_table
 from signalprop.nn.gated import gated_mlp
 from signalprop.train import TrainConfig
 
@@ -172,21 +172,19 @@ def _train_at(ctx: RunContext, cfg: DepthConfig, name: str, splits: Splits, dept
 
 def tune_multiplier(ctx: RunContext, cfg: DepthConfig, tune: Splits, depth: int) -> Sweep:
     """Every multiplier of ``tuning.multipliers`` at ``depth`` on the base seed, scored by the
-    validation loss after the whole budget (diverged: infinite); no grid extension, a choice
-    at an edge is flagged."""
-    sweep = Sweep()
-    for m in cfg.tuning.multipliers:
+    validation loss after the whole budget (diverged: infinite), by the study runner's sweep
+    with no grid extension: a choice at an edge is flagged."""
+    def score(_: str, m: float) -> float:
         try:
             final, _, _ = _train_at(ctx, cfg, f"tune-depth_{depth}-m{m:g}", tune, depth,
                                     ctx.seed, m)
-            loss = float(final.get("test_loss", math.inf))
         except DivergenceError:
-            loss = math.inf
-        sweep.scores[("", m)] = loss if math.isfinite(loss) else math.inf
-    grid, (_, chosen) = sorted(cfg.tuning.multipliers), sweep.best()
-    if len(grid) > 1 and chosen in (grid[0], grid[-1]):
-        sweep.edge = "lowest" if chosen == grid[0] else "highest"
-    return sweep
+            return math.inf
+        loss = float(final.get("test_loss", math.inf))
+        return loss if math.isfinite(loss) else math.inf
+
+    return sweep_rates(score, [""], cfg.tuning.multipliers, 0,
+                       lambda text: ctx.log(f"depth {depth}: {text}"))
 
 
 def run(ctx: RunContext) -> dict[str, Any]:
@@ -252,12 +250,9 @@ def run(ctx: RunContext) -> dict[str, Any]:
 
 
 def _tuning_table(sweeps: dict[int, Sweep]) -> dict[str, Any]:
-    rows = [[depth, f"{m:g}", round(loss, 4) if math.isfinite(loss) else "diverged",
-             "chosen" if m == sweep.best()[1] else "",
-             sweep.edge if m == sweep.best()[1] else ""]
-            for depth, sweep in sweeps.items() for (_, m), loss in sorted(sweep.scores.items())]
-    return {"columns": ["depth", "step multiplier", "validation loss", "chosen",
-                        "still at the edge"], "rows": rows}
+    return {"columns": ["depth", "setting", "step multiplier", "validation loss", "chosen",
+                        "grid", "still at the edge"],
+            "rows": sweep_table({(depth,): sweep for depth, sweep in sweeps.items()})}
 
 
 def legacy_rows(results: dict[str, Any]) -> list[dict[str, Any]]:

@@ -228,6 +228,56 @@ def _name(*parts: Any) -> str:
     return "-".join(str(p) for p in parts if p not in (None, ""))
 
 
+def sweep_rates(score: Callable[[str, float], float], labels: Sequence[str],
+                rates: Sequence[float], max_extensions: int,
+                log: Callable[[str], None]) -> Sweep:
+    """Score every ``label`` × rate (``score(label, rate)``: the validation loss, ``inf`` when
+    diverged); while the best rate is at an end of the grid, extend the grid one step (its own
+    ratio) past that end, up to ``max_extensions`` steps a side, then flag the edge."""
+    sweep = Sweep()
+    lrs = sorted(set(rates))
+    ratio = _grid_ratio(lrs)
+    for label in labels:
+        for lr in lrs:
+            sweep.scores[(label, lr)] = score(label, lr)
+    for _ in range(2 * max_extensions + 1):
+        tried = sorted({lr for _, lr in sweep.scores})
+        _, chosen = sweep.best()
+        if len(tried) < 2 or chosen not in (tried[0], tried[-1]):
+            sweep.edge = ""
+            break
+        side = "lowest" if chosen == tried[0] else "highest"
+        steps = sum(1 for e in sweep.extensions if (e < lrs[0]) == (side == "lowest"))
+        if steps >= max_extensions:
+            sweep.edge = side
+            break
+        new = float(f"{(chosen / ratio if side == 'lowest' else chosen * ratio):.3g}")
+        sweep.extensions.append(new)
+        log(f"the chosen lr {chosen:g} is the grid's {side}; extending to {new:g}")
+        for label in labels:
+            sweep.scores[(label, new)] = score(label, new)
+    if sweep.edge:
+        log(f"the chosen lr is still the grid's {sweep.edge} after {max_extensions} "
+            "extension(s); flagged")
+    return sweep
+
+
+def sweep_table(sweeps: dict[tuple[Any, ...], Sweep]) -> list[list[Any]]:
+    """One table row per candidate: the sweep's key columns, then setting, lr, validation loss,
+    "chosen", "extension" and the edge flag of the chosen one."""
+    rows = []
+    for key, sweep in sweeps.items():
+        setting, lr = sweep.best()
+        for (label, rate), score in sorted(sweep.scores.items(), key=lambda kv: kv[0][1]):
+            chosen = (label, rate) == (setting, lr)
+            rows.append([*key, label, f"{rate:g}",
+                         round(score, 4) if math.isfinite(score) else "diverged",
+                         "chosen" if chosen else "",
+                         "extension" if rate in sweep.extensions else "",
+                         sweep.edge if chosen else ""])
+    return rows
+
+
 class StudyRunner:
     """Runs a :class:`Study` inside an experiment's :class:`RunContext`."""
 
@@ -264,34 +314,12 @@ class StudyRunner:
 
     def tune(self, variant: Variant, point: Any, tune: Splits, seed: int) -> Sweep:
         """Sweep ``variant``'s settings × rates at ``point``, extending at the edges."""
-        tuning = self.study.tuning
-        sweep = Sweep()
-        lrs = sorted(set(variant.lrs or tuning.lrs))
-        ratio = _grid_ratio(lrs)
-        for label in variant.settings:
-            for lr in lrs:
-                sweep.scores[(label, lr)] = self._score(variant, point, label, lr, tune, seed)
-        for _ in range(2 * tuning.max_extensions + 1):
-            tried = sorted({lr for _, lr in sweep.scores})
-            _, chosen = sweep.best()
-            if len(tried) < 2 or chosen not in (tried[0], tried[-1]):
-                sweep.edge = ""
-                break
-            side = "lowest" if chosen == tried[0] else "highest"
-            steps = sum(1 for e in sweep.extensions if (e < lrs[0]) == (side == "lowest"))
-            if steps >= tuning.max_extensions:
-                sweep.edge = side
-                break
-            new = float(f"{(chosen / ratio if side == 'lowest' else chosen * ratio):.3g}")
-            sweep.extensions.append(new)
-            self.ctx.log(f"{variant.name}{f' at {point}' if point is not None else ''}: the "
-                         f"chosen lr {chosen:g} is the grid's {side}; extending to {new:g}")
-            for label in variant.settings:
-                sweep.scores[(label, new)] = self._score(variant, point, label, new, tune, seed)
-        if sweep.edge:
-            self.ctx.log(f"{variant.name}: the chosen lr is still the grid's {sweep.edge} "
-                         f"after {tuning.max_extensions} extension(s); flagged")
-        return sweep
+        where = f" at {point}" if point is not None else ""
+        return sweep_rates(
+            lambda label, lr: self._score(variant, point, label, lr, tune, seed),
+            list(variant.settings), variant.lrs or self.study.tuning.lrs,
+            self.study.tuning.max_extensions,
+            lambda text: self.ctx.log(f"{variant.name}{where}: {text}"))
 
     def chosen(self, variant: Variant, point: Any, tune: Splits, seed: int
                ) -> tuple[str, float | None, Sweep | None]:
@@ -379,15 +407,8 @@ class StudyRunner:
         return {_name(v, p, f"s{s}"): sweep.record() for (v, p, s), sweep in self.sweeps.items()}
 
     def tuning_table(self) -> dict[str, Any]:
-        rows = []
-        for (variant, point, seed), sweep in self.sweeps.items():
-            setting, lr = sweep.best()
-            for (label, rate), score in sorted(sweep.scores.items(), key=lambda kv: kv[0][1]):
-                rows.append([variant, "" if point is None else point, seed, label, f"{rate:g}",
-                             round(score, 4) if math.isfinite(score) else "diverged",
-                             "chosen" if (label, rate) == (setting, lr) else "",
-                             "extension" if rate in sweep.extensions else "",
-                             sweep.edge if (label, rate) == (setting, lr) else ""])
+        rows = sweep_table({(variant, "" if point is None else point, seed): sweep
+                            for (variant, point, seed), sweep in self.sweeps.items()})
         return {"columns": ["variant", "point", "seed", "setting", "lr", "validation loss",
                             "chosen", "grid", "still at the edge"], "rows": rows}
 
