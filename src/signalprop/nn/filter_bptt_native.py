@@ -42,7 +42,7 @@ ENV = "SIGNALPROP_NATIVE_BPTT"
 FUSED_ENV = "SIGNALPROP_FUSED_BPTT"
 NAME = "signalprop_filter_bptt_v2"
 #: Largest hidden size for which :func:`loop_kind` picks the fused kernels by default.
-FUSED_MAX_HIDDEN = 48
+FUSED_MAX_HIDDEN = 56
 #: Flags of the fused kernels' build (vector instructions of the building machine); on a
 #: compiler that refuses them the extension is built with the default ``-O2`` instead.
 FAST_CFLAGS = ("-O3", "-march=native")

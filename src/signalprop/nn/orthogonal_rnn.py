@@ -9,12 +9,16 @@ values lie in ``[prod(a - b s_t), prod(a + b s_t)]``, ``s_t = ||D_t W||_2``, so 
 memory over ``T`` steps.
 
 Speed: the input projections ``U x_t + c`` of all steps are one matrix multiply, and the
-recurrence runs in a custom autograd Function (``impl="bptt"``) whose forward is an in-place
-GEMM, a ``tanh_`` and one ``addmm`` per step, and whose backward through time is (two GEMMs and
-a multiply per step)::
+recurrence runs in a custom autograd Function (``impl="bptt"``) whose forward per step is
+``z_t += h_{t-1} W^T``, the activation and ``h_t = a h_{t-1} O^T + b phi(z_t)``, and whose
+backward through time is (two products and a multiply per step)::
 
     g_z,t = b * g_t * tanh'(z_t);  g_{t-1} = a * g_t O + g_z,t W + dL/dh_{t-1} (direct);
     dL/dW = sum_t g_z,t^T h_{t-1} (one matmul over all steps);  dL/d(U x_t + c) = g_z,t.
+
+The two time loops run in C++ (:mod:`signalprop.nn.filter_bptt_native`): hand-fused kernels
+for small hidden sizes on CPU, loops of ATen calls otherwise, and the Python loops below where
+no compiler is available.
 
 ``impl="loop"`` is the lean autograd version (time-major, ``unbind(0)``, ``O`` and ``W`` fused in
 one ``h @ [a O^T, W^T]``), kept as a reference; ``impl="bptt"`` runs it by itself under
