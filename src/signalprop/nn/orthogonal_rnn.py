@@ -341,6 +341,7 @@ class AdditiveFilterRNN(CellLayer):
         needs_grad = torch.is_grad_enabled() and any(
             t is not None and t.requires_grad for t in (x, h, weight_ih, bias, weight_hh))
         if self.impl == "bptt" and only_grad_transforms():
+            x = x.contiguous()  # time-major: one copy here, none in the forward or backward
             if not needs_grad:
                 states, acts = _run_recurrence(x, h, weight_ih, bias, weight_hh, filt_or_perm,
                                                cell.a, cell.b, cell.activation)
