@@ -82,7 +82,9 @@ def gemm_floor(steps: int, batch: int, hidden: int, repeats: int, narrow_first: 
 
 
 def step_time(model: nn.Module, x: torch.Tensor, y: torch.Tensor, repeats: int) -> float:
-    nn.functional.mse_loss(model(x[:, :20]).squeeze(-1), y).backward()  # compile, warm up
+    """CPU seconds of the best of ``repeats`` training steps, after one untimed step of the
+    same length (it builds the C++ loops and allocates the buffers reused across steps)."""
+    nn.functional.mse_loss(model(x).squeeze(-1), y).backward()
     best = float("inf")
     for _ in range(repeats):
         model.zero_grad(set_to_none=True)
