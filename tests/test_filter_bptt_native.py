@@ -116,6 +116,15 @@ def test_a_training_step_at_hidden_32_runs_the_fused_kernels(monkeypatch, dtype,
     assert calls == ["forward_fused", "backward_fused"]
 
 
+def test_a_native_cpu_build_is_cached_under_the_cpu_tag():
+    tag = filter_bptt_native.cpu_tag()
+    assert len(tag) == 10 and tag == filter_bptt_native.cpu_tag()
+    assert filter_bptt_native.build_name("x", ["-O3", "-march=native"]) == f"x_{tag}"
+    assert filter_bptt_native.build_name("x", ["-O2"]) == "x"
+    assert native_loops().__name__ in (filter_bptt_native.NAME,
+                                       f"{filter_bptt_native.NAME}_{tag}")
+
+
 def test_switching_the_native_loops_off_by_the_environment(monkeypatch):
     monkeypatch.setenv(ENV, "0")
     assert native_loops() is None

@@ -22,17 +22,22 @@ checks outputs and gradients of both against the Python loops in float64.
 
 The extension is compiled with ``torch.utils.cpp_extension.load_inline`` (the system C++
 compiler and ninja, ``-O3 -march=native`` and, if those flags are refused, ``-O2``) into torch's
-extension cache the first time it is needed, a few minutes once per machine. Where that fails
-(no compiler), or with ``SIGNALPROP_NATIVE_BPTT=0``, or while ``torch.compile`` traces,
-:func:`native_loops` returns None and the Python loops run.
+extension cache the first time it is needed, a few minutes once per machine (the cache name
+carries a hash of the CPU, :func:`cpu_tag`, so a shared cache never hands a build to a CPU
+without its instructions). Compilers other than GCC and clang build only the ATen loops.
+Where the build fails (no compiler), or with ``SIGNALPROP_NATIVE_BPTT=0``, or while
+``torch.compile`` traces, :func:`native_loops` returns None and the Python loops run.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import platform
 import shutil
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from types import ModuleType
 
 import torch
@@ -519,6 +524,27 @@ def _ninja_on_path() -> None:
         os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
 
 
+def cpu_tag() -> str:
+    """A short hash of this CPU's model and instruction-set flags (Linux ``/proc/cpuinfo``;
+    elsewhere ``platform.processor()``): a ``-march=native`` build in an extension cache shared
+    between machines (a network home directory) is reused only on the same kind of CPU."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        key = "\n".join(dict.fromkeys(
+            line for line in lines
+            if line.startswith(("model name", "flags", "Features", "CPU part"))))
+    except OSError:
+        key = ""
+    key = key or f"{platform.processor()} {platform.machine()}"
+    return hashlib.sha1(key.encode()).hexdigest()[:10]
+
+
+def build_name(name: str, flags: list[str]) -> str:
+    """The cache name of ``name`` built with ``flags``: tagged by :func:`cpu_tag` where the
+    flags target the building CPU."""
+    return f"{name}_{cpu_tag()}" if "-march=native" in flags else name
+
+
 def _build(name: str, source: str, functions: tuple[str, ...], what: str,
            cflags: tuple[str, ...] = ()) -> ModuleType | None:
     attempts = [list(cflags), ["-O2"]] if cflags else [["-O2"]]
@@ -529,8 +555,8 @@ def _build(name: str, source: str, functions: tuple[str, ...], what: str,
 
             _ninja_on_path()
 
-            return load_inline(name=name, cpp_sources=source, functions=list(functions),
-                               extra_cflags=flags, verbose=False)
+            return load_inline(name=build_name(name, flags), cpp_sources=source,
+                               functions=list(functions), extra_cflags=flags, verbose=False)
         except Exception as exc:  # noqa: BLE001 - any build failure falls back to Python
             error = exc
     warnings.warn(f"{what} could not be built ({error!s:.200}); using the Python loops "
