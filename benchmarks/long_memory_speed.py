@@ -1,8 +1,9 @@
 """One training step (forward + backward) at T = 10,000: the additive-filter RNN's hand-written
-BPTT (its time loops in C++, ``filter_bptt``, and in Python, ``filter_bptt_python``) against
-its autograd loop, LEM (its hand-written BPTT with C++ loops, ``lem``, with Python loops,
-``lem_python``, and its autograd loop, ``lem_autograd_loop``) and torch.nn.LSTM, and against
-the filter RNN's GEMM floor.
+BPTT (``filter_bptt``, the time loops its default dispatch picks; forced to the hand-fused C++
+kernels, ``filter_bptt_fused``, to the C++ loops of ATen calls, ``filter_bptt_aten``, and to the
+Python loops, ``filter_bptt_python``) against its autograd loop, LEM (its hand-written BPTT with
+C++ loops, ``lem``, with Python loops, ``lem_python``, and its autograd loop,
+``lem_autograd_loop``) and torch.nn.LSTM, and against the filter RNN's GEMM floor.
 
 Adding-problem shapes (2 input features, a linear head on the last state, squared loss),
 batch 50, one thread, every model timed in this process by its CPU time
@@ -21,25 +22,37 @@ import json
 import os
 import platform
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from signalprop.nn.filter_bptt_native import ENV, native_loops
+from signalprop.nn.filter_bptt_native import (
+    ENV,
+    FUSED_ENV,
+    FUSED_MAX_HIDDEN,
+    loop_kind,
+    native_loops,
+)
 from signalprop.nn.lem import LEM
 from signalprop.nn.lem_bptt_native import native_loops as lem_native_loops
 from signalprop.nn.orthogonal_rnn import AdditiveFilterRNN
 from signalprop.nn.readout import LastStepClassifier
 
 
-def gemm_floor(steps: int, batch: int, hidden: int, repeats: int) -> tuple[float, float]:
+def gemm_floor(steps: int, batch: int, hidden: int, repeats: int, narrow_first: bool = True
+               ) -> tuple[float, float]:
     """CPU seconds of the filter RNN's matrix products alone: ``(sequential, batched)``.
 
     Sequential: per step the forward product ``h [W^T | a O^T]`` and the backward ``[g | g_z]
     [a O; W]`` (``torch.mm`` into preallocated outputs, nothing else in the loop), plus the
     products over all steps (input projections, ``dL/dW``, ``dL/dU``, ``dL/dx``). Batched: the
     same number of multiply-adds as one large product each way (no per-step overhead at all).
+    ``dL/dU`` is ``(x^T g_z)^T`` as the model computes it; ``narrow_first=False`` times it as
+    ``g_z^T x`` (the floor's definition before 2026-12-07 evening), which BLAS runs several
+    times slower.
     """
     h, both = torch.randn(batch, hidden), torch.randn(batch, 2 * hidden)
     fused, stacked = torch.randn(hidden, 2 * hidden), torch.randn(2 * hidden, hidden)
@@ -50,7 +63,8 @@ def gemm_floor(steps: int, batch: int, hidden: int, repeats: int) -> tuple[float
 
     def over_all_steps() -> None:
         u = x @ w_ih.t()
-        _ = u.t() @ states, u.t() @ x, u @ w_ih
+        grad_ih = (x.t() @ u).t() if narrow_first else u.t() @ x
+        _ = u.t() @ states, grad_ih, u @ w_ih
 
     sequential = batched = float("inf")
     for _ in range(repeats):
@@ -68,7 +82,9 @@ def gemm_floor(steps: int, batch: int, hidden: int, repeats: int) -> tuple[float
 
 
 def step_time(model: nn.Module, x: torch.Tensor, y: torch.Tensor, repeats: int) -> float:
-    nn.functional.mse_loss(model(x[:, :20]).squeeze(-1), y).backward()  # compile, warm up
+    """CPU seconds of the best of ``repeats`` training steps, after one untimed step of the
+    same length (it builds the C++ loops and allocates the buffers reused across steps)."""
+    nn.functional.mse_loss(model(x).squeeze(-1), y).backward()
     best = float("inf")
     for _ in range(repeats):
         model.zero_grad(set_to_none=True)
@@ -78,8 +94,28 @@ def step_time(model: nn.Module, x: torch.Tensor, y: torch.Tensor, repeats: int) 
     return best
 
 
-#: The models with hand-written BPTT, timed again with their Python time loops under this name.
-PYTHON_LOOPS = {"filter_bptt": "filter_bptt_python", "lem": "lem_python"}
+#: The models with hand-written BPTT, timed again under these names with these environment
+#: variables (which time loops run: :mod:`signalprop.nn.filter_bptt_native`).
+VARIANTS: dict[str, dict[str, dict[str, str]]] = {
+    "filter_bptt": {"filter_bptt_fused": {FUSED_ENV: "1"}, "filter_bptt_aten": {FUSED_ENV: "0"},
+                    "filter_bptt_python": {ENV: "0"}},
+    "lem": {"lem_python": {ENV: "0"}},
+}
+
+
+@contextmanager
+def environment(values: dict[str, str]) -> Iterator[None]:
+    """``os.environ`` with ``values`` set, restored afterwards."""
+    previous = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in previous.items():
+            if v is None:
+                del os.environ[k]
+            else:
+                os.environ[k] = v
 
 
 def models(hidden: int, steps: int) -> dict[str, nn.Module]:
@@ -111,21 +147,21 @@ def main() -> None:
                     "machine": platform.processor() or platform.machine(),
                     "torch": torch.__version__, "hidden": {}}
     report["native_loops"] = native_loops() is not None
+    report["fused_max_hidden"] = FUSED_MAX_HIDDEN
+    report["default_loops"] = {str(h): loop_kind(h, x) for h in args.hidden}
     report["lem_native_loops"] = lem_native_loops() is not None
     for hidden in args.hidden:
         times = {}
         for name, m in models(hidden, args.steps).items():
-            times[name] = step_time(m, x, y, args.repeats)
-            if name in PYTHON_LOOPS:  # the same model with the Python time loops
-                previous = os.environ.get(ENV)
-                os.environ[ENV] = "0"
-                times[PYTHON_LOOPS[name]] = step_time(m, x, y, args.repeats)
-                if previous is None:
-                    del os.environ[ENV]
-                else:
-                    os.environ[ENV] = previous
+            with environment({FUSED_ENV: "auto"}):
+                times[name] = step_time(m, x, y, args.repeats)
+            for variant, values in VARIANTS.get(name, {}).items():  # other time loops
+                with environment(values):
+                    times[variant] = step_time(m, x, y, args.repeats)
         times["gemm_floor"], times["gemm_batched"] = gemm_floor(args.steps, args.batch, hidden,
                                                                 args.repeats)
+        times["gemm_floor_wide_first"] = gemm_floor(args.steps, args.batch, hidden, args.repeats,
+                                                    narrow_first=False)[0]
         per_step = {k: v / args.steps * 1e6 for k, v in times.items()}
         ratios = {k: v / times["gemm_floor"] for k, v in times.items()}
         report["hidden"][str(hidden)] = {"us_per_time_step": per_step,

@@ -1,5 +1,6 @@
 """benchmarks/long_memory_speed.py runs at a tiny size and writes every model's time per step,
-the C++ and Python time loops side by side (the numbers are in docs/methods/orthogonal.md)."""
+the fused C++, ATen C++ and Python time loops side by side (the numbers are in
+docs/methods/orthogonal.md)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ def test_long_memory_benchmark_times_both_loops(tmp_path, monkeypatch):
         torch.set_num_threads(threads)
     report = json.loads(out.read_text())
     per_step = report["hidden"]["4"]["us_per_time_step"]
-    assert {"filter_bptt", "filter_bptt_python", "lem", "lem_python", "lem_autograd_loop",
-            "lstm", "gemm_floor"} <= set(per_step)
+    assert {"filter_bptt", "filter_bptt_fused", "filter_bptt_aten", "filter_bptt_python",
+            "lem", "lem_python", "lem_autograd_loop", "lstm", "gemm_floor",
+            "gemm_floor_wide_first"} <= set(per_step)
     assert all(v > 0 for v in per_step.values())

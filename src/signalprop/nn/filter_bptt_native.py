@@ -1,33 +1,58 @@
 """The additive-filter RNN's two time loops in C++ (issue 28.4), built on first use.
 
-The loops of :mod:`signalprop.nn.orthogonal_rnn` (forward: per step ``z_t += h_{t-1} W^T``, the
-activation and ``h_t = a h_{t-1} O^T + b phi(z_t)``; backward: ``g_z = slope_t * g``,
-``g_{t-1} = g_z W + a g O (+ direct)``) make the same ATen calls here, from C++, so the per-step
-cost is the calls themselves without the Python interpreter between them. The arithmetic is
-identical; ``tests/test_filter_bptt_native.py`` checks outputs and gradients against the Python
-loops in float64.
+The model is ``h_t = a O h_{t-1} + b phi(z_t)``, ``z_t = W h_{t-1} + U x_t + c``, ``a = 1 - b``.
+The loops of :mod:`signalprop.nn.orthogonal_rnn` are, forward, per step ``z_t += h_{t-1} W^T``,
+the activation and ``h_t = a h_{t-1} O^T + b phi(z_t)``, and backward ``g_z = slope_t * g``,
+``g_{t-1} = g_z W + a g O (+ direct)``. This extension has two versions of each:
+
+* ``forward_loop`` / ``backward_loop`` make the same ATen calls as the Python loops, from C++,
+  so a step costs the calls themselves without the interpreter between them;
+* ``forward_fused`` / ``backward_fused`` are hand-fused kernels (plain loops over the
+  contiguous float32 or float64 buffers, no ATen call inside the time loop): per batch row one
+  pass over ``h`` accumulates ``h W^T`` and ``h O^T`` together in register-sized column blocks,
+  then the activation and the update follow in the same pass; backward likewise accumulates
+  ``g_z W + g (a O)``. Both take and leave the buffers exactly as the ATen loops do.
+
+:func:`time_loops` picks one pair per call (:func:`loop_kind`): the fused kernels for CPU
+float32/float64 tensors with ``hidden <= FUSED_MAX_HIDDEN`` (where their arithmetic beats the
+library GEMMs plus per-call overhead; at larger ``hidden`` the GEMMs of the ATen loops win),
+the ATen loops otherwise. ``SIGNALPROP_FUSED_BPTT=1`` forces the fused kernels at any size and
+``=0`` never uses them (both for benchmarks and tests). ``tests/test_filter_bptt_native.py``
+checks outputs and gradients of both against the Python loops in float64.
 
 The extension is compiled with ``torch.utils.cpp_extension.load_inline`` (the system C++
-compiler and ninja) into torch's extension cache the first time it is needed, about a minute
-once per machine. Where that fails (no compiler), or with ``SIGNALPROP_NATIVE_BPTT=0``, or
-while ``torch.compile`` traces, :func:`native_loops` returns None and the Python loops run.
+compiler and ninja, ``-O3 -march=native`` and, if those flags are refused, ``-O2``) into torch's
+extension cache the first time it is needed, a few minutes once per machine (the cache name
+carries a hash of the CPU, :func:`cpu_tag`, so a shared cache never hands a build to a CPU
+without its instructions). Compilers other than GCC and clang build only the ATen loops.
+Where the build fails (no compiler), or with ``SIGNALPROP_NATIVE_BPTT=0``, or while
+``torch.compile`` traces, :func:`native_loops` returns None and the Python loops run.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import platform
 import shutil
 import warnings
+from collections.abc import Callable
+from pathlib import Path
 from types import ModuleType
 
 import torch
+from torch import Tensor
 
 ENV = "SIGNALPROP_NATIVE_BPTT"
-NAME = "signalprop_filter_bptt_v1"
+FUSED_ENV = "SIGNALPROP_FUSED_BPTT"
+NAME = "signalprop_filter_bptt_v2"
+#: Largest hidden size for which :func:`loop_kind` picks the fused kernels by default.
+FUSED_MAX_HIDDEN = 56
+#: Flags of the fused kernels' build (vector instructions of the building machine); on a
+#: compiler that refuses them the extension is built with the default ``-O2`` instead.
+FAST_CFLAGS = ("-O3", "-march=native")
 
-SOURCE = r"""
-#include <torch/extension.h>
-
+ATEN_SOURCE = r"""
 // h_t = a O h_{t-1} + b phi(z_t), z_t = (U x_t + c) + W h_{t-1}; acts holds U x_t + c on
 // entry (scaled by 2 for tanh) and sigmoid(2 z_t) (tanh) or relu(z_t) on exit.
 void forward_loop(at::Tensor acts, at::Tensor states, at::Tensor w_t, at::Tensor o_t,
@@ -82,6 +107,342 @@ at::Tensor backward_loop(at::Tensor acts, at::Tensor g, c10::optional<at::Tensor
 }
 """
 
+FUSED_SOURCE = r"""
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
+#if defined(__GNUC__)  // GCC and clang: vector extensions; elsewhere the ATen loops run
+#define SIGNALPROP_FUSED 1
+
+namespace fused {
+
+// 32-byte vectors (8 floats, 4 doubles), unaligned and free to alias the buffers they load.
+template <typename T>
+struct Simd {
+  typedef T V __attribute__((vector_size(32), aligned(alignof(T)), may_alias));
+  static constexpr int64_t kLanes = 32 / sizeof(T);
+};
+template <typename T>
+using V = typename Simd<T>::V;
+typedef int32_t VInt __attribute__((vector_size(32)));
+
+// A block of columns is kVecs vectors; two blocks (W and O) of accumulators fill about half
+// of the 16 AVX2 registers.
+constexpr int64_t kVecs = 4;
+template <typename T>
+constexpr int64_t kBlock = kVecs * Simd<T>::kLanes;
+
+template <typename T>
+inline V<T> load(const T* p) { return *reinterpret_cast<const V<T>*>(p); }
+template <typename T>
+inline void store(T* p, V<T> v) { *reinterpret_cast<V<T>*>(p) = v; }
+template <typename T>
+inline V<T> splat(T x) { return V<T>{} + x; }
+
+inline int64_t padded(int64_t n, int64_t block) { return (n + block - 1) / block * block; }
+
+// The (n, n) matrix m as a row-major (n, np) copy whose columns n .. np - 1 are zero.
+template <typename T>
+std::vector<T> pad_columns(const at::Tensor& m, int64_t np) {
+  const at::Tensor c = m.contiguous();
+  const int64_t n = c.size(0);
+  const T* src = c.data_ptr<T>();
+  std::vector<T> out(n * np, T(0));
+  for (int64_t i = 0; i < n; ++i) {
+    std::copy(src + i * n, src + (i + 1) * n, out.begin() + i * np);
+  }
+  return out;
+}
+
+// exp of 8 floats: x = k ln 2 + r with k rounded by the 1.5 * 2^23 trick (exact without
+// -ffast-math), exp(r) by Cephes' degree-6 polynomial (relative error below 1e-7), 2^k from
+// its exponent bits; x is clamped to [-87, 88] so 2^k stays a normal float.
+inline V<float> exp_of(V<float> x) {
+  x = x < -87.0f ? splat(-87.0f) : x;
+  x = x > 88.0f ? splat(88.0f) : x;
+  const V<float> magic = splat(12582912.0f);
+  const V<float> k = (x * 1.44269504088896341f + magic) - magic;
+  V<float> r = x - k * 0.693359375f;
+  r = r + k * 2.12194440e-4f;
+  V<float> p = splat(1.9875691500e-4f);
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const VInt bits = (__builtin_convertvector(k, VInt) + 127) << 23;
+  return p * reinterpret_cast<const V<float>&>(bits);
+}
+
+// float64 keeps the library exp (its kernels are for checking, not for speed).
+inline V<double> exp_of(V<double> x) {
+  for (int64_t l = 0; l < Simd<double>::kLanes; ++l) x[l] = std::exp(x[l]);
+  return x;
+}
+
+template <typename T>
+inline V<T> sigmoid(V<T> x) { return T(1) / (T(1) + exp_of(-x)); }
+
+// The kLanes-wide rows of m columns starting at src (m < kBlock: through a zeroed copy).
+template <typename T>
+inline const T* block_input(const T* src, int64_t m, T* spare) {
+  if (m == kBlock<T>) return src;
+  std::fill(spare, spare + kBlock<T>, T(0));
+  std::copy(src, src + m, spare);
+  return spare;
+}
+
+// One batch row of one forward step, kBlock columns at a time. p holds k (U x + c) on entry;
+// z = p + h w (w = k W^T, column-padded), y = h o (o = O^T) or y_j = h[perm_j]; then
+// p <- s = sigmoid(z) and out = a y + 2 b s - b (tanh, k = 2: tanh(z / 2) = 2 s - 1), or
+// p <- relu(z) and out = a y + b relu(z) (relu, k = 1).
+template <typename T, bool kDense, bool kTanh>
+void forward_row(const T* h, T* p, T* out, const T* w, const T* o, const int64_t* perm,
+                 int64_t n, int64_t np, T a, T b) {
+  constexpr int64_t L = Simd<T>::kLanes;
+  constexpr int64_t B = kBlock<T>;
+  for (int64_t j0 = 0; j0 < np; j0 += B) {
+    V<T> z[kVecs] = {};
+    V<T> y[kVecs] = {};
+    for (int64_t i = 0; i < n; ++i) {
+      const V<T> hi = splat(h[i]);
+      const T* wr = w + i * np + j0;
+      for (int64_t v = 0; v < kVecs; ++v) z[v] += hi * load(wr + v * L);
+      if constexpr (kDense) {
+        const T* orow = o + i * np + j0;
+        for (int64_t v = 0; v < kVecs; ++v) y[v] += hi * load(orow + v * L);
+      }
+    }
+    const int64_t m = std::min(B, n - j0);
+    T spare[B];
+    const T* pin = block_input(p + j0, m, spare);
+    if constexpr (!kDense) {
+      T gathered[B] = {};
+      for (int64_t jj = 0; jj < m; ++jj) gathered[jj] = h[perm[j0 + jj]];
+      for (int64_t v = 0; v < kVecs; ++v) y[v] = load(gathered + v * L);
+    }
+    V<T> act[kVecs];
+    V<T> next[kVecs];
+    for (int64_t v = 0; v < kVecs; ++v) {
+      const V<T> zv = z[v] + load(pin + v * L);
+      if constexpr (kTanh) {
+        act[v] = sigmoid<T>(zv);
+        next[v] = a * y[v] + (T(2) * b) * act[v] - b;
+      } else {
+        act[v] = zv < T(0) ? V<T>{} : zv;
+        next[v] = a * y[v] + b * act[v];
+      }
+    }
+    T act_out[B];
+    T next_out[B];
+    const bool whole = m == B;
+    for (int64_t v = 0; v < kVecs; ++v) {
+      store(whole ? p + j0 + v * L : act_out + v * L, act[v]);
+      store(whole ? out + j0 + v * L : next_out + v * L, next[v]);
+    }
+    if (!whole) {
+      std::copy(act_out, act_out + m, p + j0);
+      std::copy(next_out, next_out + m, out + j0);
+    }
+  }
+}
+
+template <typename T, bool kDense, bool kTanh>
+void forward_steps(T* acts, T* states, const T* w, const T* o, const int64_t* perm,
+                   int64_t steps, int64_t batch, int64_t n, int64_t np, T a, T b) {
+  const int64_t stride = batch * n;
+  for (int64_t t = 0; t < steps; ++t) {
+    T* p = acts + t * stride;
+    const T* h = states + t * stride;
+    T* out = states + (t + 1) * stride;
+    for (int64_t r = 0; r < batch; ++r) {
+      forward_row<T, kDense, kTanh>(h + r * n, p + r * n, out + r * n, w, o, perm, n, np, a,
+                                    b);
+    }
+  }
+}
+
+template <typename T>
+void forward_typed(at::Tensor acts, at::Tensor states, at::Tensor w_t, at::Tensor o_t,
+                   double a, double b, bool tanh, bool permute) {
+  const int64_t steps = acts.size(0), batch = acts.size(1), n = acts.size(2);
+  const int64_t np = padded(n, kBlock<T>);
+  const std::vector<T> w = pad_columns<T>(w_t, np);
+  const std::vector<T> o = permute ? std::vector<T>() : pad_columns<T>(o_t, np);
+  const at::Tensor perm = permute ? o_t.contiguous() : at::Tensor();
+  const int64_t* idx = permute ? perm.data_ptr<int64_t>() : nullptr;
+  T* ap = acts.data_ptr<T>();
+  T* sp = states.data_ptr<T>();
+  const T ta = T(a), tb = T(b);
+  if (permute && tanh) {
+    forward_steps<T, false, true>(ap, sp, w.data(), nullptr, idx, steps, batch, n, np, ta, tb);
+  } else if (permute) {
+    forward_steps<T, false, false>(ap, sp, w.data(), nullptr, idx, steps, batch, n, np, ta,
+                                   tb);
+  } else if (tanh) {
+    forward_steps<T, true, true>(ap, sp, w.data(), o.data(), nullptr, steps, batch, n, np, ta,
+                                 tb);
+  } else {
+    forward_steps<T, true, false>(ap, sp, w.data(), o.data(), nullptr, steps, batch, n, np,
+                                  ta, tb);
+  }
+}
+
+// One batch row of one backward step: s holds the slopes b phi'(z) on entry and g_z = s g on
+// exit; next = g_z W + g (a O) (dense, o = a O column-padded) or g_z W + a g[perm]
+// (permutation), plus direct (dL/dh from the output) where given. The two products have
+// their own accumulators, so that enough independent FMA chains are in flight.
+template <typename T, bool kDense>
+void backward_row(const T* g, T* s, T* next, const T* direct, const T* w, const T* o,
+                  const int64_t* perm, int64_t n, int64_t np, T a) {
+  constexpr int64_t L = Simd<T>::kLanes;
+  constexpr int64_t B = kBlock<T>;
+  for (int64_t j = 0; j < n; ++j) s[j] *= g[j];
+  for (int64_t i0 = 0; i0 < np; i0 += B) {
+    V<T> acc_w[kVecs] = {};
+    V<T> acc_o[kVecs] = {};
+    for (int64_t j = 0; j < n; ++j) {
+      const V<T> gz = splat(s[j]);
+      const T* wr = w + j * np + i0;
+      for (int64_t v = 0; v < kVecs; ++v) acc_w[v] += gz * load(wr + v * L);
+      if constexpr (kDense) {
+        const V<T> gj = splat(g[j]);
+        const T* orow = o + j * np + i0;
+        for (int64_t v = 0; v < kVecs; ++v) acc_o[v] += gj * load(orow + v * L);
+      }
+    }
+    T sum[B];
+    for (int64_t v = 0; v < kVecs; ++v) store(sum + v * L, acc_w[v] + acc_o[v]);
+    const int64_t m = std::min(B, n - i0);
+    T* out = next + i0;
+    for (int64_t ii = 0; ii < m; ++ii) {
+      T value = sum[ii];
+      if constexpr (!kDense) value += a * g[perm[i0 + ii]];
+      if (direct != nullptr) value += direct[i0 + ii];
+      out[ii] = value;
+    }
+  }
+}
+
+template <typename T, bool kDense>
+void backward_steps(T* acts, T* g, T* const buffers[2], const T* direct, const T* w,
+                    const T* o, const int64_t* perm, int64_t steps, int64_t batch, int64_t n,
+                    int64_t np, T a) {
+  const int64_t stride = batch * n;
+  for (int64_t t = steps - 1; t >= 0; --t) {
+    T* s = acts + t * stride;
+    T* next = buffers[t % 2];
+    const T* d = (t > 0 && direct != nullptr) ? direct + (t - 1) * stride : nullptr;
+    for (int64_t r = 0; r < batch; ++r) {
+      backward_row<T, kDense>(g + r * n, s + r * n, next + r * n,
+                              d == nullptr ? nullptr : d + r * n, w, o, perm, n, np, a);
+    }
+    g = next;
+  }
+}
+
+template <typename T>
+at::Tensor backward_typed(at::Tensor acts, at::Tensor g, c10::optional<at::Tensor> direct,
+                          at::Tensor weight, at::Tensor filt_a, double a, bool permute) {
+  const int64_t steps = acts.size(0), batch = acts.size(1), n = acts.size(2);
+  if (steps == 0) return g;
+  const int64_t np = padded(n, kBlock<T>);
+  const std::vector<T> w = pad_columns<T>(weight, np);
+  const std::vector<T> o = permute ? std::vector<T>() : pad_columns<T>(filt_a, np);
+  const at::Tensor perm = permute ? filt_a.contiguous() : at::Tensor();
+  const int64_t* idx = permute ? perm.data_ptr<int64_t>() : nullptr;
+  const at::Tensor d = direct.has_value() ? direct->contiguous() : at::Tensor();
+  const T* dp = direct.has_value() ? d.data_ptr<T>() : nullptr;
+  at::Tensor first = g.contiguous();
+  at::Tensor buffers[2] = {at::empty({batch, n}, g.options()),
+                           at::empty({batch, n}, g.options())};
+  T* const bp[2] = {buffers[0].data_ptr<T>(), buffers[1].data_ptr<T>()};
+  T* ap = acts.data_ptr<T>();
+  if (permute) {
+    backward_steps<T, false>(ap, first.data_ptr<T>(), bp, dp, w.data(), nullptr, idx, steps,
+                             batch, n, np, T(a));
+  } else {
+    backward_steps<T, true>(ap, first.data_ptr<T>(), bp, dp, w.data(), o.data(), nullptr,
+                            steps, batch, n, np, T(a));
+  }
+  return buffers[0];  // the last step written is t = 0
+}
+
+}  // namespace fused
+#endif
+
+void check_fused(const at::Tensor& acts, const at::Tensor& other) {
+#ifndef SIGNALPROP_FUSED
+  TORCH_CHECK(false, "the fused loops need GCC or clang vector extensions");
+#endif
+  TORCH_CHECK(acts.device().is_cpu() && acts.is_contiguous() && other.is_contiguous(),
+              "the fused loops need contiguous CPU buffers");
+  TORCH_CHECK(acts.scalar_type() == other.scalar_type(), "the fused loops need one dtype");
+}
+
+// Asks Linux to back the 2 MB-aligned part of a large, not yet written tensor with huge pages
+// (transparent huge pages in "madvise" mode): writing a fresh (T + 1, B, n) state buffer
+// page by page costs more page faults than its arithmetic. A hint only; elsewhere a no-op.
+void advise_huge_pages(at::Tensor t) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t kHuge = uintptr_t(1) << 21;
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(t.data_ptr());
+  const uintptr_t end = begin + t.numel() * t.element_size();
+  const uintptr_t first = (begin + kHuge - 1) & ~(kHuge - 1);
+  const uintptr_t last = end & ~(kHuge - 1);
+  if (t.is_contiguous() && t.device().is_cpu() && last > first) {
+    madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
+  }
+#endif
+}
+
+// Whether this build has the fused kernels (GCC or clang).
+bool fused_available() {
+#ifdef SIGNALPROP_FUSED
+  return true;
+#else
+  return false;
+#endif
+}
+
+// Same contract as forward_loop, one hand-fused pass per step and batch row.
+void forward_fused(at::Tensor acts, at::Tensor states, at::Tensor w_t, at::Tensor o_t,
+                   double a, double b, bool tanh, bool permute) {
+  check_fused(acts, states);
+#ifdef SIGNALPROP_FUSED
+  AT_DISPATCH_FLOATING_TYPES(acts.scalar_type(), "forward_fused", [&] {
+    fused::forward_typed<scalar_t>(acts, states, w_t, o_t, a, b, tanh, permute);
+  });
+#endif
+}
+
+// Same contract as backward_loop, one hand-fused pass per step and batch row.
+at::Tensor backward_fused(at::Tensor acts, at::Tensor g, c10::optional<at::Tensor> direct,
+                          at::Tensor weight, at::Tensor filt_a, double a, bool permute) {
+  check_fused(acts, acts);
+  at::Tensor result = g;
+#ifdef SIGNALPROP_FUSED
+  AT_DISPATCH_FLOATING_TYPES(acts.scalar_type(), "backward_fused", [&] {
+    result = fused::backward_typed<scalar_t>(acts, g, direct, weight, filt_a, a, permute);
+  });
+#endif
+  return result;
+}
+"""
+
+SOURCE = "#include <torch/extension.h>\n" + ATEN_SOURCE + FUSED_SOURCE
+FUNCTIONS = ("forward_loop", "backward_loop", "forward_fused", "backward_fused",
+             "fused_available", "advise_huge_pages")
+
+#: The pair ``(forward, backward)`` of time loops with the buffer contract of the C++ loops.
+Loops = tuple[Callable[..., None], Callable[..., Tensor]]
+
 _state: dict[str, ModuleType | None] = {}
 
 
@@ -92,20 +453,64 @@ def enabled() -> bool:
 
 def native_loops() -> ModuleType | None:
     """The compiled loops, building them on the first call; None where they cannot run."""
-    return load_native(NAME, SOURCE, ("forward_loop", "backward_loop"),
-                       "the additive-filter RNN's C++ loops")
+    return load_native(NAME, SOURCE, FUNCTIONS, "the additive-filter RNN's C++ loops",
+                       FAST_CFLAGS)
 
 
-def load_native(name: str, source: str, functions: tuple[str, ...], what: str
-                ) -> ModuleType | None:
+def advise_huge_pages(buffer: Tensor) -> None:
+    """Hint that a large fresh CPU buffer be backed by huge pages (Linux; no-op elsewhere or
+    without the extension): fewer page faults when it is first written."""
+    native = native_loops()
+    if native is not None and buffer.device.type == "cpu" and buffer.numel() > 0 and not (
+            torch._C._functorch.is_functorch_wrapped_tensor(buffer)):
+        native.advise_huge_pages(buffer)
+
+
+def _fused_fits(tensors: tuple[Tensor | None, ...]) -> bool:
+    """Plain (not functorch-wrapped) CPU tensors of one floating dtype the kernels handle."""
+    present = [t for t in tensors if t is not None and t.is_floating_point()]
+    dtypes = {t.dtype for t in present}
+    return (len(dtypes) == 1 and dtypes <= {torch.float32, torch.float64}
+            and all(t.device.type == "cpu" for t in present)
+            and not any(torch._C._functorch.is_functorch_wrapped_tensor(t) for t in present))
+
+
+def loop_kind(hidden: int, *tensors: Tensor | None) -> str:
+    """Which time loops run for these tensors: ``"fused"``, ``"aten"`` or ``"python"``.
+
+    ``"python"`` where :func:`native_loops` is None; ``"fused"`` for plain CPU float32/float64
+    tensors when ``SIGNALPROP_FUSED_BPTT`` is ``1``, or is unset and ``hidden <=
+    FUSED_MAX_HIDDEN``; ``"aten"`` otherwise."""
+    if native_loops() is None:
+        return "python"
+    mode = os.environ.get(FUSED_ENV, "auto")
+    if mode == "0" or not _fused_fits(tensors) or not native_loops().fused_available():
+        return "aten"
+    return "fused" if mode == "1" or hidden <= FUSED_MAX_HIDDEN else "aten"
+
+
+def time_loops(hidden: int, *tensors: Tensor | None) -> Loops | None:
+    """The C++ ``(forward, backward)`` loops :func:`loop_kind` picks; None for the Python ones."""
+    kind = loop_kind(hidden, *tensors)
+    native = native_loops()
+    if kind == "fused":
+        return native.forward_fused, native.backward_fused
+    if kind == "aten":
+        return native.forward_loop, native.backward_loop
+    return None
+
+
+def load_native(name: str, source: str, functions: tuple[str, ...], what: str,
+                cflags: tuple[str, ...] = ()) -> ModuleType | None:
     """The extension ``name`` built from C++ ``source`` (cached per process and in torch's
     extension cache); None with ``SIGNALPROP_NATIVE_BPTT=0``, while ``torch.compile`` traces,
-    or where the build fails (then once a warning naming ``what``). Shared by every
+    or where the build fails (then once a warning naming ``what``). ``cflags`` replace the
+    default ``-O2``; if the build with them fails it is retried with ``-O2``. Shared by every
     hand-written BPTT with C++ time loops (this module, :mod:`signalprop.nn.lem_bptt_native`)."""
     if not enabled() or torch.compiler.is_compiling():
         return None
     if name not in _state:
-        _state[name] = _build(name, source, functions, what)
+        _state[name] = _build(name, source, functions, what, cflags)
     return _state[name]
 
 
@@ -119,16 +524,41 @@ def _ninja_on_path() -> None:
         os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
 
 
-def _build(name: str, source: str, functions: tuple[str, ...], what: str
-           ) -> ModuleType | None:
+def cpu_tag() -> str:
+    """A short hash of this CPU's model and instruction-set flags (Linux ``/proc/cpuinfo``;
+    elsewhere ``platform.processor()``): a ``-march=native`` build in an extension cache shared
+    between machines (a network home directory) is reused only on the same kind of CPU."""
     try:
-        from torch.utils.cpp_extension import load_inline
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        key = "\n".join(dict.fromkeys(
+            line for line in lines
+            if line.startswith(("model name", "flags", "Features", "CPU part"))))
+    except OSError:
+        key = ""
+    key = key or f"{platform.processor()} {platform.machine()}"
+    return hashlib.sha1(key.encode()).hexdigest()[:10]
 
-        _ninja_on_path()
 
-        return load_inline(name=name, cpp_sources=source, functions=list(functions),
-                           extra_cflags=["-O2"], verbose=False)
-    except Exception as exc:  # noqa: BLE001 - any build failure falls back to Python
-        warnings.warn(f"{what} could not be built ({exc!s:.200}); using the Python loops "
-                      f"(set {ENV}=0 to skip the attempt)", RuntimeWarning, stacklevel=4)
-        return None
+def build_name(name: str, flags: list[str]) -> str:
+    """The cache name of ``name`` built with ``flags``: tagged by :func:`cpu_tag` where the
+    flags target the building CPU."""
+    return f"{name}_{cpu_tag()}" if "-march=native" in flags else name
+
+
+def _build(name: str, source: str, functions: tuple[str, ...], what: str,
+           cflags: tuple[str, ...] = ()) -> ModuleType | None:
+    attempts = [list(cflags), ["-O2"]] if cflags else [["-O2"]]
+    error: Exception | None = None
+    for flags in attempts:
+        try:
+            from torch.utils.cpp_extension import load_inline
+
+            _ninja_on_path()
+
+            return load_inline(name=build_name(name, flags), cpp_sources=source,
+                               functions=list(functions), extra_cflags=flags, verbose=False)
+        except Exception as exc:  # noqa: BLE001 - any build failure falls back to Python
+            error = exc
+    warnings.warn(f"{what} could not be built ({error!s:.200}); using the Python loops "
+                  f"(set {ENV}=0 to skip the attempt)", RuntimeWarning, stacklevel=4)
+    return None

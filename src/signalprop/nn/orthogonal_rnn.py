@@ -9,12 +9,16 @@ values lie in ``[prod(a - b s_t), prod(a + b s_t)]``, ``s_t = ||D_t W||_2``, so 
 memory over ``T`` steps.
 
 Speed: the input projections ``U x_t + c`` of all steps are one matrix multiply, and the
-recurrence runs in a custom autograd Function (``impl="bptt"``) whose forward is an in-place
-GEMM, a ``tanh_`` and one ``addmm`` per step, and whose backward through time is (two GEMMs and
-a multiply per step)::
+recurrence runs in a custom autograd Function (``impl="bptt"``) whose forward per step is
+``z_t += h_{t-1} W^T``, the activation and ``h_t = a h_{t-1} O^T + b phi(z_t)``, and whose
+backward through time is (two products and a multiply per step)::
 
     g_z,t = b * g_t * tanh'(z_t);  g_{t-1} = a * g_t O + g_z,t W + dL/dh_{t-1} (direct);
     dL/dW = sum_t g_z,t^T h_{t-1} (one matmul over all steps);  dL/d(U x_t + c) = g_z,t.
+
+The two time loops run in C++ (:mod:`signalprop.nn.filter_bptt_native`): hand-fused kernels
+for small hidden sizes on CPU, loops of ATen calls otherwise, and the Python loops below where
+no compiler is available.
 
 ``impl="loop"`` is the lean autograd version (time-major, ``unbind(0)``, ``O`` and ``W`` fused in
 one ``h @ [a O^T, W^T]``), kept as a reference; ``impl="bptt"`` runs it by itself under
@@ -33,7 +37,7 @@ from signalprop.config import require_int
 from signalprop.errors import ConfigError
 from signalprop.nn import reusable_buffers
 from signalprop.nn.cell_layer import CellLayer
-from signalprop.nn.filter_bptt_native import native_loops
+from signalprop.nn.filter_bptt_native import advise_huge_pages, time_loops
 from signalprop.nn.orthogonal import activate, check_positive, filter_mixing
 from signalprop.nn.orthogonal_filters import FILTERS, make_filter
 from signalprop.nn.precision import autocast_off, float32_inputs, only_grad_transforms
@@ -63,13 +67,15 @@ def _run_recurrence(x: Tensor, h0: Tensor, weight_ih: Tensor, bias: Tensor | Non
     else:
         torch.addmm(bias, x2d, weight_ih.t(), beta=k, alpha=k, out=acts2d)
     states = x.new_empty(steps + 1, batch, hidden)
+    loops = time_loops(hidden, x, h0, weight, weight_ih, bias)
+    if loops is not None:
+        advise_huge_pages(states)
     states[0] = h0
     permute = filt.dtype == torch.long
     w_t = weight.t() * k
     o_t = filt if permute else filt.t()
-    native = native_loops()
-    if native is not None:
-        native.forward_loop(acts, states, w_t, o_t, a, b, tanh, permute)
+    if loops is not None:  # the C++ loops (fused kernels or ATen calls), same arithmetic
+        loops[0](acts, states, w_t, o_t, a, b, tanh, permute)
         return states, acts
     for p_t, h, h_t in zip(acts.unbind(0), states[:-1].unbind(0), states[1:].unbind(0),
                            strict=True):
@@ -94,7 +100,8 @@ def _backward_loop(acts: Tensor, g: Tensor, direct: Tensor | None, weight: Tenso
                    filt_a: Tensor, a: float, permute: bool) -> Tensor:
     """The time loop of the backward pass: ``acts`` holds the slopes ``b phi'(z_t)`` on entry
     and ``dL/dz_t`` on exit; returns ``dL/dh_0``. ``filt_a`` is ``a O`` (or, for a permutation,
-    the inverse permutation). The C++ ``backward_loop`` makes the same calls."""
+    the inverse permutation). The C++ ``backward_loop`` makes the same calls and
+    ``backward_fused`` the same arithmetic (:mod:`signalprop.nn.filter_bptt_native`)."""
     buffers = (torch.empty_like(g), torch.empty_like(g))
     for t in range(acts.shape[0] - 1, -1, -1):
         gz = acts[t].mul_(g)  # dL/dz_t overwrites the slope
@@ -168,13 +175,15 @@ class _AdditiveFilterBPTT(torch.autograd.Function):
                 g.add_(direct[-1])
             permute = filt.dtype == torch.long
             filt_a = torch.argsort(filt) if permute else filt * a
-            native = native_loops()
-            loop = _backward_loop if native is None else native.backward_loop
+            loops = time_loops(hidden, acts, g, direct, weight)
+            loop = _backward_loop if loops is None else loops[1]
             g = loop(acts, g, direct, weight, filt_a, a, permute)
             gz2d = acts.view(-1, hidden)
             need = ctx.needs_input_grad
             grad_weight = gz2d.t() @ states[:-1].reshape(-1, hidden) if need[4] else None
-            grad_ih = gz2d.t() @ x.reshape(steps * batch, -1) if need[2] else None
+            # (x^T g_z)^T: the same product as g_z^T x, several times faster on CPU (BLAS
+            # handles a long reduction into a narrow output badly)
+            grad_ih = (x.reshape(steps * batch, -1).t() @ gz2d).t() if need[2] else None
             grad_bias = gz2d.sum(0) if bias is not None and need[3] else None
             grad_x = (gz2d @ weight_ih).view(x.shape) if need[0] else None
         reusable_buffers.give_back(acts)
@@ -332,6 +341,7 @@ class AdditiveFilterRNN(CellLayer):
         needs_grad = torch.is_grad_enabled() and any(
             t is not None and t.requires_grad for t in (x, h, weight_ih, bias, weight_hh))
         if self.impl == "bptt" and only_grad_transforms():
+            x = x.contiguous()  # time-major: one copy here, none in the forward or backward
             if not needs_grad:
                 states, acts = _run_recurrence(x, h, weight_ih, bias, weight_hh, filt_or_perm,
                                                cell.a, cell.b, cell.activation)
