@@ -55,7 +55,8 @@ from signalprop.config import require_int
 from signalprop.errors import ConfigError
 from signalprop.nn import reusable_buffers
 from signalprop.nn.cell_layer import CellLayer
-from signalprop.nn.lem_bptt_native import native_loops
+from signalprop.nn.filter_bptt_native import Loops, advise_huge_pages
+from signalprop.nn.lem_bptt_native import time_loops
 from signalprop.nn.precision import autocast_off, float32_inputs, only_grad_transforms
 
 __all__ = ["LEM", "LEMCell"]
@@ -117,17 +118,18 @@ def _backward_loop(acts: Tensor, ys: Tensor, zs: Tensor, gy: Tensor, gz: Tensor,
     return gy, gz
 
 
-def _loops(*tensors: Tensor):
-    """The C++ loops where they run for ``tensors`` (plain CPU float32/float64 tensors, not
-    wrapped by a ``torch.func`` transform: the loops read their memory), else None (always
-    while ``torch.compile`` traces)."""
+def _time_loops(hidden: int, *tensors: Tensor) -> Loops | None:
+    """The C++ ``(forward, backward)`` loops for ``tensors``: the hand-fused kernels or the
+    ATen loops (:func:`signalprop.nn.lem_bptt_native.time_loops`, by ``hidden``) for plain CPU
+    float32/float64 tensors, not wrapped by a ``torch.func`` transform (the loops read their
+    memory); None for the Python loops (always while ``torch.compile`` traces)."""
     if torch.compiler.is_compiling():
         return None
     for t in tensors:
         if (t.device.type != "cpu" or t.dtype not in (torch.float32, torch.float64)
                 or torch._C._functorch.is_functorch_wrapped_tensor(t)):
             return None
-    return native_loops()
+    return time_loops(hidden, *tensors)
 
 
 def _run_forward(projected: Tensor, y0: Tensor, z0: Tensor, ws: Tensor, bs: Tensor,
@@ -142,15 +144,18 @@ def _run_forward(projected: Tensor, y0: Tensor, z0: Tensor, ws: Tensor, bs: Tens
     acts.add_(torch.cat([bs[2 * n:], bs[:2 * n], by]))  # [u_z, u_1, u_2, u_y] + biases
     ys = projected.new_empty(steps + 1, batch, n)
     zs = projected.new_empty(steps + 1, batch, n)
+    loops = _time_loops(n, projected, y0, z0, ws, wy)
+    if loops is not None:
+        advise_huge_pages(ys)
+        advise_huge_pages(zs)
     ys[0], zs[0] = y0, z0
     ws_r = ws.roll(n, 0)  # [W_z; W_1; W_2]
-    native = _loops(projected, y0, z0, ws, wy)
-    if native is None:
+    if loops is None:
         _forward_loop(acts, ys, zs, ws_r.t(), wy.t(), dt)
     else:  # tanh(x) = 2 sigmoid(2 x) - 1, the factors 2 in the weights and inputs
         acts.view(steps, batch, 4, n)[:, :, ::3].mul_(2.0)  # a_z and q
         ws_r[:n] *= 2.0
-        native.forward_loop(acts, ys, zs, ws_r.t(), 2.0 * wy.t(), dt)
+        loops[0](acts, ys, zs, ws_r.t(), 2.0 * wy.t(), dt)
     return ys, zs, acts
 
 
@@ -205,8 +210,9 @@ class _LEMBPTT(torch.autograd.Function):
                 gy.add_(direct[-1])
             gz = (torch.zeros_like(zs[0]) if grad_z is None
                   else grad_z.clone(memory_format=torch.contiguous_format))
-            native = _loops(acts, ys, zs, gy, gz, ws, wy, *(() if direct is None else (direct,)))
-            loop = _backward_loop if native is None else native.backward_loop
+            loops = _time_loops(n, acts, ys, zs, gy, gz, ws, wy,
+                                *(() if direct is None else (direct,)))
+            loop = _backward_loop if loops is None else loops[1]
             gy, gz = loop(acts, ys, zs, gy, gz, direct, ws.roll(n, 0).contiguous(),
                           wy.contiguous(), dt)
             g2d = acts.view(steps * batch, 4 * n)
