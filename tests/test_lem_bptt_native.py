@@ -199,14 +199,16 @@ def test_loop_kind_picks_the_fused_kernels_for_small_cpu_float_tensors(monkeypat
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_a_training_step_at_hidden_32_runs_the_fused_kernels(monkeypatch, dtype):
     """By default (no environment switch) both time loops of a small CPU model are the fused
-    kernels, each called once per training step."""
+    kernels (backward with the weight gradients accumulated inside), each called once per
+    training step."""
     monkeypatch.delenv(FUSED_ENV, raising=False)
     monkeypatch.setenv(ENV, "1")
     native = native_loops()
     if native is None:
         pytest.skip("LEM's C++ loops could not be built on this machine")
     calls: list[str] = []
-    for name in ("forward_fused", "backward_fused", "forward_loop", "backward_loop"):
+    for name in ("forward_fused", "backward_fused", "backward_fused_grads", "forward_loop",
+                 "backward_loop"):
         original = getattr(native, name)
 
         def counted(*args, _name=name, _original=original):
@@ -217,4 +219,4 @@ def test_a_training_step_at_hidden_32_runs_the_fused_kernels(monkeypatch, dtype)
     model = LEM(2, 32, dtype=dtype)
     out, (y_n, z_n) = model(torch.randn(5, 30, 2, dtype=dtype))
     (out.sum() + y_n.sum() + z_n.sum()).backward()
-    assert calls == ["forward_fused", "backward_fused"]
+    assert calls == ["forward_fused", "backward_fused_grads"]

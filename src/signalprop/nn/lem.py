@@ -55,8 +55,8 @@ from signalprop.config import require_int
 from signalprop.errors import ConfigError
 from signalprop.nn import reusable_buffers
 from signalprop.nn.cell_layer import CellLayer
-from signalprop.nn.filter_bptt_native import Loops, advise_huge_pages
-from signalprop.nn.lem_bptt_native import time_loops
+from signalprop.nn.filter_bptt_native import advise_huge_pages
+from signalprop.nn.lem_bptt_native import Loops, time_loops
 from signalprop.nn.precision import autocast_off, float32_inputs, only_grad_transforms
 
 __all__ = ["LEM", "LEMCell"]
@@ -245,12 +245,33 @@ class _LEMBPTT(torch.autograd.Function):
                   else grad_z.clone(memory_format=torch.contiguous_format))
             loops = _time_loops(n, acts, ys, zs, gy, gz, ws, wy,
                                 *(() if direct is None else (direct,)))
-            loop = _backward_loop if loops is None else loops[1]
-            gy, gz = loop(acts, ys, zs, gy, gz, direct, ws.roll(n, 0).contiguous(),
-                          wy.contiguous(), dt)
-            grads = _parameter_grads(acts.view(steps * batch, 4 * n), x2d, w_k, ys, zs, need)
+            args = (acts, ys, zs, gy, gz, direct, ws.roll(n, 0).contiguous(), wy.contiguous(),
+                    dt)
+            if loops is not None and loops.backward_grads is not None:
+                gy, gz, grads = _fused_backward(loops, args, x2d, w_k, need)
+            else:
+                loop = _backward_loop if loops is None else loops.backward
+                gy, gz = loop(*args)
+                grads = _parameter_grads(acts.view(steps * batch, 4 * n), x2d, w_k, ys, zs,
+                                         need)
         reusable_buffers.give_back(acts)
         return (*grads[:3], gy if need[3] else None, gz if need[4] else None, *grads[3:], None)
+
+
+def _fused_backward(loops: Loops, args: tuple, x2d: Tensor, w_k: Tensor,
+                    need: tuple[bool, ...]) -> tuple[Tensor, Tensor, tuple[Tensor | None, ...]]:
+    """The fused backward kernel, which also accumulates the weight gradients while each
+    step's gradients are in cache: ``dL/dy_0``, ``dL/dz_0`` and the gradients of ``x2d``,
+    ``w_k``, ``b_k``, ``ws`` and ``wy`` (``dL/dx`` a GEMM over the gradient buffer after the
+    loop)."""
+    acts, ys = args[0], args[1]
+    n = ys.shape[2]
+    x = x2d.contiguous()
+    acc_ws, acc_wy = ys.new_zeros(3 * n, n), ys.new_zeros(n, n)
+    acc_xg = ys.new_zeros(x.shape[1] + 1, 4 * n)  # [x, 1]^T g
+    gy, gz = loops.backward_grads(*args, x, acc_ws, acc_wy, acc_xg)
+    grad_x = acts.view(-1, 4 * n) @ w_k if need[0] else None
+    return gy, gz, (grad_x, acc_xg[:-1].t(), acc_xg[-1], acc_ws.roll(-n, 0), acc_wy)
 
 
 def _parameter_grads(g: Tensor, x2d: Tensor, w_k: Tensor, ys: Tensor, zs: Tensor,

@@ -36,19 +36,15 @@ Python loops run) where the build fails, with ``SIGNALPROP_NATIVE_BPTT=0``, or w
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import ModuleType
+from typing import NamedTuple
 
 from torch import Tensor
 
-from signalprop.nn.filter_bptt_native import (
-    FAST_CFLAGS,
-    SIMD_SOURCE,
-    Loops,
-    choose_loops,
-    load_native,
-)
+from signalprop.nn.filter_bptt_native import FAST_CFLAGS, SIMD_SOURCE, choose_loops, load_native
 
-NAME = "signalprop_lem_bptt_v4"
+NAME = "signalprop_lem_bptt_v5"
 #: Largest hidden size for which :func:`loop_kind` picks the fused kernels by default.
 FUSED_MAX_HIDDEN = 64
 
@@ -373,6 +369,104 @@ void backward_row(T* m, int64_t gs, const T* yp, const T* zp, T* g, const T* dir
   }
 }
 
+// acc (rows, np) += sum_b a[b, k] y[b, :] for the rows k0 .. k0 + R - 1: a has row stride sa,
+// y is (batch, np); R rows times kVecs vectors of accumulators stay in registers over b.
+template <typename T, int64_t R>
+void outer_rows(T* acc, int64_t k0, const T* a, int64_t sa, const T* y, int64_t batch,
+                int64_t np) {
+  constexpr int64_t L = kLanes<T>;
+  constexpr int64_t B = kBlock<T>;
+  for (int64_t j0 = 0; j0 < np; j0 += B) {
+    V<T> c[R][kVecs];
+    for (int64_t r = 0; r < R; ++r) {
+      for (int64_t v = 0; v < kVecs; ++v) c[r][v] = load(acc + (k0 + r) * np + j0 + v * L);
+    }
+    for (int64_t b = 0; b < batch; ++b) {
+      V<T> yv[kVecs];
+      for (int64_t v = 0; v < kVecs; ++v) yv[v] = load(y + b * np + j0 + v * L);
+      for (int64_t r = 0; r < R; ++r) {
+        const V<T> ar = splat(a[b * sa + k0 + r]);
+        for (int64_t v = 0; v < kVecs; ++v) c[r][v] += ar * yv[v];
+      }
+    }
+    for (int64_t r = 0; r < R; ++r) {
+      for (int64_t v = 0; v < kVecs; ++v) store(acc + (k0 + r) * np + j0 + v * L, c[r][v]);
+    }
+  }
+}
+
+// acc (rows, np) += a^T y over the batch: a (batch, rows) with row stride sa, y (batch, np).
+template <typename T>
+void outer_accumulate(T* acc, int64_t rows, const T* a, int64_t sa, const T* y,
+                      int64_t batch, int64_t np) {
+  int64_t k0 = 0;
+  for (; k0 + 3 <= rows; k0 += 3) outer_rows<T, 3>(acc, k0, a, sa, y, batch, np);
+  for (; k0 < rows; ++k0) outer_rows<T, 1>(acc, k0, a, sa, y, batch, np);
+}
+
+// acc (features + 1, width) += [x, 1]^T g over the batch: x (batch, features), g (batch,
+// width) contiguous; the last row of acc sums g.
+template <typename T>
+void input_accumulate(T* acc, const T* x, int64_t features, const T* g, int64_t batch,
+                      int64_t width) {
+  constexpr int64_t L = kLanes<T>;
+  for (int64_t b = 0; b < batch; ++b) {
+    const T* gb = g + b * width;
+    for (int64_t f = 0; f <= features; ++f) {
+      const T xf = f < features ? x[b * features + f] : T(1);
+      const V<T> xv = splat(xf);
+      T* out = acc + f * width;
+      int64_t j = 0;
+      for (; j + L <= width; j += L) store(out + j, load(out + j) + xv * load(gb + j));
+      for (; j < width; ++j) out[j] += xf * gb[j];
+    }
+  }
+}
+
+// The weight gradients of one backward step, accumulated over the steps: the (3n, n)
+// gradient of [W_z; W_1; W_2] (g_s^T y_{n-1}), the (n, n) one of W_y (g_q^T z_n) and
+// [x, 1]^T g for the input map and the biases. np-padded (rows, np) accumulators.
+template <typename T>
+struct WeightGrads {
+  int64_t n, np, features;
+  std::vector<T> ws, wy, xg, y_pad, z_pad;
+  WeightGrads(int64_t n_, int64_t np_, int64_t features_, int64_t batch)
+      : n(n_), np(np_), features(features_), ws(3 * n_ * np_, T(0)), wy(n_ * np_, T(0)),
+        xg((features_ + 1) * 4 * n_, T(0)), y_pad(batch * np_, T(0)),
+        z_pad(batch * np_, T(0)) {}
+
+  // a (batch rows of [g_{a_z}, g_{a_1}, g_{a_2}, g_q]), y = y_{n-1}, z = z_n, x the inputs.
+  void add_step(const T* g, const T* y, const T* z, const T* x, int64_t batch) {
+    const T* yp = y;
+    const T* zp = z;
+    if (n != np) {
+      for (int64_t b = 0; b < batch; ++b) {
+        std::copy(y + b * n, y + (b + 1) * n, y_pad.data() + b * np);
+        std::copy(z + b * n, z + (b + 1) * n, z_pad.data() + b * np);
+      }
+      yp = y_pad.data();
+      zp = z_pad.data();
+    }
+    outer_accumulate<T>(ws.data(), 3 * n, g, 4 * n, yp, batch, np);
+    outer_accumulate<T>(wy.data(), n, g + 3 * n, 4 * n, zp, batch, np);
+    input_accumulate<T>(xg.data(), x, features, g, batch, 4 * n);
+  }
+
+  // Adds the accumulated gradients to out_ws (3n, n), out_wy (n, n), out_xg (features + 1, 4n).
+  void write(at::Tensor out_ws, at::Tensor out_wy, at::Tensor out_xg) const {
+    T* pws = out_ws.data_ptr<T>();
+    T* pwy = out_wy.data_ptr<T>();
+    T* pxg = out_xg.data_ptr<T>();
+    for (int64_t k = 0; k < 3 * n; ++k) {
+      for (int64_t i = 0; i < n; ++i) pws[k * n + i] += ws[k * np + i];
+    }
+    for (int64_t k = 0; k < n; ++k) {
+      for (int64_t i = 0; i < n; ++i) pwy[k * n + i] += wy[k * np + i];
+    }
+    for (size_t k = 0; k < xg.size(); ++k) pxg[k] += xg[k];
+  }
+};
+
 // Per-row padded scratch for hidden sizes that are not a multiple of kBlock: the row's four
 // groups, and one np run for each state or gradient row.
 template <typename T>
@@ -423,7 +517,8 @@ void forward_typed(at::Tensor acts, at::Tensor ys, at::Tensor zs, at::Tensor ws_
 template <typename T>
 void backward_typed(at::Tensor acts, at::Tensor ys, at::Tensor zs, at::Tensor g,
                     at::Tensor gz, const c10::optional<at::Tensor>& direct, at::Tensor ws_m,
-                    at::Tensor wy_m, double dt) {
+                    at::Tensor wy_m, double dt, WeightGrads<T>* grads = nullptr,
+                    const T* x = nullptr) {
   const int64_t steps = acts.size(0), batch = g.size(0), n = g.size(1);
   const int64_t np = fused::padded(n, kBlock<T>);
   const std::vector<T> ws = pad_groups<T>(ws_m, 1, np);
@@ -460,7 +555,22 @@ void backward_typed(at::Tensor acts, at::Tensor ys, at::Tensor zs, at::Tensor g,
       scatter_groups<T>(gb, n, s.run[2], np, n, 1);
       scatter_groups<T>(gzb, n, s.run[3], np, n, 1);
     }
+    if (grads != nullptr) {
+      grads->add_step(ap + t * batch * 4 * n, yp + t * batch * n, zp + (t + 1) * batch * n,
+                      x + t * batch * grads->features, batch);
+    }
   }
+}
+
+template <typename T>
+void backward_grads_typed(at::Tensor acts, at::Tensor ys, at::Tensor zs, at::Tensor g,
+                          at::Tensor gz, const c10::optional<at::Tensor>& direct,
+                          at::Tensor ws_m, at::Tensor wy_m, double dt, at::Tensor x,
+                          at::Tensor out_ws, at::Tensor out_wy, at::Tensor out_xg) {
+  const int64_t batch = g.size(0), n = g.size(1);
+  WeightGrads<T> grads(n, fused::padded(n, kBlock<T>), x.size(1), batch);
+  backward_typed<T>(acts, ys, zs, g, gz, direct, ws_m, wy_m, dt, &grads, x.data_ptr<T>());
+  grads.write(out_ws, out_wy, out_xg);
 }
 
 }  // namespace lem_fused
@@ -516,11 +626,41 @@ std::vector<at::Tensor> backward_fused(at::Tensor acts, at::Tensor ys, at::Tenso
 #endif
   return {g, gz};
 }
+
+// backward_fused, and the weight gradients of all steps accumulated step by step (while each
+// step's gradients are in cache) into out_ws (3n, n: the gradient of [W_z; W_1; W_2] from
+// [g_{a_z}, g_{a_1}, g_{a_2}]^T y_{n-1}), out_wy (n, n: g_q^T z_n) and out_xg
+// (features + 1, 4n: [x, 1]^T g, the input map's transposed gradient and the bias gradient in
+// its last row); x (T B, features) are the inputs. The outputs are added to.
+std::vector<at::Tensor> backward_fused_grads(at::Tensor acts, at::Tensor ys, at::Tensor zs,
+                                             at::Tensor gy, at::Tensor gz,
+                                             c10::optional<at::Tensor> direct, at::Tensor ws,
+                                             at::Tensor wy, double dt, at::Tensor x,
+                                             at::Tensor out_ws, at::Tensor out_wy,
+                                             at::Tensor out_xg) {
+  check_fused({acts, ys, zs, gy, gz, x, out_ws, out_wy, out_xg});
+  TORCH_CHECK(!direct.has_value() || (direct->is_contiguous()
+              && direct->scalar_type() == acts.scalar_type()),
+              "LEM's fused loops need a contiguous direct gradient of the buffers' dtype");
+  const int64_t n = gy.size(1);
+  TORCH_CHECK(out_ws.size(0) == 3 * n && out_ws.size(1) == n && out_wy.size(0) == n
+              && out_wy.size(1) == n && x.size(0) == acts.size(0) * acts.size(1)
+              && out_xg.size(0) == x.size(1) + 1 && out_xg.size(1) == 4 * n,
+              "LEM's backward_fused_grads got gradient buffers of the wrong shape");
+  at::Tensor g = gy.clone();
+#ifdef SIGNALPROP_FUSED
+  AT_DISPATCH_FLOATING_TYPES(acts.scalar_type(), "lem_backward_fused_grads", [&] {
+    lem_fused::backward_grads_typed<scalar_t>(acts, ys, zs, g, gz, direct, ws, wy, dt, x,
+                                              out_ws, out_wy, out_xg);
+  });
+#endif
+  return {g, gz};
+}
 """
 
 SOURCE = "#include <torch/extension.h>\n#include <vector>\n" + ATEN_SOURCE + FUSED_SOURCE
 FUNCTIONS = ("forward_loop", "backward_loop", "forward_fused", "backward_fused",
-             "fused_available")
+             "backward_fused_grads", "fused_available")
 
 
 def native_loops() -> ModuleType | None:
@@ -535,12 +675,22 @@ def loop_kind(hidden: int, *tensors: Tensor | None) -> str:
     return choose_loops(native_loops(), hidden, FUSED_MAX_HIDDEN, tensors)
 
 
+class Loops(NamedTuple):
+    """LEM's C++ time loops of one kind, with the buffer contract of the Python loops."""
+
+    forward: Callable[..., None]
+    backward: Callable[..., list[Tensor]]
+    #: ``backward`` that also accumulates the weight gradients step by step (the fused kernels'
+    #: ``backward_fused_grads``), or None where they are GEMMs after the loop (ATen loops)
+    backward_grads: Callable[..., list[Tensor]] | None
+
+
 def time_loops(hidden: int, *tensors: Tensor | None) -> Loops | None:
-    """The C++ ``(forward, backward)`` loops :func:`loop_kind` picks; None for the Python ones."""
+    """The C++ loops :func:`loop_kind` picks; None for the Python ones."""
     kind = loop_kind(hidden, *tensors)
     native = native_loops()
     if kind == "fused":
-        return native.forward_fused, native.backward_fused
+        return Loops(native.forward_fused, native.backward_fused, native.backward_fused_grads)
     if kind == "aten":
-        return native.forward_loop, native.backward_loop
+        return Loops(native.forward_loop, native.backward_loop, None)
     return None
