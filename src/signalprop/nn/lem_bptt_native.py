@@ -44,9 +44,9 @@ from torch import Tensor
 
 from signalprop.nn.filter_bptt_native import FAST_CFLAGS, SIMD_SOURCE, choose_loops, load_native
 
-NAME = "signalprop_lem_bptt_v5"
+NAME = "signalprop_lem_bptt_v6"
 #: Largest hidden size for which :func:`loop_kind` picks the fused kernels by default.
-FUSED_MAX_HIDDEN = 64
+FUSED_MAX_HIDDEN = 56
 
 ATEN_SOURCE = r"""
 // acts (T, B, 4n) holds [2 (u_z + b_z), u_1 + b_1, u_2 + b_2, 2 (u_y + b_y)] on entry and
@@ -204,6 +204,7 @@ FUSED_SOURCE = r"""
 #include <cmath>
 #include <cstdint>
 #include <initializer_list>
+#include <type_traits>
 #include <vector>
 
 #if defined(__GNUC__)  // GCC and clang: vector extensions; elsewhere the ATen loops run
@@ -215,7 +216,6 @@ namespace fused {
 
 namespace lem_fused {
 
-using fused::kBlock;
 using fused::kVecs;
 using fused::load;
 using fused::sigmoid;
@@ -257,27 +257,43 @@ void scatter_groups(T* buffer, int64_t gs, const T* scratch, int64_t np, int64_t
   }
 }
 
-// acc += sum_{i < n} x_i w[i, :] for the kVecs vectors of columns at w (row stride np), in two
+// Calls f(std::integral_constant<int64_t, NV>{}, j0) for the blocks of columns of a row of np
+// (a multiple of kLanes) values: kVecs vectors wide, the last one 1 .. kVecs vectors.
+template <typename T, typename F>
+inline void for_blocks(int64_t np, F&& f) {
+  constexpr int64_t L = kLanes<T>;
+  int64_t j0 = 0;
+  for (; j0 + kVecs * L <= np; j0 += kVecs * L) f(std::integral_constant<int64_t, kVecs>{}, j0);
+  static_assert(kVecs == 4, "the remainder blocks below are 1 to 3 vectors");
+  switch ((np - j0) / L) {
+    case 1: f(std::integral_constant<int64_t, 1>{}, j0); break;
+    case 2: f(std::integral_constant<int64_t, 2>{}, j0); break;
+    case 3: f(std::integral_constant<int64_t, 3>{}, j0); break;
+    default: break;
+  }
+}
+
+// acc += sum_{i < n} x_i w[i, :] for the NV vectors of columns at w (row stride np), in two
 // chains (first and second half of i) so that more FMAs are in flight.
-template <typename T>
+template <typename T, int64_t NV>
 inline void accumulate(V<T>* acc, const T* x, const T* w, int64_t n, int64_t np) {
   constexpr int64_t L = kLanes<T>;
-  V<T> other[kVecs] = {};
+  V<T> other[NV] = {};
   const int64_t half = n / 2;
   for (int64_t i = 0; i < half; ++i) {
     const V<T> x0 = splat(x[i]), x1 = splat(x[i + half]);
     const T* w0 = w + i * np;
     const T* w1 = w + (i + half) * np;
-    for (int64_t v = 0; v < kVecs; ++v) {
+    for (int64_t v = 0; v < NV; ++v) {
       acc[v] += x0 * load(w0 + v * L);
       other[v] += x1 * load(w1 + v * L);
     }
   }
   if (n % 2 != 0) {
     const V<T> x0 = splat(x[n - 1]);
-    for (int64_t v = 0; v < kVecs; ++v) acc[v] += x0 * load(w + (n - 1) * np + v * L);
+    for (int64_t v = 0; v < NV; ++v) acc[v] += x0 * load(w + (n - 1) * np + v * L);
   }
-  for (int64_t v = 0; v < kVecs; ++v) acc[v] += other[v];
+  for (int64_t v = 0; v < NV; ++v) acc[v] += other[v];
 }
 
 // One batch row of one forward step. a: the row's four groups (gs apart) [2 (u_z + b_z),
@@ -288,17 +304,17 @@ template <typename T>
 void forward_row(T* a, int64_t gs, const T* yp, const T* zp, T* yn, T* zn, const T* ws,
                  const T* wy, int64_t n, int64_t np, T step) {
   constexpr int64_t L = kLanes<T>;
-  constexpr int64_t B = kBlock<T>;
-  for (int64_t j0 = 0; j0 < np; j0 += B) {
-    V<T> acc[3][kVecs] = {};
+  for_blocks<T>(np, [&](auto nv, int64_t j0) {
+    constexpr int64_t NV = decltype(nv)::value;
+    V<T> acc[3][NV] = {};
     for (int64_t i = 0; i < n; ++i) {
       const V<T> yi = splat(yp[i]);
       const T* w = ws + i * 3 * np + j0;
       for (int64_t g = 0; g < 3; ++g) {
-        for (int64_t v = 0; v < kVecs; ++v) acc[g][v] += yi * load(w + g * np + v * L);
+        for (int64_t v = 0; v < NV; ++v) acc[g][v] += yi * load(w + g * np + v * L);
       }
     }
-    for (int64_t v = 0; v < kVecs; ++v) {
+    for (int64_t v = 0; v < NV; ++v) {
       const int64_t j = j0 + v * L;
       const V<T> hz = T(2) * sigmoid<T>(acc[0][v] + load(a + j)) - T(1);
       const V<T> d1 = step * sigmoid<T>(acc[1][v] + load(a + gs + j));
@@ -309,18 +325,19 @@ void forward_row(T* a, int64_t gs, const T* yp, const T* zp, T* yn, T* zn, const
       store(a + 2 * gs + j, d2);
       store(zn + j, z + d1 * (hz - z));
     }
-  }
-  for (int64_t j0 = 0; j0 < np; j0 += B) {
-    V<T> acc[kVecs] = {};
-    accumulate<T>(acc, zn, wy + j0, n, np);
-    for (int64_t v = 0; v < kVecs; ++v) {
+  });
+  for_blocks<T>(np, [&](auto nv, int64_t j0) {
+    constexpr int64_t NV = decltype(nv)::value;
+    V<T> acc[NV] = {};
+    accumulate<T, NV>(acc, zn, wy + j0, n, np);
+    for (int64_t v = 0; v < NV; ++v) {
       const int64_t j = j0 + v * L;
       const V<T> hy = T(2) * sigmoid<T>(acc[v] + load(a + 3 * gs + j)) - T(1);
       const V<T> y = load(yp + j);
       store(a + 3 * gs + j, hy);
       store(yn + j, y + load(a + 2 * gs + j) * (hy - y));
     }
-  }
+  });
 }
 
 // One batch row of one backward step. m: the row's gates (four groups gs apart) [tanh(a_z),
@@ -331,7 +348,6 @@ template <typename T>
 void backward_row(T* m, int64_t gs, const T* yp, const T* zp, T* g, const T* direct, T* gz,
                   const T* ws, const T* wy, int64_t n, int64_t np, T inv_dt) {
   constexpr int64_t L = kLanes<T>;
-  constexpr int64_t B = kBlock<T>;
   const T one = T(1);
   for (int64_t j = 0; j < np; j += L) {  // y update: g_{a_2}, g_q, g (1 - dt_bar) + direct
     const V<T> d = load(m + 2 * gs + j), h = load(m + 3 * gs + j), gj = load(g + j);
@@ -341,10 +357,11 @@ void backward_row(T* m, int64_t gs, const T* yp, const T* zp, T* g, const T* dir
     store(m + 3 * gs + j, gj * d * (one - h * h));
     store(g + j, next);
   }
-  for (int64_t i0 = 0; i0 < np; i0 += B) {  // g_z += g_q W_y, then the z update
-    V<T> acc[kVecs] = {};
-    accumulate<T>(acc, m + 3 * gs, wy + i0, n, np);
-    for (int64_t v = 0; v < kVecs; ++v) {
+  for_blocks<T>(np, [&](auto nv, int64_t i0) {  // g_z += g_q W_y, then the z update
+    constexpr int64_t NV = decltype(nv)::value;
+    V<T> acc[NV] = {};
+    accumulate<T, NV>(acc, m + 3 * gs, wy + i0, n, np);
+    for (int64_t v = 0; v < NV; ++v) {
       const int64_t i = i0 + v * L;
       const V<T> gi = load(gz + i) + acc[v];
       const V<T> d = load(m + gs + i), h = load(m + i);
@@ -352,47 +369,48 @@ void backward_row(T* m, int64_t gs, const T* yp, const T* zp, T* g, const T* dir
       store(m + gs + i, gi * (h - load(zp + i)) * d * (one - d * inv_dt));
       store(gz + i, gi * (one - d));
     }
-  }
-  for (int64_t i0 = 0; i0 < np; i0 += B) {  // g += [g_{a_z}, g_{a_1}, g_{a_2}] [W_z; W_1; W_2]
-    V<T> acc[3][kVecs] = {};
+  });
+  for_blocks<T>(np, [&](auto nv, int64_t i0) {  // g += [g_{a_z}, g_{a_1}, g_{a_2}] [W_z; W_1; W_2]
+    constexpr int64_t NV = decltype(nv)::value;
+    V<T> acc[3][NV] = {};
     for (int64_t j = 0; j < n; ++j) {
       for (int64_t k = 0; k < 3; ++k) {
         const V<T> gk = splat(m[k * gs + j]);
         const T* w = ws + (k * n + j) * np + i0;
-        for (int64_t v = 0; v < kVecs; ++v) acc[k][v] += gk * load(w + v * L);
+        for (int64_t v = 0; v < NV; ++v) acc[k][v] += gk * load(w + v * L);
       }
     }
-    for (int64_t v = 0; v < kVecs; ++v) {
+    for (int64_t v = 0; v < NV; ++v) {
       T* out = g + i0 + v * L;
       store(out, load(out) + acc[0][v] + acc[1][v] + acc[2][v]);
     }
-  }
+  });
 }
 
 // acc (rows, np) += sum_b a[b, k] y[b, :] for the rows k0 .. k0 + R - 1: a has row stride sa,
-// y is (batch, np); R rows times kVecs vectors of accumulators stay in registers over b.
+// y is (batch, np); R rows times NV vectors of accumulators stay in registers over b.
 template <typename T, int64_t R>
 void outer_rows(T* acc, int64_t k0, const T* a, int64_t sa, const T* y, int64_t batch,
                 int64_t np) {
   constexpr int64_t L = kLanes<T>;
-  constexpr int64_t B = kBlock<T>;
-  for (int64_t j0 = 0; j0 < np; j0 += B) {
-    V<T> c[R][kVecs];
+  for_blocks<T>(np, [&](auto nv, int64_t j0) {
+    constexpr int64_t NV = decltype(nv)::value;
+    V<T> c[R][NV];
     for (int64_t r = 0; r < R; ++r) {
-      for (int64_t v = 0; v < kVecs; ++v) c[r][v] = load(acc + (k0 + r) * np + j0 + v * L);
+      for (int64_t v = 0; v < NV; ++v) c[r][v] = load(acc + (k0 + r) * np + j0 + v * L);
     }
     for (int64_t b = 0; b < batch; ++b) {
-      V<T> yv[kVecs];
-      for (int64_t v = 0; v < kVecs; ++v) yv[v] = load(y + b * np + j0 + v * L);
+      V<T> yv[NV];
+      for (int64_t v = 0; v < NV; ++v) yv[v] = load(y + b * np + j0 + v * L);
       for (int64_t r = 0; r < R; ++r) {
         const V<T> ar = splat(a[b * sa + k0 + r]);
-        for (int64_t v = 0; v < kVecs; ++v) c[r][v] += ar * yv[v];
+        for (int64_t v = 0; v < NV; ++v) c[r][v] += ar * yv[v];
       }
     }
     for (int64_t r = 0; r < R; ++r) {
-      for (int64_t v = 0; v < kVecs; ++v) store(acc + (k0 + r) * np + j0 + v * L, c[r][v]);
+      for (int64_t v = 0; v < NV; ++v) store(acc + (k0 + r) * np + j0 + v * L, c[r][v]);
     }
-  }
+  });
 }
 
 // acc (rows, np) += a^T y over the batch: a (batch, rows) with row stride sa, y (batch, np).
@@ -467,7 +485,7 @@ struct WeightGrads {
   }
 };
 
-// Per-row padded scratch for hidden sizes that are not a multiple of kBlock: the row's four
+// Per-row padded scratch for hidden sizes that are not a multiple of kLanes: the row's four
 // groups, and one np run for each state or gradient row.
 template <typename T>
 struct Scratch {
@@ -483,7 +501,7 @@ template <typename T>
 void forward_typed(at::Tensor acts, at::Tensor ys, at::Tensor zs, at::Tensor ws_t,
                    at::Tensor wy_t, double dt) {
   const int64_t steps = acts.size(0), batch = ys.size(1), n = ys.size(2);
-  const int64_t np = fused::padded(n, kBlock<T>);
+  const int64_t np = fused::padded(n, kLanes<T>);
   const std::vector<T> ws = pad_groups<T>(ws_t, 3, np);
   const std::vector<T> wy = pad_groups<T>(wy_t, 1, np);
   Scratch<T> s(np);
@@ -520,7 +538,7 @@ void backward_typed(at::Tensor acts, at::Tensor ys, at::Tensor zs, at::Tensor g,
                     at::Tensor wy_m, double dt, WeightGrads<T>* grads = nullptr,
                     const T* x = nullptr) {
   const int64_t steps = acts.size(0), batch = g.size(0), n = g.size(1);
-  const int64_t np = fused::padded(n, kBlock<T>);
+  const int64_t np = fused::padded(n, kLanes<T>);
   const std::vector<T> ws = pad_groups<T>(ws_m, 1, np);
   const std::vector<T> wy = pad_groups<T>(wy_m, 1, np);
   Scratch<T> s(np);
@@ -568,7 +586,7 @@ void backward_grads_typed(at::Tensor acts, at::Tensor ys, at::Tensor zs, at::Ten
                           at::Tensor ws_m, at::Tensor wy_m, double dt, at::Tensor x,
                           at::Tensor out_ws, at::Tensor out_wy, at::Tensor out_xg) {
   const int64_t batch = g.size(0), n = g.size(1);
-  WeightGrads<T> grads(n, fused::padded(n, kBlock<T>), x.size(1), batch);
+  WeightGrads<T> grads(n, fused::padded(n, kLanes<T>), x.size(1), batch);
   backward_typed<T>(acts, ys, zs, g, gz, direct, ws_m, wy_m, dt, &grads, x.data_ptr<T>());
   grads.write(out_ws, out_wy, out_xg);
 }
