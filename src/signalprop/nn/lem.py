@@ -17,12 +17,13 @@ Layout: the four input maps ``[V_1; V_2; V_y; V_z]`` are one ``Linear(input, 4 n
 to all steps at once, the three state maps ``[W_1; W_2; W_z]`` one ``Linear(n, 3 n)``, and
 ``W_y`` its own ``Linear(n, n)``; every weight and bias starts uniform in ``±1/sqrt(n)``.
 
-Speed: the input maps of all steps are one GEMM under autograd; the recurrence then runs in a
-custom autograd Function (``impl="bptt"``, the default) with a hand-written backward through
-time, as the additive-filter RNN does (:mod:`signalprop.nn.orthogonal_rnn`). Its forward keeps
-``y_t``, ``z_t`` and the gates ``tanh(·)``, ``Δt_n``, ``Δt̄_n`` of every step in a buffer
-reused across training steps (per step two in-place GEMMs, a sigmoid, two tanh and two lerps);
-its backward runs the adjoint::
+Speed: the recurrence runs in a custom autograd Function (``impl="bptt"``, the default) with a
+hand-written backward through time, as the additive-filter RNN does
+(:mod:`signalprop.nn.orthogonal_rnn`). Its forward computes the input maps of all steps as one
+GEMM into a gate buffer reused across training steps (rows reordered and all biases summed
+under autograd, :func:`lem_recurrence`), then runs the time loop, which keeps ``y_t``, ``z_t``
+and the gates ``tanh(·)``, ``Δt_n``, ``Δt̄_n`` of every step in that buffer; its backward runs
+the adjoint::
 
     g_q = g_y ⊙ Δt̄_n ⊙ (1 − tanh²(q)),  g_z += g_q W_y,
     g_{a_z} = g_z ⊙ Δt_n ⊙ (1 − tanh²(a_z)),
@@ -31,14 +32,15 @@ its backward runs the adjoint::
     g_{y,n-1} = g_y ⊙ (1 − Δt̄_n) + [g_{a_1}, g_{a_2}, g_{a_z}] W_s + dL/dy_{n-1},
     g_{z,n-1} = g_z ⊙ (1 − Δt_n)
 
-(two GEMMs per step; in C++ the element-wise rest is two fused passes over the step's
-saved gates, in Python about twenty small calls), then the gradients of ``W_s``,
-``W_y``, their biases and the projected inputs as single GEMMs/sums over all steps. Both time
-loops are C++ (:mod:`signalprop.nn.lem_bptt_native`, built on first use; the Python loops here
-are the reference and run where the build fails or with ``SIGNALPROP_NATIVE_BPTT=0``). At hidden
-32, batch 50, one thread a training step at T = 10,000 took 108 µs per time step against 367 µs
-for the autograd loop in the same run (numbers: docs/methods/orthogonal.md, "Speed at
-T = 10,000"). ``impl="loop"`` is the plain autograd loop
+and overwrites the gates with the pre-activations' gradients, from which the gradients of the
+input, the input maps, ``W_s``, ``W_y`` and every bias follow without copying the buffer. Both
+time loops are C++ (:mod:`signalprop.nn.lem_bptt_native`, built on first use): for small hidden
+sizes hand-fused kernels (one pass per batch row and step, and the weight gradients accumulated
+inside the backward loop while each step's gradients are in cache), otherwise loops of ATen
+calls (two GEMMs per step each way plus fused element-wise passes; the weight gradients are
+GEMMs over all steps afterwards). The Python loops here are the reference and run where the
+build fails or with ``SIGNALPROP_NATIVE_BPTT=0``. Timings: docs/methods/orthogonal.md, "Speed at
+T = 10,000". ``impl="loop"`` is the plain autograd loop
 over :meth:`LEMCell.step`, kept as the reference; ``impl="bptt"`` runs it by itself under
 ``torch.func.vmap``/``jvp`` (the Function serves autograd and ``torch.func.grad``). The
 hand-written backward is not differentiable again (no double backward: use ``impl="loop"``).

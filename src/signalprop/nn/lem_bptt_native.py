@@ -23,7 +23,12 @@ loop share that contract:
   register-sized column blocks, the three gates and ``z_n`` follow in the same pass, then
   ``z_n (2 W_y^T)``, ``tanh(q)`` and ``y_n``; backward, the ``y`` update's adjoint, ``g_z +=
   g_q W_y`` with the ``z`` update's adjoint, and ``g_{y,n-1} += [g_{a_z}, g_{a_1}, g_{a_2}]
-  [W_z; W_1; W_2]``, each one pass. float32 uses the vectorised ``exp`` of the filter's kernels.
+  [W_z; W_1; W_2]``, each one pass. Column blocks are one to four 32-byte vectors, so hidden
+  sizes are padded only to the vector width. float32 uses the vectorised ``exp`` of the
+  filter's kernels. ``backward_fused_grads`` is ``backward_fused`` that also accumulates the
+  gradients of ``[W_z; W_1; W_2]``, ``W_y``, the input map and the biases step by step (small
+  register-blocked products over the batch while the step's gradients are in cache), in place
+  of GEMMs over all ``T B`` rows after the loop.
 
 :func:`time_loops` picks a pair per call (:func:`loop_kind`): the fused kernels for CPU
 float32/float64 tensors with ``hidden <= FUSED_MAX_HIDDEN``, the ATen loops otherwise;
