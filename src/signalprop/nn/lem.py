@@ -173,11 +173,9 @@ def _run_forward(x2d: Tensor, w_k: Tensor, b_k: Tensor, y0: Tensor, z0: Tensor, 
     acts = reusable_buffers.take_buffer(x2d, (steps, batch, 4 * n))
     loops = _time_loops(n, x2d, y0, z0, ws, wy)
     ws_r = ws.roll(n, 0)  # [W_z; W_1; W_2]
-    scale = torch.ones(4, 1, dtype=w_k.dtype, device=w_k.device)
-    if loops is not None:  # tanh(x) = 2 sigmoid(2 x) - 1, the factors 2 in weights and inputs
-        scale[::3] = 2.0  # a_z and q
+    scale = _input_scale(w_k, n, loops is not None)
+    if loops is not None:
         ws_r[:n] *= 2.0
-    scale = scale.expand(4, n).reshape(4 * n)
     torch.addmm(b_k * scale, x2d, (w_k * scale[:, None]).t(), out=acts.view(-1, 4 * n))
     ys = x2d.new_empty(steps + 1, batch, n)
     zs = x2d.new_empty(steps + 1, batch, n)
@@ -188,8 +186,18 @@ def _run_forward(x2d: Tensor, w_k: Tensor, b_k: Tensor, y0: Tensor, z0: Tensor, 
     if loops is None:
         _forward_loop(acts, ys, zs, ws_r.t(), wy.t(), dt)
     else:
-        loops[0](acts, ys, zs, ws_r.t(), 2.0 * wy.t(), dt)
+        loops.forward(acts, ys, zs, ws_r.t(), 2.0 * wy.t(), dt)
     return ys, zs, acts
+
+
+def _input_scale(w_k: Tensor, n: int, native: bool) -> Tensor:
+    """Factors (4n) of the gate buffer's input rows: the C++ loops take ``tanh(x)`` as
+    ``2 sigmoid(2 x) - 1`` with the factor 2 folded into the inputs of ``a_z`` and ``q`` (and
+    into ``W_z``, ``W_y``); the Python loops take the inputs as they are."""
+    scale = torch.ones(4, 1, dtype=w_k.dtype, device=w_k.device)
+    if native:
+        scale[::3] = 2.0  # a_z and q
+    return scale.expand(4, n).reshape(4 * n)
 
 
 class _LEMBPTT(torch.autograd.Function):
