@@ -2,8 +2,10 @@
 BPTT (``filter_bptt``, the time loops its default dispatch picks; forced to the hand-fused C++
 kernels, ``filter_bptt_fused``, to the C++ loops of ATen calls, ``filter_bptt_aten``, and to the
 Python loops, ``filter_bptt_python``) against its autograd loop, LEM (its hand-written BPTT with
-C++ loops, ``lem``, with Python loops, ``lem_python``, and its autograd loop,
-``lem_autograd_loop``) and torch.nn.LSTM, and against the filter RNN's GEMM floor.
+the time loops its default dispatch picks, ``lem``; forced to the hand-fused C++ kernels,
+``lem_fused``, to the C++ loops of ATen calls, ``lem_aten``, and to the Python loops,
+``lem_python``; and its autograd loop, ``lem_autograd_loop``) and torch.nn.LSTM, and against
+the filter RNN's GEMM floor.
 
 Adding-problem shapes (2 input features, a linear head on the last state, squared loss),
 batch 50, one thread, every model timed in this process by its CPU time
@@ -37,6 +39,8 @@ from signalprop.nn.filter_bptt_native import (
     native_loops,
 )
 from signalprop.nn.lem import LEM
+from signalprop.nn.lem_bptt_native import FUSED_MAX_HIDDEN as LEM_FUSED_MAX_HIDDEN
+from signalprop.nn.lem_bptt_native import loop_kind as lem_loop_kind
 from signalprop.nn.lem_bptt_native import native_loops as lem_native_loops
 from signalprop.nn.orthogonal_rnn import AdditiveFilterRNN
 from signalprop.nn.readout import LastStepClassifier
@@ -99,7 +103,8 @@ def step_time(model: nn.Module, x: torch.Tensor, y: torch.Tensor, repeats: int) 
 VARIANTS: dict[str, dict[str, dict[str, str]]] = {
     "filter_bptt": {"filter_bptt_fused": {FUSED_ENV: "1"}, "filter_bptt_aten": {FUSED_ENV: "0"},
                     "filter_bptt_python": {ENV: "0"}},
-    "lem": {"lem_python": {ENV: "0"}},
+    "lem": {"lem_fused": {FUSED_ENV: "1"}, "lem_aten": {FUSED_ENV: "0"},
+            "lem_python": {ENV: "0"}},
 }
 
 
@@ -150,6 +155,8 @@ def main() -> None:
     report["fused_max_hidden"] = FUSED_MAX_HIDDEN
     report["default_loops"] = {str(h): loop_kind(h, x) for h in args.hidden}
     report["lem_native_loops"] = lem_native_loops() is not None
+    report["lem_fused_max_hidden"] = LEM_FUSED_MAX_HIDDEN
+    report["lem_default_loops"] = {str(h): lem_loop_kind(h, x) for h in args.hidden}
     for hidden in args.hidden:
         times = {}
         for name, m in models(hidden, args.steps).items():

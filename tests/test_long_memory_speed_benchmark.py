@@ -1,5 +1,5 @@
 """benchmarks/long_memory_speed.py runs at a tiny size and writes every model's time per step,
-the fused C++, ATen C++ and Python time loops side by side (the numbers are in
+the fused C++, ATen C++ and Python time loops side by side (filter RNN and LEM) (the numbers are in
 docs/methods/orthogonal.md)."""
 
 from __future__ import annotations
@@ -29,6 +29,6 @@ def test_long_memory_benchmark_times_both_loops(tmp_path, monkeypatch):
     report = json.loads(out.read_text())
     per_step = report["hidden"]["4"]["us_per_time_step"]
     assert {"filter_bptt", "filter_bptt_fused", "filter_bptt_aten", "filter_bptt_python",
-            "lem", "lem_python", "lem_autograd_loop", "lstm", "gemm_floor",
+            "lem", "lem_fused", "lem_aten", "lem_python", "lem_autograd_loop", "lstm", "gemm_floor",
             "gemm_floor_wide_first"} <= set(per_step)
     assert all(v > 0 for v in per_step.values())

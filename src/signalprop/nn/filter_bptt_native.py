@@ -107,20 +107,11 @@ at::Tensor backward_loop(at::Tensor acts, at::Tensor g, c10::optional<at::Tensor
 }
 """
 
-FUSED_SOURCE = r"""
-#include <algorithm>
-#include <cmath>
-#include <cstdint>
-#include <vector>
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
-
-#if defined(__GNUC__)  // GCC and clang: vector extensions; elsewhere the ATen loops run
-#define SIGNALPROP_FUSED 1
-
-namespace fused {
-
+#: The vector helpers of the fused kernels (GCC/clang vector extensions: 32-byte vectors,
+#: loads and stores, column padding, a float32 ``exp`` with relative error below 1e-7 and the
+#: sigmoid), shared with LEM's kernels (:mod:`signalprop.nn.lem_bptt_native`); used inside a
+#: ``namespace fused`` after ``<algorithm>``, ``<cmath>``, ``<cstdint>`` and ``<vector>``.
+SIMD_SOURCE = r"""
 // 32-byte vectors (8 floats, 4 doubles), unaligned and free to alias the buffers they load.
 template <typename T>
 struct Simd {
@@ -188,7 +179,22 @@ inline V<double> exp_of(V<double> x) {
 
 template <typename T>
 inline V<T> sigmoid(V<T> x) { return T(1) / (T(1) + exp_of(-x)); }
+"""
 
+FUSED_SOURCE = r"""
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
+#if defined(__GNUC__)  // GCC and clang: vector extensions; elsewhere the ATen loops run
+#define SIGNALPROP_FUSED 1
+
+namespace fused {
+""" + SIMD_SOURCE + r"""
 // The kLanes-wide rows of m columns starting at src (m < kBlock: through a zeroed copy).
 template <typename T>
 inline const T* block_input(const T* src, int64_t m, T* spare) {
@@ -481,12 +487,19 @@ def loop_kind(hidden: int, *tensors: Tensor | None) -> str:
     ``"python"`` where :func:`native_loops` is None; ``"fused"`` for plain CPU float32/float64
     tensors when ``SIGNALPROP_FUSED_BPTT`` is ``1``, or is unset and ``hidden <=
     FUSED_MAX_HIDDEN``; ``"aten"`` otherwise."""
-    if native_loops() is None:
+    return choose_loops(native_loops(), hidden, FUSED_MAX_HIDDEN, tensors)
+
+
+def choose_loops(native: ModuleType | None, hidden: int, max_hidden: int,
+                 tensors: tuple[Tensor | None, ...]) -> str:
+    """:func:`loop_kind` for any extension ``native`` with ``fused_available()`` and a
+    threshold ``max_hidden`` of its own (shared with :mod:`signalprop.nn.lem_bptt_native`)."""
+    if native is None:
         return "python"
     mode = os.environ.get(FUSED_ENV, "auto")
-    if mode == "0" or not _fused_fits(tensors) or not native_loops().fused_available():
+    if mode == "0" or not _fused_fits(tensors) or not native.fused_available():
         return "aten"
-    return "fused" if mode == "1" or hidden <= FUSED_MAX_HIDDEN else "aten"
+    return "fused" if mode == "1" or hidden <= max_hidden else "aten"
 
 
 def time_loops(hidden: int, *tensors: Tensor | None) -> Loops | None:

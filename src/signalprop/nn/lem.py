@@ -17,12 +17,13 @@ Layout: the four input maps ``[V_1; V_2; V_y; V_z]`` are one ``Linear(input, 4 n
 to all steps at once, the three state maps ``[W_1; W_2; W_z]`` one ``Linear(n, 3 n)``, and
 ``W_y`` its own ``Linear(n, n)``; every weight and bias starts uniform in ``±1/sqrt(n)``.
 
-Speed: the input maps of all steps are one GEMM under autograd; the recurrence then runs in a
-custom autograd Function (``impl="bptt"``, the default) with a hand-written backward through
-time, as the additive-filter RNN does (:mod:`signalprop.nn.orthogonal_rnn`). Its forward keeps
-``y_t``, ``z_t`` and the gates ``tanh(·)``, ``Δt_n``, ``Δt̄_n`` of every step in a buffer
-reused across training steps (per step two in-place GEMMs, a sigmoid, two tanh and two lerps);
-its backward runs the adjoint::
+Speed: the recurrence runs in a custom autograd Function (``impl="bptt"``, the default) with a
+hand-written backward through time, as the additive-filter RNN does
+(:mod:`signalprop.nn.orthogonal_rnn`). Its forward computes the input maps of all steps as one
+GEMM into a gate buffer reused across training steps (rows reordered and all biases summed
+under autograd, :func:`lem_recurrence`), then runs the time loop, which keeps ``y_t``, ``z_t``
+and the gates ``tanh(·)``, ``Δt_n``, ``Δt̄_n`` of every step in that buffer; its backward runs
+the adjoint::
 
     g_q = g_y ⊙ Δt̄_n ⊙ (1 − tanh²(q)),  g_z += g_q W_y,
     g_{a_z} = g_z ⊙ Δt_n ⊙ (1 − tanh²(a_z)),
@@ -31,14 +32,15 @@ its backward runs the adjoint::
     g_{y,n-1} = g_y ⊙ (1 − Δt̄_n) + [g_{a_1}, g_{a_2}, g_{a_z}] W_s + dL/dy_{n-1},
     g_{z,n-1} = g_z ⊙ (1 − Δt_n)
 
-(two GEMMs per step; in C++ the element-wise rest is two fused passes over the step's
-saved gates, in Python about twenty small calls), then the gradients of ``W_s``,
-``W_y``, their biases and the projected inputs as single GEMMs/sums over all steps. Both time
-loops are C++ (:mod:`signalprop.nn.lem_bptt_native`, built on first use; the Python loops here
-are the reference and run where the build fails or with ``SIGNALPROP_NATIVE_BPTT=0``). At hidden
-32, batch 50, one thread a training step at T = 10,000 took 108 µs per time step against 367 µs
-for the autograd loop in the same run (numbers: docs/methods/orthogonal.md, "Speed at
-T = 10,000"). ``impl="loop"`` is the plain autograd loop
+and overwrites the gates with the pre-activations' gradients, from which the gradients of the
+input, the input maps, ``W_s``, ``W_y`` and every bias follow without copying the buffer. Both
+time loops are C++ (:mod:`signalprop.nn.lem_bptt_native`, built on first use): for small hidden
+sizes hand-fused kernels (one pass per batch row and step, and the weight gradients accumulated
+inside the backward loop while each step's gradients are in cache), otherwise loops of ATen
+calls (two GEMMs per step each way plus fused element-wise passes; the weight gradients are
+GEMMs over all steps afterwards). The Python loops here are the reference and run where the
+build fails or with ``SIGNALPROP_NATIVE_BPTT=0``. Timings: docs/methods/orthogonal.md, "Speed at
+T = 10,000". ``impl="loop"`` is the plain autograd loop
 over :meth:`LEMCell.step`, kept as the reference; ``impl="bptt"`` runs it by itself under
 ``torch.func.vmap``/``jvp`` (the Function serves autograd and ``torch.func.grad``). The
 hand-written backward is not differentiable again (no double backward: use ``impl="loop"``).
@@ -55,7 +57,8 @@ from signalprop.config import require_int
 from signalprop.errors import ConfigError
 from signalprop.nn import reusable_buffers
 from signalprop.nn.cell_layer import CellLayer
-from signalprop.nn.lem_bptt_native import native_loops
+from signalprop.nn.filter_bptt_native import advise_huge_pages
+from signalprop.nn.lem_bptt_native import Loops, time_loops
 from signalprop.nn.precision import autocast_off, float32_inputs, only_grad_transforms
 
 __all__ = ["LEM", "LEMCell"]
@@ -117,70 +120,115 @@ def _backward_loop(acts: Tensor, ys: Tensor, zs: Tensor, gy: Tensor, gz: Tensor,
     return gy, gz
 
 
-def _loops(*tensors: Tensor):
-    """The C++ loops where they run for ``tensors`` (plain CPU float32/float64 tensors, not
-    wrapped by a ``torch.func`` transform: the loops read their memory), else None (always
-    while ``torch.compile`` traces)."""
+def _time_loops(hidden: int, *tensors: Tensor) -> Loops | None:
+    """The C++ ``(forward, backward)`` loops for ``tensors``: the hand-fused kernels or the
+    ATen loops (:func:`signalprop.nn.lem_bptt_native.time_loops`, by ``hidden``) for plain CPU
+    float32/float64 tensors, not wrapped by a ``torch.func`` transform (the loops read their
+    memory); None for the Python loops (always while ``torch.compile`` traces)."""
     if torch.compiler.is_compiling():
         return None
     for t in tensors:
         if (t.device.type != "cpu" or t.dtype not in (torch.float32, torch.float64)
                 or torch._C._functorch.is_functorch_wrapped_tensor(t)):
             return None
-    return native_loops()
+    return time_loops(hidden, *tensors)
 
 
-def _run_forward(projected: Tensor, y0: Tensor, z0: Tensor, ws: Tensor, bs: Tensor,
-                 wy: Tensor, by: Tensor, dt: float) -> tuple[Tensor, Tensor, Tensor]:
+def _kernel_order(rows: Tensor, n: int) -> Tensor:
+    """The ``4n`` rows of an input map (or its bias) from ``LEMCell.step``'s block order
+    ``[1, 2, y, z]`` to the loops' ``[z, 1, 2, y]`` (differentiable; small)."""
+    return torch.cat([rows[3 * n:], rows[:3 * n]])
+
+
+def _kernel_inputs(w_in: Tensor, b_in: Tensor, bs: Tensor, by: Tensor
+                   ) -> tuple[Tensor, Tensor]:
+    """The input map ``w_in`` and the sum of all biases in the loops' row order (under
+    autograd where the parameters need gradients)."""
+    n = by.shape[0]
+    bias = b_in + torch.cat([bs[:2 * n], by, bs[2 * n:]])  # [b_1, b_2, b_y, b_z]
+    return _kernel_order(w_in, n), _kernel_order(bias, n)
+
+
+def lem_recurrence(x2d: Tensor, w_in: Tensor, b_in: Tensor, y0: Tensor, z0: Tensor,
+                   ws: Tensor, bs: Tensor, wy: Tensor, by: Tensor, dt: float
+                   ) -> tuple[Tensor, Tensor, Tensor]:
+    """Every ``y_t`` (T, B, n), ``y_T`` and ``z_T`` by :class:`_LEMBPTT` from the time-major
+    inputs ``x2d`` (T B, input), the input maps ``w_in`` (4n, input) and ``b_in`` in
+    ``LEMCell.step``'s order, ``y_0``, ``z_0`` (B, n), the state maps ``ws`` (3n, n), ``bs``
+    and ``z_to_y``'s ``wy``, ``by``. The biases are summed and the rows reordered under
+    autograd (small tensors), so that the Function's input projection is one GEMM into its
+    gate buffer and its gradient the buffer itself, without copies."""
+    output, y, z, _, _, _ = _LEMBPTT.apply(x2d, *_kernel_inputs(w_in, b_in, bs, by), y0, z0,
+                                           ws, wy, dt)
+    return output, y, z
+
+
+def _run_forward(x2d: Tensor, w_k: Tensor, b_k: Tensor, y0: Tensor, z0: Tensor, ws: Tensor,
+                 wy: Tensor, dt: float) -> tuple[Tensor, Tensor, Tensor]:
     """States ``ys``, ``zs`` (T + 1, B, n) and the gates (T, B, 4n, a reusable buffer) of
-    :func:`_forward_loop`, from the projected inputs in ``LEMCell.step``'s order
-    ``[u_1, u_2, u_y, u_z]``."""
-    steps, batch, four_n = projected.shape
-    n = four_n // 4
-    acts = reusable_buffers.take_buffer(projected, (steps, batch, four_n))
-    torch.cat([projected[..., 3 * n:], projected[..., :3 * n]], dim=-1, out=acts)
-    acts.add_(torch.cat([bs[2 * n:], bs[:2 * n], by]))  # [u_z, u_1, u_2, u_y] + biases
-    ys = projected.new_empty(steps + 1, batch, n)
-    zs = projected.new_empty(steps + 1, batch, n)
-    ys[0], zs[0] = y0, z0
+    :func:`_forward_loop`, from the inputs ``x2d`` (T B, input) and the input map ``w_k``,
+    ``b_k`` in the loops' order ``[z, 1, 2, y]`` (all biases included)."""
+    batch, n = y0.shape
+    steps = x2d.shape[0] // batch
+    acts = reusable_buffers.take_buffer(x2d, (steps, batch, 4 * n))
+    loops = _time_loops(n, x2d, y0, z0, ws, wy)
     ws_r = ws.roll(n, 0)  # [W_z; W_1; W_2]
-    native = _loops(projected, y0, z0, ws, wy)
-    if native is None:
-        _forward_loop(acts, ys, zs, ws_r.t(), wy.t(), dt)
-    else:  # tanh(x) = 2 sigmoid(2 x) - 1, the factors 2 in the weights and inputs
-        acts.view(steps, batch, 4, n)[:, :, ::3].mul_(2.0)  # a_z and q
+    scale = _input_scale(w_k, n, loops is not None)
+    if loops is not None:
         ws_r[:n] *= 2.0
-        native.forward_loop(acts, ys, zs, ws_r.t(), 2.0 * wy.t(), dt)
+    torch.addmm(b_k * scale, x2d, (w_k * scale[:, None]).t(), out=acts.view(-1, 4 * n))
+    ys = x2d.new_empty(steps + 1, batch, n)
+    zs = x2d.new_empty(steps + 1, batch, n)
+    if loops is not None:
+        advise_huge_pages(ys)
+        advise_huge_pages(zs)
+    ys[0], zs[0] = y0, z0
+    if loops is None:
+        _forward_loop(acts, ys, zs, ws_r.t(), wy.t(), dt)
+    else:
+        loops.forward(acts, ys, zs, ws_r.t(), 2.0 * wy.t(), dt)
     return ys, zs, acts
+
+
+def _input_scale(w_k: Tensor, n: int, native: bool) -> Tensor:
+    """Factors (4n) of the gate buffer's input rows: the C++ loops take ``tanh(x)`` as
+    ``2 sigmoid(2 x) - 1`` with the factor 2 folded into the inputs of ``a_z`` and ``q`` (and
+    into ``W_z``, ``W_y``); the Python loops take the inputs as they are."""
+    scale = torch.ones(4, 1, dtype=w_k.dtype, device=w_k.device)
+    if native:
+        scale[::3] = 2.0  # a_z and q
+    return scale.expand(4, n).reshape(4 * n)
 
 
 class _LEMBPTT(torch.autograd.Function):
     """LEM's recurrence with a hand-written backward through time (module docstring).
 
-    Inputs: the projected inputs ``input_maps(u)`` of all steps (T, B, 4n, in ``LEMCell.step``'s
-    order), ``y_0``, ``z_0`` (B, n), the state maps' weight (3n, n) and bias, ``z_to_y``'s
-    weight (n, n) and bias, and ``Δt``. Outputs: every ``y_t`` (T, B, n), copies of ``y_T`` and
-    ``z_T``, and (not differentiable) the saved states and gates. Backward overwrites the gates
-    with the pre-activations' gradients (recomputing them if it runs a second time) and hands
-    the buffer back for the next forward.
+    Inputs: the time-major inputs ``x2d`` (T B, input), the input map's weight (4n, input) and
+    bias (4n, every bias of the step summed) in the loops' row order ``[z, 1, 2, y]``, ``y_0``,
+    ``z_0`` (B, n), the state maps' weight (3n, n), ``z_to_y``'s weight (n, n) and ``Δt``
+    (:func:`lem_recurrence` builds them from the module's parameters). Outputs: every ``y_t``
+    (T, B, n), copies of ``y_T`` and ``z_T``, and (not differentiable) the saved states and
+    gates. Backward overwrites the gates with the pre-activations' gradients (recomputing them
+    if it runs a second time), takes every gradient from that buffer and hands it back for the
+    next forward.
     """
 
     @staticmethod
-    def forward(projected, y0, z0, ws, bs, wy, by, dt):  # type: ignore[override]
+    def forward(x2d, w_k, b_k, y0, z0, ws, wy, dt):  # type: ignore[override]
         with torch.no_grad():
-            ys, zs, gates = _run_forward(projected, y0, z0, ws, bs, wy, by, dt)
+            ys, zs, gates = _run_forward(x2d, w_k, b_k, y0, z0, ws, wy, dt)
         return ys[1:], ys[-1].clone(), zs[-1].clone(), ys, zs, gates
 
     @staticmethod
     def setup_context(ctx, inputs, output):  # type: ignore[override]
-        projected, y0, z0, ws, bs, wy, by, dt = inputs
+        x2d, w_k, b_k, y0, z0, ws, wy, dt = inputs
         _, _, _, ys, zs, gates = output
         ctx.set_materialize_grads(False)
         ctx.mark_non_differentiable(ys, zs, gates)
-        ctx.save_for_backward(projected, ws, bs, wy, by, ys, zs)
+        ctx.save_for_backward(x2d, w_k, b_k, ws, wy, ys, zs)
         ctx.gates = gates  # overwritten by backward; recomputed if backward runs again
         ctx.dt = dt
-        ctx.device_type = projected.device.type
+        ctx.device_type = x2d.device.type
 
     @staticmethod
     def vmap(info, in_dims, *args):  # type: ignore[override]
@@ -190,14 +238,14 @@ class _LEMBPTT(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out, grad_y, grad_z, *unused):  # type: ignore[override]
-        projected, ws, bs, wy, by, ys, zs = ctx.saved_tensors
+        x2d, w_k, b_k, ws, wy, ys, zs = ctx.saved_tensors
         dt = ctx.dt
         steps, batch, n = ys[1:].shape
         need = ctx.needs_input_grad
         acts, ctx.gates = ctx.gates, None
         with torch.no_grad(), autocast_off(ctx.device_type):
             if acts is None:  # a second backward (retain_graph): rebuild the overwritten gates
-                acts = _run_forward(projected, ys[0], zs[0], ws, bs, wy, by, dt)[2]
+                acts = _run_forward(x2d, w_k, b_k, ys[0], zs[0], ws, wy, dt)[2]
             direct = None if grad_out is None else grad_out.contiguous()
             gy = (torch.zeros_like(ys[0]) if grad_y is None
                   else grad_y.clone(memory_format=torch.contiguous_format))
@@ -205,21 +253,51 @@ class _LEMBPTT(torch.autograd.Function):
                 gy.add_(direct[-1])
             gz = (torch.zeros_like(zs[0]) if grad_z is None
                   else grad_z.clone(memory_format=torch.contiguous_format))
-            native = _loops(acts, ys, zs, gy, gz, ws, wy, *(() if direct is None else (direct,)))
-            loop = _backward_loop if native is None else native.backward_loop
-            gy, gz = loop(acts, ys, zs, gy, gz, direct, ws.roll(n, 0).contiguous(),
-                          wy.contiguous(), dt)
-            g2d = acts.view(steps * batch, 4 * n)
-            g_s, g_q = g2d[:, :3 * n], g2d[:, 3 * n:]
-            grad_ws = (g_s.t() @ ys[:-1].reshape(-1, n)).roll(-n, 0) if need[3] else None
-            grad_bs = g_s.sum(0).roll(-n, 0) if need[4] else None
-            grad_wy = g_q.t() @ zs[1:].reshape(-1, n) if need[5] else None
-            grad_by = g_q.sum(0) if need[6] else None
-            grad_projected = (torch.cat([acts[..., n:], acts[..., :n]], dim=-1)  # [u_1, u_2,
-                              if need[0] else None)  # u_y, u_z]
+            loops = _time_loops(n, acts, ys, zs, gy, gz, ws, wy,
+                                *(() if direct is None else (direct,)))
+            args = (acts, ys, zs, gy, gz, direct, ws.roll(n, 0).contiguous(), wy.contiguous(),
+                    dt)
+            if loops is not None and loops.backward_grads is not None:
+                gy, gz, grads = _fused_backward(loops, args, x2d, w_k, need)
+            else:
+                loop = _backward_loop if loops is None else loops.backward
+                gy, gz = loop(*args)
+                grads = _parameter_grads(acts.view(steps * batch, 4 * n), x2d, w_k, ys, zs,
+                                         need)
         reusable_buffers.give_back(acts)
-        return (grad_projected, gy if need[1] else None, gz if need[2] else None, grad_ws,
-                grad_bs, grad_wy, grad_by, None)
+        return (*grads[:3], gy if need[3] else None, gz if need[4] else None, *grads[3:], None)
+
+
+def _fused_backward(loops: Loops, args: tuple, x2d: Tensor, w_k: Tensor,
+                    need: tuple[bool, ...]) -> tuple[Tensor, Tensor, tuple[Tensor | None, ...]]:
+    """The fused backward kernel, which also accumulates the weight gradients while each
+    step's gradients are in cache: ``dL/dy_0``, ``dL/dz_0`` and the gradients of ``x2d``,
+    ``w_k``, ``b_k``, ``ws`` and ``wy`` (``dL/dx`` a GEMM over the gradient buffer after the
+    loop)."""
+    acts, ys = args[0], args[1]
+    n = ys.shape[2]
+    x = x2d.contiguous()
+    acc_ws, acc_wy = ys.new_zeros(3 * n, n), ys.new_zeros(n, n)
+    acc_xg = ys.new_zeros(x.shape[1] + 1, 4 * n)  # [x, 1]^T g
+    gy, gz = loops.backward_grads(*args, x, acc_ws, acc_wy, acc_xg)
+    grad_x = acts.view(-1, 4 * n) @ w_k if need[0] else None
+    return gy, gz, (grad_x, acc_xg[:-1].t(), acc_xg[-1], acc_ws.roll(-n, 0), acc_wy)
+
+
+def _parameter_grads(g: Tensor, x2d: Tensor, w_k: Tensor, ys: Tensor, zs: Tensor,
+                     need: tuple[bool, ...]) -> tuple[Tensor | None, ...]:
+    """The gradients of ``x2d``, ``w_k``, ``b_k``, ``ws`` and ``wy`` from the pre-activations'
+    gradients ``g`` (T B, 4n, order ``[a_z, a_1, a_2, q]``), each one GEMM or sum over all
+    steps. The products over T B rows are taken with the long dimension inside (``(x^T g)^T``
+    rather than ``g^T x``), the order BLAS runs fastest here."""
+    n = ys.shape[2]
+    g_s, g_q = g[:, :3 * n], g[:, 3 * n:]
+    grad_x = g @ w_k if need[0] else None
+    grad_w = (x2d.t() @ g).t() if need[1] else None
+    grad_b = g.sum(0) if need[2] else None
+    grad_ws = (ys[:-1].reshape(-1, n).t() @ g_s).t().roll(-n, 0) if need[5] else None
+    grad_wy = (zs[1:].reshape(-1, n).t() @ g_q).t() if need[6] else None
+    return grad_x, grad_w, grad_b, grad_ws, grad_wy
 
 
 class LEMCell(nn.Module):
@@ -326,17 +404,19 @@ class LEM(CellLayer):
                     raise ValueError(f"{name} must have shape (1, {batch}, {n}), got "
                                      f"{tuple(s.shape)}")
             y, z = y0[0], z0[0]
-        # the input maps of all steps as one 2-d addmm with a row-major W^T, so that autograd
-        # computes the weight gradient as x^T g (a 4n-wide GEMM), not as (g^T x)^T: with two
-        # input features the latter is a 2-wide GEMM over T B rows, several times slower
-        maps = self.cell.input_maps
-        projected = torch.addmm(maps.bias, time_major.reshape(steps * batch, -1),
-                                maps.weight.t().contiguous()).view(steps, batch, 4 * n)
+        cell = self.cell
+        maps = cell.input_maps
+        x2d = time_major.reshape(steps * batch, -1)
         if self.impl == "bptt" and steps > 0 and only_grad_transforms():
-            output, y, z = self._bptt(projected, y, z)
+            output, y, z = self._bptt(x2d, y, z)
             if self.batch_first:
                 output = output.transpose(0, 1)
             return output, (y.unsqueeze(0), z.unsqueeze(0))
+        # the input maps of all steps as one 2-d addmm with a row-major W^T, so that autograd
+        # computes the weight gradient as x^T g (a 4n-wide GEMM), not as (g^T x)^T: with two
+        # input features the latter is a 2-wide GEMM over T B rows, several times slower
+        projected = torch.addmm(maps.bias, x2d, maps.weight.t().contiguous()).view(
+            steps, batch, 4 * n)
         outputs = []
         for p_t in projected.unbind(0):
             y, z = self.cell.step(p_t, y, z)
@@ -346,16 +426,18 @@ class LEM(CellLayer):
             output = output.transpose(0, 1)
         return output, (y.unsqueeze(0), z.unsqueeze(0))
 
-    def _bptt(self, projected: Tensor, y: Tensor, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Every ``y_t`` (T, B, n), ``y_T`` and ``z_T`` by :class:`_LEMBPTT` (or its forward
-        alone where nothing needs a gradient)."""
+    def _bptt(self, x2d: Tensor, y: Tensor, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Every ``y_t`` (T, B, n), ``y_T`` and ``z_T`` by :func:`lem_recurrence` (or the
+        forward alone where nothing needs a gradient)."""
         cell = self.cell
-        args = (projected.contiguous(), y.contiguous(), z.contiguous(), cell.state_maps.weight,
-                cell.state_maps.bias, cell.z_to_y.weight, cell.z_to_y.bias)
-        if not (torch.is_grad_enabled() and any(t.requires_grad for t in args)):
-            with torch.no_grad():
-                ys, zs, gates = _run_forward(*args, cell.dt)
-            reusable_buffers.give_back(gates)
-            return ys[1:], ys[-1], zs[-1]
-        output, y, z, _, _, _ = _LEMBPTT.apply(*args, cell.dt)
-        return output, y, z
+        args = (x2d.contiguous(), cell.input_maps.weight, cell.input_maps.bias, y.contiguous(),
+                z.contiguous(), cell.state_maps.weight, cell.state_maps.bias,
+                cell.z_to_y.weight, cell.z_to_y.bias)
+        if torch.is_grad_enabled() and any(t.requires_grad for t in args):
+            return lem_recurrence(*args, cell.dt)
+        with torch.no_grad():
+            x, w_in, b_in, y0, z0, ws, bs, wy, by = args
+            ys, zs, gates = _run_forward(x, *_kernel_inputs(w_in, b_in, bs, by), y0, z0, ws, wy,
+                                         cell.dt)
+        reusable_buffers.give_back(gates)
+        return ys[1:], ys[-1], zs[-1]
