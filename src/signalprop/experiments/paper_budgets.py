@@ -43,9 +43,9 @@ _VARIANTS = Scale((
 _PSMNIST = (Quantity("training sequences", "data.n_train", 60_000, "MNIST's training set"),
             Quantity("hidden units", "model.hidden", None))
 _LONG_MEMORY_HIDDEN = Quantity("hidden units", "model.hidden", None)
-_LONG_MEMORY_NOTE = ("T = 10,000 with LEM and nn.LSTM for 2,000 steps on 3 seeds does not fit "
-                     "this project's CPU budget (about 1 s per step each, hours per task; "
-                     "docs/methods/orthogonal.md): the largest T run in full is 1,000")
+_LONG_MEMORY_NOTE = ("at T = 10,000 one training step costs about 1 s for nn.LSTM and 0.3 s "
+                     "for LEM on this project's CPU, so the longest T of a run with the "
+                     "baselines is 1,000 (docs/methods/orthogonal.md)")
 _SAL_MLP = Scale((Quantity("layers", "model.depth", 300, SHIBATA),
                   Quantity("width", "model.width", None), Quantity("epochs", "train.epochs", None)))
 _SAL_LAG = Scale((Quantity("lag", "data.lag", 300, SHIBATA),
