@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from signalprop.nn import filter_bptt_native
+from signalprop.nn import filter_bptt_native, native_build
 from signalprop.nn.filter_bptt_native import ENV, FUSED_ENV, loop_kind, native_loops
 from signalprop.nn.orthogonal_rnn import AdditiveFilterRNN
 
@@ -117,10 +117,10 @@ def test_a_training_step_at_hidden_32_runs_the_fused_kernels(monkeypatch, dtype,
 
 
 def test_a_native_cpu_build_is_cached_under_the_cpu_tag():
-    tag = filter_bptt_native.cpu_tag()
-    assert len(tag) == 10 and tag == filter_bptt_native.cpu_tag()
-    assert filter_bptt_native.build_name("x", ["-O3", "-march=native"]) == f"x_{tag}"
-    assert filter_bptt_native.build_name("x", ["-O2"]) == "x"
+    tag = native_build.cpu_tag()
+    assert len(tag) == 10 and tag == native_build.cpu_tag()
+    assert native_build.build_name("x", ["-O3", "-march=native"]) == f"x_{tag}"
+    assert native_build.build_name("x", ["-O2"]) == "x"
     assert native_loops().__name__ in (filter_bptt_native.NAME,
                                        f"{filter_bptt_native.NAME}_{tag}")
 
@@ -135,7 +135,7 @@ def test_switching_the_native_loops_off_by_the_environment(monkeypatch):
 def test_the_pip_ninja_is_put_on_path_when_none_is_there(monkeypatch):
     ninja = pytest.importorskip("ninja")
 
-    monkeypatch.setattr(filter_bptt_native.shutil, "which", lambda name: None)
+    monkeypatch.setattr(native_build.shutil, "which", lambda name: None)
     monkeypatch.setenv("PATH", "/nowhere")
-    filter_bptt_native._ninja_on_path()
-    assert filter_bptt_native.os.environ["PATH"].split(":")[0] == ninja.BIN_DIR
+    native_build._ninja_on_path()
+    assert native_build.os.environ["PATH"].split(":")[0] == ninja.BIN_DIR

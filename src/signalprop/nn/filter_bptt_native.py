@@ -31,26 +31,27 @@ Where the build fails (no compiler), or with ``SIGNALPROP_NATIVE_BPTT=0``, or wh
 
 from __future__ import annotations
 
-import hashlib
-import os
-import platform
-import shutil
-import warnings
 from collections.abc import Callable
-from pathlib import Path
 from types import ModuleType
 
 import torch
 from torch import Tensor
 
-ENV = "SIGNALPROP_NATIVE_BPTT"
-FUSED_ENV = "SIGNALPROP_FUSED_BPTT"
+from signalprop.nn.native_build import (
+    ENV,
+    FAST_CFLAGS,
+    FUSED_ENV,
+    choose_loops,
+    load_native,
+)
+from signalprop.nn.native_simd import SIMD_SOURCE
+
+__all__ = ["ENV", "FUSED_ENV", "FUSED_MAX_HIDDEN", "NAME", "advise_huge_pages", "loop_kind",
+           "native_loops", "time_loops"]
+
 NAME = "signalprop_filter_bptt_v2"
 #: Largest hidden size for which :func:`loop_kind` picks the fused kernels by default.
 FUSED_MAX_HIDDEN = 56
-#: Flags of the fused kernels' build (vector instructions of the building machine); on a
-#: compiler that refuses them the extension is built with the default ``-O2`` instead.
-FAST_CFLAGS = ("-O3", "-march=native")
 
 ATEN_SOURCE = r"""
 // h_t = a O h_{t-1} + b phi(z_t), z_t = (U x_t + c) + W h_{t-1}; acts holds U x_t + c on
@@ -107,79 +108,6 @@ at::Tensor backward_loop(at::Tensor acts, at::Tensor g, c10::optional<at::Tensor
 }
 """
 
-#: The vector helpers of the fused kernels (GCC/clang vector extensions: 32-byte vectors,
-#: loads and stores, column padding, a float32 ``exp`` with relative error below 1e-7 and the
-#: sigmoid), shared with LEM's kernels (:mod:`signalprop.nn.lem_bptt_native`); used inside a
-#: ``namespace fused`` after ``<algorithm>``, ``<cmath>``, ``<cstdint>`` and ``<vector>``.
-SIMD_SOURCE = r"""
-// 32-byte vectors (8 floats, 4 doubles), unaligned and free to alias the buffers they load.
-template <typename T>
-struct Simd {
-  typedef T V __attribute__((vector_size(32), aligned(alignof(T)), may_alias));
-  static constexpr int64_t kLanes = 32 / sizeof(T);
-};
-template <typename T>
-using V = typename Simd<T>::V;
-typedef int32_t VInt __attribute__((vector_size(32)));
-
-// A block of columns is kVecs vectors; two blocks (W and O) of accumulators fill about half
-// of the 16 AVX2 registers.
-constexpr int64_t kVecs = 4;
-template <typename T>
-constexpr int64_t kBlock = kVecs * Simd<T>::kLanes;
-
-template <typename T>
-inline V<T> load(const T* p) { return *reinterpret_cast<const V<T>*>(p); }
-template <typename T>
-inline void store(T* p, V<T> v) { *reinterpret_cast<V<T>*>(p) = v; }
-template <typename T>
-inline V<T> splat(T x) { return V<T>{} + x; }
-
-inline int64_t padded(int64_t n, int64_t block) { return (n + block - 1) / block * block; }
-
-// The (n, n) matrix m as a row-major (n, np) copy whose columns n .. np - 1 are zero.
-template <typename T>
-std::vector<T> pad_columns(const at::Tensor& m, int64_t np) {
-  const at::Tensor c = m.contiguous();
-  const int64_t n = c.size(0);
-  const T* src = c.data_ptr<T>();
-  std::vector<T> out(n * np, T(0));
-  for (int64_t i = 0; i < n; ++i) {
-    std::copy(src + i * n, src + (i + 1) * n, out.begin() + i * np);
-  }
-  return out;
-}
-
-// exp of 8 floats: x = k ln 2 + r with k rounded by the 1.5 * 2^23 trick (exact without
-// -ffast-math), exp(r) by Cephes' degree-6 polynomial (relative error below 1e-7), 2^k from
-// its exponent bits; x is clamped to [-87, 88] so 2^k stays a normal float.
-inline V<float> exp_of(V<float> x) {
-  x = x < -87.0f ? splat(-87.0f) : x;
-  x = x > 88.0f ? splat(88.0f) : x;
-  const V<float> magic = splat(12582912.0f);
-  const V<float> k = (x * 1.44269504088896341f + magic) - magic;
-  V<float> r = x - k * 0.693359375f;
-  r = r + k * 2.12194440e-4f;
-  V<float> p = splat(1.9875691500e-4f);
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  const VInt bits = (__builtin_convertvector(k, VInt) + 127) << 23;
-  return p * reinterpret_cast<const V<float>&>(bits);
-}
-
-// float64 keeps the library exp (its kernels are for checking, not for speed).
-inline V<double> exp_of(V<double> x) {
-  for (int64_t l = 0; l < Simd<double>::kLanes; ++l) x[l] = std::exp(x[l]);
-  return x;
-}
-
-template <typename T>
-inline V<T> sigmoid(V<T> x) { return T(1) / (T(1) + exp_of(-x)); }
-"""
 
 FUSED_SOURCE = r"""
 #include <algorithm>
@@ -449,14 +377,6 @@ FUNCTIONS = ("forward_loop", "backward_loop", "forward_fused", "backward_fused",
 #: The pair ``(forward, backward)`` of time loops with the buffer contract of the C++ loops.
 Loops = tuple[Callable[..., None], Callable[..., Tensor]]
 
-_state: dict[str, ModuleType | None] = {}
-
-
-def enabled() -> bool:
-    """Whether the native loops may be used (``SIGNALPROP_NATIVE_BPTT`` is not ``0``)."""
-    return os.environ.get(ENV, "1") != "0"
-
-
 def native_loops() -> ModuleType | None:
     """The compiled loops, building them on the first call; None where they cannot run."""
     return load_native(NAME, SOURCE, FUNCTIONS, "the additive-filter RNN's C++ loops",
@@ -472,15 +392,6 @@ def advise_huge_pages(buffer: Tensor) -> None:
         native.advise_huge_pages(buffer)
 
 
-def _fused_fits(tensors: tuple[Tensor | None, ...]) -> bool:
-    """Plain (not functorch-wrapped) CPU tensors of one floating dtype the kernels handle."""
-    present = [t for t in tensors if t is not None and t.is_floating_point()]
-    dtypes = {t.dtype for t in present}
-    return (len(dtypes) == 1 and dtypes <= {torch.float32, torch.float64}
-            and all(t.device.type == "cpu" for t in present)
-            and not any(torch._C._functorch.is_functorch_wrapped_tensor(t) for t in present))
-
-
 def loop_kind(hidden: int, *tensors: Tensor | None) -> str:
     """Which time loops run for these tensors: ``"fused"``, ``"aten"`` or ``"python"``.
 
@@ -488,18 +399,6 @@ def loop_kind(hidden: int, *tensors: Tensor | None) -> str:
     tensors when ``SIGNALPROP_FUSED_BPTT`` is ``1``, or is unset and ``hidden <=
     FUSED_MAX_HIDDEN``; ``"aten"`` otherwise."""
     return choose_loops(native_loops(), hidden, FUSED_MAX_HIDDEN, tensors)
-
-
-def choose_loops(native: ModuleType | None, hidden: int, max_hidden: int,
-                 tensors: tuple[Tensor | None, ...]) -> str:
-    """:func:`loop_kind` for any extension ``native`` with ``fused_available()`` and a
-    threshold ``max_hidden`` of its own (shared with :mod:`signalprop.nn.lem_bptt_native`)."""
-    if native is None:
-        return "python"
-    mode = os.environ.get(FUSED_ENV, "auto")
-    if mode == "0" or not _fused_fits(tensors) or not native.fused_available():
-        return "aten"
-    return "fused" if mode == "1" or hidden <= max_hidden else "aten"
 
 
 def time_loops(hidden: int, *tensors: Tensor | None) -> Loops | None:
@@ -513,65 +412,3 @@ def time_loops(hidden: int, *tensors: Tensor | None) -> Loops | None:
     return None
 
 
-def load_native(name: str, source: str, functions: tuple[str, ...], what: str,
-                cflags: tuple[str, ...] = ()) -> ModuleType | None:
-    """The extension ``name`` built from C++ ``source`` (cached per process and in torch's
-    extension cache); None with ``SIGNALPROP_NATIVE_BPTT=0``, while ``torch.compile`` traces,
-    or where the build fails (then once a warning naming ``what``). ``cflags`` replace the
-    default ``-O2``; if the build with them fails it is retried with ``-O2``. Shared by every
-    hand-written BPTT with C++ time loops (this module, :mod:`signalprop.nn.lem_bptt_native`)."""
-    if not enabled() or torch.compiler.is_compiling():
-        return None
-    if name not in _state:
-        _state[name] = _build(name, source, functions, what, cflags)
-    return _state[name]
-
-
-def _ninja_on_path() -> None:
-    """torch runs ``ninja`` from PATH; a venv not activated has the pip one off it."""
-    if shutil.which("ninja") is None:
-        try:
-            import ninja
-        except ImportError:
-            return
-        os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
-
-
-def cpu_tag() -> str:
-    """A short hash of this CPU's model and instruction-set flags (Linux ``/proc/cpuinfo``;
-    elsewhere ``platform.processor()``): a ``-march=native`` build in an extension cache shared
-    between machines (a network home directory) is reused only on the same kind of CPU."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        key = "\n".join(dict.fromkeys(
-            line for line in lines
-            if line.startswith(("model name", "flags", "Features", "CPU part"))))
-    except OSError:
-        key = ""
-    key = key or f"{platform.processor()} {platform.machine()}"
-    return hashlib.sha1(key.encode()).hexdigest()[:10]
-
-
-def build_name(name: str, flags: list[str]) -> str:
-    """The cache name of ``name`` built with ``flags``: tagged by :func:`cpu_tag` where the
-    flags target the building CPU."""
-    return f"{name}_{cpu_tag()}" if "-march=native" in flags else name
-
-
-def _build(name: str, source: str, functions: tuple[str, ...], what: str,
-           cflags: tuple[str, ...] = ()) -> ModuleType | None:
-    attempts = [list(cflags), ["-O2"]] if cflags else [["-O2"]]
-    error: Exception | None = None
-    for flags in attempts:
-        try:
-            from torch.utils.cpp_extension import load_inline
-
-            _ninja_on_path()
-
-            return load_inline(name=build_name(name, flags), cpp_sources=source,
-                               functions=list(functions), extra_cflags=flags, verbose=False)
-        except Exception as exc:  # noqa: BLE001 - any build failure falls back to Python
-            error = exc
-    warnings.warn(f"{what} could not be built ({error!s:.200}); using the Python loops "
-                  f"(set {ENV}=0 to skip the attempt)", RuntimeWarning, stacklevel=4)
-    return None

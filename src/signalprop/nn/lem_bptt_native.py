@@ -47,7 +47,8 @@ from typing import NamedTuple
 
 from torch import Tensor
 
-from signalprop.nn.filter_bptt_native import FAST_CFLAGS, SIMD_SOURCE, choose_loops, load_native
+from signalprop.nn.native_build import FAST_CFLAGS, choose_loops, load_native
+from signalprop.nn.native_simd import SIMD_SOURCE
 
 NAME = "signalprop_lem_bptt_v6"
 #: Largest hidden size for which :func:`loop_kind` picks the fused kernels by default.
