@@ -44,12 +44,12 @@ from signalprop.nn.native_build import (
     choose_loops,
     load_native,
 )
-from signalprop.nn.native_simd import SIMD_SOURCE
+from signalprop.nn.native_simd import ENTRY_SOURCE, SIMD_SOURCE
 
 __all__ = ["ENV", "FUSED_ENV", "FUSED_MAX_HIDDEN", "NAME", "advise_huge_pages", "loop_kind",
            "native_loops", "time_loops"]
 
-NAME = "signalprop_filter_bptt_v2"
+NAME = "signalprop_filter_bptt_v3"
 #: Largest hidden size for which :func:`loop_kind` picks the fused kernels by default.
 FUSED_MAX_HIDDEN = 56
 
@@ -113,6 +113,7 @@ FUSED_SOURCE = r"""
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <initializer_list>
 #include <vector>
 #if defined(__linux__)
 #include <sys/mman.h>
@@ -311,15 +312,7 @@ at::Tensor backward_typed(at::Tensor acts, at::Tensor g, c10::optional<at::Tenso
 }  // namespace fused
 #endif
 
-void check_fused(const at::Tensor& acts, const at::Tensor& other) {
-#ifndef SIGNALPROP_FUSED
-  TORCH_CHECK(false, "the fused loops need GCC or clang vector extensions");
-#endif
-  TORCH_CHECK(acts.device().is_cpu() && acts.is_contiguous() && other.is_contiguous(),
-              "the fused loops need contiguous CPU buffers");
-  TORCH_CHECK(acts.scalar_type() == other.scalar_type(), "the fused loops need one dtype");
-}
-
+""" + ENTRY_SOURCE + r"""
 // Asks Linux to back the 2 MB-aligned part of a large, not yet written tensor with huge pages
 // (transparent huge pages in "madvise" mode): writing a fresh (T + 1, B, n) state buffer
 // page by page costs more page faults than its arithmetic. A hint only; elsewhere a no-op.
@@ -336,19 +329,10 @@ void advise_huge_pages(at::Tensor t) {
 #endif
 }
 
-// Whether this build has the fused kernels (GCC or clang).
-bool fused_available() {
-#ifdef SIGNALPROP_FUSED
-  return true;
-#else
-  return false;
-#endif
-}
-
 // Same contract as forward_loop, one hand-fused pass per step and batch row.
 void forward_fused(at::Tensor acts, at::Tensor states, at::Tensor w_t, at::Tensor o_t,
                    double a, double b, bool tanh, bool permute) {
-  check_fused(acts, states);
+  check_fused({acts, states});
 #ifdef SIGNALPROP_FUSED
   AT_DISPATCH_FLOATING_TYPES(acts.scalar_type(), "forward_fused", [&] {
     fused::forward_typed<scalar_t>(acts, states, w_t, o_t, a, b, tanh, permute);
@@ -359,7 +343,7 @@ void forward_fused(at::Tensor acts, at::Tensor states, at::Tensor w_t, at::Tenso
 // Same contract as backward_loop, one hand-fused pass per step and batch row.
 at::Tensor backward_fused(at::Tensor acts, at::Tensor g, c10::optional<at::Tensor> direct,
                           at::Tensor weight, at::Tensor filt_a, double a, bool permute) {
-  check_fused(acts, acts);
+  check_fused({acts});
   at::Tensor result = g;
 #ifdef SIGNALPROP_FUSED
   AT_DISPATCH_FLOATING_TYPES(acts.scalar_type(), "backward_fused", [&] {

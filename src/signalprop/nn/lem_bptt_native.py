@@ -48,9 +48,9 @@ from typing import NamedTuple
 from torch import Tensor
 
 from signalprop.nn.native_build import FAST_CFLAGS, choose_loops, load_native
-from signalprop.nn.native_simd import SIMD_SOURCE
+from signalprop.nn.native_simd import ENTRY_SOURCE, SIMD_SOURCE
 
-NAME = "signalprop_lem_bptt_v6"
+NAME = "signalprop_lem_bptt_v7"
 #: Largest hidden size for which :func:`loop_kind` picks the fused kernels by default.
 FUSED_MAX_HIDDEN = 56
 
@@ -600,26 +600,7 @@ void backward_grads_typed(at::Tensor acts, at::Tensor ys, at::Tensor zs, at::Ten
 }  // namespace lem_fused
 #endif
 
-void check_fused(std::initializer_list<at::Tensor> tensors) {
-#ifndef SIGNALPROP_FUSED
-  TORCH_CHECK(false, "LEM's fused loops need GCC or clang vector extensions");
-#endif
-  const at::Tensor& first = *tensors.begin();
-  for (const at::Tensor& t : tensors) {
-    TORCH_CHECK(t.device().is_cpu() && t.is_contiguous() && t.scalar_type() == first.scalar_type(),
-                "LEM's fused loops need contiguous CPU buffers of one dtype");
-  }
-}
-
-// Whether this build has the fused kernels (GCC or clang).
-bool fused_available() {
-#ifdef SIGNALPROP_FUSED
-  return true;
-#else
-  return false;
-#endif
-}
-
+""" + ENTRY_SOURCE + r"""
 // Same contract as forward_loop, one hand-fused pass per step and batch row.
 void forward_fused(at::Tensor acts, at::Tensor ys, at::Tensor zs, at::Tensor ws_t,
                    at::Tensor wy_t, double dt) {

@@ -1,6 +1,6 @@
-"""The vector helpers shared by the fused BPTT kernels of the additive-filter RNN
-(:mod:`signalprop.nn.filter_bptt_native`) and LEM (:mod:`signalprop.nn.lem_bptt_native`), as C++
-source both extensions include."""
+"""The C++ shared by the fused BPTT kernels of the additive-filter RNN
+(:mod:`signalprop.nn.filter_bptt_native`) and LEM (:mod:`signalprop.nn.lem_bptt_native`): the
+vector helpers and the entry-point checks, as source both extensions include."""
 
 #: The vector helpers of the fused kernels (GCC/clang vector extensions: 32-byte vectors,
 #: loads and stores, column padding, a float32 ``exp`` with relative error below 1e-7 and the
@@ -74,4 +74,30 @@ inline V<double> exp_of(V<double> x) {
 
 template <typename T>
 inline V<T> sigmoid(V<T> x) { return T(1) / (T(1) + exp_of(-x)); }
+"""
+
+#: The entry points' checks both extensions share, placed after their kernels (where
+#: ``SIGNALPROP_FUSED`` is defined on GCC and clang) and after ``<initializer_list>``.
+ENTRY_SOURCE = r"""
+// Fails unless this build has the fused kernels and every tensor is a contiguous CPU buffer of
+// the first one's dtype (what the kernels read through raw pointers).
+void check_fused(std::initializer_list<at::Tensor> tensors) {
+#ifndef SIGNALPROP_FUSED
+  TORCH_CHECK(false, "the fused loops need GCC or clang vector extensions");
+#endif
+  const at::Tensor& first = *tensors.begin();
+  for (const at::Tensor& t : tensors) {
+    TORCH_CHECK(t.device().is_cpu() && t.is_contiguous() && t.scalar_type() == first.scalar_type(),
+                "the fused loops need contiguous CPU buffers of one dtype");
+  }
+}
+
+// Whether this build has the fused kernels (GCC or clang).
+bool fused_available() {
+#ifdef SIGNALPROP_FUSED
+  return true;
+#else
+  return false;
+#endif
+}
 """
