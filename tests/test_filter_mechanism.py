@@ -52,3 +52,14 @@ def test_tiny_run_records_det_and_angle(tmp_path):
     assert all(r.value("angle_T") < 1e-5 for r in rows[:2])
     assert all(r.value("angle_T") > 1e-3 for r in rows[2:])
     assert len(summary["results"]["mechanism"]["rows"]) == 2
+
+
+def test_a_tight_data_cap_still_trains_every_step(tmp_path):
+    # 100 values of length 6 hold 8 sequences: under one batch of 50, so without the floor on
+    # the cap each of the 2 epochs would stop after 1 of its 2 steps.
+    sets = ["lengths=6", "beta_scales=1", "steps=4", "evals=2", "n_test=10", "hidden=4",
+            "seeds=1", "filters=[cycle]", "max_elements=100"]
+    assert main(["run", "orthogonal-filter-mechanism", "--out", str(tmp_path),
+                 *[a for s in sets for a in ("--set", s)]]) == 0
+    summary = json.loads(next(tmp_path.rglob("summary.json")).read_text())
+    assert [r.value("step") for r in rows_of(summary["results"])] == [4]

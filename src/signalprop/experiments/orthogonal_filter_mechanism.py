@@ -103,7 +103,9 @@ def study(ctx: RunContext) -> Study:
 
     def load(ctx: RunContext, point: str) -> Any:
         length, _ = where[point]
-        cap = max(cfg.train.batch_size, cfg.max_elements // (2 * length))
+        # Every evaluation epoch gets its full share of steps, even where the cap is tighter
+        # (then sequences repeat across epochs).
+        cap = max(per_epoch * cfg.train.batch_size, cfg.max_elements // (2 * length))
         return ctx.load_data("adding", T=length, n_test=cfg.n_test,
                              n_train=min(cfg.steps * cfg.train.batch_size, cap))
 
