@@ -1,6 +1,6 @@
-"""benchmarks/long_memory_speed.py runs at a tiny size and writes every model's time per step,
-the fused C++, ATen C++ and Python time loops side by side (filter RNN and LEM) (the numbers are in
-docs/methods/orthogonal.md)."""
+"""benchmarks/long_memory_speed.py runs at a tiny size and writes every model's time per step:
+the fused C++, ATen C++ and Python time loops of the filter RNN and of LEM side by side (the
+numbers are in docs/methods/orthogonal.md)."""
 
 from __future__ import annotations
 
